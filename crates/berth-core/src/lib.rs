@@ -1,0 +1,10 @@
+//! Berth's pure domain rules. No I/O, no async: everything here is a function of its inputs.
+
+pub mod digest;
+pub mod manifest;
+pub mod media;
+pub mod name;
+
+pub use digest::{Algorithm, Digest, DigestError};
+pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest, parse_manifest};
+pub use name::{NameError, Reference, RepoName, Tag};
