@@ -1,0 +1,665 @@
+//! Registry metadata: repositories, blobs and their links, manifests and what they reference, tags,
+//! upload sessions. One code path for SQLite (embedded default) and PostgreSQL (scale-out), through
+//! sqlx's `Any` driver; SQL here is written in the dialect both accept.
+//!
+//! Types here are plain strings and integers: digests and names are validated by the service
+//! before they reach this crate.
+
+mod migrate;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migration(String),
+    #[error("unsupported database URL {0:?} (use sqlite://PATH or postgres://...)")]
+    BadUrl(String),
+    #[error("manifest references content missing from the repository: {}", .0.join(", "))]
+    MissingReferences(Vec<String>),
+    #[error("manifest {child} is referenced by {parent}")]
+    Referenced { child: String, parent: String },
+    #[error("upload {0} was changed concurrently")]
+    UploadConflict(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the metadata store. Cheap to clone.
+#[derive(Clone)]
+pub struct Meta {
+    /// Writes go through here. On SQLite this pool has one connection: SQLite allows one writer,
+    /// and queuing in the pool beats `SQLITE_BUSY` retries.
+    write: AnyPool,
+    read: AnyPool,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRow {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub subject: Option<String>,
+    pub annotations: Option<String>,
+    pub size: i64,
+    pub content: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A manifest to store together with everything it references.
+#[derive(Debug, Clone)]
+pub struct NewManifest<'a> {
+    pub digest: &'a str,
+    pub media_type: &'a str,
+    pub artifact_type: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub annotations: Option<&'a str>,
+    pub content: &'a [u8],
+    pub blobs: &'a [String],
+    pub children: &'a [String],
+    pub tag: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerRow {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRow {
+    pub id: String,
+    pub repo_id: i64,
+    pub size: i64,
+    pub hash_state: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub repository: String,
+    pub manifest: String,
+    pub blob: String,
+}
+
+fn manifest_row(r: &AnyRow) -> Result<ManifestRow> {
+    Ok(ManifestRow {
+        digest: r.try_get("digest")?,
+        media_type: r.try_get("media_type")?,
+        artifact_type: r.try_get("artifact_type")?,
+        subject: r.try_get("subject")?,
+        annotations: r.try_get("annotations")?,
+        size: r.try_get("size")?,
+        content: r.try_get("content")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+macro_rules! manifest_cols {
+    () => {
+        "m.digest, m.media_type, m.artifact_type, m.subject, m.annotations, m.size, m.content, m.created_at"
+    };
+}
+
+impl Meta {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(MetaError::BadUrl(url.to_string()));
+        };
+        let meta = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+                let opts = || {
+                    AnyPoolOptions::new()
+                        .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+                        .min_connections(1)
+                };
+                let write = opts().max_connections(1).connect(&url).await?;
+                let read = opts().max_connections(8).connect(&url).await?;
+                Meta { write, read, backend }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
+                Meta { write: pool.clone(), read: pool, backend }
+            }
+        };
+        migrate::run(&meta.write, backend).await?;
+        Ok(meta)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    // ---- repositories ----
+
+    pub async fn repo_id(&self, name: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT id FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
+    /// The repository's id, creating it if it does not exist.
+    pub async fn ensure_repo(&self, name: &str) -> Result<i64> {
+        if let Some(id) = self.repo_id(name).await? {
+            return Ok(id);
+        }
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.write)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Repository names in lexical order, after `last`, at most `limit`.
+    pub async fn list_repos(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(last.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    // ---- blobs ----
+
+    /// Size of a blob linked into the repository.
+    pub async fn repo_blob(&self, repo_id: i64, digest: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest \
+             WHERE l.repo_id = $1 AND l.digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Size of a blob known to the registry, in any repository.
+    pub async fn blob_size(&self, digest: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Records a stored blob (if new) and links it into the repository.
+    pub async fn link_blob(&self, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_blob_and_link(&mut tx, repo_id, digest, size).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a blob's link from a repository. Refused while a manifest of the repository
+    /// references it. Returns whether a link existed.
+    pub async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        if let Some(r) = sqlx::query(
+            "SELECT manifest_digest FROM manifest_blobs WHERE repo_id = $1 AND blob_digest = $2 LIMIT 1",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            return Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? });
+        }
+        let n = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Every blob digest the registry knows, with its recorded size.
+    pub async fn all_blobs(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Manifest→blob references whose blob is not linked into the repository (should be none).
+    pub async fn dangling_blob_refs(&self) -> Result<Vec<BlobRef>> {
+        let rows = sqlx::query(
+            "SELECT r.name, mb.manifest_digest, mb.blob_digest FROM manifest_blobs mb \
+             JOIN repositories r ON r.id = mb.repo_id \
+             LEFT JOIN repo_blobs l ON l.repo_id = mb.repo_id AND l.digest = mb.blob_digest \
+             WHERE l.digest IS NULL ORDER BY r.name, mb.manifest_digest",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
+            .collect()
+    }
+
+    /// Index→child references whose child manifest is missing from the repository (should be none).
+    pub async fn dangling_children(&self) -> Result<Vec<BlobRef>> {
+        let rows = sqlx::query(
+            "SELECT r.name, c.parent_digest, c.child_digest FROM manifest_children c \
+             JOIN repositories r ON r.id = c.repo_id \
+             LEFT JOIN manifests m ON m.repo_id = c.repo_id AND m.digest = c.child_digest \
+             WHERE m.digest IS NULL ORDER BY r.name, c.parent_digest",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
+            .collect()
+    }
+
+    /// Every stored manifest as (repository, digest, content), for verification.
+    pub async fn all_manifests(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT r.name, m.digest, m.content FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             ORDER BY r.name, m.digest",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    // ---- manifests and tags ----
+
+    /// Stores a manifest, its references and optionally a tag, atomically. Fails with
+    /// [`MetaError::MissingReferences`] (storing nothing) if a referenced blob is not linked into
+    /// the repository or a child manifest is not in it.
+    pub async fn put_manifest(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let mut missing = Vec::new();
+        for b in m.blobs {
+            let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(b.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                missing.push(format!("blob {b}"));
+            }
+        }
+        for c in m.children {
+            // An index may list itself only by mistake; a manifest cannot contain its own digest.
+            let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(c.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                missing.push(format!("manifest {c}"));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(MetaError::MissingReferences(missing));
+        }
+        let now = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(m.digest)
+        .bind(m.media_type)
+        .bind(m.artifact_type)
+        .bind(m.subject)
+        .bind(m.annotations)
+        .bind(m.content.len() as i64)
+        .bind(m.content)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            for b in m.blobs {
+                sqlx::query(
+                    "INSERT INTO manifest_blobs (repo_id, manifest_digest, blob_digest) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(m.digest)
+                .bind(b.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for c in m.children {
+                sqlx::query(
+                    "INSERT INTO manifest_children (repo_id, parent_digest, child_digest) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(m.digest)
+                .bind(c.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(tag) = m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .bind(m.digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_manifest(&self, repo_id: i64, digest: &str) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            manifest_cols!(),
+            " FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2"
+        ))
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(manifest_row).transpose()
+    }
+
+    pub async fn get_manifest_by_tag(&self, repo_id: i64, tag: &str) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            manifest_cols!(),
+            " FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.manifest_digest \
+             WHERE t.repo_id = $1 AND t.name = $2"
+        ))
+        .bind(repo_id)
+        .bind(tag)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(manifest_row).transpose()
+    }
+
+    /// Deletes a manifest with its tags and reference records. Refused while an index of the
+    /// repository lists it. Returns whether it existed.
+    pub async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        if let Some(r) = sqlx::query(
+            "SELECT parent_digest FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            return Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? });
+        }
+        for table in [
+            "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
+            "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
+            "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
+        ] {
+            sqlx::query(table).bind(repo_id).bind(digest).execute(&mut *tx).await?;
+        }
+        let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Removes a tag (not the manifest). Returns whether it existed.
+    pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Tags in lexical order, after `last`, at most `limit`.
+    pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(repo_id)
+            .bind(last.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Manifests of the repository whose `subject` is `digest`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo_id: i64,
+        subject: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>> {
+        // `$3 IS NULL` keeps one statement for both the filtered and unfiltered forms.
+        let q = sqlx::query(
+            "SELECT digest, media_type, artifact_type, annotations, size FROM manifests \
+             WHERE repo_id = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $3) \
+             ORDER BY created_at, digest",
+        )
+        .bind(repo_id)
+        .bind(subject)
+        .bind(artifact_type);
+        let rows = q.fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReferrerRow {
+                    digest: r.try_get(0)?,
+                    media_type: r.try_get(1)?,
+                    artifact_type: r.try_get(2)?,
+                    annotations: r.try_get(3)?,
+                    size: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- uploads ----
+
+    pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8]) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at) VALUES ($1, $2, 0, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(repo_id)
+        .bind(hash_state)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
+        // Read from the writer so a client that PATCHes then immediately GETs sees its own write.
+        let row = sqlx::query(
+            "SELECT id, repo_id, size, hash_state, created_at, updated_at FROM uploads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| {
+            Ok(UploadRow {
+                id: r.try_get(0)?,
+                repo_id: r.try_get(1)?,
+                size: r.try_get(2)?,
+                hash_state: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+                updated_at: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records that an upload grew from `old_size` to `new_size`. Fails with
+    /// [`MetaError::UploadConflict`] if someone else changed it meanwhile.
+    pub async fn advance_upload(&self, id: &str, old_size: i64, new_size: i64, hash_state: Option<&[u8]>) -> Result<()> {
+        let n = sqlx::query("UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5")
+            .bind(new_size)
+            .bind(hash_state)
+            .bind(now_ms())
+            .bind(id)
+            .bind(old_size)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(MetaError::UploadConflict(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Atomically: the upload session ends and its blob is recorded and linked into the repository.
+    pub async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_blob_and_link(&mut tx, repo_id, digest, size).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    pub async fn upload_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM uploads ORDER BY id").fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}
+
+async fn insert_blob_and_link(conn: &mut AnyConnection, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+    let now = now_ms();
+    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+        .bind(digest)
+        .bind(size)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(repo_id)
+        .bind(digest)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
+    // before it is acknowledged.
+    for p in [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = FULL",
+        "PRAGMA busy_timeout = 10000",
+        "PRAGMA foreign_keys = ON",
+    ] {
+        sqlx::query(p).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Helpers for tests that need a fresh database.
+pub mod testing {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use sqlx::{Connection, Executor};
+
+    use super::Result;
+
+    /// URL of the PostgreSQL server the tests use, from `BERTH_TEST_POSTGRES_URL`. Panics with
+    /// instructions when it is unset, unless `BERTH_TEST_SKIP_POSTGRES=1` says to skip loudly.
+    pub fn postgres_url() -> Option<String> {
+        match std::env::var("BERTH_TEST_POSTGRES_URL") {
+            Ok(u) if !u.is_empty() => Some(u),
+            _ if std::env::var("BERTH_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => {
+                eprintln!("WARNING: BERTH_TEST_SKIP_POSTGRES=1: PostgreSQL cases are NOT run");
+                None
+            }
+            _ => panic!(
+                "BERTH_TEST_POSTGRES_URL is not set. Start a server with \
+                 `scripts/postgres-test-server.sh` and export its URL (or run ./test.sh), or set \
+                 BERTH_TEST_SKIP_POSTGRES=1 to run SQLite only."
+            ),
+        }
+    }
+
+    /// Creates an empty database on the server at `admin_url` and returns its URL.
+    pub async fn fresh_postgres_database(admin_url: &str) -> Result<String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "berth_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            super::now_ms() % 1_000_000
+        );
+        let mut conn = sqlx::AnyConnection::connect(admin_url).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+        conn.close().await?;
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+        Ok(format!("{base}/{name}"))
+    }
+}

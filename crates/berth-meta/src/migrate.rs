@@ -1,0 +1,58 @@
+//! Embedded, versioned schema migrations, one SQL file per backend per version.
+
+use sqlx::{AnyPool, Row};
+
+use crate::{Backend, MetaError, Result};
+
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: include_str!("../migrations/0001_core.sqlite.sql"),
+    postgres: include_str!("../migrations/0001_core.postgres.sql"),
+}];
+
+pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if backend == Backend::Postgres {
+        // Several nodes may start at once; one migrates, the others wait here.
+        sqlx::query("SELECT pg_advisory_xact_lock(7348211)").execute(&mut *tx).await?;
+    }
+    sqlx::query("CREATE TABLE IF NOT EXISTS berth_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM berth_schema")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > newest {
+        return Err(MetaError::Migration(format!(
+            "database schema version {current} is newer than this binary's ({newest}); upgrade berth"
+        )));
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(stmt)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| MetaError::Migration(format!("version {}: {e}", m.version)))?;
+        }
+        sqlx::query("INSERT INTO berth_schema (version, applied_at) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version = m.version, "applied metadata migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
