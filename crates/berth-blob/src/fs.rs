@@ -22,7 +22,9 @@ pub struct FsBlobStore {
     root: Arc<PathBuf>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
@@ -40,7 +42,9 @@ impl FsBlobStore {
             fs::create_dir_all(root.join("blobs").join(alg.as_str()))?;
         }
         fs::create_dir_all(root.join("uploads"))?;
-        Ok(FsBlobStore { root: Arc::new(root) })
+        Ok(FsBlobStore {
+            root: Arc::new(root),
+        })
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -59,7 +63,13 @@ impl FsBlobStore {
 }
 
 fn not_found_as<T>(r: io::Result<T>, e: BlobError) -> Result<T> {
-    r.map_err(|io| if io.kind() == io::ErrorKind::NotFound { e } else { BlobError::Io(io) })
+    r.map_err(|io| {
+        if io.kind() == io::ErrorKind::NotFound {
+            e
+        } else {
+            BlobError::Io(io)
+        }
+    })
 }
 
 struct FsWriter {
@@ -70,7 +80,10 @@ struct FsWriter {
 #[async_trait]
 impl UploadWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        let mut file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("writer already failed"))?;
         let n = data.len() as u64;
         let file = blocking(move || file.write_all(&data).map(|_| file)).await?;
         self.file = Some(file);
@@ -79,7 +92,10 @@ impl UploadWriter for FsWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
-        let file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("writer already failed"))?;
         blocking(move || file.sync_data()).await?;
         Ok(self.len)
     }
@@ -144,7 +160,14 @@ impl BlobStore for FsBlobStore {
 
     async fn create_upload(&self, id: &str) -> Result<()> {
         let path = self.upload_path(id)?;
-        blocking(move || OpenOptions::new().write(true).create_new(true).open(path).map(drop)).await?;
+        blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map(drop)
+        })
+        .await?;
         Ok(())
     }
 
@@ -165,8 +188,15 @@ impl BlobStore for FsBlobStore {
         })
         .await;
         match not_found_as(r, BlobError::UploadNotFound(id.clone()))? {
-            Ok(file) => Ok(Box::new(FsWriter { file: Some(file), len: offset })),
-            Err(actual) => Err(BlobError::UploadSize { id, expected: offset, actual }),
+            Ok(file) => Ok(Box::new(FsWriter {
+                file: Some(file),
+                len: offset,
+            })),
+            Err(actual) => Err(BlobError::UploadSize {
+                id,
+                expected: offset,
+                actual,
+            }),
         }
     }
 
@@ -211,7 +241,11 @@ impl BlobStore for FsBlobStore {
         .await;
         match not_found_as(r, BlobError::UploadNotFound(id.clone()))? {
             Ok(()) => Ok(()),
-            Err(actual) => Err(BlobError::UploadSize { id, expected: size, actual }),
+            Err(actual) => Err(BlobError::UploadSize {
+                id,
+                expected: size,
+                actual,
+            }),
         }
     }
 
@@ -257,15 +291,30 @@ mod tests {
             s.append_upload("u1", 99).await,
             Err(BlobError::UploadSize { actual: 11, .. })
         ));
-        assert!(matches!(s.commit_upload("u1", &d, 12).await, Err(BlobError::UploadSize { .. })));
+        assert!(matches!(
+            s.commit_upload("u1", &d, 12).await,
+            Err(BlobError::UploadSize { .. })
+        ));
         s.commit_upload("u1", &d, 11).await.unwrap();
         assert_eq!(s.stat(&d).await.unwrap(), Some(11));
-        assert_eq!(read_all(s.open(&d, None).await.unwrap()).await, b"hello world");
-        assert_eq!(read_all(s.open(&d, Some(3..8)).await.unwrap()).await, b"lo wo");
+        assert_eq!(
+            read_all(s.open(&d, None).await.unwrap()).await,
+            b"hello world"
+        );
+        assert_eq!(
+            read_all(s.open(&d, Some(3..8)).await.unwrap()).await,
+            b"lo wo"
+        );
         assert_eq!(s.list().await.unwrap(), vec![d.clone()]);
-        assert!(matches!(s.read_upload("u1").await, Err(BlobError::UploadNotFound(_))));
+        assert!(matches!(
+            s.read_upload("u1").await,
+            Err(BlobError::UploadNotFound(_))
+        ));
         s.delete(&d).await.unwrap();
-        assert!(matches!(s.open(&d, None).await, Err(BlobError::NotFound(_))));
+        assert!(matches!(
+            s.open(&d, None).await,
+            Err(BlobError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -273,7 +322,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FsBlobStore::open(dir.path()).unwrap();
         for bad in ["../x", "a/b", "", ".", "a b"] {
-            assert!(matches!(s.create_upload(bad).await, Err(BlobError::BadUploadId(_))), "{bad}");
+            assert!(
+                matches!(s.create_upload(bad).await, Err(BlobError::BadUploadId(_))),
+                "{bad}"
+            );
         }
     }
 }

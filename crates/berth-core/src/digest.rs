@@ -53,7 +53,9 @@ pub struct Digest {
 impl Digest {
     pub fn new(algorithm: Algorithm, hex: String) -> Result<Self, DigestError> {
         let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadEncoding(
                 format!("{algorithm}:{hex}"),
@@ -81,8 +83,11 @@ impl fmt::Display for Digest {
 fn is_algorithm_component(s: &str) -> bool {
     // algorithm-component ::= [a-z0-9]+, joined by [+._-]
     !s.is_empty()
-        && s.split(['+', '.', '_', '-'])
-            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && s.split(['+', '.', '_', '-']).all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 impl FromStr for Digest {

@@ -75,10 +75,12 @@ fn descriptor(v: &Value, field: &str) -> Result<Descriptor, ManifestError> {
         .get("digest")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("{field}.digest must be a string")))?;
-    let digest = digest_str.parse::<Digest>().map_err(|e| ManifestError::BadDigest {
-        field: format!("{field}.digest"),
-        error: e.to_string(),
-    })?;
+    let digest = digest_str
+        .parse::<Digest>()
+        .map_err(|e| ManifestError::BadDigest {
+            field: format!("{field}.digest"),
+            error: e.to_string(),
+        })?;
     let size = o
         .get("size")
         .and_then(Value::as_i64)
@@ -95,15 +97,25 @@ fn descriptor(v: &Value, field: &str) -> Result<Descriptor, ManifestError> {
     })
 }
 
-fn optional_str(o: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, ManifestError> {
+fn optional_str(
+    o: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<String>, ManifestError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(format!("{field}{}{key} must be a string", if field.is_empty() { "" } else { "." }))),
+        Some(_) => Err(invalid(format!(
+            "{field}{}{key} must be a string",
+            if field.is_empty() { "" } else { "." }
+        ))),
     }
 }
 
-fn annotations(o: &Map<String, Value>, field: &str) -> Result<Option<Map<String, Value>>, ManifestError> {
+fn annotations(
+    o: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<Map<String, Value>>, ManifestError> {
     match o.get("annotations") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.values().all(Value::is_string) => Ok(Some(m.clone())),
@@ -114,7 +126,11 @@ fn annotations(o: &Map<String, Value>, field: &str) -> Result<Option<Map<String,
     }
 }
 
-fn descriptors(o: &Map<String, Value>, key: &str, required: bool) -> Result<Vec<Descriptor>, ManifestError> {
+fn descriptors(
+    o: &Map<String, Value>,
+    key: &str,
+    required: bool,
+) -> Result<Vec<Descriptor>, ManifestError> {
     match o.get(key) {
         None | Some(Value::Null) if !required => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -128,21 +144,29 @@ fn descriptors(o: &Map<String, Value>, key: &str, required: bool) -> Result<Vec<
 
 /// Validates manifest bytes. `content_type` is the request's Content-Type (if any); when it names a
 /// manifest type it must agree with the document's own `mediaType`.
-pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
+pub fn parse_manifest(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<ParsedManifest, ManifestError> {
     if bytes.len() > MAX_MANIFEST_SIZE {
         return Err(invalid(format!(
             "manifest is {} bytes; the limit is {MAX_MANIFEST_SIZE}",
             bytes.len()
         )));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
     let o = value
         .as_object()
         .ok_or_else(|| invalid("manifest must be a JSON object"))?;
 
     match o.get("schemaVersion").and_then(Value::as_i64) {
         Some(2) => {}
-        Some(1) => return Err(ManifestError::UnsupportedMediaType(media::DOCKER_SCHEMA1.to_string())),
+        Some(1) => {
+            return Err(ManifestError::UnsupportedMediaType(
+                media::DOCKER_SCHEMA1.to_string(),
+            ));
+        }
         _ => return Err(invalid("schemaVersion must be 2")),
     }
 
@@ -188,7 +212,8 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed
                 return Err(invalid("an image manifest must not have manifests"));
             }
             let config = descriptor(
-                o.get("config").ok_or_else(|| invalid("config is required"))?,
+                o.get("config")
+                    .ok_or_else(|| invalid("config is required"))?,
                 "config",
             )?;
             let layers = descriptors(o, "layers", true)?;
@@ -245,7 +270,10 @@ mod tests {
         let p = parse_manifest(m.as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
         assert_eq!(p.kind, ManifestKind::Image);
         assert_eq!(p.blobs.len(), 2);
-        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         // Content-Type disagreeing with mediaType is refused.
         assert!(parse_manifest(m.as_bytes(), Some(media::OCI_INDEX)).is_err());
     }

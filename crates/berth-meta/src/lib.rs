@@ -137,19 +137,36 @@ impl Meta {
         };
         let meta = match backend {
             Backend::Sqlite => {
-                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+                let url = if url.contains('?') {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
                 let opts = || {
                     AnyPoolOptions::new()
-                        .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move { sqlite_pragmas(conn).await })
+                        })
                         .min_connections(1)
                 };
                 let write = opts().max_connections(1).connect(&url).await?;
                 let read = opts().max_connections(8).connect(&url).await?;
-                Meta { write, read, backend }
+                Meta {
+                    write,
+                    read,
+                    backend,
+                }
             }
             Backend::Postgres => {
-                let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                Meta { write: pool.clone(), read: pool, backend }
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .connect(url)
+                    .await?;
+                Meta {
+                    write: pool.clone(),
+                    read: pool,
+                    backend,
+                }
             }
         };
         migrate::run(&meta.write, backend).await?;
@@ -195,11 +212,12 @@ impl Meta {
 
     /// Repository names in lexical order, after `last`, at most `limit`.
     pub async fn list_repos(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                .bind(last.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -264,7 +282,9 @@ impl Meta {
         let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Manifest→blob references whose blob is not linked into the repository (should be none).
@@ -278,7 +298,13 @@ impl Meta {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
+            .map(|r| {
+                Ok(BlobRef {
+                    repository: r.try_get(0)?,
+                    manifest: r.try_get(1)?,
+                    blob: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 
@@ -293,7 +319,13 @@ impl Meta {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
+            .map(|r| {
+                Ok(BlobRef {
+                    repository: r.try_get(0)?,
+                    manifest: r.try_get(1)?,
+                    blob: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 
@@ -305,7 +337,9 @@ impl Meta {
         )
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     }
 
     // ---- manifests and tags ----
@@ -411,7 +445,11 @@ impl Meta {
         row.as_ref().map(manifest_row).transpose()
     }
 
-    pub async fn get_manifest_by_tag(&self, repo_id: i64, tag: &str) -> Result<Option<ManifestRow>> {
+    pub async fn get_manifest_by_tag(
+        &self,
+        repo_id: i64,
+        tag: &str,
+    ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             manifest_cols!(),
@@ -444,7 +482,11 @@ impl Meta {
             "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
             "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
         ] {
-            sqlx::query(table).bind(repo_id).bind(digest).execute(&mut *tx).await?;
+            sqlx::query(table)
+                .bind(repo_id)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?;
         }
         let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
@@ -468,13 +510,20 @@ impl Meta {
     }
 
     /// Tags in lexical order, after `last`, at most `limit`.
-    pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
-            .bind(repo_id)
-            .bind(last.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+    pub async fn list_tags(
+        &self,
+        repo_id: i64,
+        last: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -547,7 +596,13 @@ impl Meta {
 
     /// Records that an upload grew from `old_size` to `new_size`. Fails with
     /// [`MetaError::UploadConflict`] if someone else changed it meanwhile.
-    pub async fn advance_upload(&self, id: &str, old_size: i64, new_size: i64, hash_state: Option<&[u8]>) -> Result<()> {
+    pub async fn advance_upload(
+        &self,
+        id: &str,
+        old_size: i64,
+        new_size: i64,
+        hash_state: Option<&[u8]>,
+    ) -> Result<()> {
         let n = sqlx::query("UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5")
             .bind(new_size)
             .bind(hash_state)
@@ -564,7 +619,13 @@ impl Meta {
     }
 
     /// Atomically: the upload session ends and its blob is recorded and linked into the repository.
-    pub async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+    pub async fn complete_upload(
+        &self,
+        id: &str,
+        repo_id: i64,
+        digest: &str,
+        size: i64,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         insert_blob_and_link(&mut tx, repo_id, digest, size).await?;
         sqlx::query("DELETE FROM uploads WHERE id = $1")
@@ -585,12 +646,19 @@ impl Meta {
     }
 
     pub async fn upload_ids(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM uploads ORDER BY id").fetch_all(&self.read).await?;
+        let rows = sqlx::query("SELECT id FROM uploads ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 }
 
-async fn insert_blob_and_link(conn: &mut AnyConnection, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+async fn insert_blob_and_link(
+    conn: &mut AnyConnection,
+    repo_id: i64,
+    digest: &str,
+    size: i64,
+) -> Result<()> {
     let now = now_ms();
     sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
         .bind(digest)
@@ -657,7 +725,8 @@ pub mod testing {
             super::now_ms() % 1_000_000
         );
         let mut conn = sqlx::AnyConnection::connect(admin_url).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
         conn.close().await?;
         let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
         Ok(format!("{base}/{name}"))

@@ -20,7 +20,9 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let mut tx = pool.begin().await?;
     if backend == Backend::Postgres {
         // Several nodes may start at once; one migrates, the others wait here.
-        sqlx::query("SELECT pg_advisory_xact_lock(7348211)").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7348211)")
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query("CREATE TABLE IF NOT EXISTS berth_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(&mut *tx)

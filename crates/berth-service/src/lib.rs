@@ -1,0 +1,393 @@
+//! Registry use cases: pushing and pulling blobs and manifests, uploads, tags, discovery and
+//! consistency checks. Nothing here knows HTTP: the API crate translates requests into these calls.
+
+mod error;
+mod fsck;
+mod upload;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use berth_blob::{BlobBody, BlobStore};
+use berth_core::manifest::{MAX_MANIFEST_SIZE, ManifestKind};
+use berth_core::{Algorithm, Digest, Reference, RepoName, parse_manifest};
+use berth_meta::{ManifestRow, Meta, NewManifest};
+use serde_json::{Map, Value, json};
+
+pub use error::{Error, Result};
+pub use fsck::FsckReport;
+pub use upload::{BodyStream, UploadStatus};
+
+/// Most entries one page of a tag or catalog listing returns, whatever `n` asks.
+pub const MAX_PAGE: usize = 10_000;
+
+/// The registry service. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Registry {
+    meta: Meta,
+    blobs: Arc<dyn BlobStore>,
+    /// Uploads being written by a request on this node: one request at a time per upload.
+    busy_uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A byte range as a client asked for it: `first-last`, `first-` or `-suffix_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    From { first: u64, last: Option<u64> },
+    Suffix(u64),
+}
+
+pub struct BlobRead {
+    pub digest: Digest,
+    /// The whole blob's size.
+    pub size: u64,
+    /// The part being returned, when a range was asked for.
+    pub range: Option<Range<u64>>,
+    pub body: BlobBody,
+}
+
+/// A stored manifest as served to clients.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: String,
+    pub media_type: String,
+    pub content: Vec<u8>,
+    pub subject: Option<String>,
+}
+
+impl From<ManifestRow> for Manifest {
+    fn from(r: ManifestRow) -> Self {
+        Manifest {
+            digest: r.digest,
+            media_type: r.media_type,
+            content: r.content,
+            subject: r.subject,
+        }
+    }
+}
+
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// One page of a listing; `more` says whether entries follow the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+pub fn parse_repo(name: &str) -> Result<RepoName> {
+    Ok(RepoName::parse(name)?)
+}
+
+pub fn parse_digest(s: &str) -> Result<Digest> {
+    Ok(s.parse::<Digest>()?)
+}
+
+impl Registry {
+    pub fn new(meta: Meta, blobs: Arc<dyn BlobStore>) -> Self {
+        Registry {
+            meta,
+            blobs,
+            busy_uploads: Arc::default(),
+        }
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    async fn existing_repo(&self, repo: &RepoName) -> Result<i64> {
+        self.meta
+            .repo_id(repo.as_str())
+            .await?
+            .ok_or_else(|| Error::NameUnknown(repo.to_string()))
+    }
+
+    // ---- blobs ----
+
+    /// Size of a blob in the repository.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let id = self.existing_repo(repo).await?;
+        let size = self.meta.repo_blob(id, &digest.to_string()).await?;
+        size.map(|s| s as u64)
+            .ok_or_else(|| Error::BlobUnknown(digest.to_string()))
+    }
+
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = range.map(|r| resolve_range(r, size)).transpose()?;
+        let body = match self.blobs.open(digest, range.clone()).await {
+            Ok(b) => b,
+            Err(berth_blob::BlobError::NotFound(d)) => {
+                return Err(Error::Internal(format!(
+                    "blob {d} is recorded but missing from storage"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(BlobRead {
+            digest: digest.clone(),
+            size,
+            range,
+            body,
+        })
+    }
+
+    /// Removes the blob from the repository (storage is reclaimed by garbage collection).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let id = self.existing_repo(repo).await?;
+        if self.meta.unlink_blob(id, &digest.to_string()).await? {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown(digest.to_string()))
+        }
+    }
+
+    /// Links a blob that another repository holds into `repo`. Returns its size, or `None` when
+    /// it cannot be mounted (the client then uploads it).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
+        let key = digest.to_string();
+        let size = match from {
+            Some(src) => match self.meta.repo_id(src.as_str()).await? {
+                Some(src_id) => self.meta.repo_blob(src_id, &key).await?,
+                None => None,
+            },
+            None => None,
+        };
+        let Some(size) = size else { return Ok(None) };
+        if self.blobs.stat(digest).await? != Some(size as u64) {
+            return Ok(None);
+        }
+        let id = self.meta.ensure_repo(repo.as_str()).await?;
+        self.meta.link_blob(id, &key, size).await?;
+        Ok(Some(size as u64))
+    }
+
+    // ---- manifests ----
+
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<PutManifest> {
+        let reference = Reference::parse(reference)?;
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(Error::ManifestTooLarge(body.len()));
+        }
+        let algorithm = match &reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = berth_crypto::digest_of(algorithm, body);
+        if let Reference::Digest(d) = &reference
+            && *d != digest
+        {
+            return Err(Error::DigestInvalid(format!(
+                "manifest digest is {digest}, not {d} as the URL says"
+            )));
+        }
+        let parsed = parse_manifest(body, content_type)?;
+        let blobs: Vec<String> = parsed
+            .blobs
+            .iter()
+            // Foreign (non-distributable) layers live elsewhere by design.
+            .filter(|b| {
+                !b.media_type.contains("foreign") && !b.media_type.contains("nondistributable")
+            })
+            .map(|b| b.digest.to_string())
+            .collect();
+        let children: Vec<String> = parsed
+            .children
+            .iter()
+            .map(|c| c.digest.to_string())
+            .collect();
+        if children.contains(&digest.to_string()) {
+            return Err(Error::ManifestInvalid(
+                "an index cannot contain itself".into(),
+            ));
+        }
+        let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
+        let annotations = parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).expect("a JSON map serializes"));
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        let repo_id = self.meta.ensure_repo(repo.as_str()).await?;
+        let digest_str = digest.to_string();
+        self.meta
+            .put_manifest(
+                repo_id,
+                &NewManifest {
+                    digest: &digest_str,
+                    media_type: &parsed.media_type,
+                    artifact_type: parsed.artifact_type.as_deref(),
+                    subject: subject.as_deref(),
+                    annotations: annotations.as_deref(),
+                    content: body,
+                    blobs: &blobs,
+                    children: &children,
+                    tag,
+                },
+            )
+            .await?;
+        debug_assert!(parsed.kind == ManifestKind::Index || children.is_empty());
+        Ok(PutManifest {
+            digest,
+            subject: parsed.subject.map(|s| s.digest),
+        })
+    }
+
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Manifest> {
+        let reference = Reference::parse(reference)?;
+        let id = self.existing_repo(repo).await?;
+        let row = match &reference {
+            Reference::Tag(t) => self.meta.get_manifest_by_tag(id, t.as_str()).await?,
+            Reference::Digest(d) => self.meta.get_manifest(id, &d.to_string()).await?,
+        };
+        row.map(Manifest::from)
+            .ok_or_else(|| Error::ManifestUnknown(reference.to_string()))
+    }
+
+    /// By digest: deletes the manifest and its tags. By tag: removes only the tag.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &str) -> Result<()> {
+        let reference = Reference::parse(reference)?;
+        let id = self.existing_repo(repo).await?;
+        let found = match &reference {
+            Reference::Tag(t) => self.meta.delete_tag(id, t.as_str()).await?,
+            Reference::Digest(d) => self.meta.delete_manifest(id, &d.to_string()).await?,
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown(reference.to_string()))
+        }
+    }
+
+    // ---- discovery ----
+
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Page> {
+        let id = self.existing_repo(repo).await?;
+        let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        let mut items = self.meta.list_tags(id, last, limit as i64 + 1).await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, more })
+    }
+
+    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+        let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        let mut items = self.meta.list_repos(last, limit as i64 + 1).await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, more })
+    }
+
+    /// The referrers of `subject` as an OCI image index (empty when there are none or the
+    /// repository does not exist, as the spec asks).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Value> {
+        let rows = match self.meta.repo_id(repo.as_str()).await? {
+            Some(id) => {
+                self.meta
+                    .referrers(id, &subject.to_string(), artifact_type)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let manifests: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let mut d = Map::new();
+                d.insert("mediaType".into(), r.media_type.into());
+                d.insert("digest".into(), r.digest.into());
+                d.insert("size".into(), r.size.into());
+                if let Some(a) = r.artifact_type {
+                    d.insert("artifactType".into(), a.into());
+                }
+                if let Some(a) = r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+                {
+                    d.insert("annotations".into(), a);
+                }
+                Value::Object(d)
+            })
+            .collect();
+        Ok(json!({
+            "schemaVersion": 2,
+            "mediaType": berth_core::media::OCI_INDEX,
+            "manifests": manifests,
+        }))
+    }
+}
+
+fn resolve_range(r: RangeRequest, size: u64) -> Result<Range<u64>> {
+    let range = match r {
+        RangeRequest::From { first, last } => {
+            let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+            if first >= size || last.is_some_and(|l| l < first) {
+                return Err(Error::RangeNotSatisfiable { size });
+            }
+            first..end
+        }
+        RangeRequest::Suffix(n) => {
+            if n == 0 || size == 0 {
+                return Err(Error::RangeNotSatisfiable { size });
+            }
+            size.saturating_sub(n)..size
+        }
+    };
+    Ok(range)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let f = |first, last| RangeRequest::From { first, last };
+        assert_eq!(resolve_range(f(0, Some(9)), 100).unwrap(), 0..10);
+        assert_eq!(resolve_range(f(90, None), 100).unwrap(), 90..100);
+        assert_eq!(resolve_range(f(90, Some(1000)), 100).unwrap(), 90..100);
+        assert_eq!(
+            resolve_range(RangeRequest::Suffix(10), 100).unwrap(),
+            90..100
+        );
+        assert_eq!(
+            resolve_range(RangeRequest::Suffix(1000), 100).unwrap(),
+            0..100
+        );
+        assert!(resolve_range(f(100, None), 100).is_err());
+        assert!(resolve_range(f(5, Some(4)), 100).is_err());
+        assert!(resolve_range(RangeRequest::Suffix(0), 100).is_err());
+    }
+}

@@ -1,0 +1,672 @@
+//! `/v2/` — the OCI distribution API.
+//!
+//! Repository names contain slashes, so one catch-all route takes every `/v2/<name>/...` path and
+//! [`parse_path`] splits it from the right: the last segment is a digest, tag or upload id (none
+//! of which contain `/`), and the segment(s) before it say which resource it is.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use berth_core::RepoName;
+use berth_core::media;
+use berth_service::{BodyStream, Error, RangeRequest, parse_digest, parse_repo};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, error_response};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+type Params = Query<HashMap<String, String>>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(base))
+        .route("/v2/", get(base))
+        .route("/v2/_catalog", get(catalog))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(not_found)
+}
+
+async fn base() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], "{}")
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+}
+
+fn unsupported() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        "method not supported on this endpoint",
+    )
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    Blob(&'a str, &'a str),
+    Uploads(&'a str, &'a str),
+    Manifest(&'a str, &'a str),
+    Tags(&'a str),
+    Referrers(&'a str, &'a str),
+}
+
+fn parse_path(rest: &str) -> Option<Target<'_>> {
+    let (prefix, last) = rest.rsplit_once('/')?;
+    if let Some(name) = prefix.strip_suffix("/blobs/uploads") {
+        return Some(Target::Uploads(name, last));
+    }
+    let (name, kind) = prefix.rsplit_once('/')?;
+    match (kind, last) {
+        ("blobs", _) => Some(Target::Blob(name, last)),
+        ("manifests", _) => Some(Target::Manifest(name, last)),
+        ("referrers", _) => Some(Target::Referrers(name, last)),
+        ("tags", "list") => Some(Target::Tags(name)),
+        _ => None,
+    }
+}
+
+async fn dispatch(State(st): State<AppState>, params: Params, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = &path["/v2/".len()..];
+    let Some(target) = parse_path(rest) else {
+        return not_found().await;
+    };
+    let method = req.method().clone();
+    let r = match target {
+        Target::Blob(name, digest) => match method {
+            Method::GET | Method::HEAD => get_blob(&st, name, digest, &method, req.headers()).await,
+            Method::DELETE => delete_blob(&st, name, digest).await,
+            _ => return unsupported(),
+        },
+        Target::Uploads(name, id) => match (method, id.is_empty()) {
+            (Method::POST, true) => start_upload(&st, name, params, req).await,
+            (Method::PATCH, false) => patch_upload(&st, name, id, req).await,
+            (Method::PUT, false) => put_upload(&st, name, id, params, req).await,
+            (Method::GET, false) => upload_status(&st, name, id).await,
+            (Method::DELETE, false) => cancel_upload(&st, name, id).await,
+            _ => return unsupported(),
+        },
+        Target::Manifest(name, reference) => match method {
+            Method::GET | Method::HEAD => {
+                get_manifest(&st, name, reference, &method, req.headers()).await
+            }
+            Method::PUT => put_manifest(&st, name, reference, req).await,
+            Method::DELETE => delete_manifest(&st, name, reference).await,
+            _ => return unsupported(),
+        },
+        Target::Tags(name) => match method {
+            Method::GET => list_tags(&st, name, params).await,
+            _ => return unsupported(),
+        },
+        Target::Referrers(name, digest) => match method {
+            Method::GET => referrers(&st, name, digest, params).await,
+            _ => return unsupported(),
+        },
+    };
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn repo(name: &str) -> Result<RepoName> {
+    Ok(parse_repo(name)?)
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).expect("header values built from validated names and digests")
+}
+
+fn body_stream(req: Request) -> BodyStream {
+    req.into_body()
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .boxed()
+}
+
+// ---- blobs ----
+
+/// `bytes=first-last`, `bytes=first-` or `bytes=-suffix`; anything else is malformed.
+fn parse_range(v: &str) -> Option<RangeRequest> {
+    let spec = v.trim().strip_prefix("bytes=")?.trim();
+    let (a, b) = spec.split_once('-')?;
+    if a.is_empty() {
+        return b.parse().ok().map(RangeRequest::Suffix);
+    }
+    let first = a.parse().ok()?;
+    let last = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
+    Some(RangeRequest::From { first, last })
+}
+
+async fn get_blob(
+    st: &AppState,
+    name: &str,
+    digest: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let repo = repo(name)?;
+    let digest = parse_digest(digest)?;
+    let range = match headers.get(header::RANGE) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(parse_range) {
+            Some(r) => Some(r),
+            None => {
+                // Malformed: answer 416 with the size, as for an unsatisfiable range.
+                let size = st.registry.stat_blob(&repo, &digest).await?;
+                return Err(Error::RangeNotSatisfiable { size }.into());
+            }
+        },
+    };
+    if *method == Method::HEAD {
+        let size = st.registry.stat_blob(&repo, &digest).await?;
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_LENGTH, hv(&size.to_string())),
+                (header::CONTENT_TYPE, hv("application/octet-stream")),
+                (header::ACCEPT_RANGES, hv("bytes")),
+                (
+                    header::HeaderName::from_static("docker-content-digest"),
+                    hv(&digest.to_string()),
+                ),
+            ],
+        )
+            .into_response());
+    }
+    let read = st.registry.get_blob(&repo, &digest, range).await?;
+    let mut res = Response::new(Body::from_stream(read.body.stream));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_LENGTH, hv(&read.body.len.to_string()));
+    h.insert(header::CONTENT_TYPE, hv("application/octet-stream"));
+    h.insert(header::ACCEPT_RANGES, hv("bytes"));
+    h.insert("docker-content-digest", hv(&read.digest.to_string()));
+    if let Some(r) = read.range {
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        res.headers_mut().insert(
+            header::CONTENT_RANGE,
+            hv(&format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)),
+        );
+    }
+    Ok(res)
+}
+
+async fn delete_blob(st: &AppState, name: &str, digest: &str) -> Result<Response> {
+    let repo = repo(name)?;
+    let digest = parse_digest(digest)?;
+    st.registry.delete_blob(&repo, &digest).await?;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, hv("0"))]).into_response())
+}
+
+// ---- uploads ----
+
+fn blob_created(name: &str, digest: &str) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, hv(&format!("/v2/{name}/blobs/{digest}"))),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                hv(digest),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response()
+}
+
+fn upload_headers(status: StatusCode, name: &str, id: &str, offset: u64) -> Response {
+    (
+        status,
+        [
+            (
+                header::LOCATION,
+                hv(&format!("/v2/{name}/blobs/uploads/{id}")),
+            ),
+            (
+                header::RANGE,
+                hv(&format!("0-{}", offset.saturating_sub(1))),
+            ),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                hv(id),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response()
+}
+
+/// A chunk that does not continue the upload gets 416 with where the upload stands.
+fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Response> {
+    match r {
+        Ok(res) => Ok(res),
+        Err(Error::ChunkOutOfOrder { start, current }) => {
+            let mut res = ApiError(Error::ChunkOutOfOrder { start, current }).into_response();
+            let h = upload_headers(StatusCode::OK, name, id, current);
+            for k in [header::LOCATION, header::RANGE] {
+                if let Some(v) = h.headers().get(&k) {
+                    res.headers_mut().insert(k, v.clone());
+                }
+            }
+            Ok(res)
+        }
+        Err(e) => Err(ApiError(e)),
+    }
+}
+
+async fn start_upload(
+    st: &AppState,
+    name: &str,
+    Query(q): Params,
+    req: Request,
+) -> Result<Response> {
+    let repo = repo(name)?;
+    if let Some(mount) = q.get("mount") {
+        let digest = parse_digest(mount)?;
+        let from = q.get("from").map(|f| repo_or_none(f));
+        if st
+            .registry
+            .mount_blob(&repo, &digest, from.flatten().as_ref())
+            .await?
+            .is_some()
+        {
+            return Ok(blob_created(name, &digest.to_string()));
+        }
+    } else if let Some(d) = q.get("digest") {
+        let digest = parse_digest(d)?;
+        st.registry
+            .push_blob(&repo, &digest, body_stream(req))
+            .await?;
+        return Ok(blob_created(name, &digest.to_string()));
+    }
+    let up = st.registry.start_upload(&repo).await?;
+    Ok(upload_headers(
+        StatusCode::ACCEPTED,
+        name,
+        &up.id,
+        up.offset,
+    ))
+}
+
+/// A bad `from` only means the blob cannot be mounted from there.
+fn repo_or_none(name: &str) -> Option<RepoName> {
+    RepoName::parse(name).ok()
+}
+
+/// `Content-Range: <start>-<end>` (also tolerated: a `bytes ` prefix and a `/<total>` suffix).
+fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || Error::UploadInvalid("Content-Range must be <start>-<end>".into());
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (start, end): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if end < start {
+        return Err(bad());
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len != end - start + 1
+    {
+        return Err(Error::UploadInvalid(format!(
+            "Content-Range {start}-{end} is {} bytes but Content-Length is {len}",
+            end - start + 1
+        )));
+    }
+    Ok(Some((start, end)))
+}
+
+async fn patch_upload(st: &AppState, name: &str, id: &str, req: Request) -> Result<Response> {
+    let repo = repo(name)?;
+    let r = async {
+        let range = parse_content_range(req.headers())?;
+        let status = st
+            .registry
+            .append_upload(&repo, id, range.map(|r| r.0), body_stream(req))
+            .await?;
+        Ok(upload_headers(
+            StatusCode::ACCEPTED,
+            name,
+            &status.id,
+            status.offset,
+        ))
+    }
+    .await;
+    upload_result(r, name, id)
+}
+
+async fn put_upload(
+    st: &AppState,
+    name: &str,
+    id: &str,
+    Query(q): Params,
+    req: Request,
+) -> Result<Response> {
+    let repo = repo(name)?;
+    let r = async {
+        let digest = q.get("digest").ok_or_else(|| {
+            Error::DigestInvalid(
+                "the digest query parameter is required to complete an upload".into(),
+            )
+        })?;
+        let digest = parse_digest(digest)?;
+        let range = parse_content_range(req.headers())?;
+        st.registry
+            .finish_upload(
+                &repo,
+                id,
+                &digest,
+                range.map(|r| r.0),
+                Some(body_stream(req)),
+            )
+            .await?;
+        Ok(blob_created(name, &digest.to_string()))
+    }
+    .await;
+    upload_result(r, name, id)
+}
+
+async fn upload_status(st: &AppState, name: &str, id: &str) -> Result<Response> {
+    let repo = repo(name)?;
+    let s = st.registry.upload_status(&repo, id).await?;
+    Ok(upload_headers(
+        StatusCode::NO_CONTENT,
+        name,
+        &s.id,
+        s.offset,
+    ))
+}
+
+async fn cancel_upload(st: &AppState, name: &str, id: &str) -> Result<Response> {
+    let repo = repo(name)?;
+    st.registry.cancel_upload(&repo, id).await?;
+    Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, hv("0"))]).into_response())
+}
+
+// ---- manifests ----
+
+/// Whether the client's Accept header rules out `media_type`. Only an Accept that names some
+/// manifest type counts; `*/*`, a missing header or unrelated types accept anything.
+fn refuses(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut named_manifest_type = false;
+    for v in headers.get_all(header::ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for t in v.split(',').map(media::essence) {
+            if t == media_type || t == "*/*" {
+                return false;
+            }
+            named_manifest_type |= media::is_manifest_type(t);
+        }
+    }
+    named_manifest_type
+}
+
+async fn get_manifest(
+    st: &AppState,
+    name: &str,
+    reference: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let repo = repo(name)?;
+    let m = st.registry.get_manifest(&repo, reference).await?;
+    if refuses(headers, &m.media_type) {
+        return Err(Error::ManifestUnknown(format!(
+            "{reference} (it is a {}, which the Accept header does not include)",
+            m.media_type
+        ))
+        .into());
+    }
+    let mut res = Response::new(if *method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(m.content.clone())
+    });
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, hv(&m.media_type));
+    h.insert(header::CONTENT_LENGTH, hv(&m.content.len().to_string()));
+    h.insert("docker-content-digest", hv(&m.digest));
+    h.insert(header::ETAG, hv(&format!("\"{}\"", m.digest)));
+    Ok(res)
+}
+
+async fn put_manifest(
+    st: &AppState,
+    name: &str,
+    reference: &str,
+    req: Request,
+) -> Result<Response> {
+    let repo = repo(name)?;
+    let limit = berth_core::manifest::MAX_MANIFEST_SIZE;
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(Error::ManifestTooLarge(len).into());
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_limited(req.into_body(), limit).await?;
+    let put = st
+        .registry
+        .put_manifest(&repo, reference, content_type.as_deref(), &body)
+        .await?;
+    let digest = put.digest.to_string();
+    let mut res = (
+        StatusCode::CREATED,
+        [
+            (
+                header::LOCATION,
+                hv(&format!("/v2/{name}/manifests/{digest}")),
+            ),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                hv(&digest),
+            ),
+            (header::CONTENT_LENGTH, hv("0")),
+        ],
+    )
+        .into_response();
+    if let Some(s) = put.subject {
+        res.headers_mut().insert("oci-subject", hv(&s.to_string()));
+    }
+    Ok(res)
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::ManifestInvalid(format!("reading the request body: {e}")))?
+    {
+        if out.len() + chunk.len() > limit {
+            return Err(Error::ManifestTooLarge(out.len() + chunk.len()));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Result<Response> {
+    let repo = repo(name)?;
+    st.registry.delete_manifest(&repo, reference).await?;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, hv("0"))]).into_response())
+}
+
+// ---- discovery ----
+
+fn page_params(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<&str>), Error> {
+    let n = match q.get("n") {
+        None => None,
+        Some(s) => Some(s.parse::<usize>().map_err(|_| {
+            Error::PaginationInvalid(format!("n must be a non-negative integer, not {s:?}"))
+        })?),
+    };
+    Ok((n, q.get("last").map(String::as_str)))
+}
+
+fn with_next_link(mut res: Response, path: &str, n: usize, last: Option<&String>) -> Response {
+    if let Some(last) = last {
+        let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", encode_query(last));
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            res.headers_mut().insert(header::LINK, v);
+        }
+    }
+    res
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn list_tags(st: &AppState, name: &str, Query(q): Params) -> Result<Response> {
+    let repo = repo(name)?;
+    let (n, last) = page_params(&q)?;
+    let page = st.registry.list_tags(&repo, last, n).await?;
+    let body = json!({ "name": repo.as_str(), "tags": page.items });
+    let res = (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    let next = if page.more { page.items.last() } else { None };
+    Ok(with_next_link(
+        res,
+        &format!("/v2/{name}/tags/list"),
+        page.items.len(),
+        next,
+    ))
+}
+
+async fn catalog(State(st): State<AppState>, Query(q): Params) -> Response {
+    let r: Result<Response> = async {
+        let (n, last) = page_params(&q)?;
+        let page = st.registry.catalog(last, n).await?;
+        let body = json!({ "repositories": page.items });
+        let res = (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        let next = if page.more { page.items.last() } else { None };
+        Ok(with_next_link(res, "/v2/_catalog", page.items.len(), next))
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn referrers(st: &AppState, name: &str, digest: &str, Query(q): Params) -> Result<Response> {
+    let repo = repo(name)?;
+    let digest = parse_digest(digest)?;
+    let filter = q
+        .get("artifactType")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    let index = st.registry.referrers(&repo, &digest, filter).await?;
+    let mut res = (
+        [(header::CONTENT_TYPE, media::OCI_INDEX)],
+        index.to_string(),
+    )
+        .into_response();
+    if filter.is_some() {
+        res.headers_mut()
+            .insert("oci-filters-applied", hv("artifactType"));
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_from_the_right() {
+        assert_eq!(
+            parse_path("a/b/blobs/sha256:x"),
+            Some(Target::Blob("a/b", "sha256:x"))
+        );
+        assert_eq!(
+            parse_path("a/blobs/uploads/"),
+            Some(Target::Uploads("a", ""))
+        );
+        assert_eq!(
+            parse_path("a/blobs/uploads/u1"),
+            Some(Target::Uploads("a", "u1"))
+        );
+        assert_eq!(
+            parse_path("blobs/manifests/latest"),
+            Some(Target::Manifest("blobs", "latest"))
+        );
+        assert_eq!(
+            parse_path("a/manifests/x/tags/list"),
+            Some(Target::Tags("a/manifests/x"))
+        );
+        assert_eq!(
+            parse_path("a/referrers/sha256:x"),
+            Some(Target::Referrers("a", "sha256:x"))
+        );
+        assert_eq!(parse_path("a/tags/other"), None);
+        assert_eq!(parse_path("a"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range("bytes=0-9"),
+            Some(RangeRequest::From {
+                first: 0,
+                last: Some(9)
+            })
+        );
+        assert_eq!(
+            parse_range("bytes=5-"),
+            Some(RangeRequest::From {
+                first: 5,
+                last: None
+            })
+        );
+        assert_eq!(parse_range("bytes=-5"), Some(RangeRequest::Suffix(5)));
+        for bad in [
+            "",
+            "bytes=",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=--1",
+        ] {
+            assert_eq!(parse_range(bad), None, "{bad}");
+        }
+    }
+}

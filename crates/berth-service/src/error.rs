@@ -1,0 +1,100 @@
+use berth_blob::BlobError;
+use berth_core::{DigestError, ManifestError, NameError};
+use berth_meta::MetaError;
+
+/// Everything a registry operation can fail with. The API layer maps each variant to a protocol
+/// error (OCI code and status, later ECR exception) in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NameInvalid(NameError),
+    #[error("{0}")]
+    TagInvalid(NameError),
+    #[error("repository {0} not found")]
+    NameUnknown(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("blob {0} not found in this repository")]
+    BlobUnknown(String),
+    #[error("upload {0} not found")]
+    UploadUnknown(String),
+    #[error("{0}")]
+    UploadInvalid(String),
+    /// A chunk that does not start where the upload ends.
+    #[error("chunk starts at {start} but the upload holds {current} bytes")]
+    ChunkOutOfOrder { start: u64, current: u64 },
+    #[error("requested range is not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("manifest {0} not found")]
+    ManifestUnknown(String),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest references content that is not in the repository: {0}")]
+    ManifestBlobUnknown(String),
+    #[error("manifest is {0} bytes; the limit is {max}", max = berth_core::manifest::MAX_MANIFEST_SIZE)]
+    ManifestTooLarge(usize),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PaginationInvalid(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::InvalidTag(_) => Error::TagInvalid(e),
+            NameError::InvalidReference(_, ref d) => Error::DigestInvalid(format!("{e}: {d}")),
+            _ => Error::NameInvalid(e),
+        }
+    }
+}
+
+impl From<DigestError> for Error {
+    fn from(e: DigestError) -> Self {
+        Error::DigestInvalid(e.to_string())
+    }
+}
+
+impl From<ManifestError> for Error {
+    fn from(e: ManifestError) -> Self {
+        Error::ManifestInvalid(e.to_string())
+    }
+}
+
+impl From<MetaError> for Error {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::MissingReferences(v) => Error::ManifestBlobUnknown(v.join(", ")),
+            MetaError::Referenced { child, parent } => Error::Conflict(format!(
+                "{child} is referenced by manifest {parent}; delete that first"
+            )),
+            MetaError::UploadConflict(id) => {
+                Error::UploadInvalid(format!("upload {id} was modified by a concurrent request"))
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for Error {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::UploadNotFound(id) => Error::UploadUnknown(id),
+            BlobError::BadUploadId(id) => Error::UploadUnknown(id),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// Whether this is the server's fault (to be logged), not the client's.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::Internal(_))
+    }
+}

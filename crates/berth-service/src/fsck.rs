@@ -1,0 +1,111 @@
+//! Consistency check: every blob against its digest, every reference against what it names.
+//! Read-only: it reports and changes nothing.
+
+use std::collections::HashSet;
+
+use berth_core::Digest;
+use berth_crypto::Hasher;
+use futures_util::StreamExt;
+
+use crate::{Registry, Result};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FsckReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub manifests_checked: u64,
+    /// Damage: missing or corrupt blobs, manifests whose bytes do not match their digest,
+    /// references to content that is not there.
+    pub problems: Vec<String>,
+    /// Stored blobs that no metadata records (left by an interrupted upload; harmless).
+    pub unrecorded_blobs: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Registry {
+    pub async fn fsck(&self, progress: impl Fn(&str)) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let recorded = self.meta.all_blobs().await?;
+        let stored: HashSet<Digest> = self.blobs.list().await?.into_iter().collect();
+        let mut recorded_set = HashSet::new();
+        for (digest_str, size) in &recorded {
+            let Ok(digest) = digest_str.parse::<Digest>() else {
+                report
+                    .problems
+                    .push(format!("blob record {digest_str:?} is not a valid digest"));
+                continue;
+            };
+            recorded_set.insert(digest.clone());
+            report.blobs_checked += 1;
+            if !stored.contains(&digest) {
+                report.problems.push(format!(
+                    "blob {digest} is recorded but missing from storage"
+                ));
+                continue;
+            }
+            let mut body = self.blobs.open(&digest, None).await?;
+            let mut h = Hasher::new(digest.algorithm());
+            let mut n = 0u64;
+            let mut failed = None;
+            while let Some(chunk) = body.stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        n += c.len() as u64;
+                        h.update(&c);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            report.bytes_checked += n;
+            if let Some(e) = failed {
+                report
+                    .problems
+                    .push(format!("blob {digest} cannot be read: {e}"));
+            } else if n != *size as u64 {
+                report
+                    .problems
+                    .push(format!("blob {digest} holds {n} bytes, {size} recorded"));
+            } else if h.finish() != digest {
+                report.problems.push(format!(
+                    "blob {digest} is corrupt: its content has another digest"
+                ));
+            }
+            progress(&format!("checked blob {digest}"));
+        }
+        for d in stored.difference(&recorded_set) {
+            report.unrecorded_blobs.push(d.to_string());
+        }
+        report.unrecorded_blobs.sort();
+
+        for (repo, digest_str, content) in self.meta.all_manifests().await? {
+            report.manifests_checked += 1;
+            match digest_str.parse::<Digest>() {
+                Ok(d) if berth_crypto::digest_of(d.algorithm(), &content) == d => {}
+                _ => report.problems.push(format!(
+                    "manifest {repo}@{digest_str}: content does not match its digest"
+                )),
+            }
+        }
+        for r in self.meta.dangling_blob_refs().await? {
+            report.problems.push(format!(
+                "manifest {}@{} references blob {} that is not linked to the repository",
+                r.repository, r.manifest, r.blob
+            ));
+        }
+        for r in self.meta.dangling_children().await? {
+            report.problems.push(format!(
+                "index {}@{} lists manifest {} that is not in the repository",
+                r.repository, r.manifest, r.blob
+            ));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,281 @@
+//! Blob uploads. Bytes are hashed while they are received and written, in parallel: the request
+//! body is read into ~1 MiB chunks, each hashed on one blocking thread while it is written on
+//! another. The hash state is saved with the upload's length after every request, so an upload
+//! can be resumed after a restart, or on another node, without reading it again.
+
+use std::sync::Arc;
+
+use berth_blob::BlobError;
+use berth_core::{Algorithm, Digest, RepoName};
+use berth_crypto::Hasher;
+use berth_meta::UploadRow;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::{Error, Registry, Result};
+
+/// A request body as the service consumes it.
+pub type BodyStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+const CHUNK: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+/// Exclusive use of one upload by one request on this node.
+struct UploadLock {
+    registry: Registry,
+    id: String,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Drop for UploadLock {
+    fn drop(&mut self) {
+        let mut map = self
+            .registry
+            .busy_uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map and this guard hold the only references: nobody else waits for it.
+        if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) <= 2) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+impl Registry {
+    async fn lock_upload(&self, id: &str) -> UploadLock {
+        let m = {
+            let mut map = self.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(id.to_string()).or_default().clone()
+        };
+        UploadLock {
+            registry: self.clone(),
+            id: id.to_string(),
+            _guard: m.lock_owned().await,
+        }
+    }
+
+    async fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
+        if berth_blob::check_upload_id(id).is_err() {
+            return Err(Error::UploadUnknown(id.to_string()));
+        }
+        let row = self
+            .meta
+            .get_upload(id)
+            .await?
+            .ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        match self.meta.repo_id(repo.as_str()).await? {
+            Some(r) if r == row.repo_id => Ok(row),
+            _ => Err(Error::UploadUnknown(id.to_string())),
+        }
+    }
+
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        let repo_id = self.meta.ensure_repo(repo.as_str()).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.blobs.create_upload(&id).await?;
+        self.meta
+            .create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save())
+            .await?;
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
+        let row = self.load_upload(repo, id).await?;
+        Ok(UploadStatus {
+            id: row.id,
+            offset: row.size as u64,
+        })
+    }
+
+    /// Appends a chunk. `start`, when the client gave one, must equal the current length.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: BodyStream,
+    ) -> Result<UploadStatus> {
+        let _lock = self.lock_upload(id).await;
+        let row = self.load_upload(repo, id).await?;
+        let (offset, _) = self.append_locked(&row, start, body).await?;
+        Ok(UploadStatus { id: row.id, offset })
+    }
+
+    /// Appends the body and records the new length; returns it with the hash so far (if known).
+    async fn append_locked(
+        &self,
+        row: &UploadRow,
+        start: Option<u64>,
+        body: BodyStream,
+    ) -> Result<(u64, Option<Hasher>)> {
+        let current = row.size as u64;
+        if let Some(start) = start
+            && start != current
+        {
+            return Err(Error::ChunkOutOfOrder { start, current });
+        }
+        let hasher = row
+            .hash_state
+            .as_deref()
+            .and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
+        let (written, hasher) = self.write_stream(&row.id, current, hasher, body).await?;
+        if written > 0 {
+            let state = hasher.as_ref().map(Hasher::save);
+            self.meta
+                .advance_upload(
+                    &row.id,
+                    row.size,
+                    (current + written) as i64,
+                    state.as_deref(),
+                )
+                .await?;
+        }
+        Ok((current + written, hasher))
+    }
+
+    async fn write_stream(
+        &self,
+        id: &str,
+        offset: u64,
+        mut hasher: Option<Hasher>,
+        mut body: BodyStream,
+    ) -> Result<(u64, Option<Hasher>)> {
+        let mut writer = self.blobs.append_upload(id, offset).await.map_err(|e| match e {
+            BlobError::UploadSize { .. } => Error::UploadInvalid(format!(
+                "upload {id} is damaged (its stored data is shorter than recorded); start a new upload"
+            )),
+            other => other.into(),
+        })?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let receive = async move {
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| Error::UploadInvalid(format!("reading the request body: {e}")))?;
+                if buf.is_empty() && chunk.len() >= CHUNK {
+                    if tx.send(chunk).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= CHUNK && tx.send(buf.split().freeze()).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !buf.is_empty() {
+                let _ = tx.send(buf.freeze()).await;
+            }
+            Ok::<(), Error>(())
+        };
+        let store = async {
+            let mut written = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                written += chunk.len() as u64;
+                let hashing = hasher.take().map(|mut h| {
+                    let c = chunk.clone();
+                    tokio::task::spawn_blocking(move || {
+                        h.update(&c);
+                        h
+                    })
+                });
+                writer.write(chunk).await?;
+                if let Some(j) = hashing {
+                    hasher = Some(j.await.map_err(|e| Error::Internal(e.to_string()))?);
+                }
+            }
+            writer.finish().await?;
+            Ok::<u64, Error>(written)
+        };
+        let (received, stored) = tokio::join!(receive, store);
+        // A body that broke off leaves bytes past the recorded length; the next append drops them.
+        received?;
+        let written = stored?;
+        Ok((written, hasher))
+    }
+
+    /// Completes an upload as blob `digest`, after appending an optional last chunk. The blob is
+    /// verified, durably stored and linked to the repository before this returns.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        body: Option<BodyStream>,
+    ) -> Result<u64> {
+        let _lock = self.lock_upload(id).await;
+        let row = self.load_upload(repo, id).await?;
+        let (size, hasher) = match body {
+            Some(b) => self.append_locked(&row, start, b).await?,
+            None => {
+                let h = row
+                    .hash_state
+                    .as_deref()
+                    .and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
+                (row.size as u64, h)
+            }
+        };
+        let actual = match hasher {
+            Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
+            _ => self.rehash_upload(id, digest.algorithm()).await?,
+        };
+        if actual != *digest {
+            return Err(Error::DigestInvalid(format!(
+                "uploaded content has digest {actual}, not {digest} as given"
+            )));
+        }
+        match self.blobs.commit_upload(id, digest, size).await {
+            Ok(()) => {}
+            // A crash after the rename and before the metadata commit leaves exactly this.
+            Err(BlobError::UploadNotFound(_)) if self.blobs.stat(digest).await? == Some(size) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.meta
+            .complete_upload(id, row.repo_id, &digest.to_string(), size as i64)
+            .await?;
+        Ok(size)
+    }
+
+    async fn rehash_upload(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
+        let mut body = self.blobs.read_upload(id).await?;
+        let mut h = Hasher::new(algorithm);
+        while let Some(chunk) = body.stream.next().await {
+            h.update(&chunk.map_err(|e| Error::Internal(e.to_string()))?);
+        }
+        Ok(h.finish())
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let _lock = self.lock_upload(id).await;
+        let row = self.load_upload(repo, id).await?;
+        self.meta.delete_upload(&row.id).await?;
+        self.blobs.delete_upload(&row.id).await?;
+        Ok(())
+    }
+
+    /// A whole blob in one request.
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: BodyStream,
+    ) -> Result<u64> {
+        let up = self.start_upload(repo).await?;
+        let r = self
+            .finish_upload(repo, &up.id, digest, None, Some(body))
+            .await;
+        if r.is_err() {
+            let _ = self.cancel_upload(repo, &up.id).await;
+        }
+        r
+    }
+}

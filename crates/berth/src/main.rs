@@ -1,0 +1,217 @@
+//! The `berth` command: `berth serve` runs the registry, `berth fsck` checks its storage.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_blob::FsBlobStore;
+use berth_meta::Meta;
+use berth_service::Registry;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Berth: a self-hostable OCI container registry", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry (OCI distribution API on /v2/).
+    Serve(Common),
+    /// Verify every stored blob against its digest and every manifest reference; changes nothing.
+    /// Exits 1 if it finds damage.
+    Fsck(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file (keys: listen, data_dir, database_url, log).
+    #[arg(long, short, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000] [env: BERTH_LISTEN].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory for blobs, uploads and the default SQLite database
+    /// [default: ./berth-data] [env: BERTH_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Metadata database URL, `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`
+    /// [default: SQLite in the data directory] [env: BERTH_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or per module [default: info] [env: BERTH_LOG].
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+impl Common {
+    fn load(self) -> Result<Config, String> {
+        config::load(
+            self.config.as_deref(),
+            Overrides {
+                listen: self.listen,
+                data_dir: self.data_dir,
+                database_url: self.database_url,
+                log: self.log,
+            },
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (cmd, common) = match cli.command {
+        Command::Serve(c) => ("serve", c),
+        Command::Fsck(c) => ("fsck", c),
+    };
+    let cfg = match common.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|e| {
+        eprintln!("berth: invalid log filter {:?} ({e}); using info", cfg.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let r = rt.block_on(async {
+        match cmd {
+            "serve" => serve(cfg).await,
+            _ => fsck(cfg).await,
+        }
+    });
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_registry(cfg: &Config) -> Result<Registry, String> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let blobs = FsBlobStore::open(&cfg.data_dir).map_err(|e| {
+        format!(
+            "cannot open blob storage in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let meta = Meta::connect(&cfg.database_url())
+        .await
+        .map_err(|e| format!("cannot open metadata database: {e}"))?;
+    Ok(Registry::new(meta, Arc::new(blobs)))
+}
+
+async fn serve(cfg: Config) -> Result<ExitCode, String> {
+    let registry = open_registry(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or(cfg.data_dir.clone());
+    let db = match &cfg.database_url {
+        Some(u) if u.starts_with("postgres") => "PostgreSQL".to_string(),
+        _ => format!(
+            "SQLite ({})",
+            cfg.database_url().trim_start_matches("sqlite://")
+        ),
+    };
+    println!("Berth {} is ready.", env!("CARGO_PKG_VERSION"));
+    println!("  listening on    http://{addr}  (OCI distribution API at /v2/)");
+    println!("  data directory  {}", data_dir.display());
+    println!("  metadata        {db}");
+    println!("  access          anonymous (no authentication yet)");
+    println!("Try it:");
+    println!("  docker tag busybox {addr}/hello:1 && docker push {addr}/hello:1");
+    println!("  curl http://{addr}/v2/_catalog");
+    let app = berth_api::router(registry.clone());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    registry.meta().close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!(
+        "shutting down: no new connections; finishing requests in flight (signal again to stop now)"
+    );
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    // Let the spawned task install its handlers before draining begins.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn fsck(cfg: Config) -> Result<ExitCode, String> {
+    let registry = open_registry(&cfg).await?;
+    let verbose = tracing::enabled!(tracing::Level::DEBUG);
+    let report = registry
+        .fsck(|msg| {
+            if verbose {
+                eprintln!("{msg}");
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "checked {} blobs ({} bytes) and {} manifests",
+        report.blobs_checked, report.bytes_checked, report.manifests_checked
+    );
+    for b in &report.unrecorded_blobs {
+        println!(
+            "note: stored blob {b} is not recorded in the metadata (left by an interrupted upload)"
+        );
+    }
+    for p in &report.problems {
+        println!("PROBLEM: {p}");
+    }
+    if report.is_clean() {
+        println!("OK: no problems found");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s) found", report.problems.len());
+        Ok(ExitCode::from(1))
+    }
+}
