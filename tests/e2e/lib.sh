@@ -1,0 +1,97 @@
+# Shared helpers for the end-to-end tests. Source it; every test is a bash script that exits
+# non-zero (with a message saying why) on the first failure.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
+E2E_WORK=${E2E_WORK:-/tmp/berth-e2e}
+mkdir -p "$E2E_WORK"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+step() { echo "--- $*"; }
+need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed (./test.sh installs it: $2)"; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # URL [seconds]
+  local i
+  for i in $(seq 1 $((${2:-20} * 10))); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+  fail "nothing answers at $1"
+}
+
+# start_berth NAME: starts `berth serve` with a fresh data dir; sets BERTH_PID, REG (host:port), BERTH_DATA.
+# The metadata backend comes from E2E_DB (sqlite, the default, or postgres with BERTH_TEST_POSTGRES_URL).
+start_berth() {
+  local name=$1 port
+  port=$(free_port)
+  BERTH_DATA=$E2E_WORK/$name-data
+  rm -rf "$BERTH_DATA"
+  BERTH_DB_ARGS=()
+  if [ "${E2E_DB:-sqlite}" = postgres ]; then
+    [ -n "${BERTH_TEST_POSTGRES_URL:-}" ] || fail "E2E_DB=postgres needs BERTH_TEST_POSTGRES_URL"
+    local db="e2e_${name//-/_}_$$"
+    psql "$BERTH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+    BERTH_DB_ARGS=(--database-url "${BERTH_TEST_POSTGRES_URL%/*}/$db")
+  fi
+  "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$E2E_WORK/$name.log" 2>&1 &
+  BERTH_PID=$!
+  REG=127.0.0.1:$port
+  wait_http "http://$REG/v2/"
+  trap 'stop_berth' EXIT
+}
+
+stop_berth() {
+  if [ -n "${BERTH_PID:-}" ] && kill -0 "$BERTH_PID" 2>/dev/null; then
+    kill -TERM "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null || true
+  fi
+}
+
+# fsck_clean: `berth fsck` on the test's data dir finds no problem.
+fsck_clean() {
+  "$BERTH" fsck --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$E2E_WORK/fsck.out" 2>&1 \
+    || { cat "$E2E_WORK/fsck.out"; fail "berth fsck found problems"; }
+}
+
+tags_of() { curl -fsS "http://$REG/v2/$1/tags/list" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["tags"]))'; }
+
+# build_layouts DIR: OCI layouts built offline from Debian's busybox-static:
+#   DIR/oci:amd64, DIR/oci:arm64 (a second platform: same binary, different content), DIR/oci:multi (index of both).
+build_layouts() {
+  local dir=$1
+  [ -f "$dir/done" ] && return 0
+  need umoci "apt-get install umoci"
+  [ -x /bin/busybox ] || fail "/bin/busybox missing (apt-get install busybox-static)"
+  rm -rf "$dir"; mkdir -p "$dir"
+  umoci init --layout "$dir/oci"
+  local arch
+  for arch in amd64 arm64; do
+    umoci new --image "$dir/oci:$arch"
+    umoci unpack --rootless --image "$dir/oci:$arch" "$dir/b-$arch" >/dev/null
+    mkdir -p "$dir/b-$arch/rootfs/bin" "$dir/b-$arch/rootfs/etc"
+    cp /bin/busybox "$dir/b-$arch/rootfs/bin/busybox"
+    ln -sf busybox "$dir/b-$arch/rootfs/bin/sh"
+    echo "root:x:0:0:root:/root:/bin/sh" >"$dir/b-$arch/rootfs/etc/passwd"
+    echo "built for $arch" >"$dir/b-$arch/rootfs/etc/berth-arch"
+    umoci repack --image "$dir/oci:$arch" "$dir/b-$arch" >/dev/null
+    umoci config --image "$dir/oci:$arch" --config.cmd=/bin/sh --architecture=$arch --os=linux
+    rm -rf "$dir/b-$arch"
+  done
+  python3 - "$dir/oci" <<'PY'
+import hashlib, json, os, sys
+lay = sys.argv[1]
+idx = json.load(open(os.path.join(lay, "index.json")))
+by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in idx["manifests"]}
+children = []
+for arch in ("amd64", "arm64"):
+    d = dict(by_tag[arch]); d.pop("annotations", None)
+    d["platform"] = {"architecture": arch, "os": "linux"}
+    children.append(d)
+body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children}).encode()
+h = hashlib.sha256(body).hexdigest()
+open(os.path.join(lay, "blobs", "sha256", h), "wb").write(body)
+idx["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + h,
+    "size": len(body), "annotations": {"org.opencontainers.image.ref.name": "multi"}})
+json.dump(idx, open(os.path.join(lay, "index.json"), "w"))
+PY
+  touch "$dir/done"
+}
