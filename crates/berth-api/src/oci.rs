@@ -58,6 +58,18 @@ enum Target<'a> {
     Referrers(&'a str, &'a str),
 }
 
+impl Target<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Target::Blob(n, _)
+            | Target::Uploads(n, _)
+            | Target::Manifest(n, _)
+            | Target::Tags(n)
+            | Target::Referrers(n, _) => n,
+        }
+    }
+}
+
 fn parse_path(rest: &str) -> Option<Target<'_>> {
     let (prefix, last) = rest.rsplit_once('/')?;
     if let Some(name) = prefix.strip_suffix("/blobs/uploads") {
@@ -79,6 +91,10 @@ async fn dispatch(State(st): State<AppState>, params: Params, req: Request) -> R
     let Some(target) = parse_path(rest) else {
         return not_found().await;
     };
+    // A bad name is the first thing to report, whatever the method.
+    if let Err(e) = repo(target.name()) {
+        return e.into_response();
+    }
     let method = req.method().clone();
     let r = match target {
         Target::Blob(name, digest) => match method {
@@ -455,14 +471,6 @@ async fn put_manifest(
 ) -> Result<Response> {
     let repo = repo(name)?;
     let limit = berth_core::manifest::MAX_MANIFEST_SIZE;
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && len > limit
-    {
-        return Err(Error::ManifestTooLarge(len).into());
-    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -495,18 +503,28 @@ async fn put_manifest(
     Ok(res)
 }
 
+/// Reads at most `limit` bytes. A somewhat larger body is read to its end (and dropped) so the
+/// client, still sending, gets the 413 instead of a broken connection.
 async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
+    const DRAIN: usize = 64 * 1024 * 1024;
     let mut out = Vec::new();
+    let mut seen = 0usize;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream
         .try_next()
         .await
         .map_err(|e| Error::ManifestInvalid(format!("reading the request body: {e}")))?
     {
-        if out.len() + chunk.len() > limit {
-            return Err(Error::ManifestTooLarge(out.len() + chunk.len()));
+        seen += chunk.len();
+        if seen > DRAIN {
+            break;
         }
-        out.extend_from_slice(&chunk);
+        if seen <= limit {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(Error::ManifestTooLarge(seen));
     }
     Ok(out)
 }

@@ -75,6 +75,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

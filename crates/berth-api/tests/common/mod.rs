@@ -1,0 +1,206 @@
+//! A real server (SQLite or PostgreSQL metadata, filesystem blobs) on a loopback port, for tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use berth_blob::FsBlobStore;
+use berth_core::Algorithm;
+use berth_meta::{Meta, testing};
+use berth_service::Registry;
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Server {
+    pub base: String,
+    pub http: Client,
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+    task: tokio::task::JoinHandle<()>,
+    meta: Meta,
+}
+
+impl Server {
+    /// Starts a server with fresh storage; `None` when PostgreSQL is skipped on purpose.
+    pub async fn start(db: Db) -> Option<Server> {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = match db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("berth.db").display()),
+            Db::Postgres => testing::fresh_postgres_database(&testing::postgres_url()?)
+                .await
+                .unwrap(),
+        };
+        Some(Self::start_on(dir, db_url).await)
+    }
+
+    pub async fn start_on(dir: tempfile::TempDir, db_url: String) -> Server {
+        let meta = Meta::connect(&db_url).await.unwrap();
+        let blobs = FsBlobStore::open(dir.path()).unwrap();
+        let app = berth_api::router(Registry::new(meta.clone(), Arc::new(blobs)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Server {
+            base,
+            http: Client::new(),
+            dir,
+            db_url,
+            task,
+            meta,
+        }
+    }
+
+    /// Stops this server and starts another on the same storage.
+    pub async fn restart(self) -> Server {
+        self.task.abort();
+        let _ = self.task.await;
+        self.meta.close().await;
+        Self::start_on(self.dir, self.db_url).await
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{}", self.base, path))
+    }
+
+    /// Monolithic upload; returns the digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = sha256(data);
+        let r = self
+            .req(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            )
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "push blob: {}",
+            r.text().await.unwrap()
+        );
+        d
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a config and one layer and an OCI manifest for them under `tag`; returns
+    /// (manifest digest, manifest bytes).
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (String, Vec<u8>) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer = format!("layer for {seed}").repeat(100);
+        let m = image_manifest(
+            &self.push_blob(repo, config.as_bytes()).await,
+            config.len(),
+            &[(self.push_blob(repo, layer.as_bytes()).await, layer.len())],
+        );
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "push image: {}",
+            r.text().await.unwrap()
+        );
+        (sha256(&m), m)
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    berth_crypto::digest_of(Algorithm::Sha256, data).to_string()
+}
+
+pub fn image_manifest(config: &str, config_len: usize, layers: &[(String, usize)]) -> Vec<u8> {
+    let layers: Vec<Value> = layers
+        .iter()
+        .map(|(d, n)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+pub async fn error_code(r: Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let code = body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or("<no OCI error body>")
+        .to_string();
+    (status, code)
+}
+
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs a test body against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Server::start(Db::Sqlite).await.unwrap()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(s) = Server::start(Db::Postgres).await {
+                    super::$name(s).await;
+                }
+            }
+        }
+    };
+}
+
+/// Sends bytes exactly as given; returns the status and the body text.
+pub async fn raw_request(base: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
