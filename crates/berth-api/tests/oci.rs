@@ -973,7 +973,8 @@ both!(names_are_validated);
 /// Malformed requests of every kind get a 4xx with an OCI error body, never a 5xx.
 async fn client_mistakes_are_never_server_errors(s: Server) {
     let d = s.push_blob("ok", b"data").await;
-    let cases: Vec<(Method, String, Vec<(&str, &str)>, &[u8])> = vec![
+    type Case<'a> = (Method, String, Vec<(&'a str, &'a str)>, &'a [u8]);
+    let cases: Vec<Case> = vec![
         (Method::GET, "/v2/ok/blobs/sha256:".into(), vec![], b""),
         (Method::GET, "/v2/ok/blobs/md5:abc".into(), vec![], b""),
         (Method::GET, "/v2/ok/blobs/not-a-digest".into(), vec![], b""),
