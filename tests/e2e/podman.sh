@@ -3,7 +3,8 @@
 source "$(dirname "$0")/lib.sh"
 need podman "apt-get install podman"; need buildah "apt-get install buildah"
 L=$E2E_WORK/layouts; build_layouts "$L"
-RR=/tmp/bpr-$$          # podman refuses a --runroot longer than 50 characters
+RR=/tmp/berth-podman-run     # podman refuses a --runroot longer than 50 characters
+rm -rf "$RR" "$E2E_WORK/podman-root"   # its database remembers the runroot: start clean
 STORE=(--root "$E2E_WORK/podman-root" --runroot "$RR" --storage-driver vfs)
 trap 'stop_berth; rm -rf "$RR"' EXIT
 start_berth podman

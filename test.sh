@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, Rust unit and integration tests (SQLite and PostgreSQL),
+# then end-to-end tests with real clients against a running `berth serve`. Installs what the tests
+# need (Debian and PyPI packages) when it is missing. Prints "N passed, M failed" at the end.
+#   ./test.sh            everything
+#   E2E_ONLY=docker ./test.sh   one end-to-end test (after the Rust tests)
+set -uo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+
+# ---- what the tests need ----
+APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip)
+missing=()
+for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || { echo "apt-get install failed"; exit 1; }
+fi
+python3 -c 'import oras, requests' 2>/dev/null || {
+  echo "== installing PyPI packages: oras requests"
+  pip install -q oras requests || { echo "pip install failed"; exit 1; }
+}
+
+PG_URL=$(scripts/postgres-test-server.sh) || { echo "could not start PostgreSQL"; exit 1; }
+export BERTH_TEST_POSTGRES_URL=$PG_URL
+export E2E_WORK=${E2E_WORK:-/tmp/berth-e2e}
+
+passed=0; failed=0; failures=()
+record() { # NAME EXIT_CODE
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok: $1"; else failed=$((failed + 1)); failures+=("$1"); echo "FAILED: $1"; fi
+}
+
+if [ -z "${E2E_ONLY:-}" ]; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check; record "cargo fmt" $?
+  echo "== cargo clippy -D warnings"
+  cargo clippy --release --workspace --all-targets -q -- -D warnings; record "cargo clippy" $?
+fi
+echo "== cargo build --release"
+cargo build --release --workspace -q || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+if [ -z "${E2E_ONLY:-}" ]; then
+  echo "== cargo test (SQLite and PostgreSQL)"
+  cargo test --release --workspace 2>&1 | tee "$E2E_WORK.cargo-test.log" | grep -E '^test result|FAILED|panicked'
+  record "cargo test" "${PIPESTATUS[0]}"
+fi
+
+mkdir -p "$E2E_WORK"
+run_e2e() { # NAME [ENV=VALUE...]
+  local name=$1; shift
+  [ -n "${E2E_ONLY:-}" ] && [ "$E2E_ONLY" != "$name" ] && return 0
+  local label="e2e $name${1:+ ($*)}"
+  echo "== $label"
+  env "$@" timeout 1200 bash "tests/e2e/$name.sh" >"$E2E_WORK/$name.${1:-default}.out" 2>&1
+  local rc=$?
+  [ $rc = 0 ] || tail -n 30 "$E2E_WORK/$name.${1:-default}.out"
+  record "$label" $rc
+}
+for t in serve docker skopeo podman containerd oras crash bigblob; do run_e2e "$t"; done
+for t in docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
+
+echo
+[ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
