@@ -1,0 +1,273 @@
+//! A small OCI client for the scenarios (reqwest), and test data.
+
+use std::time::Instant;
+
+use berth_core::Algorithm;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
+use serde_json::json;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[derive(Clone)]
+pub struct Reg {
+    pub http: Client,
+    pub base: String,
+    pub auth: Option<String>,
+}
+
+/// Pseudo-random bytes (xorshift64*): incompressible, cheap to make, reproducible from `seed`.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    berth_crypto::digest_of(Algorithm::Sha256, data).to_string()
+}
+
+/// A large blob as 1 MiB blocks: one random block with the block number in its first bytes.
+pub struct BigBlob {
+    pub block: Bytes,
+    pub blocks: u64,
+    pub digest: String,
+}
+
+impl BigBlob {
+    pub fn new(mib: u64) -> BigBlob {
+        let block = Bytes::from(random_bytes(7, 1 << 20));
+        let mut h = berth_crypto::Hasher::new(Algorithm::Sha256);
+        for i in 0..mib {
+            h.update(&Self::block_at(&block, i));
+        }
+        BigBlob {
+            block,
+            blocks: mib,
+            digest: h.finish().to_string(),
+        }
+    }
+
+    fn block_at(block: &Bytes, i: u64) -> Bytes {
+        let mut b = block.to_vec();
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        Bytes::from(b)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.blocks << 20
+    }
+
+    pub fn stream(
+        &self,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let block = self.block.clone();
+        futures_util::stream::iter(0..self.blocks).map(move |i| Ok(Self::block_at(&block, i)))
+    }
+}
+
+pub fn manifest(config: &str, config_len: usize, layers: &[(String, usize)]) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": layers,
+    }))
+    .expect("JSON")
+}
+
+fn absolute(base: &str, loc: &str) -> String {
+    if loc.starts_with("http") {
+        loc.to_string()
+    } else {
+        format!("{base}{loc}")
+    }
+}
+
+fn check(status: StatusCode, want: StatusCode, what: &str) -> Result<()> {
+    if status == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: HTTP {status}").into())
+    }
+}
+
+impl Reg {
+    pub fn new(base: &str, auth: Option<String>) -> Reg {
+        let http = Client::builder()
+            .pool_max_idle_per_host(512)
+            .build()
+            .expect("HTTP client");
+        Reg {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            auth,
+        }
+    }
+
+    pub fn req(&self, method: Method, url: &str) -> RequestBuilder {
+        let r = self.http.request(method, absolute(&self.base, url));
+        match &self.auth {
+            Some(a) => r.header("authorization", a),
+            None => r,
+        }
+    }
+
+    /// Uploads a blob in one request (`POST ?digest=`). Returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: Bytes) -> Result<String> {
+        let d = sha256(&data);
+        let r = self
+            .req(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            )
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .await?;
+        check(r.status(), StatusCode::CREATED, "monolithic blob upload")?;
+        Ok(d)
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let r = self
+            .req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await?;
+        Ok(r.status() == StatusCode::OK)
+    }
+
+    /// POST, one streamed PATCH, PUT: how docker pushes a layer. Returns seconds taken.
+    pub async fn push_big(&self, repo: &str, blob: &BigBlob) -> Result<f64> {
+        let t = Instant::now();
+        let r = self
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await?;
+        check(r.status(), StatusCode::ACCEPTED, "start upload")?;
+        let loc = r
+            .headers()
+            .get("location")
+            .ok_or("no Location")?
+            .to_str()?
+            .to_string();
+        let r = self
+            .req(Method::PATCH, &loc)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(blob.stream()))
+            .send()
+            .await?;
+        check(r.status(), StatusCode::ACCEPTED, "PATCH")?;
+        let loc = r
+            .headers()
+            .get("location")
+            .ok_or("no Location")?
+            .to_str()?
+            .to_string();
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .req(Method::PUT, &format!("{loc}{sep}digest={}", blob.digest))
+            .send()
+            .await?;
+        check(r.status(), StatusCode::CREATED, "PUT")?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Downloads a blob, counting bytes. Returns (bytes, seconds).
+    pub async fn pull_count(&self, repo: &str, digest: &str) -> Result<(u64, f64)> {
+        let t = Instant::now();
+        let r = self
+            .req(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await?;
+        check(r.status(), StatusCode::OK, "blob GET")?;
+        let mut n = 0u64;
+        let mut s = r.bytes_stream();
+        while let Some(c) = s.next().await {
+            n += c?.len() as u64;
+        }
+        Ok((n, t.elapsed().as_secs_f64()))
+    }
+
+    pub async fn get_bytes(&self, path: &str, accept: Option<&str>) -> Result<Bytes> {
+        let mut r = self.req(Method::GET, path);
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        let r = r.send().await?;
+        check(r.status(), StatusCode::OK, path)?;
+        Ok(r.bytes().await?)
+    }
+
+    pub async fn put_manifest(&self, repo: &str, reference: &str, body: Vec<u8>) -> Result<()> {
+        let r = self
+            .req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+            .await?;
+        check(r.status(), StatusCode::CREATED, "manifest PUT")
+    }
+
+    /// Pushes a small image: layer (monolithic), config, manifest under `tag`. Returns the manifest digest.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer: Bytes,
+        shared: &[(String, usize)],
+    ) -> Result<String> {
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#
+        ));
+        let (ln, cn) = (layer.len(), config.len());
+        let ld = self.push_blob(repo, layer).await?;
+        let cd = self.push_blob(repo, config).await?;
+        let mut layers = shared.to_vec();
+        layers.push((ld, ln));
+        let m = manifest(&cd, cn, &layers);
+        let d = sha256(&m);
+        self.put_manifest(repo, tag, m).await?;
+        Ok(d)
+    }
+
+    /// Pulls an image as a client does: manifest, then config and layers.
+    pub async fn pull_image(&self, repo: &str, reference: &str) -> Result<()> {
+        let m = self
+            .get_bytes(
+                &format!("/v2/{repo}/manifests/{reference}"),
+                Some(OCI_MANIFEST),
+            )
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&m)?;
+        let mut digests = vec![
+            v["config"]["digest"]
+                .as_str()
+                .ok_or("no config")?
+                .to_string(),
+        ];
+        for l in v["layers"].as_array().ok_or("no layers")? {
+            digests.push(l["digest"].as_str().ok_or("layer digest")?.to_string());
+        }
+        for d in digests {
+            self.get_bytes(&format!("/v2/{repo}/blobs/{d}"), None)
+                .await?;
+        }
+        Ok(())
+    }
+}
