@@ -42,15 +42,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
 /// An OCI error response: `{"errors":[{"code","message","detail"}]}`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
 }
 
 impl IntoResponse for ApiError {

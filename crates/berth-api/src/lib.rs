@@ -23,9 +23,7 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(registry: Registry) -> Router {
-    oci::routes()
-        .with_state(AppState { registry })
-        .layer(middleware::from_fn(common_headers))
+    oci::routes().with_state(AppState { registry }).layer(middleware::from_fn(common_headers))
 }
 
 async fn common_headers(req: Request, next: Next) -> Response {
@@ -33,10 +31,7 @@ async fn common_headers(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut res = next.run(req).await;
-    res.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
+    res.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     res
 }

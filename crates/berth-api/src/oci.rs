@@ -42,11 +42,7 @@ async fn not_found() -> Response {
 }
 
 fn unsupported() -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "UNSUPPORTED",
-        "method not supported on this endpoint",
-    )
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not supported on this endpoint")
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -111,9 +107,7 @@ async fn dispatch(State(st): State<AppState>, params: Params, req: Request) -> R
             _ => return unsupported(),
         },
         Target::Manifest(name, reference) => match method {
-            Method::GET | Method::HEAD => {
-                get_manifest(&st, name, reference, &method, req.headers()).await
-            }
+            Method::GET | Method::HEAD => get_manifest(&st, name, reference, &method, req.headers()).await,
             Method::PUT => put_manifest(&st, name, reference, req).await,
             Method::DELETE => delete_manifest(&st, name, reference).await,
             _ => return unsupported(),
@@ -139,10 +133,7 @@ fn hv(s: &str) -> HeaderValue {
 }
 
 fn body_stream(req: Request) -> BodyStream {
-    req.into_body()
-        .into_data_stream()
-        .map(|r| r.map_err(std::io::Error::other))
-        .boxed()
+    req.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other)).boxed()
 }
 
 // ---- blobs ----
@@ -155,21 +146,11 @@ fn parse_range(v: &str) -> Option<RangeRequest> {
         return b.parse().ok().map(RangeRequest::Suffix);
     }
     let first = a.parse().ok()?;
-    let last = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse().ok()?)
-    };
+    let last = if b.is_empty() { None } else { Some(b.parse().ok()?) };
     Some(RangeRequest::From { first, last })
 }
 
-async fn get_blob(
-    st: &AppState,
-    name: &str,
-    digest: &str,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Result<Response> {
+async fn get_blob(st: &AppState, name: &str, digest: &str, method: &Method, headers: &HeaderMap) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
     let range = match headers.get(header::RANGE) {
@@ -191,10 +172,7 @@ async fn get_blob(
                 (header::CONTENT_LENGTH, hv(&size.to_string())),
                 (header::CONTENT_TYPE, hv("application/octet-stream")),
                 (header::ACCEPT_RANGES, hv("bytes")),
-                (
-                    header::HeaderName::from_static("docker-content-digest"),
-                    hv(&digest.to_string()),
-                ),
+                (header::HeaderName::from_static("docker-content-digest"), hv(&digest.to_string())),
             ],
         )
             .into_response());
@@ -208,10 +186,7 @@ async fn get_blob(
     h.insert("docker-content-digest", hv(&read.digest.to_string()));
     if let Some(r) = read.range {
         *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-        res.headers_mut().insert(
-            header::CONTENT_RANGE,
-            hv(&format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)),
-        );
+        res.headers_mut().insert(header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)));
     }
     Ok(res)
 }
@@ -230,10 +205,7 @@ fn blob_created(name: &str, digest: &str) -> Response {
         StatusCode::CREATED,
         [
             (header::LOCATION, hv(&format!("/v2/{name}/blobs/{digest}"))),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                hv(digest),
-            ),
+            (header::HeaderName::from_static("docker-content-digest"), hv(digest)),
             (header::CONTENT_LENGTH, hv("0")),
         ],
     )
@@ -244,18 +216,9 @@ fn upload_headers(status: StatusCode, name: &str, id: &str, offset: u64) -> Resp
     (
         status,
         [
-            (
-                header::LOCATION,
-                hv(&format!("/v2/{name}/blobs/uploads/{id}")),
-            ),
-            (
-                header::RANGE,
-                hv(&format!("0-{}", offset.saturating_sub(1))),
-            ),
-            (
-                header::HeaderName::from_static("docker-upload-uuid"),
-                hv(id),
-            ),
+            (header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}"))),
+            (header::RANGE, hv(&format!("0-{}", offset.saturating_sub(1)))),
+            (header::HeaderName::from_static("docker-upload-uuid"), hv(id)),
             (header::CONTENT_LENGTH, hv("0")),
         ],
     )
@@ -280,38 +243,21 @@ fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Res
     }
 }
 
-async fn start_upload(
-    st: &AppState,
-    name: &str,
-    Query(q): Params,
-    req: Request,
-) -> Result<Response> {
+async fn start_upload(st: &AppState, name: &str, Query(q): Params, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     if let Some(mount) = q.get("mount") {
         let digest = parse_digest(mount)?;
         let from = q.get("from").map(|f| repo_or_none(f));
-        if st
-            .registry
-            .mount_blob(&repo, &digest, from.flatten().as_ref())
-            .await?
-            .is_some()
-        {
+        if st.registry.mount_blob(&repo, &digest, from.flatten().as_ref()).await?.is_some() {
             return Ok(blob_created(name, &digest.to_string()));
         }
     } else if let Some(d) = q.get("digest") {
         let digest = parse_digest(d)?;
-        st.registry
-            .push_blob(&repo, &digest, body_stream(req))
-            .await?;
+        st.registry.push_blob(&repo, &digest, body_stream(req)).await?;
         return Ok(blob_created(name, &digest.to_string()));
     }
     let up = st.registry.start_upload(&repo).await?;
-    Ok(upload_headers(
-        StatusCode::ACCEPTED,
-        name,
-        &up.id,
-        up.offset,
-    ))
+    Ok(upload_headers(StatusCode::ACCEPTED, name, &up.id, up.offset))
 }
 
 /// A bad `from` only means the blob cannot be mounted from there.
@@ -329,16 +275,11 @@ fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error>
     let s = s.strip_prefix("bytes ").unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (start, end): (u64, u64) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
+    let (start, end): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
     if end < start {
         return Err(bad());
     }
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len != end - start + 1
     {
         return Err(Error::UploadInvalid(format!(
@@ -353,46 +294,22 @@ async fn patch_upload(st: &AppState, name: &str, id: &str, req: Request) -> Resu
     let repo = repo(name)?;
     let r = async {
         let range = parse_content_range(req.headers())?;
-        let status = st
-            .registry
-            .append_upload(&repo, id, range.map(|r| r.0), body_stream(req))
-            .await?;
-        Ok(upload_headers(
-            StatusCode::ACCEPTED,
-            name,
-            &status.id,
-            status.offset,
-        ))
+        let status = st.registry.append_upload(&repo, id, range.map(|r| r.0), body_stream(req)).await?;
+        Ok(upload_headers(StatusCode::ACCEPTED, name, &status.id, status.offset))
     }
     .await;
     upload_result(r, name, id)
 }
 
-async fn put_upload(
-    st: &AppState,
-    name: &str,
-    id: &str,
-    Query(q): Params,
-    req: Request,
-) -> Result<Response> {
+async fn put_upload(st: &AppState, name: &str, id: &str, Query(q): Params, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     let r = async {
         let digest = q.get("digest").ok_or_else(|| {
-            Error::DigestInvalid(
-                "the digest query parameter is required to complete an upload".into(),
-            )
+            Error::DigestInvalid("the digest query parameter is required to complete an upload".into())
         })?;
         let digest = parse_digest(digest)?;
         let range = parse_content_range(req.headers())?;
-        st.registry
-            .finish_upload(
-                &repo,
-                id,
-                &digest,
-                range.map(|r| r.0),
-                Some(body_stream(req)),
-            )
-            .await?;
+        st.registry.finish_upload(&repo, id, &digest, range.map(|r| r.0), Some(body_stream(req))).await?;
         Ok(blob_created(name, &digest.to_string()))
     }
     .await;
@@ -402,12 +319,7 @@ async fn put_upload(
 async fn upload_status(st: &AppState, name: &str, id: &str) -> Result<Response> {
     let repo = repo(name)?;
     let s = st.registry.upload_status(&repo, id).await?;
-    Ok(upload_headers(
-        StatusCode::NO_CONTENT,
-        name,
-        &s.id,
-        s.offset,
-    ))
+    Ok(upload_headers(StatusCode::NO_CONTENT, name, &s.id, s.offset))
 }
 
 async fn cancel_upload(st: &AppState, name: &str, id: &str) -> Result<Response> {
@@ -450,11 +362,7 @@ async fn get_manifest(
         ))
         .into());
     }
-    let mut res = Response::new(if *method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from(m.content.clone())
-    });
+    let mut res = Response::new(if *method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) });
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, hv(&m.media_type));
     h.insert(header::CONTENT_LENGTH, hv(&m.content.len().to_string()));
@@ -463,36 +371,18 @@ async fn get_manifest(
     Ok(res)
 }
 
-async fn put_manifest(
-    st: &AppState,
-    name: &str,
-    reference: &str,
-    req: Request,
-) -> Result<Response> {
+async fn put_manifest(st: &AppState, name: &str, reference: &str, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     let limit = berth_core::manifest::MAX_MANIFEST_SIZE;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = read_limited(req.into_body(), limit).await?;
-    let put = st
-        .registry
-        .put_manifest(&repo, reference, content_type.as_deref(), &body)
-        .await?;
+    let put = st.registry.put_manifest(&repo, reference, content_type.as_deref(), &body).await?;
     let digest = put.digest.to_string();
     let mut res = (
         StatusCode::CREATED,
         [
-            (
-                header::LOCATION,
-                hv(&format!("/v2/{name}/manifests/{digest}")),
-            ),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                hv(&digest),
-            ),
+            (header::LOCATION, hv(&format!("/v2/{name}/manifests/{digest}"))),
+            (header::HeaderName::from_static("docker-content-digest"), hv(&digest)),
             (header::CONTENT_LENGTH, hv("0")),
         ],
     )
@@ -510,10 +400,8 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut seen = 0usize;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| Error::ManifestInvalid(format!("reading the request body: {e}")))?
+    while let Some(chunk) =
+        stream.try_next().await.map_err(|e| Error::ManifestInvalid(format!("reading the request body: {e}")))?
     {
         seen += chunk.len();
         if seen > DRAIN {
@@ -540,9 +428,10 @@ async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Result<R
 fn page_params(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<&str>), Error> {
     let n = match q.get("n") {
         None => None,
-        Some(s) => Some(s.parse::<usize>().map_err(|_| {
-            Error::PaginationInvalid(format!("n must be a non-negative integer, not {s:?}"))
-        })?),
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| Error::PaginationInvalid(format!("n must be a non-negative integer, not {s:?}")))?,
+        ),
     };
     Ok((n, q.get("last").map(String::as_str)))
 }
@@ -561,9 +450,7 @@ fn with_next_link(mut res: Response, path: &str, n: usize, last: Option<&String>
 fn encode_query(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -574,18 +461,9 @@ async fn list_tags(st: &AppState, name: &str, Query(q): Params) -> Result<Respon
     let (n, last) = page_params(&q)?;
     let page = st.registry.list_tags(&repo, last, n).await?;
     let body = json!({ "name": repo.as_str(), "tags": page.items });
-    let res = (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
+    let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     let next = if page.more { page.items.last() } else { None };
-    Ok(with_next_link(
-        res,
-        &format!("/v2/{name}/tags/list"),
-        page.items.len(),
-        next,
-    ))
+    Ok(with_next_link(res, &format!("/v2/{name}/tags/list"), page.items.len(), next))
 }
 
 async fn catalog(State(st): State<AppState>, Query(q): Params) -> Response {
@@ -593,11 +471,7 @@ async fn catalog(State(st): State<AppState>, Query(q): Params) -> Response {
         let (n, last) = page_params(&q)?;
         let page = st.registry.catalog(last, n).await?;
         let body = json!({ "repositories": page.items });
-        let res = (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
         let next = if page.more { page.items.last() } else { None };
         Ok(with_next_link(res, "/v2/_catalog", page.items.len(), next))
     }
@@ -608,19 +482,11 @@ async fn catalog(State(st): State<AppState>, Query(q): Params) -> Response {
 async fn referrers(st: &AppState, name: &str, digest: &str, Query(q): Params) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
-    let filter = q
-        .get("artifactType")
-        .map(String::as_str)
-        .filter(|s| !s.is_empty());
+    let filter = q.get("artifactType").map(String::as_str).filter(|s| !s.is_empty());
     let index = st.registry.referrers(&repo, &digest, filter).await?;
-    let mut res = (
-        [(header::CONTENT_TYPE, media::OCI_INDEX)],
-        index.to_string(),
-    )
-        .into_response();
+    let mut res = ([(header::CONTENT_TYPE, media::OCI_INDEX)], index.to_string()).into_response();
     if filter.is_some() {
-        res.headers_mut()
-            .insert("oci-filters-applied", hv("artifactType"));
+        res.headers_mut().insert("oci-filters-applied", hv("artifactType"));
     }
     Ok(res)
 }
@@ -631,59 +497,22 @@ mod tests {
 
     #[test]
     fn paths_split_from_the_right() {
-        assert_eq!(
-            parse_path("a/b/blobs/sha256:x"),
-            Some(Target::Blob("a/b", "sha256:x"))
-        );
-        assert_eq!(
-            parse_path("a/blobs/uploads/"),
-            Some(Target::Uploads("a", ""))
-        );
-        assert_eq!(
-            parse_path("a/blobs/uploads/u1"),
-            Some(Target::Uploads("a", "u1"))
-        );
-        assert_eq!(
-            parse_path("blobs/manifests/latest"),
-            Some(Target::Manifest("blobs", "latest"))
-        );
-        assert_eq!(
-            parse_path("a/manifests/x/tags/list"),
-            Some(Target::Tags("a/manifests/x"))
-        );
-        assert_eq!(
-            parse_path("a/referrers/sha256:x"),
-            Some(Target::Referrers("a", "sha256:x"))
-        );
+        assert_eq!(parse_path("a/b/blobs/sha256:x"), Some(Target::Blob("a/b", "sha256:x")));
+        assert_eq!(parse_path("a/blobs/uploads/"), Some(Target::Uploads("a", "")));
+        assert_eq!(parse_path("a/blobs/uploads/u1"), Some(Target::Uploads("a", "u1")));
+        assert_eq!(parse_path("blobs/manifests/latest"), Some(Target::Manifest("blobs", "latest")));
+        assert_eq!(parse_path("a/manifests/x/tags/list"), Some(Target::Tags("a/manifests/x")));
+        assert_eq!(parse_path("a/referrers/sha256:x"), Some(Target::Referrers("a", "sha256:x")));
         assert_eq!(parse_path("a/tags/other"), None);
         assert_eq!(parse_path("a"), None);
     }
 
     #[test]
     fn ranges() {
-        assert_eq!(
-            parse_range("bytes=0-9"),
-            Some(RangeRequest::From {
-                first: 0,
-                last: Some(9)
-            })
-        );
-        assert_eq!(
-            parse_range("bytes=5-"),
-            Some(RangeRequest::From {
-                first: 5,
-                last: None
-            })
-        );
+        assert_eq!(parse_range("bytes=0-9"), Some(RangeRequest::From { first: 0, last: Some(9) }));
+        assert_eq!(parse_range("bytes=5-"), Some(RangeRequest::From { first: 5, last: None }));
         assert_eq!(parse_range("bytes=-5"), Some(RangeRequest::Suffix(5)));
-        for bad in [
-            "",
-            "bytes=",
-            "bytes=a-b",
-            "items=0-1",
-            "bytes=0-1,3-4",
-            "bytes=--1",
-        ] {
+        for bad in ["", "bytes=", "bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes=--1"] {
             assert_eq!(parse_range(bad), None, "{bad}");
         }
     }

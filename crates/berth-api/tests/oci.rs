@@ -9,15 +9,8 @@ use serde_json::{Value, json};
 async fn base_endpoint(s: Server) {
     let r = s.req(Method::GET, "/v2/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        header(&r, "docker-distribution-api-version"),
-        "registry/2.0"
-    );
-    let r = s
-        .req(Method::GET, "/v2/nope/tags/other")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(header(&r, "docker-distribution-api-version"), "registry/2.0");
+    let r = s.req(Method::GET, "/v2/nope/tags/other").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 both!(base_endpoint);
@@ -25,186 +18,87 @@ both!(base_endpoint);
 async fn monolithic_upload_and_blob_reads(s: Server) {
     let data = b"hello blob".repeat(1000);
     let d = sha256(&data);
-    let r = s
-        .req(Method::POST, &format!("/v2/a/b/blobs/uploads/?digest={d}"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, &format!("/v2/a/b/blobs/uploads/?digest={d}")).body(data.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/a/b/blobs/{d}"));
     assert_eq!(header(&r, "docker-content-digest"), d);
 
-    let r = s
-        .req(Method::HEAD, &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::HEAD, &format!("/v2/a/b/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-length"), data.len().to_string());
     assert_eq!(header(&r, "docker-content-digest"), d);
-    let r = s
-        .req(Method::GET, &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/a/b/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap(), data);
 
     // Ranges.
-    let get_range = |range: &'static str| {
-        s.req(Method::GET, &format!("/v2/a/b/blobs/{d}"))
-            .header("range", range)
-            .send()
-    };
+    let get_range =
+        |range: &'static str| s.req(Method::GET, &format!("/v2/a/b/blobs/{d}")).header("range", range).send();
     let r = get_range("bytes=0-4").await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(
-        header(&r, "content-range"),
-        format!("bytes 0-4/{}", data.len())
-    );
+    assert_eq!(header(&r, "content-range"), format!("bytes 0-4/{}", data.len()));
     assert_eq!(r.bytes().await.unwrap(), &data[..5]);
     let r = get_range("bytes=-3").await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.bytes().await.unwrap(), &data[data.len() - 3..]);
     let r = get_range("bytes=9995-").await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), &data[9995..]);
-    for bad in [
-        "bytes=10000-",
-        "bytes=5-2",
-        "bytes=abc",
-        "pages=1-2",
-        "bytes=0-1,4-5",
-    ] {
+    for bad in ["bytes=10000-", "bytes=5-2", "bytes=abc", "pages=1-2", "bytes=0-1,4-5"] {
         let r = get_range(bad).await.unwrap();
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
-        assert_eq!(
-            header(&r, "content-range"),
-            format!("bytes */{}", data.len()),
-            "{bad}"
-        );
+        assert_eq!(header(&r, "content-range"), format!("bytes */{}", data.len()), "{bad}");
     }
 
     // Another repository cannot read it, and it is unknown there.
-    let r = s
-        .req(Method::HEAD, &format!("/v2/other/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::HEAD, &format!("/v2/other/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     s.push_blob("other", b"x").await;
-    let r = s
-        .req(Method::GET, &format!("/v2/other/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into())
-    );
+    let r = s.req(Method::GET, &format!("/v2/other/blobs/{d}")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
 
     // Wrong digest: refused, nothing stored.
     let wrong = sha256(b"something else");
-    let r = s
-        .req(
-            Method::POST,
-            &format!("/v2/a/b/blobs/uploads/?digest={wrong}"),
-        )
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
-    );
-    let r = s
-        .req(Method::HEAD, &format!("/v2/a/b/blobs/{wrong}"))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        s.req(Method::POST, &format!("/v2/a/b/blobs/uploads/?digest={wrong}")).body(data.clone()).send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
+    let r = s.req(Method::HEAD, &format!("/v2/a/b/blobs/{wrong}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // Delete.
-    let r = s
-        .req(Method::DELETE, &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::DELETE, &format!("/v2/a/b/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = s
-        .req(Method::GET, &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into())
-    );
-    let r = s
-        .req(Method::DELETE, &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into())
-    );
+    let r = s.req(Method::GET, &format!("/v2/a/b/blobs/{d}")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
+    let r = s.req(Method::DELETE, &format!("/v2/a/b/blobs/{d}")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
 }
 both!(monolithic_upload_and_blob_reads);
 
 async fn post_then_put(s: Server) {
     let data = b"post then put".to_vec();
     let d = sha256(&data);
-    let r = s
-        .req(Method::POST, "/v2/pp/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/pp/blobs/uploads/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = header(&r, "location");
     assert!(loc.starts_with("/v2/pp/blobs/uploads/"), "{loc}");
     assert_eq!(header(&r, "range"), "0-0");
     assert!(!header(&r, "docker-upload-uuid").is_empty());
-    let r = s
-        .req(Method::PUT, &format!("{loc}?digest={d}"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::PUT, &format!("{loc}?digest={d}")).body(data.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "docker-content-digest"), d);
-    let r = s
-        .req(Method::GET, &format!("/v2/pp/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/pp/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), data);
     // The session is gone once completed.
     let r = s.req(Method::GET, &loc).send().await.unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
     // PUT without a digest.
-    let r = s
-        .req(Method::POST, "/v2/pp/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/pp/blobs/uploads/").send().await.unwrap();
     let loc = header(&r, "location");
     let r = s.req(Method::PUT, &loc).body("x").send().await.unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     // An empty blob is a blob.
     let empty = sha256(b"");
-    let r = s
-        .req(Method::PUT, &format!("{loc}?digest={empty}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::PUT, &format!("{loc}?digest={empty}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 both!(post_then_put);
@@ -214,45 +108,23 @@ async fn streamed_and_chunked_patches(s: Server) {
     let d = sha256(&data);
 
     // Streamed: PATCH without Content-Range, as docker does, in two requests.
-    let r = s
-        .req(Method::POST, "/v2/up/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/up/blobs/uploads/").send().await.unwrap();
     let loc = header(&r, "location");
-    let r = s
-        .req(Method::PATCH, &loc)
-        .body(data[..100_000].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::PATCH, &loc).body(data[..100_000].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&r, "range"), "0-99999");
     let loc = header(&r, "location");
-    let r = s
-        .req(Method::PATCH, &loc)
-        .body(data[100_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::PATCH, &loc).body(data[100_000..].to_vec()).send().await.unwrap();
     assert_eq!(header(&r, "range"), "0-299999");
     let r = s.req(Method::GET, &loc).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), "0-299999");
     assert_eq!(header(&r, "location"), loc);
-    let r = s
-        .req(Method::PUT, &format!("{loc}?digest={d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::PUT, &format!("{loc}?digest={d}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Chunked with Content-Range; out-of-order and repeated chunks get 416 with the current Range.
-    let r = s
-        .req(Method::POST, "/v2/up/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/up/blobs/uploads/").send().await.unwrap();
     let loc = header(&r, "location");
     let chunk = |start: usize, end: usize| {
         s.req(Method::PATCH, &loc)
@@ -267,23 +139,11 @@ async fn streamed_and_chunked_patches(s: Server) {
     assert_eq!(header(&r, "range"), "0-999");
     assert_eq!(header(&r, "location"), loc);
     let r = chunk(0, 1000).await.unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "a repeated chunk"
-    );
-    assert_eq!(
-        chunk(1000, 200_000).await.unwrap().status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "a repeated chunk");
+    assert_eq!(chunk(1000, 200_000).await.unwrap().status(), StatusCode::ACCEPTED);
     // Content-Range that disagrees with Content-Length.
-    let r = s
-        .req(Method::PATCH, &loc)
-        .header("content-range", "200000-200009")
-        .body(vec![0u8; 5])
-        .send()
-        .await
-        .unwrap();
+    let r =
+        s.req(Method::PATCH, &loc).header("content-range", "200000-200009").body(vec![0u8; 5]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // The last chunk comes with the PUT.
     let r = s
@@ -294,121 +154,55 @@ async fn streamed_and_chunked_patches(s: Server) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .req(Method::GET, &format!("/v2/up/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/up/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), data);
 
     // Cancel.
-    let r = s
-        .req(Method::POST, "/v2/up/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/up/blobs/uploads/").send().await.unwrap();
     let loc = header(&r, "location");
-    assert_eq!(
-        s.req(Method::DELETE, &loc).send().await.unwrap().status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(s.req(Method::DELETE, &loc).send().await.unwrap().status(), StatusCode::NO_CONTENT);
     let r = s.req(Method::GET, &loc).send().await.unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
     let r = s.req(Method::PATCH, &loc).body("x").send().await.unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
     // Upload ids are not paths, and belong to their repository.
-    let r = s
-        .req(Method::POST, "/v2/up/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/up/blobs/uploads/").send().await.unwrap();
     let id = header(&r, "docker-upload-uuid");
-    let r = s
-        .req(Method::GET, &format!("/v2/other/blobs/uploads/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/other/blobs/uploads/{id}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = s
-        .req(Method::GET, "/v2/up/blobs/uploads/..%2f..%2fberth.db")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, "/v2/up/blobs/uploads/..%2f..%2fberth.db").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 both!(streamed_and_chunked_patches);
 
 async fn cross_repository_mount(s: Server) {
     let d = s.push_blob("src", b"shared layer").await;
-    let r = s
-        .req(
-            Method::POST,
-            &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={d}&from=src")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/dst/blobs/{d}"));
-    let r = s
-        .req(Method::GET, &format!("/v2/dst/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/dst/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), "shared layer");
     // Not mountable (absent in the source, unknown source, no source): a normal upload session.
     let other = sha256(b"not there");
-    for q in [
-        format!("mount={other}&from=src"),
-        format!("mount={d}&from=nosuch"),
-        format!("mount={d}"),
-    ] {
-        let r = s
-            .req(Method::POST, &format!("/v2/dst2/blobs/uploads/?{q}"))
-            .send()
-            .await
-            .unwrap();
+    for q in [format!("mount={other}&from=src"), format!("mount={d}&from=nosuch"), format!("mount={d}")] {
+        let r = s.req(Method::POST, &format!("/v2/dst2/blobs/uploads/?{q}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED, "{q}");
         assert!(header(&r, "location").starts_with("/v2/dst2/blobs/uploads/"));
     }
-    let r = s
-        .req(
-            Method::POST,
-            "/v2/dst/blobs/uploads/?mount=sha256:nope&from=src",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
-    );
+    let r = s.req(Method::POST, "/v2/dst/blobs/uploads/?mount=sha256:nope&from=src").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
 }
 both!(cross_repository_mount);
 
 async fn image_manifests(s: Server) {
     let (d, m) = s.push_image("img", "v1", "one").await;
     for reference in ["v1", d.as_str()] {
-        let r = s
-            .req(Method::GET, &format!("/v2/img/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+        let r = s.req(Method::GET, &format!("/v2/img/manifests/{reference}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "content-type"), OCI_MANIFEST);
         assert_eq!(header(&r, "docker-content-digest"), d);
         assert_eq!(r.bytes().await.unwrap(), m, "byte for byte");
-        let r = s
-            .req(Method::HEAD, &format!("/v2/img/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+        let r = s.req(Method::HEAD, &format!("/v2/img/manifests/{reference}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "content-length"), m.len().to_string());
     }
@@ -418,27 +212,15 @@ async fn image_manifests(s: Server) {
     let r = s.put_manifest("img", &pd, OCI_MANIFEST, &pretty).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/img/manifests/{pd}"));
-    let r = s
-        .req(Method::GET, &format!("/v2/img/manifests/{pd}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/img/manifests/{pd}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), pretty);
 
     // Errors.
     let missing = image_manifest(&sha256(b"no config"), 9, &[]);
     let r = s.put_manifest("img", "bad", OCI_MANIFEST, &missing).await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into())
-    );
-    let r = s
-        .put_manifest("img", "bad", OCI_MANIFEST, b"{not json")
-        .await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into()));
+    let r = s.put_manifest("img", "bad", OCI_MANIFEST, b"{not json").await;
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()));
     let r = s
         .put_manifest(
             "img",
@@ -447,129 +229,46 @@ async fn image_manifests(s: Server) {
             br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
         )
         .await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
-    );
-    let r = s
-        .put_manifest("img", &sha256(b"other"), OCI_MANIFEST, &m)
-        .await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()));
+    let r = s.put_manifest("img", &sha256(b"other"), OCI_MANIFEST, &m).await;
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     let r = s.put_manifest("img", "sha256:abc", OCI_MANIFEST, &m).await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     let r = s.put_manifest("img", "bad", OCI_INDEX, &m).await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()),
-        "Content-Type vs mediaType"
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()), "Content-Type vs mediaType");
     let big = vec![b' '; 4 * 1024 * 1024 + 1];
     let r = s.put_manifest("img", "big", OCI_MANIFEST, &big).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let r = s
-        .req(Method::GET, "/v2/img/manifests/nosuch")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
-    );
-    let r = s
-        .req(Method::GET, "/v2/norepo/manifests/v1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into())
-    );
-    let r = s
-        .req(Method::GET, "/v2/img/manifests/-bad-tag")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, "/v2/img/manifests/nosuch").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
+    let r = s.req(Method::GET, "/v2/norepo/manifests/v1").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into()));
+    let r = s.req(Method::GET, "/v2/img/manifests/-bad-tag").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Nothing of the failed pushes was tagged.
-    let tags: Value = s
-        .req(Method::GET, "/v2/img/tags/list")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = s.req(Method::GET, "/v2/img/tags/list").send().await.unwrap().json().await.unwrap();
     assert_eq!(tags["tags"], json!(["v1"]));
 
     // Moving a tag; deleting a tag keeps the manifest; deleting by digest removes its tags.
     let (d2, _) = s.push_image("img", "v1", "two").await;
-    let r = s
-        .req(Method::HEAD, "/v2/img/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::HEAD, "/v2/img/manifests/v1").send().await.unwrap();
     assert_eq!(header(&r, "docker-content-digest"), d2);
     s.put_manifest("img", "v2", OCI_MANIFEST, &m).await;
-    assert_eq!(
-        s.req(Method::DELETE, "/v2/img/manifests/v2")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::ACCEPTED
-    );
-    assert_eq!(
-        s.req(Method::GET, &format!("/v2/img/manifests/{d}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(s.req(Method::DELETE, "/v2/img/manifests/v2").send().await.unwrap().status(), StatusCode::ACCEPTED);
+    assert_eq!(s.req(Method::GET, &format!("/v2/img/manifests/{d}")).send().await.unwrap().status(), StatusCode::OK);
     s.put_manifest("img", "v3", OCI_MANIFEST, &m).await;
     assert_eq!(
-        s.req(Method::DELETE, &format!("/v2/img/manifests/{d}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.req(Method::DELETE, &format!("/v2/img/manifests/{d}")).send().await.unwrap().status(),
         StatusCode::ACCEPTED
     );
-    let r = s
-        .req(Method::GET, "/v2/img/manifests/v3")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
-    );
-    let r = s
-        .req(Method::DELETE, &format!("/v2/img/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
-    );
+    let r = s.req(Method::GET, "/v2/img/manifests/v3").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
+    let r = s.req(Method::DELETE, &format!("/v2/img/manifests/{d}")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
     // A blob a manifest uses cannot be deleted from under it.
-    let cfg = serde_json::from_slice::<Value>(&m).unwrap()["config"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cfg = serde_json::from_slice::<Value>(&m).unwrap()["config"]["digest"].as_str().unwrap().to_string();
     let _ = s.put_manifest("img", "keep", OCI_MANIFEST, &m).await;
-    let r = s
-        .req(Method::DELETE, &format!("/v2/img/blobs/{cfg}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::DELETE, &format!("/v2/img/blobs/{cfg}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 }
 both!(image_manifests);
@@ -584,42 +283,20 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
     let id = sha256(&index);
     // Nested index.
     let outer = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_INDEX, "digest": id, "size": index.len()}]})).unwrap();
-    assert_eq!(
-        s.put_manifest("multi", "nested", OCI_INDEX, &outer)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(s.put_manifest("multi", "nested", OCI_INDEX, &outer).await.status(), StatusCode::CREATED);
     // An index over a manifest the repository lacks.
     let stray = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"?"), "size": 1}]})).unwrap();
     let r = s.put_manifest("multi", "stray", OCI_INDEX, &stray).await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into()));
     // The empty index.
     let empty = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-    assert_eq!(
-        s.put_manifest("multi", "empty", OCI_INDEX, empty)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(s.put_manifest("multi", "empty", OCI_INDEX, empty).await.status(), StatusCode::CREATED);
     // A child cannot be deleted while an index lists it.
-    let r = s
-        .req(Method::DELETE, &format!("/v2/multi/manifests/{amd}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::DELETE, &format!("/v2/multi/manifests/{amd}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 
     // Accept negotiation: an index is not served to a client that only takes image manifests.
-    let r = s
-        .req(Method::GET, "/v2/multi/manifests/latest")
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, "/v2/multi/manifests/latest").header("accept", OCI_MANIFEST).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = s
         .req(Method::GET, "/v2/multi/manifests/latest")
@@ -628,12 +305,7 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
         .await
         .unwrap();
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
-    let r = s
-        .req(Method::GET, "/v2/multi/manifests/latest")
-        .header("accept", "*/*")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, "/v2/multi/manifests/latest").header("accept", "*/*").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
     // Docker schema 2 manifest and manifest list.
@@ -641,27 +313,13 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
     let layer = s.push_blob("dock", b"layer").await;
     let dm = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 2},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer, "size": 5}]})).unwrap();
-    assert_eq!(
-        s.put_manifest("dock", "v1", DOCKER_MANIFEST, &dm)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer, "size": 5}]}))
+    .unwrap();
+    assert_eq!(s.put_manifest("dock", "v1", DOCKER_MANIFEST, &dm).await.status(), StatusCode::CREATED);
     let dl = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": DOCKER_LIST,
         "manifests": [{"mediaType": DOCKER_MANIFEST, "digest": sha256(&dm), "size": dm.len(), "platform": {"os": "linux", "architecture": "amd64"}}]})).unwrap();
-    assert_eq!(
-        s.put_manifest("dock", "list", DOCKER_LIST, &dl)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
-    let r = s
-        .req(Method::GET, "/v2/dock/manifests/list")
-        .header("accept", DOCKER_LIST)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(s.put_manifest("dock", "list", DOCKER_LIST, &dl).await.status(), StatusCode::CREATED);
+    let r = s.req(Method::GET, "/v2/dock/manifests/list").header("accept", DOCKER_LIST).send().await.unwrap();
     assert_eq!(header(&r, "content-type"), DOCKER_LIST);
     assert_eq!(r.bytes().await.unwrap(), dl);
     // Docker schema 1 is refused with a clear error.
@@ -673,10 +331,7 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
             br#"{"schemaVersion":1}"#,
         )
         .await;
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
-    );
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()));
 }
 both!(indexes_docker_types_and_negotiation);
 
@@ -702,46 +357,26 @@ async fn artifacts_and_referrers(s: Server) {
     let cfg = s.push_blob("art", b"{\"custom\":true}").await;
     let c = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.example.config+json", "digest": cfg, "size": 15}, "layers": [],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": sm.len()}})).unwrap();
-    assert_eq!(
-        s.put_manifest("art", "custom", OCI_MANIFEST, &c)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": sm.len()}}))
+    .unwrap();
+    assert_eq!(s.put_manifest("art", "custom", OCI_MANIFEST, &c).await.status(), StatusCode::CREATED);
 
-    let r = s
-        .req(Method::GET, &format!("/v2/art/referrers/{subject}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/art/referrers/{subject}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert_eq!(header(&r, "oci-filters-applied"), "");
     let idx: Value = r.json().await.unwrap();
     let list = idx["manifests"].as_array().unwrap();
     assert_eq!(list.len(), 3);
-    let first = list
-        .iter()
-        .find(|m| m["digest"] == json!(sha256(&a)))
-        .unwrap();
+    let first = list.iter().find(|m| m["digest"] == json!(sha256(&a))).unwrap();
     assert_eq!(first["artifactType"], "application/vnd.example.sig");
     assert_eq!(first["size"], json!(a.len()));
     assert_eq!(first["annotations"]["n"], "1");
-    let third = list
-        .iter()
-        .find(|m| m["digest"] == json!(sha256(&c)))
-        .unwrap();
-    assert_eq!(
-        third["artifactType"], "application/vnd.example.config+json",
-        "falls back to the config media type"
-    );
+    let third = list.iter().find(|m| m["digest"] == json!(sha256(&c))).unwrap();
+    assert_eq!(third["artifactType"], "application/vnd.example.config+json", "falls back to the config media type");
 
     let r = s
-        .req(
-            Method::GET,
-            &format!("/v2/art/referrers/{subject}?artifactType=application/vnd.example.sbom"),
-        )
+        .req(Method::GET, &format!("/v2/art/referrers/{subject}?artifactType=application/vnd.example.sbom"))
         .send()
         .await
         .unwrap();
@@ -751,53 +386,29 @@ async fn artifacts_and_referrers(s: Server) {
     assert_eq!(idx["manifests"][0]["digest"], json!(sha256(&b)));
 
     // Unknown subject, unknown repository: an empty index.
-    for path in [
-        format!("/v2/art/referrers/{}", sha256(b"none")),
-        format!("/v2/nosuch/referrers/{subject}"),
-    ] {
+    for path in [format!("/v2/art/referrers/{}", sha256(b"none")), format!("/v2/nosuch/referrers/{subject}")] {
         let r = s.req(Method::GET, &path).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let idx: Value = r.json().await.unwrap();
         assert_eq!(idx["manifests"], json!([]));
         assert_eq!(idx["schemaVersion"], 2);
     }
-    let r = s
-        .req(Method::GET, "/v2/art/referrers/sha256:zzz")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
-    );
+    let r = s.req(Method::GET, "/v2/art/referrers/sha256:zzz").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     // A referrer whose subject does not exist (yet) is accepted.
     let mut orphan: Value = serde_json::from_slice(&a).unwrap();
     orphan["subject"]["digest"] = json!(sha256(b"future"));
     let orphan = serde_json::to_vec(&orphan).unwrap();
-    assert_eq!(
-        s.put_manifest("art", "orphan", OCI_MANIFEST, &orphan)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(s.put_manifest("art", "orphan", OCI_MANIFEST, &orphan).await.status(), StatusCode::CREATED);
 }
 both!(artifacts_and_referrers);
 
 async fn sha512_content(s: Server) {
     let data = b"sha512 content".to_vec();
     let d = berth_crypto::digest_of(berth_core::Algorithm::Sha512, &data).to_string();
-    let r = s
-        .req(Method::POST, &format!("/v2/s5/blobs/uploads/?digest={d}"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, &format!("/v2/s5/blobs/uploads/?digest={d}")).body(data.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .req(Method::GET, &format!("/v2/s5/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/s5/blobs/{d}")).send().await.unwrap();
     assert_eq!(header(&r, "docker-content-digest"), d);
     assert_eq!(r.bytes().await.unwrap(), data);
     // A manifest addressed by its sha512 digest.
@@ -806,11 +417,7 @@ async fn sha512_content(s: Server) {
     let r = s.put_manifest("s5", &md, OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "docker-content-digest"), md);
-    let r = s
-        .req(Method::GET, &format!("/v2/s5/manifests/{md}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/s5/manifests/{md}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), m);
 }
 both!(sha512_content);
@@ -818,91 +425,37 @@ both!(sha512_content);
 async fn tags_and_catalog_pagination(s: Server) {
     let (_, m) = s.push_image("pages", "t00", "x").await;
     for i in 1..25 {
-        s.put_manifest("pages", &format!("t{i:02}"), OCI_MANIFEST, &m)
-            .await;
+        s.put_manifest("pages", &format!("t{i:02}"), OCI_MANIFEST, &m).await;
     }
-    let r = s
-        .req(Method::GET, "/v2/pages/tags/list?n=10")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        header(&r, "link"),
-        "</v2/pages/tags/list?n=10&last=t09>; rel=\"next\""
-    );
+    let r = s.req(Method::GET, "/v2/pages/tags/list?n=10").send().await.unwrap();
+    assert_eq!(header(&r, "link"), "</v2/pages/tags/list?n=10&last=t09>; rel=\"next\"");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["name"], "pages");
     assert_eq!(v["tags"].as_array().unwrap().len(), 10);
     assert_eq!(v["tags"][0], "t00");
-    let r = s
-        .req(Method::GET, "/v2/pages/tags/list?n=10&last=t19")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, "/v2/pages/tags/list?n=10&last=t19").send().await.unwrap();
     assert_eq!(header(&r, "link"), "", "last page has no next link");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["tags"], json!(["t20", "t21", "t22", "t23", "t24"]));
-    let v: Value = s
-        .req(Method::GET, "/v2/pages/tags/list")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.req(Method::GET, "/v2/pages/tags/list").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["tags"].as_array().unwrap().len(), 25);
-    let v: Value = s
-        .req(Method::GET, "/v2/pages/tags/list?n=0")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.req(Method::GET, "/v2/pages/tags/list?n=0").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["tags"], json!([]));
-    let r = s
-        .req(Method::GET, "/v2/pages/tags/list?n=-1")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, "/v2/pages/tags/list?n=-1").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = s
-        .req(Method::GET, "/v2/nosuch/tags/list")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into())
-    );
+    let r = s.req(Method::GET, "/v2/nosuch/tags/list").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into()));
 
     for name in ["b", "a/x", "c"] {
         s.push_blob(name, b"1").await;
     }
     let r = s.req(Method::GET, "/v2/_catalog?n=1").send().await.unwrap();
-    assert_eq!(
-        header(&r, "link"),
-        "</v2/_catalog?n=1&last=a%2Fx>; rel=\"next\""
-    );
+    assert_eq!(header(&r, "link"), "</v2/_catalog?n=1&last=a%2Fx>; rel=\"next\"");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["repositories"], json!(["a/x"]));
-    let v: Value = s
-        .req(Method::GET, "/v2/_catalog?n=2&last=a/x")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.req(Method::GET, "/v2/_catalog?n=2&last=a/x").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["repositories"], json!(["b", "c"]));
-    let v: Value = s
-        .req(Method::GET, "/v2/_catalog")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.req(Method::GET, "/v2/_catalog").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["repositories"], json!(["a/x", "b", "c", "pages"]));
 }
 both!(tags_and_catalog_pagination);
@@ -918,54 +471,21 @@ async fn names_are_validated(s: Server) {
         format!("/v2/{long}/tags/list"),
     ] {
         let r = s.req(Method::GET, &path).send().await.unwrap();
-        assert_eq!(
-            error_code(r).await,
-            (StatusCode::BAD_REQUEST, "NAME_INVALID".into()),
-            "{path}"
-        );
+        assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "NAME_INVALID".into()), "{path}");
     }
     // Dot segments, sent as is (an HTTP client library would resolve them first).
-    for path in [
-        "/v2/a/../b/tags/list",
-        "/v2/../../etc/blobs/uploads/",
-        "/v2/./a/manifests/v1",
-    ] {
-        let (status, body) = raw_request(
-            &s.base,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+    for path in ["/v2/a/../b/tags/list", "/v2/../../etc/blobs/uploads/", "/v2/./a/manifests/v1"] {
+        let (status, body) =
+            raw_request(&s.base, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body.contains("NAME_INVALID"), "{path}: {body}");
     }
-    let r = s
-        .req(Method::POST, "/v2/UP/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "NAME_INVALID".into())
-    );
-    let r = s
-        .req(Method::PUT, "/v2/Bad/manifests/v1")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (StatusCode::BAD_REQUEST, "NAME_INVALID".into())
-    );
+    let r = s.req(Method::POST, "/v2/UP/blobs/uploads/").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "NAME_INVALID".into()));
+    let r = s.req(Method::PUT, "/v2/Bad/manifests/v1").body("{}").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "NAME_INVALID".into()));
     // None of it became a repository.
-    let v: Value = s
-        .req(Method::GET, "/v2/_catalog")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.req(Method::GET, "/v2/_catalog").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["repositories"], json!([]));
 }
 both!(names_are_validated);
@@ -978,78 +498,23 @@ async fn client_mistakes_are_never_server_errors(s: Server) {
         (Method::GET, "/v2/ok/blobs/sha256:".into(), vec![], b""),
         (Method::GET, "/v2/ok/blobs/md5:abc".into(), vec![], b""),
         (Method::GET, "/v2/ok/blobs/not-a-digest".into(), vec![], b""),
-        (
-            Method::GET,
-            format!("/v2/ok/blobs/{d}"),
-            vec![("range", "bytes=99999999999999999999-")],
-            b"",
-        ),
+        (Method::GET, format!("/v2/ok/blobs/{d}"), vec![("range", "bytes=99999999999999999999-")], b""),
         (Method::PUT, "/v2/ok/blobs/uploads/".into(), vec![], b""),
-        (
-            Method::PATCH,
-            "/v2/ok/blobs/uploads/zzz".into(),
-            vec![],
-            b"x",
-        ),
-        (
-            Method::PUT,
-            "/v2/ok/blobs/uploads/zzz?digest=sha256:00".into(),
-            vec![],
-            b"x",
-        ),
-        (
-            Method::POST,
-            "/v2/ok/blobs/uploads/?digest=sha256:00".into(),
-            vec![],
-            b"x",
-        ),
-        (
-            Method::POST,
-            "/v2/ok/blobs/uploads/?digest=sha1:00".into(),
-            vec![],
-            b"x",
-        ),
-        (
-            Method::PUT,
-            "/v2/ok/manifests/v1".into(),
-            vec![("content-type", "text/plain")],
-            b"{\"schemaVersion\":2}",
-        ),
-        (
-            Method::PUT,
-            "/v2/ok/manifests/v1".into(),
-            vec![],
-            &[0xff, 0xfe, 0x00],
-        ),
+        (Method::PATCH, "/v2/ok/blobs/uploads/zzz".into(), vec![], b"x"),
+        (Method::PUT, "/v2/ok/blobs/uploads/zzz?digest=sha256:00".into(), vec![], b"x"),
+        (Method::POST, "/v2/ok/blobs/uploads/?digest=sha256:00".into(), vec![], b"x"),
+        (Method::POST, "/v2/ok/blobs/uploads/?digest=sha1:00".into(), vec![], b"x"),
+        (Method::PUT, "/v2/ok/manifests/v1".into(), vec![("content-type", "text/plain")], b"{\"schemaVersion\":2}"),
+        (Method::PUT, "/v2/ok/manifests/v1".into(), vec![], &[0xff, 0xfe, 0x00]),
         (Method::PUT, "/v2/ok/manifests/v1".into(), vec![], b"null"),
-        (
-            Method::PUT,
-            "/v2/ok/manifests/v1".into(),
-            vec![],
-            b"{\"schemaVersion\":2,\"config\":7,\"layers\":[]}",
-        ),
-        (
-            Method::PUT,
-            "/v2/ok/manifests/v1".into(),
-            vec![],
-            b"{\"schemaVersion\":2,\"manifests\":[{\"digest\":1}]}",
-        ),
+        (Method::PUT, "/v2/ok/manifests/v1".into(), vec![], b"{\"schemaVersion\":2,\"config\":7,\"layers\":[]}"),
+        (Method::PUT, "/v2/ok/manifests/v1".into(), vec![], b"{\"schemaVersion\":2,\"manifests\":[{\"digest\":1}]}"),
         (Method::PUT, "/v2/ok/manifests/a:b".into(), vec![], b"{}"),
-        (
-            Method::DELETE,
-            "/v2/ok/manifests/sha256:12".into(),
-            vec![],
-            b"",
-        ),
+        (Method::DELETE, "/v2/ok/manifests/sha256:12".into(), vec![], b""),
         (Method::GET, "/v2/ok/tags/list?n=abc".into(), vec![], b""),
         (Method::GET, "/v2/_catalog?n=1e9".into(), vec![], b""),
         (Method::POST, "/v2/ok/manifests/v1".into(), vec![], b""),
-        (
-            Method::GET,
-            "/v2/ok/referrers/sha256:00".into(),
-            vec![],
-            b"",
-        ),
+        (Method::GET, "/v2/ok/referrers/sha256:00".into(), vec![], b""),
     ];
     for (method, path, headers, body) in cases {
         let mut req = s.req(method.clone(), &path).body(body.to_vec());
@@ -1060,17 +525,10 @@ async fn client_mistakes_are_never_server_errors(s: Server) {
         let status = r.status();
         assert!(status.is_client_error(), "{method} {path}: {status}");
         let body: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(
-            body["errors"][0]["code"].is_string(),
-            "{method} {path}: no OCI error body"
-        );
+        assert!(body["errors"][0]["code"].is_string(), "{method} {path}: no OCI error body");
     }
     // Nothing above damaged what was stored.
-    let r = s
-        .req(Method::GET, &format!("/v2/ok/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/ok/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), "data");
 }
 both!(client_mistakes_are_never_server_errors);
@@ -1078,18 +536,9 @@ both!(client_mistakes_are_never_server_errors);
 async fn uploads_survive_a_restart(s: Server) {
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 31 % 256) as u8).collect();
     let d = sha256(&data);
-    let r = s
-        .req(Method::POST, "/v2/resume/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::POST, "/v2/resume/blobs/uploads/").send().await.unwrap();
     let loc = header(&r, "location");
-    let r = s
-        .req(Method::PATCH, &loc)
-        .body(data[..1_234_567].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::PATCH, &loc).body(data[..1_234_567].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let s = s.restart().await;
     let r = s.req(Method::GET, &loc).send().await.unwrap();
@@ -1103,11 +552,7 @@ async fn uploads_survive_a_restart(s: Server) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .req(Method::GET, &format!("/v2/resume/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.req(Method::GET, &format!("/v2/resume/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), data);
 }
 both!(uploads_survive_a_restart);

@@ -52,11 +52,7 @@ impl BigBlob {
         for i in 0..mib {
             h.update(&Self::block_at(&block, i));
         }
-        BigBlob {
-            block,
-            blocks: mib,
-            digest: h.finish().to_string(),
-        }
+        BigBlob { block, blocks: mib, digest: h.finish().to_string() }
     }
 
     fn block_at(block: &Bytes, i: u64) -> Bytes {
@@ -69,9 +65,7 @@ impl BigBlob {
         self.blocks << 20
     }
 
-    pub fn stream(
-        &self,
-    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    pub fn stream(&self) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let block = self.block.clone();
         futures_util::stream::iter(0..self.blocks).map(move |i| Ok(Self::block_at(&block, i)))
     }
@@ -92,32 +86,17 @@ pub fn manifest(config: &str, config_len: usize, layers: &[(String, usize)]) -> 
 }
 
 fn absolute(base: &str, loc: &str) -> String {
-    if loc.starts_with("http") {
-        loc.to_string()
-    } else {
-        format!("{base}{loc}")
-    }
+    if loc.starts_with("http") { loc.to_string() } else { format!("{base}{loc}") }
 }
 
 fn check(status: StatusCode, want: StatusCode, what: &str) -> Result<()> {
-    if status == want {
-        Ok(())
-    } else {
-        Err(format!("{what}: HTTP {status}").into())
-    }
+    if status == want { Ok(()) } else { Err(format!("{what}: HTTP {status}").into()) }
 }
 
 impl Reg {
     pub fn new(base: &str, auth: Option<String>) -> Reg {
-        let http = Client::builder()
-            .pool_max_idle_per_host(512)
-            .build()
-            .expect("HTTP client");
-        Reg {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            auth,
-        }
+        let http = Client::builder().pool_max_idle_per_host(512).build().expect("HTTP client");
+        Reg { http, base: base.trim_end_matches('/').to_string(), auth }
     }
 
     pub fn req(&self, method: Method, url: &str) -> RequestBuilder {
@@ -128,44 +107,43 @@ impl Reg {
         }
     }
 
-    /// Uploads a blob in one request (`POST ?digest=`). Returns its digest.
+    /// Uploads a blob monolithically: `POST ?digest=` with the body; a registry that answers
+    /// 202 (the spec lets it) gets the body in a `PUT` to the session instead.
     pub async fn push_blob(&self, repo: &str, data: Bytes) -> Result<String> {
         let d = sha256(&data);
         let r = self
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            )
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
             .header("content-type", "application/octet-stream")
-            .body(data)
+            .body(data.clone())
             .send()
             .await?;
+        if r.status() == StatusCode::ACCEPTED {
+            let loc = r.headers().get("location").ok_or("no Location")?.to_str()?.to_string();
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let r = self
+                .req(Method::PUT, &format!("{loc}{sep}digest={d}"))
+                .header("content-type", "application/octet-stream")
+                .body(data)
+                .send()
+                .await?;
+            check(r.status(), StatusCode::CREATED, "monolithic blob upload (POST, PUT)")?;
+            return Ok(d);
+        }
         check(r.status(), StatusCode::CREATED, "monolithic blob upload")?;
         Ok(d)
     }
 
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
-        let r = self
-            .req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
-            .send()
-            .await?;
+        let r = self.req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}")).send().await?;
         Ok(r.status() == StatusCode::OK)
     }
 
     /// POST, one streamed PATCH, PUT: how docker pushes a layer. Returns seconds taken.
     pub async fn push_big(&self, repo: &str, blob: &BigBlob) -> Result<f64> {
         let t = Instant::now();
-        let r = self
-            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-            .send()
-            .await?;
+        let r = self.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().await?;
         check(r.status(), StatusCode::ACCEPTED, "start upload")?;
-        let loc = r
-            .headers()
-            .get("location")
-            .ok_or("no Location")?
-            .to_str()?
-            .to_string();
+        let loc = r.headers().get("location").ok_or("no Location")?.to_str()?.to_string();
         let r = self
             .req(Method::PATCH, &loc)
             .header("content-type", "application/octet-stream")
@@ -173,17 +151,9 @@ impl Reg {
             .send()
             .await?;
         check(r.status(), StatusCode::ACCEPTED, "PATCH")?;
-        let loc = r
-            .headers()
-            .get("location")
-            .ok_or("no Location")?
-            .to_str()?
-            .to_string();
+        let loc = r.headers().get("location").ok_or("no Location")?.to_str()?.to_string();
         let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = self
-            .req(Method::PUT, &format!("{loc}{sep}digest={}", blob.digest))
-            .send()
-            .await?;
+        let r = self.req(Method::PUT, &format!("{loc}{sep}digest={}", blob.digest)).send().await?;
         check(r.status(), StatusCode::CREATED, "PUT")?;
         Ok(t.elapsed().as_secs_f64())
     }
@@ -191,10 +161,7 @@ impl Reg {
     /// Downloads a blob, counting bytes. Returns (bytes, seconds).
     pub async fn pull_count(&self, repo: &str, digest: &str) -> Result<(u64, f64)> {
         let t = Instant::now();
-        let r = self
-            .req(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
-            .send()
-            .await?;
+        let r = self.req(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).send().await?;
         check(r.status(), StatusCode::OK, "blob GET")?;
         let mut n = 0u64;
         let mut s = r.bytes_stream();
@@ -225,16 +192,8 @@ impl Reg {
     }
 
     /// Pushes a small image: layer (monolithic), config, manifest under `tag`. Returns the manifest digest.
-    pub async fn push_image(
-        &self,
-        repo: &str,
-        tag: &str,
-        layer: Bytes,
-        shared: &[(String, usize)],
-    ) -> Result<String> {
-        let config = Bytes::from(format!(
-            r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#
-        ));
+    pub async fn push_image(&self, repo: &str, tag: &str, layer: Bytes, shared: &[(String, usize)]) -> Result<String> {
+        let config = Bytes::from(format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#));
         let (ln, cn) = (layer.len(), config.len());
         let ld = self.push_blob(repo, layer).await?;
         let cd = self.push_blob(repo, config).await?;
@@ -248,25 +207,14 @@ impl Reg {
 
     /// Pulls an image as a client does: manifest, then config and layers.
     pub async fn pull_image(&self, repo: &str, reference: &str) -> Result<()> {
-        let m = self
-            .get_bytes(
-                &format!("/v2/{repo}/manifests/{reference}"),
-                Some(OCI_MANIFEST),
-            )
-            .await?;
+        let m = self.get_bytes(&format!("/v2/{repo}/manifests/{reference}"), Some(OCI_MANIFEST)).await?;
         let v: serde_json::Value = serde_json::from_slice(&m)?;
-        let mut digests = vec![
-            v["config"]["digest"]
-                .as_str()
-                .ok_or("no config")?
-                .to_string(),
-        ];
+        let mut digests = vec![v["config"]["digest"].as_str().ok_or("no config")?.to_string()];
         for l in v["layers"].as_array().ok_or("no layers")? {
             digests.push(l["digest"].as_str().ok_or("layer digest")?.to_string());
         }
         for d in digests {
-            self.get_bytes(&format!("/v2/{repo}/blobs/{d}"), None)
-                .await?;
+            self.get_bytes(&format!("/v2/{repo}/blobs/{d}"), None).await?;
         }
         Ok(())
     }

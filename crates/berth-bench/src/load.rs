@@ -34,17 +34,13 @@ async fn connection(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
-        else {
+        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await else {
             errors += 1;
             continue;
         };
         tokio::spawn(conn);
         while Instant::now() < until {
-            let mut b = Request::builder()
-                .method(method.clone())
-                .uri(&path)
-                .header("host", &host);
+            let mut b = Request::builder().method(method.clone()).uri(&path).header("host", &host);
             if let Some(a) = &auth {
                 b = b.header("authorization", a);
             }
@@ -83,10 +79,7 @@ pub async fn run(
     conns: usize,
     dur: Duration,
 ) -> LoadResult {
-    let hostport = base
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/').to_string();
     let until = Instant::now() + dur;
     let start = Instant::now();
     let tasks: Vec<_> = (0..conns)
@@ -110,9 +103,5 @@ pub async fn run(
             errors += e;
         }
     }
-    LoadResult {
-        samples,
-        errors,
-        secs: start.elapsed().as_secs_f64(),
-    }
+    LoadResult { samples, errors, secs: start.elapsed().as_secs_f64() }
 }

@@ -37,11 +37,7 @@ struct Cli {
     #[arg(long)]
     pid: Option<u32>,
     /// Scenarios to run, comma-separated: blob, small, manifest, tags, mixed.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "blob,small,manifest,tags,mixed"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "blob,small,manifest,tags,mixed")]
     scenarios: Vec<String>,
     /// Size of the large blob in MiB (at most 10240).
     #[arg(long, default_value_t = 1024)]
@@ -94,9 +90,7 @@ fn basic(user: &str, pass: &str) -> String {
     let s = format!("{user}:{pass}");
     let mut out = String::new();
     for c in s.as_bytes().chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -115,10 +109,7 @@ async fn main() {
         eprintln!("--blob-mib is at most 10240");
         std::process::exit(2);
     }
-    let auth = cli
-        .user
-        .as_ref()
-        .map(|u| basic(u, cli.password.as_deref().unwrap_or("")));
+    let auth = cli.user.as_ref().map(|u| basic(u, cli.password.as_deref().unwrap_or("")));
     let reg = Reg::new(&cli.url, auth.clone());
     if let Err(e) = reg.get_bytes("/v2/", None).await {
         eprintln!("berth-bench: {} does not answer GET /v2/: {e}", cli.url);
@@ -227,11 +218,7 @@ where
         lat.extend(t.await.unwrap_or_default());
     }
     pb.finish_and_clear();
-    (
-        lat,
-        errors.load(Ordering::Relaxed),
-        start.elapsed().as_secs_f64(),
-    )
+    (lat, errors.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
 
 async fn small(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
@@ -243,9 +230,7 @@ async fn small(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
         let (r, rep) = (r.clone(), rep.clone());
         async move {
             let layer = Bytes::from(random_bytes(salt ^ (i as u64 + 1) << 20, 1 << 20));
-            r.push_image(&rep, &format!("i{i}"), layer, &[])
-                .await
-                .map(drop)
+            r.push_image(&rep, &format!("i{i}"), layer, &[]).await.map(drop)
         }
     })
     .await;
@@ -275,31 +260,11 @@ async fn manifests(cli: &Cli, reg: &Reg, auth: Option<String>) -> Result<Vec<Sce
     let layer_digest = client::sha256(&layer);
     let digest = reg.push_image(&repo, "bench", layer, &[]).await?;
     let cases = [
-        (
-            "manifest GET by tag",
-            Method::GET,
-            format!("/v2/{repo}/manifests/bench"),
-        ),
-        (
-            "manifest HEAD by tag",
-            Method::HEAD,
-            format!("/v2/{repo}/manifests/bench"),
-        ),
-        (
-            "manifest GET by digest",
-            Method::GET,
-            format!("/v2/{repo}/manifests/{digest}"),
-        ),
-        (
-            "manifest HEAD by digest",
-            Method::HEAD,
-            format!("/v2/{repo}/manifests/{digest}"),
-        ),
-        (
-            "blob HEAD",
-            Method::HEAD,
-            format!("/v2/{repo}/blobs/{layer_digest}"),
-        ),
+        ("manifest GET by tag", Method::GET, format!("/v2/{repo}/manifests/bench")),
+        ("manifest HEAD by tag", Method::HEAD, format!("/v2/{repo}/manifests/bench")),
+        ("manifest GET by digest", Method::GET, format!("/v2/{repo}/manifests/{digest}")),
+        ("manifest HEAD by digest", Method::HEAD, format!("/v2/{repo}/manifests/{digest}")),
+        ("blob HEAD", Method::HEAD, format!("/v2/{repo}/blobs/{layer_digest}")),
     ];
     let mut out = Vec::new();
     for (name, method, path) in cases {
@@ -331,8 +296,7 @@ fn next_link(r: &reqwest::Response) -> Option<String> {
     let l = r.headers().get("link")?.to_str().ok()?;
     let start = l.find('<')? + 1;
     let end = l[start..].find('>')? + start;
-    l.contains("rel=\"next\"")
-        .then(|| l[start..end].to_string())
+    l.contains("rel=\"next\"").then(|| l[start..end].to_string())
 }
 
 /// Fetches up to `pages` pages starting at `first`, following `Link`; a registry that ignores
@@ -362,11 +326,8 @@ async fn pages(reg: &Reg, first: &str, pages: usize, field: &str) -> Result<(Vec
 
 async fn listings(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
     let repo = format!("{}/tags", cli.prefix);
-    reg.push_image(&repo, "base", Bytes::from(random_bytes(9, 1024)), &[])
-        .await?;
-    let m = reg
-        .get_bytes(&format!("/v2/{repo}/manifests/base"), Some(OCI_MANIFEST))
-        .await?;
+    reg.push_image(&repo, "base", Bytes::from(random_bytes(9, 1024)), &[]).await?;
+    let m = reg.get_bytes(&format!("/v2/{repo}/manifests/base"), Some(OCI_MANIFEST)).await?;
     let (r, rep) = (reg.clone(), repo.clone());
     let (_, errors, secs) = fan_out(cli.tags, 32, "tags: creating", move |i| {
         let (r, rep, m) = (r.clone(), rep.clone(), m.clone());
@@ -374,22 +335,13 @@ async fn listings(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
     })
     .await;
     let mut setup = Scenario::new(format!("tag PUT x32 ({} tags)", cli.tags));
-    setup
-        .metric("rate", cli.tags as f64 / secs, "tags/s")
-        .errors = errors;
+    setup.metric("rate", cli.tags as f64 / secs, "tags/s").errors = errors;
 
     let s = proc::Sampler::start(cli.pid);
-    let (lat, per_page) = pages(
-        reg,
-        &format!("/v2/{repo}/tags/list?n=100"),
-        cli.pages,
-        "tags",
-    )
-    .await?;
+    let (lat, per_page) = pages(reg, &format!("/v2/{repo}/tags/list?n=100"), cli.pages, "tags").await?;
     let mut tags = Scenario::new(format!("tags list n=100 of {}", cli.tags));
     let n = lat.len() as f64;
-    tags.latencies(lat, n, "pages")
-        .metric("entries/page", per_page, "");
+    tags.latencies(lat, n, "pages").metric("entries/page", per_page, "");
     tags.metrics.remove(0);
     if let Some(s) = s {
         tags.server = Some(s.finish().await);
@@ -398,19 +350,14 @@ async fn listings(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
     let (r, p) = (reg.clone(), cli.prefix.clone());
     let (_, errors, _) = fan_out(cli.repos, 32, "catalog: creating repos", move |i| {
         let (r, p) = (r.clone(), p.clone());
-        async move {
-            r.push_blob(&format!("{p}/cat/r{i:05}"), Bytes::from_static(b"x"))
-                .await
-                .map(drop)
-        }
+        async move { r.push_blob(&format!("{p}/cat/r{i:05}"), Bytes::from_static(b"x")).await.map(drop) }
     })
     .await;
     let s = proc::Sampler::start(cli.pid);
     let (lat, per_page) = pages(reg, "/v2/_catalog?n=100", cli.pages, "repositories").await?;
     let mut cat = Scenario::new(format!("catalog n=100 (>= {} repos)", cli.repos));
     let n = lat.len() as f64;
-    cat.latencies(lat, n, "pages")
-        .metric("entries/page", per_page, "");
+    cat.latencies(lat, n, "pages").metric("entries/page", per_page, "");
     cat.metrics.remove(0);
     cat.errors = errors;
     if let Some(s) = s {
@@ -429,13 +376,7 @@ async fn mixed(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
         base.push((reg.push_blob(&repo, l).await?, n));
     }
     for i in 0..20 {
-        reg.push_image(
-            &repo,
-            &format!("pull{i}"),
-            Bytes::from(random_bytes(2000 + i, 4096)),
-            &base,
-        )
-        .await?;
+        reg.push_image(&repo, &format!("pull{i}"), Bytes::from(random_bytes(2000 + i, 4096)), &base).await?;
     }
     let base = Arc::new(base);
     let until = Instant::now() + Duration::from_secs_f64(cli.mixed_seconds);
@@ -444,37 +385,25 @@ async fn mixed(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
     let start = Instant::now();
     let tasks: Vec<_> = (0..cli.clients)
         .map(|w| {
-            let (reg, repo, base, counter) =
-                (reg.clone(), repo.clone(), base.clone(), counter.clone());
+            let (reg, repo, base, counter) = (reg.clone(), repo.clone(), base.clone(), counter.clone());
             tokio::spawn(async move {
                 let (mut pulls, mut pushes, mut errors) = (0u64, 0u64, 0u64);
                 let mut x = w as u64 * 7919 + 1;
                 while Instant::now() < until {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     let r = if (x >> 33).is_multiple_of(10) {
                         let k = counter.fetch_add(1, Ordering::Relaxed);
                         let mut ok = true;
                         for (d, _) in base.iter() {
                             ok &= reg.blob_exists(&repo, d).await.unwrap_or(false);
                         }
-                        let layer =
-                            Bytes::from(random_bytes(k + 1_000_000 * (w as u64 + 1), 64 * 1024));
-                        let r = reg
-                            .push_image(&repo, &format!("push{w}-{k}"), layer, &base)
-                            .await
-                            .map(drop);
+                        let layer = Bytes::from(random_bytes(k + 1_000_000 * (w as u64 + 1), 64 * 1024));
+                        let r = reg.push_image(&repo, &format!("push{w}-{k}"), layer, &base).await.map(drop);
                         pushes += 1;
-                        if ok {
-                            r
-                        } else {
-                            Err("a shared layer was not found".into())
-                        }
+                        if ok { r } else { Err("a shared layer was not found".into()) }
                     } else {
                         pulls += 1;
-                        reg.pull_image(&repo, &format!("pull{}", (x >> 40) % 20))
-                            .await
+                        reg.pull_image(&repo, &format!("pull{}", (x >> 40) % 20)).await
                     };
                     if r.is_err() {
                         errors += 1;
@@ -492,13 +421,12 @@ async fn mixed(cli: &Cli, reg: &Reg) -> Result<Vec<Scenario>> {
         errors += c;
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut sc = Scenario::new(format!(
-        "mixed 90/10 x{} {}s",
-        cli.clients, cli.mixed_seconds
-    ));
-    sc.metric("ops", (pulls + pushes) as f64 / secs, "ops/s")
-        .metric("pulls", pulls as f64 / secs, "/s")
-        .metric("pushes", pushes as f64 / secs, "/s");
+    let mut sc = Scenario::new(format!("mixed 90/10 x{} {}s", cli.clients, cli.mixed_seconds));
+    sc.metric("ops", (pulls + pushes) as f64 / secs, "ops/s").metric("pulls", pulls as f64 / secs, "/s").metric(
+        "pushes",
+        pushes as f64 / secs,
+        "/s",
+    );
     sc.errors = errors;
     if let Some(s) = s {
         sc.server = Some(s.finish().await);

@@ -8,12 +8,7 @@ use crate::stats::Server;
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -45,12 +40,7 @@ impl Sampler {
             }
             peak.max(rss_kib(pid).unwrap_or(0))
         });
-        Some(Sampler {
-            stop,
-            task,
-            pid,
-            start_ticks,
-        })
+        Some(Sampler { stop, task, pid, start_ticks })
     }
 
     pub async fn finish(self) -> Server {
@@ -58,10 +48,7 @@ impl Sampler {
         let peak = self.task.await.unwrap_or(0);
         // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
         let ticks = cpu_ticks(self.pid).unwrap_or(self.start_ticks) - self.start_ticks;
-        Server {
-            peak_rss_mib: peak as f64 / 1024.0,
-            cpu_seconds: ticks as f64 / 100.0,
-        }
+        Server { peak_rss_mib: peak as f64 / 1024.0, cpu_seconds: ticks as f64 / 100.0 }
     }
 }
 

@@ -35,20 +35,11 @@ pub struct Scenario {
 
 impl Scenario {
     pub fn new(name: impl Into<String>) -> Self {
-        Scenario {
-            scenario: name.into(),
-            metrics: Vec::new(),
-            server: None,
-            errors: 0,
-        }
+        Scenario { scenario: name.into(), metrics: Vec::new(), server: None, errors: 0 }
     }
 
     pub fn metric(&mut self, name: &str, value: f64, unit: &str) -> &mut Self {
-        self.metrics.push(Metric {
-            name: name.into(),
-            value,
-            unit: unit.into(),
-        });
+        self.metrics.push(Metric { name: name.into(), value, unit: unit.into() });
         self
     }
 
@@ -75,11 +66,7 @@ fn table(results: &[Scenario]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<34} {:>40} {:>9} {:>10} {:>7}",
-        "scenario", "result", "errors", "peak RSS", "CPU s"
-    );
+    let _ = writeln!(out, "{:<34} {:>40} {:>9} {:>10} {:>7}", "scenario", "result", "errors", "peak RSS", "CPU s");
     for r in results {
         let m: Vec<String> = r
             .metrics
@@ -93,20 +80,9 @@ fn table(results: &[Scenario]) -> String {
             })
             .collect();
         let (rss, cpu) = r.server.as_ref().map_or(("-".into(), "-".into()), |s| {
-            (
-                format!("{:.0} MiB", s.peak_rss_mib),
-                format!("{:.1}", s.cpu_seconds),
-            )
+            (format!("{:.0} MiB", s.peak_rss_mib), format!("{:.1}", s.cpu_seconds))
         });
-        let _ = writeln!(
-            out,
-            "{:<34} {:>40} {:>9} {:>10} {:>7}",
-            r.scenario,
-            m.join(", "),
-            r.errors,
-            rss,
-            cpu
-        );
+        let _ = writeln!(out, "{:<34} {:>40} {:>9} {:>10} {:>7}", r.scenario, m.join(", "), r.errors, rss, cpu);
     }
     out
 }

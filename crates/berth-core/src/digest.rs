@@ -52,10 +52,8 @@ pub struct Digest {
 
 impl Digest {
     pub fn new(algorithm: Algorithm, hex: String) -> Result<Self, DigestError> {
-        let ok = hex.len() == algorithm.hex_len()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok =
+            hex.len() == algorithm.hex_len() && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadEncoding(
                 format!("{algorithm}:{hex}"),
@@ -83,11 +81,8 @@ impl fmt::Display for Digest {
 fn is_algorithm_component(s: &str) -> bool {
     // algorithm-component ::= [a-z0-9]+, joined by [+._-]
     !s.is_empty()
-        && s.split(['+', '.', '_', '-']).all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        && s.split(['+', '.', '_', '-'])
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 impl FromStr for Digest {
@@ -99,9 +94,7 @@ impl FromStr for Digest {
         };
         if !is_algorithm_component(alg)
             || enc.is_empty()
-            || !enc
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+            || !enc.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
         {
             return Err(DigestError::Malformed(s.to_string()));
         }
@@ -149,9 +142,6 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!(
-            format!("md5:{}", "a".repeat(32)).parse::<Digest>(),
-            Err(DigestError::Unsupported(_))
-        ));
+        assert!(matches!(format!("md5:{}", "a".repeat(32)).parse::<Digest>(), Err(DigestError::Unsupported(_))));
     }
 }

@@ -61,9 +61,7 @@ fn invalid(msg: impl Into<String>) -> ManifestError {
 }
 
 fn descriptor(v: &Value, field: &str) -> Result<Descriptor, ManifestError> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| invalid(format!("{field} must be a descriptor object")))?;
+    let o = v.as_object().ok_or_else(|| invalid(format!("{field} must be a descriptor object")))?;
     let media_type = o
         .get("mediaType")
         .and_then(Value::as_str)
@@ -71,16 +69,11 @@ fn descriptor(v: &Value, field: &str) -> Result<Descriptor, ManifestError> {
     if media_type.is_empty() {
         return Err(invalid(format!("{field}.mediaType must not be empty")));
     }
-    let digest_str = o
-        .get("digest")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{field}.digest must be a string")))?;
+    let digest_str =
+        o.get("digest").and_then(Value::as_str).ok_or_else(|| invalid(format!("{field}.digest must be a string")))?;
     let digest = digest_str
         .parse::<Digest>()
-        .map_err(|e| ManifestError::BadDigest {
-            field: format!("{field}.digest"),
-            error: e.to_string(),
-        })?;
+        .map_err(|e| ManifestError::BadDigest { field: format!("{field}.digest"), error: e.to_string() })?;
     let size = o
         .get("size")
         .and_then(Value::as_i64)
@@ -88,34 +81,18 @@ fn descriptor(v: &Value, field: &str) -> Result<Descriptor, ManifestError> {
         .ok_or_else(|| invalid(format!("{field}.size must be a non-negative integer")))?;
     let artifact_type = optional_str(o, "artifactType", field)?;
     let annotations = annotations(o, field)?;
-    Ok(Descriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size,
-        artifact_type,
-        annotations,
-    })
+    Ok(Descriptor { media_type: media_type.to_string(), digest, size, artifact_type, annotations })
 }
 
-fn optional_str(
-    o: &Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<Option<String>, ManifestError> {
+fn optional_str(o: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, ManifestError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(format!(
-            "{field}{}{key} must be a string",
-            if field.is_empty() { "" } else { "." }
-        ))),
+        Some(_) => Err(invalid(format!("{field}{}{key} must be a string", if field.is_empty() { "" } else { "." }))),
     }
 }
 
-fn annotations(
-    o: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<Map<String, Value>>, ManifestError> {
+fn annotations(o: &Map<String, Value>, field: &str) -> Result<Option<Map<String, Value>>, ManifestError> {
     match o.get("annotations") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.values().all(Value::is_string) => Ok(Some(m.clone())),
@@ -126,46 +103,29 @@ fn annotations(
     }
 }
 
-fn descriptors(
-    o: &Map<String, Value>,
-    key: &str,
-    required: bool,
-) -> Result<Vec<Descriptor>, ManifestError> {
+fn descriptors(o: &Map<String, Value>, key: &str, required: bool) -> Result<Vec<Descriptor>, ManifestError> {
     match o.get(key) {
         None | Some(Value::Null) if !required => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| descriptor(v, &format!("{key}[{i}]")))
-            .collect(),
+        Some(Value::Array(items)) => {
+            items.iter().enumerate().map(|(i, v)| descriptor(v, &format!("{key}[{i}]"))).collect()
+        }
         _ => Err(invalid(format!("{key} must be an array of descriptors"))),
     }
 }
 
 /// Validates manifest bytes. `content_type` is the request's Content-Type (if any); when it names a
 /// manifest type it must agree with the document's own `mediaType`.
-pub fn parse_manifest(
-    bytes: &[u8],
-    content_type: Option<&str>,
-) -> Result<ParsedManifest, ManifestError> {
+pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
     if bytes.len() > MAX_MANIFEST_SIZE {
-        return Err(invalid(format!(
-            "manifest is {} bytes; the limit is {MAX_MANIFEST_SIZE}",
-            bytes.len()
-        )));
+        return Err(invalid(format!("manifest is {} bytes; the limit is {MAX_MANIFEST_SIZE}", bytes.len())));
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
-    let o = value
-        .as_object()
-        .ok_or_else(|| invalid("manifest must be a JSON object"))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let o = value.as_object().ok_or_else(|| invalid("manifest must be a JSON object"))?;
 
     match o.get("schemaVersion").and_then(Value::as_i64) {
         Some(2) => {}
         Some(1) => {
-            return Err(ManifestError::UnsupportedMediaType(
-                media::DOCKER_SCHEMA1.to_string(),
-            ));
+            return Err(ManifestError::UnsupportedMediaType(media::DOCKER_SCHEMA1.to_string()));
         }
         _ => return Err(invalid("schemaVersion must be 2")),
     }
@@ -176,9 +136,7 @@ pub fn parse_manifest(
         .filter(|c| !c.is_empty() && *c != "application/json" && *c != "application/octet-stream");
     let media_type = match (declared.as_deref(), header) {
         (Some(d), Some(h)) if d != h => {
-            return Err(invalid(format!(
-                "mediaType {d:?} does not match the Content-Type {h:?}"
-            )));
+            return Err(invalid(format!("mediaType {d:?} does not match the Content-Type {h:?}")));
         }
         (Some(d), _) => d.to_string(),
         (None, Some(h)) => h.to_string(),
@@ -211,11 +169,7 @@ pub fn parse_manifest(
             if o.contains_key("manifests") {
                 return Err(invalid("an image manifest must not have manifests"));
             }
-            let config = descriptor(
-                o.get("config")
-                    .ok_or_else(|| invalid("config is required"))?,
-                "config",
-            )?;
+            let config = descriptor(o.get("config").ok_or_else(|| invalid("config is required"))?, "config")?;
             let layers = descriptors(o, "layers", true)?;
             // The image spec: artifactType applies when config is the empty descriptor, and the
             // referrers API falls back to the config media type.
@@ -223,30 +177,14 @@ pub fn parse_manifest(
             let mut blobs = Vec::with_capacity(layers.len() + 1);
             blobs.push(config);
             blobs.extend(layers);
-            Ok(ParsedManifest {
-                media_type,
-                kind,
-                artifact_type,
-                blobs,
-                children: Vec::new(),
-                subject,
-                annotations,
-            })
+            Ok(ParsedManifest { media_type, kind, artifact_type, blobs, children: Vec::new(), subject, annotations })
         }
         ManifestKind::Index => {
             if o.contains_key("config") || o.contains_key("layers") {
                 return Err(invalid("an index must not have config or layers"));
             }
             let children = descriptors(o, "manifests", true)?;
-            Ok(ParsedManifest {
-                media_type,
-                kind,
-                artifact_type,
-                blobs: Vec::new(),
-                children,
-                subject,
-                annotations,
-            })
+            Ok(ParsedManifest { media_type, kind, artifact_type, blobs: Vec::new(), children, subject, annotations })
         }
     }
 }
@@ -270,10 +208,7 @@ mod tests {
         let p = parse_manifest(m.as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
         assert_eq!(p.kind, ManifestKind::Image);
         assert_eq!(p.blobs.len(), 2);
-        assert_eq!(
-            p.artifact_type.as_deref(),
-            Some("application/vnd.oci.image.config.v1+json")
-        );
+        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
         // Content-Type disagreeing with mediaType is refused.
         assert!(parse_manifest(m.as_bytes(), Some(media::OCI_INDEX)).is_err());
     }

@@ -9,12 +9,7 @@ pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.man
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// All manifest media types this registry stores.
-pub const MANIFEST_TYPES: [&str; 4] = [
-    OCI_MANIFEST,
-    OCI_INDEX,
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-];
+pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
 
 pub fn is_manifest_type(media_type: &str) -> bool {
     MANIFEST_TYPES.contains(&media_type)

@@ -19,9 +19,7 @@ pub enum NameError {
         "invalid repository name {0:?}: components of lowercase letters and digits, separated by '.', '_', '__' or '-', joined by '/'"
     )]
     Invalid(String),
-    #[error(
-        "invalid tag {0:?}: 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
-    )]
+    #[error("invalid tag {0:?}: 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'")]
     InvalidTag(String),
     #[error("invalid reference {0:?}: {1}")]
     InvalidReference(String, DigestError),
@@ -103,13 +101,8 @@ impl Tag {
         let ok = !b.is_empty()
             && b.len() <= MAX_TAG_LEN
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter()
-                .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
-        if ok {
-            Ok(Tag(s.to_string()))
-        } else {
-            Err(NameError::InvalidTag(s.to_string()))
-        }
+            && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
+        if ok { Ok(Tag(s.to_string())) } else { Err(NameError::InvalidTag(s.to_string())) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -133,9 +126,7 @@ pub enum Reference {
 impl Reference {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.contains(':') {
-            s.parse()
-                .map(Reference::Digest)
-                .map_err(|e| NameError::InvalidReference(s.to_string(), e))
+            s.parse().map(Reference::Digest).map_err(|e| NameError::InvalidReference(s.to_string(), e))
         } else {
             Tag::parse(s).map(Reference::Tag)
         }

@@ -58,15 +58,11 @@ impl Hasher {
         match algorithm {
             Algorithm::Sha256 => {
                 let s = state.try_into().map_err(|_| StateError)?;
-                Ok(Hasher::Sha256(Box::new(
-                    Sha256::deserialize(s).map_err(|_| StateError)?,
-                )))
+                Ok(Hasher::Sha256(Box::new(Sha256::deserialize(s).map_err(|_| StateError)?)))
             }
             Algorithm::Sha512 => {
                 let s = state.try_into().map_err(|_| StateError)?;
-                Ok(Hasher::Sha512(Box::new(
-                    Sha512::deserialize(s).map_err(|_| StateError)?,
-                )))
+                Ok(Hasher::Sha512(Box::new(Sha512::deserialize(s).map_err(|_| StateError)?)))
             }
         }
     }
@@ -89,11 +85,7 @@ mod tests {
             digest_of(Algorithm::Sha256, b"abc").to_string(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert!(
-            digest_of(Algorithm::Sha512, b"abc")
-                .hex()
-                .starts_with("ddaf35a193617aba")
-        );
+        assert!(digest_of(Algorithm::Sha512, b"abc").hex().starts_with("ddaf35a193617aba"));
     }
 
     #[test]

@@ -31,10 +31,7 @@ pub enum MetaError {
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,36 +134,19 @@ impl Meta {
         };
         let meta = match backend {
             Backend::Sqlite => {
-                let url = if url.contains('?') {
-                    url.to_string()
-                } else {
-                    format!("{url}?mode=rwc")
-                };
+                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
                 let opts = || {
                     AnyPoolOptions::new()
-                        .after_connect(|conn, _| {
-                            Box::pin(async move { sqlite_pragmas(conn).await })
-                        })
+                        .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
                         .min_connections(1)
                 };
                 let write = opts().max_connections(1).connect(&url).await?;
                 let read = opts().max_connections(8).connect(&url).await?;
-                Meta {
-                    write,
-                    read,
-                    backend,
-                }
+                Meta { write, read, backend }
             }
             Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(16)
-                    .connect(url)
-                    .await?;
-                Meta {
-                    write: pool.clone(),
-                    read: pool,
-                    backend,
-                }
+                let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
+                Meta { write: pool.clone(), read: pool, backend }
             }
         };
         migrate::run(&meta.write, backend).await?;
@@ -203,21 +183,17 @@ impl Meta {
             .bind(now_ms())
             .execute(&self.write)
             .await?;
-        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.write)
-            .await?;
+        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1").bind(name).fetch_one(&self.write).await?;
         Ok(row.try_get(0)?)
     }
 
     /// Repository names in lexical order, after `last`, at most `limit`.
     pub async fn list_repos(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows =
-            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-                .bind(last.unwrap_or(""))
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
+        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(last.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -238,10 +214,8 @@ impl Meta {
 
     /// Size of a blob known to the registry, in any repository.
     pub async fn blob_size(&self, digest: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
-            .bind(digest)
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT size FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.read).await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
@@ -257,13 +231,12 @@ impl Meta {
     /// references it. Returns whether a link existed.
     pub async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool> {
         let mut tx = self.write.begin().await?;
-        if let Some(r) = sqlx::query(
-            "SELECT manifest_digest FROM manifest_blobs WHERE repo_id = $1 AND blob_digest = $2 LIMIT 1",
-        )
-        .bind(repo_id)
-        .bind(digest)
-        .fetch_optional(&mut *tx)
-        .await?
+        if let Some(r) =
+            sqlx::query("SELECT manifest_digest FROM manifest_blobs WHERE repo_id = $1 AND blob_digest = $2 LIMIT 1")
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&mut *tx)
+                .await?
         {
             return Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? });
         }
@@ -279,12 +252,8 @@ impl Meta {
 
     /// Every blob digest the registry knows, with its recorded size.
     pub async fn all_blobs(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest").fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     /// Manifest→blob references whose blob is not linked into the repository (should be none).
@@ -298,13 +267,7 @@ impl Meta {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(BlobRef {
-                    repository: r.try_get(0)?,
-                    manifest: r.try_get(1)?,
-                    blob: r.try_get(2)?,
-                })
-            })
+            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
             .collect()
     }
 
@@ -319,13 +282,7 @@ impl Meta {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(BlobRef {
-                    repository: r.try_get(0)?,
-                    manifest: r.try_get(1)?,
-                    blob: r.try_get(2)?,
-                })
-            })
+            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
             .collect()
     }
 
@@ -337,9 +294,7 @@ impl Meta {
         )
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
     // ---- manifests and tags ----
@@ -445,11 +400,7 @@ impl Meta {
         row.as_ref().map(manifest_row).transpose()
     }
 
-    pub async fn get_manifest_by_tag(
-        &self,
-        repo_id: i64,
-        tag: &str,
-    ) -> Result<Option<ManifestRow>> {
+    pub async fn get_manifest_by_tag(&self, repo_id: i64, tag: &str) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             manifest_cols!(),
@@ -467,13 +418,12 @@ impl Meta {
     /// repository lists it. Returns whether it existed.
     pub async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
         let mut tx = self.write.begin().await?;
-        if let Some(r) = sqlx::query(
-            "SELECT parent_digest FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1",
-        )
-        .bind(repo_id)
-        .bind(digest)
-        .fetch_optional(&mut *tx)
-        .await?
+        if let Some(r) =
+            sqlx::query("SELECT parent_digest FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1")
+                .bind(repo_id)
+                .bind(digest)
+                .fetch_optional(&mut *tx)
+                .await?
         {
             return Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? });
         }
@@ -482,11 +432,7 @@ impl Meta {
             "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
             "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
         ] {
-            sqlx::query(table)
-                .bind(repo_id)
-                .bind(digest)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(table).bind(repo_id).bind(digest).execute(&mut *tx).await?;
         }
         let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
@@ -510,20 +456,13 @@ impl Meta {
     }
 
     /// Tags in lexical order, after `last`, at most `limit`.
-    pub async fn list_tags(
-        &self,
-        repo_id: i64,
-        last: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
-        )
-        .bind(repo_id)
-        .bind(last.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+    pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(repo_id)
+            .bind(last.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -575,12 +514,11 @@ impl Meta {
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
         // Read from the writer so a client that PATCHes then immediately GETs sees its own write.
-        let row = sqlx::query(
-            "SELECT id, repo_id, size, hash_state, created_at, updated_at FROM uploads WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.write)
-        .await?;
+        let row =
+            sqlx::query("SELECT id, repo_id, size, hash_state, created_at, updated_at FROM uploads WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.write)
+                .await?;
         row.map(|r| {
             Ok(UploadRow {
                 id: r.try_get(0)?,
@@ -603,15 +541,16 @@ impl Meta {
         new_size: i64,
         hash_state: Option<&[u8]>,
     ) -> Result<()> {
-        let n = sqlx::query("UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5")
-            .bind(new_size)
-            .bind(hash_state)
-            .bind(now_ms())
-            .bind(id)
-            .bind(old_size)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
+        let n =
+            sqlx::query("UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5")
+                .bind(new_size)
+                .bind(hash_state)
+                .bind(now_ms())
+                .bind(id)
+                .bind(old_size)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
         if n == 0 {
             return Err(MetaError::UploadConflict(id.to_string()));
         }
@@ -619,46 +558,26 @@ impl Meta {
     }
 
     /// Atomically: the upload session ends and its blob is recorded and linked into the repository.
-    pub async fn complete_upload(
-        &self,
-        id: &str,
-        repo_id: i64,
-        digest: &str,
-        size: i64,
-    ) -> Result<()> {
+    pub async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: i64) -> Result<()> {
         let mut tx = self.write.begin().await?;
         insert_blob_and_link(&mut tx, repo_id, digest, size).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let n = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
+        let n = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.write).await?.rows_affected();
         Ok(n > 0)
     }
 
     pub async fn upload_ids(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM uploads ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query("SELECT id FROM uploads ORDER BY id").fetch_all(&self.read).await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 }
 
-async fn insert_blob_and_link(
-    conn: &mut AnyConnection,
-    repo_id: i64,
-    digest: &str,
-    size: i64,
-) -> Result<()> {
+async fn insert_blob_and_link(conn: &mut AnyConnection, repo_id: i64, digest: &str, size: i64) -> Result<()> {
     let now = now_ms();
     sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
         .bind(digest)
@@ -725,8 +644,7 @@ pub mod testing {
             super::now_ms() % 1_000_000
         );
         let mut conn = sqlx::AnyConnection::connect(admin_url).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
         conn.close().await?;
         let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
         Ok(format!("{base}/{name}"))

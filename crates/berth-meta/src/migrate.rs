@@ -20,17 +20,13 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let mut tx = pool.begin().await?;
     if backend == Backend::Postgres {
         // Several nodes may start at once; one migrates, the others wait here.
-        sqlx::query("SELECT pg_advisory_xact_lock(7348211)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7348211)").execute(&mut *tx).await?;
     }
     sqlx::query("CREATE TABLE IF NOT EXISTS berth_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(&mut *tx)
         .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM berth_schema")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+    let current: i64 =
+        sqlx::query("SELECT COALESCE(MAX(version), 0) FROM berth_schema").fetch_one(&mut *tx).await?.try_get(0)?;
     let newest = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > newest {
         return Err(MetaError::Migration(format!(

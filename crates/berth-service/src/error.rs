@@ -71,9 +71,9 @@ impl From<MetaError> for Error {
     fn from(e: MetaError) -> Self {
         match e {
             MetaError::MissingReferences(v) => Error::ManifestBlobUnknown(v.join(", ")),
-            MetaError::Referenced { child, parent } => Error::Conflict(format!(
-                "{child} is referenced by manifest {parent}; delete that first"
-            )),
+            MetaError::Referenced { child, parent } => {
+                Error::Conflict(format!("{child} is referenced by manifest {parent}; delete that first"))
+            }
             MetaError::UploadConflict(id) => {
                 Error::UploadInvalid(format!("upload {id} was modified by a concurrent request"))
             }

@@ -35,17 +35,13 @@ impl Registry {
         let mut recorded_set = HashSet::new();
         for (digest_str, size) in &recorded {
             let Ok(digest) = digest_str.parse::<Digest>() else {
-                report
-                    .problems
-                    .push(format!("blob record {digest_str:?} is not a valid digest"));
+                report.problems.push(format!("blob record {digest_str:?} is not a valid digest"));
                 continue;
             };
             recorded_set.insert(digest.clone());
             report.blobs_checked += 1;
             if !stored.contains(&digest) {
-                report.problems.push(format!(
-                    "blob {digest} is recorded but missing from storage"
-                ));
+                report.problems.push(format!("blob {digest} is recorded but missing from storage"));
                 continue;
             }
             let mut body = self.blobs.open(&digest, None).await?;
@@ -66,17 +62,11 @@ impl Registry {
             }
             report.bytes_checked += n;
             if let Some(e) = failed {
-                report
-                    .problems
-                    .push(format!("blob {digest} cannot be read: {e}"));
+                report.problems.push(format!("blob {digest} cannot be read: {e}"));
             } else if n != *size as u64 {
-                report
-                    .problems
-                    .push(format!("blob {digest} holds {n} bytes, {size} recorded"));
+                report.problems.push(format!("blob {digest} holds {n} bytes, {size} recorded"));
             } else if h.finish() != digest {
-                report.problems.push(format!(
-                    "blob {digest} is corrupt: its content has another digest"
-                ));
+                report.problems.push(format!("blob {digest} is corrupt: its content has another digest"));
             }
             progress(&format!("checked blob {digest}"));
         }
@@ -89,9 +79,7 @@ impl Registry {
             report.manifests_checked += 1;
             match digest_str.parse::<Digest>() {
                 Ok(d) if berth_crypto::digest_of(d.algorithm(), &content) == d => {}
-                _ => report.problems.push(format!(
-                    "manifest {repo}@{digest_str}: content does not match its digest"
-                )),
+                _ => report.problems.push(format!("manifest {repo}@{digest_str}: content does not match its digest")),
             }
         }
         for r in self.meta.dangling_blob_refs().await? {

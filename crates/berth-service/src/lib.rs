@@ -1,6 +1,7 @@
 //! Registry use cases: pushing and pulling blobs and manifests, uploads, tags, discovery and
 //! consistency checks. Nothing here knows HTTP: the API crate translates requests into these calls.
 
+mod cache;
 mod error;
 mod fsck;
 mod upload;
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use berth_blob::{BlobBody, BlobStore};
 use berth_core::manifest::{MAX_MANIFEST_SIZE, ManifestKind};
 use berth_core::{Algorithm, Digest, Reference, RepoName, parse_manifest};
-use berth_meta::{ManifestRow, Meta, NewManifest};
+use berth_meta::{Backend, ManifestRow, Meta, NewManifest};
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 pub use error::{Error, Result};
@@ -29,6 +31,7 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     /// Uploads being written by a request on this node: one request at a time per upload.
     busy_uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    cache: Arc<cache::Cache>,
 }
 
 /// A byte range as a client asked for it: `first-last`, `first-` or `-suffix_len`.
@@ -52,18 +55,13 @@ pub struct BlobRead {
 pub struct Manifest {
     pub digest: String,
     pub media_type: String,
-    pub content: Vec<u8>,
+    pub content: Bytes,
     pub subject: Option<String>,
 }
 
 impl From<ManifestRow> for Manifest {
     fn from(r: ManifestRow) -> Self {
-        Manifest {
-            digest: r.digest,
-            media_type: r.media_type,
-            content: r.content,
-            subject: r.subject,
-        }
+        Manifest { digest: r.digest, media_type: r.media_type, content: Bytes::from(r.content), subject: r.subject }
     }
 }
 
@@ -89,11 +87,9 @@ pub fn parse_digest(s: &str) -> Result<Digest> {
 
 impl Registry {
     pub fn new(meta: Meta, blobs: Arc<dyn BlobStore>) -> Self {
-        Registry {
-            meta,
-            blobs,
-            busy_uploads: Arc::default(),
-        }
+        // Only one node can use a SQLite database, so only there can this process see every write.
+        let cache = Arc::new(cache::Cache::new(meta.backend() == Backend::Sqlite));
+        Registry { meta, blobs, busy_uploads: Arc::default(), cache }
     }
 
     pub fn meta(&self) -> &Meta {
@@ -101,10 +97,21 @@ impl Registry {
     }
 
     async fn existing_repo(&self, repo: &RepoName) -> Result<i64> {
-        self.meta
-            .repo_id(repo.as_str())
-            .await?
-            .ok_or_else(|| Error::NameUnknown(repo.to_string()))
+        if let Some(id) = self.cache.repo_id(repo.as_str()) {
+            return Ok(id);
+        }
+        let id = self.meta.repo_id(repo.as_str()).await?.ok_or_else(|| Error::NameUnknown(repo.to_string()))?;
+        self.cache.set_repo_id(repo.as_str(), id);
+        Ok(id)
+    }
+
+    async fn ensure_repo(&self, repo: &RepoName) -> Result<i64> {
+        if let Some(id) = self.cache.repo_id(repo.as_str()) {
+            return Ok(id);
+        }
+        let id = self.meta.ensure_repo(repo.as_str()).await?;
+        self.cache.set_repo_id(repo.as_str(), id);
+        Ok(id)
     }
 
     // ---- blobs ----
@@ -112,54 +119,42 @@ impl Registry {
     /// Size of a blob in the repository.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let id = self.existing_repo(repo).await?;
-        let size = self.meta.repo_blob(id, &digest.to_string()).await?;
-        size.map(|s| s as u64)
-            .ok_or_else(|| Error::BlobUnknown(digest.to_string()))
+        let key = digest.to_string();
+        if let Some(size) = self.cache.blob(repo.as_str(), &key) {
+            return Ok(size);
+        }
+        let seen = self.cache.snapshot(repo.as_str());
+        let size = self.meta.repo_blob(id, &key).await?;
+        let size = size.ok_or_else(|| Error::BlobUnknown(key.clone()))? as u64;
+        self.cache.put_blob(repo.as_str(), seen, &key, size);
+        Ok(size)
     }
 
-    pub async fn get_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        range: Option<RangeRequest>,
-    ) -> Result<BlobRead> {
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let range = range.map(|r| resolve_range(r, size)).transpose()?;
         let body = match self.blobs.open(digest, range.clone()).await {
             Ok(b) => b,
             Err(berth_blob::BlobError::NotFound(d)) => {
-                return Err(Error::Internal(format!(
-                    "blob {d} is recorded but missing from storage"
-                )));
+                return Err(Error::Internal(format!("blob {d} is recorded but missing from storage")));
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(BlobRead {
-            digest: digest.clone(),
-            size,
-            range,
-            body,
-        })
+        Ok(BlobRead { digest: digest.clone(), size, range, body })
     }
 
     /// Removes the blob from the repository (storage is reclaimed by garbage collection).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let id = self.existing_repo(repo).await?;
-        if self.meta.unlink_blob(id, &digest.to_string()).await? {
-            Ok(())
-        } else {
-            Err(Error::BlobUnknown(digest.to_string()))
-        }
+        let key = digest.to_string();
+        let found = self.meta.unlink_blob(id, &key).await?;
+        self.cache.drop_blob(repo.as_str(), &key);
+        if found { Ok(()) } else { Err(Error::BlobUnknown(digest.to_string())) }
     }
 
     /// Links a blob that another repository holds into `repo`. Returns its size, or `None` when
     /// it cannot be mounted (the client then uploads it).
-    pub async fn mount_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        from: Option<&RepoName>,
-    ) -> Result<Option<u64>> {
+    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<Option<u64>> {
         let key = digest.to_string();
         let size = match from {
             Some(src) => match self.meta.repo_id(src.as_str()).await? {
@@ -172,7 +167,7 @@ impl Registry {
         if self.blobs.stat(digest).await? != Some(size as u64) {
             return Ok(None);
         }
-        let id = self.meta.ensure_repo(repo.as_str()).await?;
+        let id = self.ensure_repo(repo).await?;
         self.meta.link_blob(id, &key, size).await?;
         Ok(Some(size as u64))
     }
@@ -198,40 +193,27 @@ impl Registry {
         if let Reference::Digest(d) = &reference
             && *d != digest
         {
-            return Err(Error::DigestInvalid(format!(
-                "manifest digest is {digest}, not {d} as the URL says"
-            )));
+            return Err(Error::DigestInvalid(format!("manifest digest is {digest}, not {d} as the URL says")));
         }
         let parsed = parse_manifest(body, content_type)?;
         let blobs: Vec<String> = parsed
             .blobs
             .iter()
             // Foreign (non-distributable) layers live elsewhere by design.
-            .filter(|b| {
-                !b.media_type.contains("foreign") && !b.media_type.contains("nondistributable")
-            })
+            .filter(|b| !b.media_type.contains("foreign") && !b.media_type.contains("nondistributable"))
             .map(|b| b.digest.to_string())
             .collect();
-        let children: Vec<String> = parsed
-            .children
-            .iter()
-            .map(|c| c.digest.to_string())
-            .collect();
+        let children: Vec<String> = parsed.children.iter().map(|c| c.digest.to_string()).collect();
         if children.contains(&digest.to_string()) {
-            return Err(Error::ManifestInvalid(
-                "an index cannot contain itself".into(),
-            ));
+            return Err(Error::ManifestInvalid("an index cannot contain itself".into()));
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
-        let annotations = parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).expect("a JSON map serializes"));
+        let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).expect("a JSON map serializes"));
         let tag = match &reference {
             Reference::Tag(t) => Some(t.as_str()),
             Reference::Digest(_) => None,
         };
-        let repo_id = self.meta.ensure_repo(repo.as_str()).await?;
+        let repo_id = self.ensure_repo(repo).await?;
         let digest_str = digest.to_string();
         self.meta
             .put_manifest(
@@ -249,22 +231,33 @@ impl Registry {
                 },
             )
             .await?;
+        if let Some(t) = tag {
+            self.cache.drop_tag(repo.as_str(), t);
+        }
         debug_assert!(parsed.kind == ManifestKind::Index || children.is_empty());
-        Ok(PutManifest {
-            digest,
-            subject: parsed.subject.map(|s| s.digest),
-        })
+        Ok(PutManifest { digest, subject: parsed.subject.map(|s| s.digest) })
     }
 
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Manifest> {
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Arc<Manifest>> {
         let reference = Reference::parse(reference)?;
         let id = self.existing_repo(repo).await?;
+        let name = repo.as_str();
+        let (cached, tag) = match &reference {
+            Reference::Tag(t) => (self.cache.tag(name, t.as_str()), Some(t.as_str())),
+            Reference::Digest(d) => (self.cache.digest(name, &d.to_string()), None),
+        };
+        if let Some(m) = cached {
+            return Ok(m);
+        }
+        let seen = self.cache.snapshot(name);
         let row = match &reference {
             Reference::Tag(t) => self.meta.get_manifest_by_tag(id, t.as_str()).await?,
             Reference::Digest(d) => self.meta.get_manifest(id, &d.to_string()).await?,
         };
-        row.map(Manifest::from)
-            .ok_or_else(|| Error::ManifestUnknown(reference.to_string()))
+        let row = row.ok_or_else(|| Error::ManifestUnknown(reference.to_string()))?;
+        let m = Arc::new(Manifest::from(row));
+        self.cache.put_manifest(name, seen, tag, &m);
+        Ok(m)
     }
 
     /// By digest: deletes the manifest and its tags. By tag: removes only the tag.
@@ -272,24 +265,23 @@ impl Registry {
         let reference = Reference::parse(reference)?;
         let id = self.existing_repo(repo).await?;
         let found = match &reference {
-            Reference::Tag(t) => self.meta.delete_tag(id, t.as_str()).await?,
-            Reference::Digest(d) => self.meta.delete_manifest(id, &d.to_string()).await?,
+            Reference::Tag(t) => {
+                let found = self.meta.delete_tag(id, t.as_str()).await?;
+                self.cache.drop_tag(repo.as_str(), t.as_str());
+                found
+            }
+            Reference::Digest(d) => {
+                let found = self.meta.delete_manifest(id, &d.to_string()).await?;
+                self.cache.drop_manifests(repo.as_str());
+                found
+            }
         };
-        if found {
-            Ok(())
-        } else {
-            Err(Error::ManifestUnknown(reference.to_string()))
-        }
+        if found { Ok(()) } else { Err(Error::ManifestUnknown(reference.to_string())) }
     }
 
     // ---- discovery ----
 
-    pub async fn list_tags(
-        &self,
-        repo: &RepoName,
-        last: Option<&str>,
-        n: Option<usize>,
-    ) -> Result<Page> {
+    pub async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: Option<usize>) -> Result<Page> {
         let id = self.existing_repo(repo).await?;
         let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
         let mut items = self.meta.list_tags(id, last, limit as i64 + 1).await?;
@@ -308,18 +300,9 @@ impl Registry {
 
     /// The referrers of `subject` as an OCI image index (empty when there are none or the
     /// repository does not exist, as the spec asks).
-    pub async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Value> {
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Value> {
         let rows = match self.meta.repo_id(repo.as_str()).await? {
-            Some(id) => {
-                self.meta
-                    .referrers(id, &subject.to_string(), artifact_type)
-                    .await?
-            }
+            Some(id) => self.meta.referrers(id, &subject.to_string(), artifact_type).await?,
             None => Vec::new(),
         };
         let manifests: Vec<Value> = rows
@@ -332,10 +315,7 @@ impl Registry {
                 if let Some(a) = r.artifact_type {
                     d.insert("artifactType".into(), a.into());
                 }
-                if let Some(a) = r
-                    .annotations
-                    .and_then(|a| serde_json::from_str::<Value>(&a).ok())
-                {
+                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
                     d.insert("annotations".into(), a);
                 }
                 Value::Object(d)
@@ -378,14 +358,8 @@ mod tests {
         assert_eq!(resolve_range(f(0, Some(9)), 100).unwrap(), 0..10);
         assert_eq!(resolve_range(f(90, None), 100).unwrap(), 90..100);
         assert_eq!(resolve_range(f(90, Some(1000)), 100).unwrap(), 90..100);
-        assert_eq!(
-            resolve_range(RangeRequest::Suffix(10), 100).unwrap(),
-            90..100
-        );
-        assert_eq!(
-            resolve_range(RangeRequest::Suffix(1000), 100).unwrap(),
-            0..100
-        );
+        assert_eq!(resolve_range(RangeRequest::Suffix(10), 100).unwrap(), 90..100);
+        assert_eq!(resolve_range(RangeRequest::Suffix(1000), 100).unwrap(), 0..100);
         assert!(resolve_range(f(100, None), 100).is_err());
         assert!(resolve_range(f(5, Some(4)), 100).is_err());
         assert!(resolve_range(RangeRequest::Suffix(0), 100).is_err());

@@ -37,11 +37,7 @@ struct UploadLock {
 
 impl Drop for UploadLock {
     fn drop(&mut self) {
-        let mut map = self
-            .registry
-            .busy_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.registry.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
         // The map and this guard hold the only references: nobody else waits for it.
         if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) <= 2) {
             map.remove(&self.id);
@@ -55,44 +51,31 @@ impl Registry {
             let mut map = self.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id.to_string()).or_default().clone()
         };
-        UploadLock {
-            registry: self.clone(),
-            id: id.to_string(),
-            _guard: m.lock_owned().await,
-        }
+        UploadLock { registry: self.clone(), id: id.to_string(), _guard: m.lock_owned().await }
     }
 
     async fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
         if berth_blob::check_upload_id(id).is_err() {
             return Err(Error::UploadUnknown(id.to_string()));
         }
-        let row = self
-            .meta
-            .get_upload(id)
-            .await?
-            .ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
-        match self.meta.repo_id(repo.as_str()).await? {
-            Some(r) if r == row.repo_id => Ok(row),
+        let row = self.meta.get_upload(id).await?.ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        match self.existing_repo(repo).await {
+            Ok(r) if r == row.repo_id => Ok(row),
             _ => Err(Error::UploadUnknown(id.to_string())),
         }
     }
 
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
-        let repo_id = self.meta.ensure_repo(repo.as_str()).await?;
+        let repo_id = self.ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.blobs.create_upload(&id).await?;
-        self.meta
-            .create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save())
-            .await?;
+        self.meta.create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save()).await?;
         Ok(UploadStatus { id, offset: 0 })
     }
 
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
         let row = self.load_upload(repo, id).await?;
-        Ok(UploadStatus {
-            id: row.id,
-            offset: row.size as u64,
-        })
+        Ok(UploadStatus { id: row.id, offset: row.size as u64 })
     }
 
     /// Appends a chunk. `start`, when the client gave one, must equal the current length.
@@ -122,21 +105,11 @@ impl Registry {
         {
             return Err(Error::ChunkOutOfOrder { start, current });
         }
-        let hasher = row
-            .hash_state
-            .as_deref()
-            .and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
+        let hasher = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
         let (written, hasher) = self.write_stream(&row.id, current, hasher, body).await?;
         if written > 0 {
             let state = hasher.as_ref().map(Hasher::save);
-            self.meta
-                .advance_upload(
-                    &row.id,
-                    row.size,
-                    (current + written) as i64,
-                    state.as_deref(),
-                )
-                .await?;
+            self.meta.advance_upload(&row.id, row.size, (current + written) as i64, state.as_deref()).await?;
         }
         Ok((current + written, hasher))
     }
@@ -158,8 +131,7 @@ impl Registry {
         let receive = async move {
             let mut buf = BytesMut::new();
             while let Some(chunk) = body.next().await {
-                let chunk = chunk
-                    .map_err(|e| Error::UploadInvalid(format!("reading the request body: {e}")))?;
+                let chunk = chunk.map_err(|e| Error::UploadInvalid(format!("reading the request body: {e}")))?;
                 if buf.is_empty() && chunk.len() >= CHUNK {
                     if tx.send(chunk).await.is_err() {
                         return Ok(());
@@ -217,10 +189,7 @@ impl Registry {
         let (size, hasher) = match body {
             Some(b) => self.append_locked(&row, start, b).await?,
             None => {
-                let h = row
-                    .hash_state
-                    .as_deref()
-                    .and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
+                let h = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
                 (row.size as u64, h)
             }
         };
@@ -229,9 +198,7 @@ impl Registry {
             _ => self.rehash_upload(id, digest.algorithm()).await?,
         };
         if actual != *digest {
-            return Err(Error::DigestInvalid(format!(
-                "uploaded content has digest {actual}, not {digest} as given"
-            )));
+            return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest} as given")));
         }
         match self.blobs.commit_upload(id, digest, size).await {
             Ok(()) => {}
@@ -239,9 +206,7 @@ impl Registry {
             Err(BlobError::UploadNotFound(_)) if self.blobs.stat(digest).await? == Some(size) => {}
             Err(e) => return Err(e.into()),
         }
-        self.meta
-            .complete_upload(id, row.repo_id, &digest.to_string(), size as i64)
-            .await?;
+        self.meta.complete_upload(id, row.repo_id, &digest.to_string(), size as i64).await?;
         Ok(size)
     }
 
@@ -262,19 +227,29 @@ impl Registry {
         Ok(())
     }
 
-    /// A whole blob in one request.
-    pub async fn push_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        body: BodyStream,
-    ) -> Result<u64> {
-        let up = self.start_upload(repo).await?;
-        let r = self
-            .finish_upload(repo, &up.id, digest, None, Some(body))
-            .await;
+    /// A whole blob in one request. No upload session is recorded: the blob is hashed as it is
+    /// written, then committed and linked in one metadata transaction.
+    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
+        let repo_id = self.ensure_repo(repo).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.blobs.create_upload(&id).await?;
+        let r = async {
+            let hasher = Some(Hasher::new(digest.algorithm()));
+            let (size, hasher) = self.write_stream(&id, 0, hasher, body).await?;
+            let actual = hasher.map(Hasher::finish);
+            if actual.as_ref() != Some(digest) {
+                let actual = actual.map_or_else(|| "unknown".into(), |d| d.to_string());
+                return Err(Error::DigestInvalid(format!(
+                    "uploaded content has digest {actual}, not {digest} as given"
+                )));
+            }
+            self.blobs.commit_upload(&id, digest, size).await?;
+            self.meta.link_blob(repo_id, &digest.to_string(), size as i64).await?;
+            Ok(size)
+        }
+        .await;
         if r.is_err() {
-            let _ = self.cancel_upload(repo, &up.id).await;
+            let _ = self.blobs.delete_upload(&id).await;
         }
         r
     }

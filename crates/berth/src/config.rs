@@ -64,9 +64,7 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String>
 
 impl Config {
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
     }
 }
 
@@ -78,29 +76,16 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "b.toml",
-                "listen = \"127.0.0.1:6000\"\ndata_dir = \"/from-file\"\nlog = \"debug\"",
-            )?;
+            jail.create_file("b.toml", "listen = \"127.0.0.1:6000\"\ndata_dir = \"/from-file\"\nlog = \"debug\"")?;
             jail.set_env("BERTH_DATA_DIR", "/from-env");
-            let c = load(
-                Some(Path::new("b.toml")),
-                Overrides {
-                    log: Some("warn".into()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let c =
+                load(Some(Path::new("b.toml")), Overrides { log: Some("warn".into()), ..Default::default() }).unwrap();
             assert_eq!(c.listen.port(), 6000);
             assert_eq!(c.data_dir, PathBuf::from("/from-env"));
             assert_eq!(c.log, "warn");
             assert_eq!(c.database_url(), "sqlite:///from-env/berth.db");
             jail.create_file("bad.toml", "listne = \"x\"")?;
-            assert!(
-                load(Some(Path::new("bad.toml")), Overrides::default())
-                    .unwrap_err()
-                    .contains("listne")
-            );
+            assert!(load(Some(Path::new("bad.toml")), Overrides::default()).unwrap_err().contains("listne"));
             assert!(load(Some(Path::new("missing.toml")), Overrides::default()).is_err());
             Ok(())
         });

@@ -55,12 +55,7 @@ impl Common {
     fn load(self) -> Result<Config, String> {
         config::load(
             self.config.as_deref(),
-            Overrides {
-                listen: self.listen,
-                data_dir: self.data_dir,
-                database_url: self.database_url,
-                log: self.log,
-            },
+            Overrides { listen: self.listen, data_dir: self.data_dir, database_url: self.database_url, log: self.log },
         )
     }
 }
@@ -87,10 +82,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let r = rt.block_on(async {
         match cmd {
             "serve" => serve(cfg).await,
@@ -107,37 +99,23 @@ fn main() -> ExitCode {
 }
 
 async fn open_registry(cfg: &Config) -> Result<Registry, String> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}",
-            cfg.data_dir.display()
-        )
-    })?;
-    let blobs = FsBlobStore::open(&cfg.data_dir).map_err(|e| {
-        format!(
-            "cannot open blob storage in {}: {e}",
-            cfg.data_dir.display()
-        )
-    })?;
-    let meta = Meta::connect(&cfg.database_url())
-        .await
-        .map_err(|e| format!("cannot open metadata database: {e}"))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
+    let blobs = FsBlobStore::open(&cfg.data_dir)
+        .map_err(|e| format!("cannot open blob storage in {}: {e}", cfg.data_dir.display()))?;
+    let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
     Ok(Registry::new(meta, Arc::new(blobs)))
 }
 
 async fn serve(cfg: Config) -> Result<ExitCode, String> {
     let registry = open_registry(&cfg).await?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or(cfg.data_dir.clone());
     let db = match &cfg.database_url {
         Some(u) if u.starts_with("postgres") => "PostgreSQL".to_string(),
-        _ => format!(
-            "SQLite ({})",
-            cfg.database_url().trim_start_matches("sqlite://")
-        ),
+        _ => format!("SQLite ({})", cfg.database_url().trim_start_matches("sqlite://")),
     };
     println!("Berth {} is ready.", env!("CARGO_PKG_VERSION"));
     println!("  listening on    http://{addr}  (OCI distribution API at /v2/)");
@@ -163,9 +141,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
 async fn shutdown_signal() {
     wait_for_signal().await;
-    tracing::info!(
-        "shutting down: no new connections; finishing requests in flight (signal again to stop now)"
-    );
+    tracing::info!("shutting down: no new connections; finishing requests in flight (signal again to stop now)");
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting without draining");
@@ -176,8 +152,7 @@ async fn shutdown_signal() {
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -200,9 +175,7 @@ async fn fsck(cfg: Config) -> Result<ExitCode, String> {
         report.blobs_checked, report.bytes_checked, report.manifests_checked
     );
     for b in &report.unrecorded_blobs {
-        println!(
-            "note: stored blob {b} is not recorded in the metadata (left by an interrupted upload)"
-        );
+        println!("note: stored blob {b} is not recorded in the metadata (left by an interrupted upload)");
     }
     for p in &report.problems {
         println!("PROBLEM: {p}");

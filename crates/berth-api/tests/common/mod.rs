@@ -37,9 +37,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("berth.db").display()),
-            Db::Postgres => testing::fresh_postgres_database(&testing::postgres_url()?)
-                .await
-                .unwrap(),
+            Db::Postgres => testing::fresh_postgres_database(&testing::postgres_url()?).await.unwrap(),
         };
         Some(Self::start_on(dir, db_url).await)
     }
@@ -53,14 +51,7 @@ impl Server {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Server {
-            base,
-            http: Client::new(),
-            dir,
-            db_url,
-            task,
-            meta,
-        }
+        Server { base, http: Client::new(), dir, db_url, task, meta }
     }
 
     /// Stops this server and starts another on the same storage.
@@ -79,30 +70,16 @@ impl Server {
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
         let r = self
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            )
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
             .body(data.to_vec())
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "push blob: {}",
-            r.text().await.unwrap()
-        );
+        assert_eq!(r.status(), StatusCode::CREATED, "push blob: {}", r.text().await.unwrap());
         d
     }
 
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Response {
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
         self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
             .header("content-type", media_type)
             .body(body.to_vec())
@@ -122,12 +99,7 @@ impl Server {
             &[(self.push_blob(repo, layer.as_bytes()).await, layer.len())],
         );
         let r = self.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "push image: {}",
-            r.text().await.unwrap()
-        );
+        assert_eq!(r.status(), StatusCode::CREATED, "push image: {}", r.text().await.unwrap());
         (sha256(&m), m)
     }
 }
@@ -153,18 +125,12 @@ pub fn image_manifest(config: &str, config_len: usize, layers: &[(String, usize)
 pub async fn error_code(r: Response) -> (StatusCode, String) {
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    let code = body["errors"][0]["code"]
-        .as_str()
-        .unwrap_or("<no OCI error body>")
-        .to_string();
+    let code = body["errors"][0]["code"].as_str().unwrap_or("<no OCI error body>").to_string();
     (status, code)
 }
 
 pub fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
 
 /// Runs a test body against SQLite and against PostgreSQL.
@@ -190,17 +156,11 @@ macro_rules! both {
 /// Sends bytes exactly as given; returns the status and the body text.
 pub async fn raw_request(base: &str, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut sock = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
     sock.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     sock.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
 }

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Berth and CNCF Distribution 2.8.2 (Debian's docker-registry) on two
+# loopback ports with fresh data directories, the machine's limits measured in the same run, every
+# berth-bench scenario run against both in alternation, and the ratios printed.
+#   bench/compare.sh                 full run (about 15 minutes)
+#   QUICK=1 bench/compare.sh         small sizes, for a quick look
+# Extra berth-bench flags can be given in BENCH_ARGS. Results: $OUT (default /tmp/berth-compare).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/berth-compare}; rm -rf "$OUT"; mkdir -p "$OUT"
+for c in docker-registry iperf3 openssl python3; do
+  command -v $c >/dev/null || { echo "missing $c: apt-get install docker-registry iperf3 openssl python3"; exit 1; }
+done
+cargo build --release -q --manifest-path "$ROOT/Cargo.toml" -p berth -p berth-bench
+BIN=$ROOT/target/release
+if [ -n "${QUICK:-}" ]; then
+  ARGS=(--blob-mib 256 --images 50 --conns 1,64 --seconds 2 --tags 2000 --repos 200 --pages 50 --mixed-seconds 5)
+else
+  ARGS=(--blob-mib 1024 --images 200 --conns 1,16,64,256 --seconds 5 --tags 100000 --repos 1000 --pages 200 --mixed-seconds 10)
+fi
+# shellcheck disable=SC2206
+ARGS+=(${BENCH_ARGS:-})
+
+"$BIN/berth" serve --listen 127.0.0.1:5201 --data-dir "$OUT/berth-data" --log warn >"$OUT/berth.log" 2>&1 &
+BP=$!
+cat >"$OUT/dist.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $OUT/dist-data}
+  delete: {enabled: true}
+http: {addr: 127.0.0.1:5202}
+YML
+docker-registry serve "$OUT/dist.yml" >"$OUT/dist.log" 2>&1 &
+DP=$!
+trap 'kill $BP $DP 2>/dev/null; wait 2>/dev/null' EXIT
+for p in 5201 5202; do for _ in $(seq 50); do curl -fs "http://127.0.0.1:$p/v2/" >/dev/null && break; sleep 0.2; done; done
+sleep 1
+
+{
+  echo "== machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "   Berth $("$BIN/berth" --version | cut -d' ' -f2) ($(git -C "$ROOT" rev-parse --short HEAD)), Distribution $(docker-registry --version 2>/dev/null | awk '{print $NF}')"
+  openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null | awk '/^sha256/{printf "   SHA-256, one core (openssl): %.0f MB/s\n", $NF/1000}'
+  dd if=/dev/zero of="$OUT/dd" bs=1M count=1024 conv=fdatasync 2>&1 | awk '/copied/{print "   disk write 1 GiB + fdatasync (dd): " $(NF-1) " " $NF}'
+  rm -f "$OUT/dd"
+  iperf3 -s -1 -p 5299 >/dev/null 2>&1 & sleep 0.5
+  iperf3 -c 127.0.0.1 -p 5299 -t 3 -l 1M -J | python3 -c 'import json,sys; print("   loopback TCP, one stream (iperf3): %.0f MB/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))'
+} | tee "$OUT/machine.txt"
+
+for s in blob small manifest tags mixed; do
+  for reg in berth:5201:$BP dist:5202:$DP; do
+    IFS=: read -r name port pid <<<"$reg"
+    echo "== $s: $name"
+    "$BIN/berth-bench" --url "http://127.0.0.1:$port" --pid "$pid" --scenarios "$s" --json "${ARGS[@]}" \
+      >"$OUT/$name-$s.json" 2>"$OUT/$name-$s.err" || { tail -5 "$OUT/$name-$s.err"; echo "(scenario failed)"; }
+  done
+done
+for reg in berth:$BP dist:$DP; do
+  echo "${reg%%:*} idle RSS after the run: $(awk '/VmRSS/{printf "%.1f MiB", $2/1024}' /proc/${reg##*:}/status)" >>"$OUT/machine.txt"
+done
+
+python3 - "$OUT" <<'PY' | tee "$OUT/report.txt"
+import glob, json, os, sys
+out = sys.argv[1]
+def load(name):
+    res = {}
+    for f in glob.glob(f"{out}/{name}-*.json"):
+        try:
+            for s in json.load(open(f)):
+                res[s["scenario"]] = s
+        except Exception:
+            pass
+    return res
+b, d = load("berth"), load("dist")
+print(open(f"{out}/machine.txt").read().rstrip())
+print()
+print(f"{'scenario':34} {'metric':12} {'Berth':>12} {'Distribution':>13} {'ratio':>8}")
+higher_better = {"throughput", "rate", "ops", "pulls", "pushes"}
+for name, s in b.items():
+    o = d.get(name, {"metrics": []})
+    om = {m["name"]: m for m in o["metrics"]}
+    for m in s["metrics"]:
+        if m["name"] not in higher_better | {"p50", "p99", "RSS"}:
+            continue
+        ov = om.get(m["name"], {}).get("value")
+        if ov:
+            r = m["value"] / ov if m["name"] in higher_better else ov / m["value"] if m["value"] else float("inf")
+            ratio = f"{r:7.2f}x"
+        else:
+            ratio = "      -"
+        unit = m["unit"]
+        ovs = f"{ov:.1f}" if ov is not None else "-"
+        print(f"{name:34} {m['name'] + ' ' + unit:12} {m['value']:12.1f} {ovs:>13} {ratio}")
+    for label, src in (("Berth", s), ("Distribution", o)):
+        srv = src.get("server")
+        if srv:
+            print(f"{'':34} {label + ' server':12} peak RSS {srv['peak_rss_mib']:.0f} MiB, CPU {srv['cpu_seconds']:.1f} s")
+print("\nratio: Berth's advantage (higher is better for Berth; for latencies Distribution/Berth)")
+PY

@@ -1,0 +1,159 @@
+//! Read cache for the hot pull path: repository ids, manifests by tag and by digest, and blob
+//! links. A manifest's bytes never change for a digest; what can change is which manifest a tag
+//! names and whether something still exists, so writes that move or delete bump the repository's
+//! version and drop the affected entries *after* the database commit, and a reader only fills the
+//! cache if the version it saw before reading the database is still current. A reader that raced
+//! a write therefore never leaves a stale entry behind.
+//!
+//! Only for a single node (SQLite): with PostgreSQL several nodes share the data, and the cache
+//! stays off until invalidation is broadcast between them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::Manifest;
+
+/// Manifests larger than this are not cached.
+const MAX_ENTRY: usize = 64 * 1024;
+/// Total manifest bytes kept; past it the cache starts over.
+const MAX_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Default)]
+struct Repo {
+    id: i64,
+    version: u64,
+    tags: HashMap<String, Arc<Manifest>>,
+    digests: HashMap<String, Arc<Manifest>>,
+    blobs: HashMap<String, u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    repos: HashMap<String, Repo>,
+    bytes: usize,
+}
+
+pub(crate) struct Cache {
+    enabled: bool,
+    inner: RwLock<Inner>,
+}
+
+/// What a reader saw before going to the database.
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot(Option<u64>);
+
+impl Cache {
+    pub fn new(enabled: bool) -> Self {
+        Cache { enabled, inner: RwLock::default() }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn repo_id(&self, repo: &str) -> Option<i64> {
+        if !self.enabled {
+            return None;
+        }
+        self.read().repos.get(repo).map(|r| r.id)
+    }
+
+    pub fn set_repo_id(&self, repo: &str, id: i64) {
+        if self.enabled {
+            self.write().repos.entry(repo.to_string()).or_default().id = id;
+        }
+    }
+
+    pub fn snapshot(&self, repo: &str) -> Snapshot {
+        Snapshot(if self.enabled { self.read().repos.get(repo).map(|r| r.version) } else { None })
+    }
+
+    pub fn tag(&self, repo: &str, tag: &str) -> Option<Arc<Manifest>> {
+        if !self.enabled {
+            return None;
+        }
+        self.read().repos.get(repo)?.tags.get(tag).cloned()
+    }
+
+    pub fn digest(&self, repo: &str, digest: &str) -> Option<Arc<Manifest>> {
+        if !self.enabled {
+            return None;
+        }
+        self.read().repos.get(repo)?.digests.get(digest).cloned()
+    }
+
+    pub fn blob(&self, repo: &str, digest: &str) -> Option<u64> {
+        if !self.enabled {
+            return None;
+        }
+        self.read().repos.get(repo)?.blobs.get(digest).copied()
+    }
+
+    /// Runs `fill` on the repository's entry if nothing changed since `seen`.
+    fn fill(&self, repo: &str, seen: Snapshot, added: usize, fill: impl FnOnce(&mut Repo)) {
+        let Some(v) = seen.0 else { return };
+        let mut g = self.write();
+        if g.bytes + added > MAX_BYTES {
+            // Start over rather than track recency: simple, and rare with manifests this small.
+            for r in g.repos.values_mut() {
+                r.version += 1;
+                r.tags.clear();
+                r.digests.clear();
+            }
+            g.bytes = 0;
+        }
+        let Some(r) = g.repos.get_mut(repo) else { return };
+        if r.version == v {
+            fill(r);
+            g.bytes += added;
+        }
+    }
+
+    pub fn put_manifest(&self, repo: &str, seen: Snapshot, tag: Option<&str>, m: &Arc<Manifest>) {
+        if m.content.len() > MAX_ENTRY {
+            return;
+        }
+        let n = m.content.len() * if tag.is_some() { 2 } else { 1 };
+        self.fill(repo, seen, n, |r| {
+            if let Some(t) = tag {
+                r.tags.insert(t.to_string(), m.clone());
+            }
+            r.digests.insert(m.digest.clone(), m.clone());
+        });
+    }
+
+    pub fn put_blob(&self, repo: &str, seen: Snapshot, digest: &str, size: u64) {
+        self.fill(repo, seen, 0, |r| {
+            r.blobs.insert(digest.to_string(), size);
+        });
+    }
+
+    /// A tag moved or went away.
+    pub fn drop_tag(&self, repo: &str, tag: &str) {
+        if let Some(r) = self.write().repos.get_mut(repo) {
+            r.version += 1;
+            r.tags.remove(tag);
+        }
+    }
+
+    /// A blob link went away.
+    pub fn drop_blob(&self, repo: &str, digest: &str) {
+        if let Some(r) = self.write().repos.get_mut(repo) {
+            r.version += 1;
+            r.blobs.remove(digest);
+        }
+    }
+
+    /// A manifest went away, with every tag that named it.
+    pub fn drop_manifests(&self, repo: &str) {
+        if let Some(r) = self.write().repos.get_mut(repo) {
+            r.version += 1;
+            r.tags.clear();
+            r.digests.clear();
+        }
+    }
+}
