@@ -56,7 +56,7 @@ run_e2e() { # NAME [ENV=VALUE...]
   [ $rc = 0 ] || tail -n 30 "$E2E_WORK/$name.${1:-default}.out"
   record "$label" $rc
 }
-for t in serve docker skopeo podman containerd oras crash bigblob; do run_e2e "$t"; done
+for t in serve docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
 for t in docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
 
 echo
