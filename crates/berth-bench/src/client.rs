@@ -158,15 +158,44 @@ impl Reg {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// Downloads a blob, counting bytes. Returns (bytes, seconds).
+    /// Downloads a blob over a plain connection into one reused buffer, counting bytes: the
+    /// leanest possible client, so the server's rate is what gets measured. Returns (bytes, seconds).
     pub async fn pull_count(&self, repo: &str, digest: &str) -> Result<(u64, f64)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let t = Instant::now();
-        let r = self.req(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).send().await?;
-        check(r.status(), StatusCode::OK, "blob GET")?;
-        let mut n = 0u64;
-        let mut s = r.bytes_stream();
-        while let Some(c) = s.next().await {
-            n += c?.len() as u64;
+        let host = self.base.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(host).await?;
+        let auth = self.auth.as_ref().map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        let req = format!("GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+        sock.write_all(req.as_bytes()).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut head = Vec::new();
+        let body_start = loop {
+            let n = sock.read(&mut buf).await?;
+            if n == 0 {
+                return Err("connection closed before the response headers".into());
+            }
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let text = String::from_utf8_lossy(&head[..body_start]).to_lowercase();
+        if !text.starts_with("http/1.1 200") {
+            return Err(format!("blob GET: {}", text.lines().next().unwrap_or("")).into());
+        }
+        let len: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("blob GET without Content-Length")?;
+        let mut n = (head.len() - body_start) as u64;
+        while n < len {
+            let r = sock.read(&mut buf).await?;
+            if r == 0 {
+                break;
+            }
+            n += r as u64;
         }
         Ok((n, t.elapsed().as_secs_f64()))
     }

@@ -10,12 +10,77 @@ use async_trait::async_trait;
 use berth_core::{Algorithm, Digest};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::{BlobBody, BlobError, BlobStore, Result, UploadWriter, check_upload_id};
 
 const READ_CHUNK: usize = 1024 * 1024;
+/// Ranges at least this long are served from a memory map (one copy fewer than read()).
+const MMAP_MIN: u64 = 256 * 1024;
+/// Bytes handed to the HTTP layer at a time from a mapping.
+const MAP_CHUNK: u64 = 4 * 1024 * 1024;
+
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Prefaults a part of the mapping on a blocking thread, so the (async) socket write that follows
+/// copies from memory and never waits for the disk on a runtime thread.
+fn populate(map: &Arc<memmap2::Mmap>, r: Range<u64>) -> tokio::task::JoinHandle<()> {
+    let map = map.clone();
+    tokio::task::spawn_blocking(move || {
+        #[cfg(target_os = "linux")]
+        let advice = memmap2::Advice::PopulateRead;
+        #[cfg(not(target_os = "linux"))]
+        let advice = memmap2::Advice::WillNeed;
+        if map.advise_range(advice, r.start as usize, (r.end - r.start) as usize).is_err() {
+            // Older kernels: touch one byte a page instead.
+            let mut sum = 0u8;
+            for i in (r.start..r.end).step_by(4096) {
+                sum = sum.wrapping_add(map[i as usize]);
+            }
+            std::hint::black_box(sum);
+        }
+    })
+}
+
+/// Drops the page-table entries of a part already sent, so the process's RSS does not grow with
+/// the blob: the data stays in the page cache, and a late reader would simply fault it back in.
+fn release(map: &memmap2::Mmap, r: Range<u64>) {
+    if r.end > r.start {
+        // SAFETY: a shared, read-only file mapping: after MADV_DONTNEED, pages read from the file again.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start as usize, (r.end - r.start) as usize)
+        };
+    }
+}
+
+/// The range of a mapped blob as 4 MiB `Bytes` (views of the mapping, no copy), each prefaulted
+/// while the previous one is being sent.
+fn mapped_stream(
+    map: Arc<memmap2::Mmap>,
+    range: Range<u64>,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let bytes = Bytes::from_owner(SharedMap(map.clone()));
+    let chunk = |start: u64| start..(start + MAP_CHUNK).min(range.end);
+    let first = populate(&map, chunk(range.start));
+    futures_util::stream::unfold((range.start, Some(first)), move |(pos, pending)| {
+        let (map, bytes, end) = (map.clone(), bytes.clone(), range.end);
+        async move {
+            let pending = pending?;
+            let _ = pending.await;
+            let this = pos..(pos + MAP_CHUNK).min(end);
+            let next = (this.end < end).then(|| populate(&map, this.end..(this.end + MAP_CHUNK).min(end)));
+            let out = bytes.slice(this.start as usize..this.end as usize);
+            release(&map, this.start.saturating_sub(2 * MAP_CHUNK)..this.start.saturating_sub(MAP_CHUNK));
+            Some((Ok(out), (this.end, next)))
+        }
+    })
+}
 
 #[derive(Clone)]
 pub struct FsBlobStore {
@@ -111,16 +176,30 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody> {
-        let mut file =
-            not_found_as(tokio::fs::File::open(self.blob_path(digest)).await, BlobError::NotFound(digest.clone()))?;
-        let size = file.metadata().await?.len();
+        let path = self.blob_path(digest);
+        let opened = blocking(move || {
+            let file = File::open(path)?;
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        })
+        .await;
+        let (file, size) = not_found_as(opened, BlobError::NotFound(digest.clone()))?;
         let range = range.unwrap_or(0..size);
-        if range.start > 0 {
-            file.seek(SeekFrom::Start(range.start)).await?;
-        }
         let len = range.end.saturating_sub(range.start);
-        let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed();
-        Ok(BlobBody { len, stream })
+        if len < MMAP_MIN {
+            let data = blocking(move || {
+                let mut buf = vec![0u8; len as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, range.start)?;
+                Ok(buf)
+            })
+            .await?;
+            return Ok(BlobBody { len, stream: futures_util::stream::once(async { Ok(Bytes::from(data)) }).boxed() });
+        }
+        // SAFETY: blob files are immutable once committed (written under another name, then
+        // renamed); deletion unlinks them, which leaves an existing mapping valid.
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&file)? });
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(BlobBody { len, stream: mapped_stream(map, range).boxed() })
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
