@@ -27,11 +27,13 @@ pub fn router(registry: Registry) -> Router {
 }
 
 async fn common_headers(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // The request line is copied only when it will be logged: this runs on every request.
+    let logged =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let mut res = next.run(req).await;
     res.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
-    tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    if let Some((started, method, uri)) = logged {
+        tracing::debug!(%method, %uri, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    }
     res
 }

@@ -22,7 +22,12 @@ use crate::AppState;
 use crate::error::{ApiError, error_response};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
-type Params = Query<HashMap<String, String>>;
+type Params = HashMap<String, String>;
+
+/// Query parameters, parsed only by the endpoints that take any.
+fn params(req: &Request) -> Params {
+    Query::<Params>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default()
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -81,7 +86,7 @@ fn parse_path(rest: &str) -> Option<Target<'_>> {
     }
 }
 
-async fn dispatch(State(st): State<AppState>, params: Params, req: Request) -> Response {
+async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let rest = &path["/v2/".len()..];
     let Some(target) = parse_path(rest) else {
@@ -99,9 +104,9 @@ async fn dispatch(State(st): State<AppState>, params: Params, req: Request) -> R
             _ => return unsupported(),
         },
         Target::Uploads(name, id) => match (method, id.is_empty()) {
-            (Method::POST, true) => start_upload(&st, name, params, req).await,
+            (Method::POST, true) => start_upload(&st, name, params(&req), req).await,
             (Method::PATCH, false) => patch_upload(&st, name, id, req).await,
-            (Method::PUT, false) => put_upload(&st, name, id, params, req).await,
+            (Method::PUT, false) => put_upload(&st, name, id, params(&req), req).await,
             (Method::GET, false) => upload_status(&st, name, id).await,
             (Method::DELETE, false) => cancel_upload(&st, name, id).await,
             _ => return unsupported(),
@@ -113,11 +118,11 @@ async fn dispatch(State(st): State<AppState>, params: Params, req: Request) -> R
             _ => return unsupported(),
         },
         Target::Tags(name) => match method {
-            Method::GET => list_tags(&st, name, params).await,
+            Method::GET => list_tags(&st, name, params(&req)).await,
             _ => return unsupported(),
         },
         Target::Referrers(name, digest) => match method {
-            Method::GET => referrers(&st, name, digest, params).await,
+            Method::GET => referrers(&st, name, digest, params(&req)).await,
             _ => return unsupported(),
         },
     };
@@ -243,7 +248,7 @@ fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Res
     }
 }
 
-async fn start_upload(st: &AppState, name: &str, Query(q): Params, req: Request) -> Result<Response> {
+async fn start_upload(st: &AppState, name: &str, q: Params, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     if let Some(mount) = q.get("mount") {
         let digest = parse_digest(mount)?;
@@ -301,7 +306,7 @@ async fn patch_upload(st: &AppState, name: &str, id: &str, req: Request) -> Resu
     upload_result(r, name, id)
 }
 
-async fn put_upload(st: &AppState, name: &str, id: &str, Query(q): Params, req: Request) -> Result<Response> {
+async fn put_upload(st: &AppState, name: &str, id: &str, q: Params, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     let r = async {
         let digest = q.get("digest").ok_or_else(|| {
@@ -456,7 +461,7 @@ fn encode_query(s: &str) -> String {
         .collect()
 }
 
-async fn list_tags(st: &AppState, name: &str, Query(q): Params) -> Result<Response> {
+async fn list_tags(st: &AppState, name: &str, q: Params) -> Result<Response> {
     let repo = repo(name)?;
     let (n, last) = page_params(&q)?;
     let page = st.registry.list_tags(&repo, last, n).await?;
@@ -466,7 +471,8 @@ async fn list_tags(st: &AppState, name: &str, Query(q): Params) -> Result<Respon
     Ok(with_next_link(res, &format!("/v2/{name}/tags/list"), page.items.len(), next))
 }
 
-async fn catalog(State(st): State<AppState>, Query(q): Params) -> Response {
+async fn catalog(State(st): State<AppState>, req: Request) -> Response {
+    let q = params(&req);
     let r: Result<Response> = async {
         let (n, last) = page_params(&q)?;
         let page = st.registry.catalog(last, n).await?;
@@ -479,7 +485,7 @@ async fn catalog(State(st): State<AppState>, Query(q): Params) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn referrers(st: &AppState, name: &str, digest: &str, Query(q): Params) -> Result<Response> {
+async fn referrers(st: &AppState, name: &str, digest: &str, q: Params) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
     let filter = q.get("artifactType").map(String::as_str).filter(|s| !s.is_empty());
