@@ -5,12 +5,15 @@
 //! Types here are plain strings and integers: digests and names are validated by the service
 //! before they reach this crate.
 
+mod batch;
 mod migrate;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::batch::{Batcher, TxFn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -26,6 +29,10 @@ pub enum MetaError {
     Referenced { child: String, parent: String },
     #[error("upload {0} was changed concurrently")]
     UploadConflict(String),
+    #[error("database commit failed: {0}")]
+    Commit(String),
+    #[error("the metadata store is shut down")]
+    Closed,
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -48,6 +55,8 @@ pub struct Meta {
     write: AnyPool,
     read: AnyPool,
     backend: Backend,
+    /// SQLite: every write goes through the group-commit task.
+    batch: Option<Batcher>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,15 +151,33 @@ impl Meta {
                 };
                 let write = opts().max_connections(1).connect(&url).await?;
                 let read = opts().max_connections(8).connect(&url).await?;
-                Meta { write, read, backend }
+                Meta { write, read, backend, batch: None }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                Meta { write: pool.clone(), read: pool, backend }
+                Meta { write: pool.clone(), read: pool, backend, batch: None }
             }
         };
         migrate::run(&meta.write, backend).await?;
+        let mut meta = meta;
+        if backend == Backend::Sqlite {
+            meta.batch = Some(Batcher::start(meta.write.clone()));
+        }
         Ok(meta)
+    }
+
+    /// Runs `f` in a write transaction: batched with concurrent writes on SQLite, a transaction
+    /// of its own on PostgreSQL (whose server groups commits itself).
+    async fn write_tx<T: Send + 'static>(&self, f: TxFn<T>) -> Result<T> {
+        match &self.batch {
+            Some(b) => b.submit(f).await,
+            None => {
+                let mut tx = self.write.begin().await?;
+                let r = f(&mut tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -178,13 +205,24 @@ impl Meta {
         if let Some(id) = self.repo_id(name).await? {
             return Ok(id);
         }
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(now_ms())
-            .execute(&self.write)
-            .await?;
-        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1").bind(name).fetch_one(&self.write).await?;
-        Ok(row.try_get(0)?)
+        let name = name.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name.as_str())
+                .bind(now_ms())
+                .execute(&mut *c)
+                .await?;
+                let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
+                    .bind(name.as_str())
+                    .fetch_one(&mut *c)
+                    .await?;
+                Ok(row.try_get(0)?)
+            })
+        }))
+        .await
     }
 
     /// Repository names in lexical order, after `last`, at most `limit`.
@@ -221,33 +259,37 @@ impl Meta {
 
     /// Records a stored blob (if new) and links it into the repository.
     pub async fn link_blob(&self, repo_id: i64, digest: &str, size: i64) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        insert_blob_and_link(&mut tx, repo_id, digest, size).await?;
-        tx.commit().await?;
-        Ok(())
+        let digest = digest.to_string();
+        self.write_tx(Box::new(move |c| Box::pin(async move { insert_blob_and_link(c, repo_id, &digest, size).await })))
+            .await
     }
 
     /// Removes a blob's link from a repository. Refused while a manifest of the repository
     /// references it. Returns whether a link existed.
     pub async fn unlink_blob(&self, repo_id: i64, digest: &str) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
-        if let Some(r) =
-            sqlx::query("SELECT manifest_digest FROM manifest_blobs WHERE repo_id = $1 AND blob_digest = $2 LIMIT 1")
+        let digest = digest.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                if let Some(r) = sqlx::query(
+                    "SELECT manifest_digest FROM manifest_blobs WHERE repo_id = $1 AND blob_digest = $2 LIMIT 1",
+                )
                 .bind(repo_id)
-                .bind(digest)
-                .fetch_optional(&mut *tx)
+                .bind(digest.as_str())
+                .fetch_optional(&mut *c)
                 .await?
-        {
-            return Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? });
-        }
-        let n = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n > 0)
+                {
+                    return Err(MetaError::Referenced { child: digest, parent: r.try_get(0)? });
+                }
+                let n = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(digest.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            })
+        }))
+        .await
     }
 
     /// Every blob digest the registry knows, with its recorded size.
@@ -303,88 +345,18 @@ impl Meta {
     /// [`MetaError::MissingReferences`] (storing nothing) if a referenced blob is not linked into
     /// the repository or a child manifest is not in it.
     pub async fn put_manifest(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        let mut missing = Vec::new();
-        for b in m.blobs {
-            let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(b.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                missing.push(format!("blob {b}"));
-            }
-        }
-        for c in m.children {
-            // An index may list itself only by mistake; a manifest cannot contain its own digest.
-            let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(c.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                missing.push(format!("manifest {c}"));
-            }
-        }
-        if !missing.is_empty() {
-            return Err(MetaError::MissingReferences(missing));
-        }
-        let now = now_ms();
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(m.digest)
-        .bind(m.media_type)
-        .bind(m.artifact_type)
-        .bind(m.subject)
-        .bind(m.annotations)
-        .bind(m.content.len() as i64)
-        .bind(m.content)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
-            for b in m.blobs {
-                sqlx::query(
-                    "INSERT INTO manifest_blobs (repo_id, manifest_digest, blob_digest) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(repo_id)
-                .bind(m.digest)
-                .bind(b.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            for c in m.children {
-                sqlx::query(
-                    "INSERT INTO manifest_children (repo_id, parent_digest, child_digest) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(repo_id)
-                .bind(m.digest)
-                .bind(c.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if let Some(tag) = m.tag {
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(tag)
-            .bind(m.digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let m = OwnedManifest {
+            digest: m.digest.to_string(),
+            media_type: m.media_type.to_string(),
+            artifact_type: m.artifact_type.map(str::to_string),
+            subject: m.subject.map(str::to_string),
+            annotations: m.annotations.map(str::to_string),
+            content: m.content.to_vec(),
+            blobs: m.blobs.to_vec(),
+            children: m.children.to_vec(),
+            tag: m.tag.map(str::to_string),
+        };
+        self.write_tx(Box::new(move |c| Box::pin(async move { put_manifest_tx(c, repo_id, &m).await }))).await
     }
 
     pub async fn get_manifest(&self, repo_id: i64, digest: &str) -> Result<Option<ManifestRow>> {
@@ -417,42 +389,53 @@ impl Meta {
     /// Deletes a manifest with its tags and reference records. Refused while an index of the
     /// repository lists it. Returns whether it existed.
     pub async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
-        if let Some(r) =
-            sqlx::query("SELECT parent_digest FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1")
+        let digest = digest.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                if let Some(r) = sqlx::query(
+                    "SELECT parent_digest FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1",
+                )
                 .bind(repo_id)
-                .bind(digest)
-                .fetch_optional(&mut *tx)
+                .bind(digest.as_str())
+                .fetch_optional(&mut *c)
                 .await?
-        {
-            return Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? });
-        }
-        for table in [
-            "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
-            "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
-            "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
-        ] {
-            sqlx::query(table).bind(repo_id).bind(digest).execute(&mut *tx).await?;
-        }
-        let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n > 0)
+                {
+                    return Err(MetaError::Referenced { child: digest, parent: r.try_get(0)? });
+                }
+                for table in [
+                    "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
+                    "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
+                    "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
+                ] {
+                    sqlx::query(table).bind(repo_id).bind(digest.as_str()).execute(&mut *c).await?;
+                }
+                let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(digest.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            })
+        }))
+        .await
     }
 
     /// Removes a tag (not the manifest). Returns whether it existed.
     pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
-        let n = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
-            .bind(repo_id)
-            .bind(tag)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
+        let tag = tag.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+                    .bind(repo_id)
+                    .bind(tag.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            })
+        }))
+        .await
     }
 
     /// Tags in lexical order, after `last`, at most `limit`.
@@ -499,25 +482,31 @@ impl Meta {
     // ---- uploads ----
 
     pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8]) -> Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at) VALUES ($1, $2, 0, $3, $4, $4)",
-        )
-        .bind(id)
-        .bind(repo_id)
-        .bind(hash_state)
-        .bind(now)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        let (id, state) = (id.to_string(), hash_state.to_vec());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at) \
+                     VALUES ($1, $2, 0, $3, $4, $4)",
+                )
+                .bind(id.as_str())
+                .bind(repo_id)
+                .bind(state.as_slice())
+                .bind(now_ms())
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
-        // Read from the writer so a client that PATCHes then immediately GETs sees its own write.
+        // Writes are acknowledged only once committed, so the read pool sees them.
         let row =
             sqlx::query("SELECT id, repo_id, size, hash_state, created_at, updated_at FROM uploads WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.write)
+                .fetch_optional(&self.read)
                 .await?;
         row.map(|r| {
             Ok(UploadRow {
@@ -541,40 +530,156 @@ impl Meta {
         new_size: i64,
         hash_state: Option<&[u8]>,
     ) -> Result<()> {
-        let n =
-            sqlx::query("UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5")
+        let (id, state) = (id.to_string(), hash_state.map(<[u8]>::to_vec));
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5",
+                )
                 .bind(new_size)
-                .bind(hash_state)
+                .bind(state.as_deref())
                 .bind(now_ms())
-                .bind(id)
+                .bind(id.as_str())
                 .bind(old_size)
-                .execute(&self.write)
+                .execute(&mut *c)
                 .await?
                 .rows_affected();
-        if n == 0 {
-            return Err(MetaError::UploadConflict(id.to_string()));
-        }
-        Ok(())
+                if n == 0 {
+                    return Err(MetaError::UploadConflict(id));
+                }
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// Atomically: the upload session ends and its blob is recorded and linked into the repository.
     pub async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: i64) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        insert_blob_and_link(&mut tx, repo_id, digest, size).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let (id, digest) = (id.to_string(), digest.to_string());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                insert_blob_and_link(c, repo_id, &digest, size).await?;
+                sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&mut *c).await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let n = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.write).await?.rows_affected();
-        Ok(n > 0)
+        let id = id.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            })
+        }))
+        .await
     }
 
     pub async fn upload_ids(&self) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT id FROM uploads ORDER BY id").fetch_all(&self.read).await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
+}
+
+struct OwnedManifest {
+    digest: String,
+    media_type: String,
+    artifact_type: Option<String>,
+    subject: Option<String>,
+    annotations: Option<String>,
+    content: Vec<u8>,
+    blobs: Vec<String>,
+    children: Vec<String>,
+    tag: Option<String>,
+}
+
+async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest) -> Result<()> {
+    let mut missing = Vec::new();
+    for b in &m.blobs {
+        let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(b.as_str())
+            .fetch_optional(&mut *c)
+            .await?;
+        if found.is_none() {
+            missing.push(format!("blob {b}"));
+        }
+    }
+    for ch in &m.children {
+        // An index may list itself only by mistake; a manifest cannot contain its own digest.
+        let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(ch.as_str())
+            .fetch_optional(&mut *c)
+            .await?;
+        if found.is_none() {
+            missing.push(format!("manifest {ch}"));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(MetaError::MissingReferences(missing));
+    }
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(m.digest.as_str())
+    .bind(m.media_type.as_str())
+    .bind(m.artifact_type.as_deref())
+    .bind(m.subject.as_deref())
+    .bind(m.annotations.as_deref())
+    .bind(m.content.len() as i64)
+    .bind(m.content.as_slice())
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        for b in &m.blobs {
+            sqlx::query(
+                "INSERT INTO manifest_blobs (repo_id, manifest_digest, blob_digest) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(b.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+        for ch in &m.children {
+            sqlx::query(
+                "INSERT INTO manifest_children (repo_id, parent_digest, child_digest) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(ch.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+    }
+    if let Some(tag) = m.tag.as_deref() {
+        sqlx::query(
+            "INSERT INTO tags (repo_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(repo_id)
+        .bind(tag)
+        .bind(m.digest.as_str())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_blob_and_link(conn: &mut AnyConnection, repo_id: i64, digest: &str, size: i64) -> Result<()> {
