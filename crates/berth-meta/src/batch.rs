@@ -80,7 +80,7 @@ async fn exec(sql: &'static str, conn: &mut AnyConnection) -> Result<(), String>
 }
 
 /// Runs the jobs in one transaction; the outer error means nothing was committed.
-async fn batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<Vec<Result<AnyOut>>, String> {
+async fn batch(conn: &mut AnyConnection, jobs: &mut [Job]) -> Result<Vec<Result<AnyOut>>, String> {
     exec("BEGIN IMMEDIATE", conn).await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut failed = None;
