@@ -217,12 +217,21 @@ fn blob_created(name: &str, digest: &str) -> Response {
         .into_response()
 }
 
+fn upload_location(name: &str, id: &str) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}
+
+/// The `Range` of an upload holding `offset` bytes (`0-0` when empty, as Distribution answers).
+fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
 fn upload_headers(status: StatusCode, name: &str, id: &str, offset: u64) -> Response {
     (
         status,
         [
-            (header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}"))),
-            (header::RANGE, hv(&format!("0-{}", offset.saturating_sub(1)))),
+            (header::LOCATION, hv(&upload_location(name, id))),
+            (header::RANGE, hv(&upload_range(offset))),
             (header::HeaderName::from_static("docker-upload-uuid"), hv(id)),
             (header::CONTENT_LENGTH, hv("0")),
         ],
@@ -233,18 +242,13 @@ fn upload_headers(status: StatusCode, name: &str, id: &str, offset: u64) -> Resp
 /// A chunk that does not continue the upload gets 416 with where the upload stands.
 fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Response> {
     match r {
-        Ok(res) => Ok(res),
-        Err(Error::ChunkOutOfOrder { start, current }) => {
-            let mut res = ApiError(Error::ChunkOutOfOrder { start, current }).into_response();
-            let h = upload_headers(StatusCode::OK, name, id, current);
-            for k in [header::LOCATION, header::RANGE] {
-                if let Some(v) = h.headers().get(&k) {
-                    res.headers_mut().insert(k, v.clone());
-                }
-            }
+        Err(e @ Error::ChunkOutOfOrder { current, .. }) => {
+            let mut res = ApiError(e).into_response();
+            res.headers_mut().insert(header::LOCATION, hv(&upload_location(name, id)));
+            res.headers_mut().insert(header::RANGE, hv(&upload_range(current)));
             Ok(res)
         }
-        Err(e) => Err(ApiError(e)),
+        r => r.map_err(ApiError),
     }
 }
 
@@ -252,8 +256,9 @@ async fn start_upload(st: &AppState, name: &str, q: Params, req: Request) -> Res
     let repo = repo(name)?;
     if let Some(mount) = q.get("mount") {
         let digest = parse_digest(mount)?;
-        let from = q.get("from").map(|f| repo_or_none(f));
-        if st.registry.mount_blob(&repo, &digest, from.flatten().as_ref()).await?.is_some() {
+        // A bad `from` only means the blob cannot be mounted from there.
+        let from = q.get("from").and_then(|f| RepoName::parse(f).ok());
+        if st.registry.mount_blob(&repo, &digest, from.as_ref()).await?.is_some() {
             return Ok(blob_created(name, &digest.to_string()));
         }
     } else if let Some(d) = q.get("digest") {
@@ -263,11 +268,6 @@ async fn start_upload(st: &AppState, name: &str, q: Params, req: Request) -> Res
     }
     let up = st.registry.start_upload(&repo).await?;
     Ok(upload_headers(StatusCode::ACCEPTED, name, &up.id, up.offset))
-}
-
-/// A bad `from` only means the blob cannot be mounted from there.
-fn repo_or_none(name: &str) -> Option<RepoName> {
-    RepoName::parse(name).ok()
 }
 
 /// `Content-Range: <start>-<end>` (also tolerated: a `bytes ` prefix and a `/<total>` suffix).

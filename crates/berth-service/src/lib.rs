@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use berth_blob::{BlobBody, BlobStore};
-use berth_core::manifest::{MAX_MANIFEST_SIZE, ManifestKind};
+use berth_core::manifest::MAX_MANIFEST_SIZE;
 use berth_core::{Algorithm, Digest, Reference, RepoName, parse_manifest};
 use berth_meta::{Backend, ManifestRow, Meta, NewManifest};
 use bytes::Bytes;
@@ -234,7 +234,6 @@ impl Registry {
         if let Some(t) = tag {
             self.cache.drop_tag(repo.as_str(), t);
         }
-        debug_assert!(parsed.kind == ManifestKind::Index || children.is_empty());
         Ok(PutManifest { digest, subject: parsed.subject.map(|s| s.digest) })
     }
 
