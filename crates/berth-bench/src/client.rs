@@ -38,36 +38,33 @@ pub fn sha256(data: &[u8]) -> String {
     berth_crypto::digest_of(Algorithm::Sha256, data).to_string()
 }
 
-/// A large blob as 1 MiB blocks: one random block with the block number in its first bytes.
+/// A large blob as 1 MiB blocks cycling through 16 distinct random ones: incompressible, and
+/// sent without copying, so the load generator leaves the CPU to the server.
 pub struct BigBlob {
-    pub block: Bytes,
-    pub blocks: u64,
+    blocks: Vec<Bytes>,
+    count: u64,
     pub digest: String,
 }
 
+const DISTINCT_BLOCKS: u64 = 16;
+
 impl BigBlob {
     pub fn new(mib: u64) -> BigBlob {
-        let block = Bytes::from(random_bytes(7, 1 << 20));
+        let blocks: Vec<Bytes> = (0..DISTINCT_BLOCKS).map(|i| Bytes::from(random_bytes(7 + i, 1 << 20))).collect();
         let mut h = berth_crypto::Hasher::new(Algorithm::Sha256);
         for i in 0..mib {
-            h.update(&Self::block_at(&block, i));
+            h.update(&blocks[(i % DISTINCT_BLOCKS) as usize]);
         }
-        BigBlob { block, blocks: mib, digest: h.finish().to_string() }
-    }
-
-    fn block_at(block: &Bytes, i: u64) -> Bytes {
-        let mut b = block.to_vec();
-        b[..8].copy_from_slice(&i.to_le_bytes());
-        Bytes::from(b)
+        BigBlob { blocks, count: mib, digest: h.finish().to_string() }
     }
 
     pub fn len(&self) -> u64 {
-        self.blocks << 20
+        self.count << 20
     }
 
     pub fn stream(&self) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let block = self.block.clone();
-        futures_util::stream::iter(0..self.blocks).map(move |i| Ok(Self::block_at(&block, i)))
+        let blocks = self.blocks.clone();
+        futures_util::stream::iter(0..self.count).map(move |i| Ok(blocks[(i % DISTINCT_BLOCKS) as usize].clone()))
     }
 }
 

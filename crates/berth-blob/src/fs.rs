@@ -15,6 +15,7 @@ use tokio_util::io::ReaderStream;
 use crate::{BlobBody, BlobError, BlobStore, Result, UploadWriter, check_upload_id};
 
 const READ_CHUNK: usize = 1024 * 1024;
+const WRITEBACK_STEP: u64 = 16 * 1024 * 1024;
 /// Ranges at least this long are served from a memory map (one copy fewer than read()).
 const MMAP_MIN: u64 = 256 * 1024;
 /// Bytes handed to the HTTP layer at a time from a mapping.
@@ -149,7 +150,11 @@ impl UploadWriter for FsWriter {
         let pos = self.len;
         let file = blocking(move || {
             file.write_all(&data)?;
-            start_writeback(&file, pos, n);
+            // Every WRITEBACK_STEP bytes, start writing the last step to disk.
+            let (before, after) = (pos / WRITEBACK_STEP, (pos + n) / WRITEBACK_STEP);
+            if after > before {
+                start_writeback(&file, (after - 1) * WRITEBACK_STEP, WRITEBACK_STEP);
+            }
             Ok(file)
         })
         .await?;
