@@ -11,7 +11,8 @@ OUT=${OUT:-/tmp/berth-compare}; rm -rf "$OUT"; mkdir -p "$OUT"
 for c in docker-registry iperf3 openssl python3; do
   command -v $c >/dev/null || { echo "missing $c: apt-get install docker-registry iperf3 openssl python3"; exit 1; }
 done
-cargo build --release -q --manifest-path "$ROOT/Cargo.toml" -p berth -p berth-bench
+# The whole workspace, as ./test.sh builds it: the same features, so no dependency is rebuilt.
+cargo build --release -q --workspace --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 if [ -n "${QUICK:-}" ]; then
   ARGS=(--blob-mib 256 --images 50 --conns 1,64 --seconds 2 --tags 2000 --repos 200 --pages 50 --mixed-seconds 5)
