@@ -270,16 +270,13 @@ impl Meta {
         let digest = digest.to_string();
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
-                if let Some(r) = sqlx::query(
+                refuse_if_referenced(
+                    c,
                     "SELECT manifest_digest FROM manifest_blobs WHERE repo_id = $1 AND blob_digest = $2 LIMIT 1",
+                    repo_id,
+                    &digest,
                 )
-                .bind(repo_id)
-                .bind(digest.as_str())
-                .fetch_optional(&mut *c)
-                .await?
-                {
-                    return Err(MetaError::Referenced { child: digest, parent: r.try_get(0)? });
-                }
+                .await?;
                 let n = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
                     .bind(repo_id)
                     .bind(digest.as_str())
@@ -392,16 +389,13 @@ impl Meta {
         let digest = digest.to_string();
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
-                if let Some(r) = sqlx::query(
+                refuse_if_referenced(
+                    c,
                     "SELECT parent_digest FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1",
+                    repo_id,
+                    &digest,
                 )
-                .bind(repo_id)
-                .bind(digest.as_str())
-                .fetch_optional(&mut *c)
-                .await?
-                {
-                    return Err(MetaError::Referenced { child: digest, parent: r.try_get(0)? });
-                }
+                .await?;
                 for table in [
                     "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
                     "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
@@ -680,6 +674,15 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
         .await?;
     }
     Ok(())
+}
+
+/// Fails with [`MetaError::Referenced`] if `sql` (which selects what references `digest`) finds
+/// anything: deleting would break it.
+async fn refuse_if_referenced(c: &mut AnyConnection, sql: &'static str, repo_id: i64, digest: &str) -> Result<()> {
+    match sqlx::query(sql).bind(repo_id).bind(digest).fetch_optional(&mut *c).await? {
+        Some(r) => Err(MetaError::Referenced { child: digest.to_string(), parent: r.try_get(0)? }),
+        None => Ok(()),
+    }
 }
 
 async fn insert_blob_and_link(conn: &mut AnyConnection, repo_id: i64, digest: &str, size: i64) -> Result<()> {
