@@ -2,7 +2,7 @@
 # Side-by-side benchmark: Berth and CNCF Distribution 2.8.2 (Debian's docker-registry) on two
 # loopback ports with fresh data directories, the machine's limits measured in the same run, every
 # berth-bench scenario run against both in alternation, and the ratios printed.
-#   bench/compare.sh                 full run (about 15 minutes)
+#   bench/compare.sh                 full run (about 20 minutes)
 #   QUICK=1 bench/compare.sh         small sizes, for a quick look
 # Extra berth-bench flags can be given in BENCH_ARGS. Results: $OUT (default /tmp/berth-compare).
 set -euo pipefail
