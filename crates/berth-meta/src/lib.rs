@@ -104,11 +104,13 @@ pub struct UploadRow {
     pub updated_at: i64,
 }
 
+/// A reference from a manifest to content that should be in its repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRef {
     pub repository: String,
     pub manifest: String,
-    pub blob: String,
+    /// The referenced blob or child manifest.
+    pub target: String,
 }
 
 fn manifest_row(r: &AnyRow) -> Result<ManifestRow> {
@@ -297,31 +299,31 @@ impl Meta {
 
     /// Manifest→blob references whose blob is not linked into the repository (should be none).
     pub async fn dangling_blob_refs(&self) -> Result<Vec<BlobRef>> {
-        let rows = sqlx::query(
+        self.dangling(
             "SELECT r.name, mb.manifest_digest, mb.blob_digest FROM manifest_blobs mb \
              JOIN repositories r ON r.id = mb.repo_id \
              LEFT JOIN repo_blobs l ON l.repo_id = mb.repo_id AND l.digest = mb.blob_digest \
              WHERE l.digest IS NULL ORDER BY r.name, mb.manifest_digest",
         )
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
-            .collect()
+        .await
     }
 
     /// Index→child references whose child manifest is missing from the repository (should be none).
     pub async fn dangling_children(&self) -> Result<Vec<BlobRef>> {
-        let rows = sqlx::query(
+        self.dangling(
             "SELECT r.name, c.parent_digest, c.child_digest FROM manifest_children c \
              JOIN repositories r ON r.id = c.repo_id \
              LEFT JOIN manifests m ON m.repo_id = c.repo_id AND m.digest = c.child_digest \
              WHERE m.digest IS NULL ORDER BY r.name, c.parent_digest",
         )
-        .fetch_all(&self.read)
-        .await?;
+        .await
+    }
+
+    /// Runs a query selecting (repository, referring manifest, missing target).
+    async fn dangling(&self, sql: &'static str) -> Result<Vec<BlobRef>> {
+        let rows = sqlx::query(sql).fetch_all(&self.read).await?;
         rows.iter()
-            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, blob: r.try_get(2)? }))
+            .map(|r| Ok(BlobRef { repository: r.try_get(0)?, manifest: r.try_get(1)?, target: r.try_get(2)? }))
             .collect()
     }
 

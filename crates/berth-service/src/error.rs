@@ -25,8 +25,6 @@ pub enum Error {
     ChunkOutOfOrder { start: u64, current: u64 },
     #[error("requested range is not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
-    #[error("{0}")]
-    SizeInvalid(String),
     #[error("manifest {0} not found")]
     ManifestUnknown(String),
     #[error("{0}")]

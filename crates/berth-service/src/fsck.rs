@@ -85,13 +85,13 @@ impl Registry {
         for r in self.meta.dangling_blob_refs().await? {
             report.problems.push(format!(
                 "manifest {}@{} references blob {} that is not linked to the repository",
-                r.repository, r.manifest, r.blob
+                r.repository, r.manifest, r.target
             ));
         }
         for r in self.meta.dangling_children().await? {
             report.problems.push(format!(
                 "index {}@{} lists manifest {} that is not in the repository",
-                r.repository, r.manifest, r.blob
+                r.repository, r.manifest, r.target
             ));
         }
         Ok(report)
