@@ -1,9 +1,40 @@
-//! Cryptographic building blocks. For now: digest computation whose state can be saved between
-//! requests, so an upload can be resumed after a restart or by another node.
+//! Cryptographic building blocks: digest computation whose state can be saved between requests
+//! (so an upload can be resumed after a restart or by another node), SigV4 verification, and
+//! server-signed tokens.
+
+pub mod sigv4;
+pub mod time;
+pub mod token;
 
 use berth_core::{Algorithm, Digest};
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256, Sha512};
+
+/// 32 bytes from the operating system's random source.
+pub fn random_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b
+}
+
+/// `len` random characters from `alphabet`.
+pub fn random_string(alphabet: &[u8], len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for b in random_bytes() {
+            // Rejection sampling keeps every character equally likely.
+            let limit = 256 - 256 % alphabet.len();
+            if (b as usize) < limit && out.len() < len {
+                out.push(alphabet[b as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("saved hash state is corrupt or of the wrong algorithm")]
