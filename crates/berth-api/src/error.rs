@@ -33,9 +33,89 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         ManifestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
         Conflict(_) => (StatusCode::CONFLICT, "DENIED"),
+        RepoNotCreated(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        TagImmutable { .. } => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        ReferencedImagesNotFound(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+        ImageNotFound(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        ImageDigestMismatch(_) | InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        // Control-plane errors reach OCI clients only through shared code paths.
+        RepositoryAlreadyExists(_)
+        | RepositoryNotEmpty(_)
+        | ImageAlreadyExists(_)
+        | TemplateAlreadyExists(_)
+        | TemplateNotFound(_)
+        | TooManyTags(_)
+        | InvalidTagParameter(_)
+        | InvalidParameter(_)
+        | Validation(_)
+        | LayerAlreadyExists(_)
+        | EmptyUpload(_)
+        | LayerPartTooSmall(_)
+        | InvalidLayerPart { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
+}
+
+/// ECR exception name for each service error (HTTP 400 unless the server is at fault).
+pub fn ecr_type(e: &Error) -> &'static str {
+    use Error::*;
+    match e {
+        NameInvalid(_) | TagInvalid(_) | DigestInvalid(_) | PaginationInvalid(_) | InvalidParameter(_) => {
+            "InvalidParameterException"
+        }
+        ManifestInvalid(_) | ManifestTooLarge(_) | UploadInvalid(_) | RangeNotSatisfiable { .. } => {
+            "InvalidParameterException"
+        }
+        NameUnknown(_) | RepoNotCreated(_) => "RepositoryNotFoundException",
+        BlobUnknown(_) | ManifestBlobUnknown(_) => "LayersNotFoundException",
+        ReferencedImagesNotFound(_) => "ReferencedImagesNotFoundException",
+        UploadUnknown(_) => "UploadNotFoundException",
+        ChunkOutOfOrder { .. } | InvalidLayerPart { .. } => "InvalidLayerPartException",
+        ManifestUnknown(_) | ImageNotFound(_) => "ImageNotFoundException",
+        Conflict(_) => "InvalidParameterException",
+        RepositoryAlreadyExists(_) => "RepositoryAlreadyExistsException",
+        RepositoryNotEmpty(_) => "RepositoryNotEmptyException",
+        TagImmutable { .. } => "ImageTagAlreadyExistsException",
+        ImageAlreadyExists(_) => "ImageAlreadyExistsException",
+        ImageDigestMismatch(_) => "ImageDigestDoesNotMatchException",
+        TemplateAlreadyExists(_) => "TemplateAlreadyExistsException",
+        TemplateNotFound(_) => "TemplateNotFoundException",
+        TooManyTags(_) => "TooManyTagsException",
+        InvalidTagParameter(_) => "InvalidTagParameterException",
+        Validation(_) => "ValidationException",
+        LayerAlreadyExists(_) => "LayerAlreadyExistsException",
+        EmptyUpload(_) => "EmptyUploadException",
+        LayerPartTooSmall(_) => "LayerPartTooSmallException",
+        InvalidLayer(_) => "InvalidLayerException",
+        Unauthorized(_) => "UnrecognizedClientException",
+        Internal(_) => "ServerException",
+    }
+}
+
+/// An ECR error response: `{"__type", "message"}` with extra members some exceptions carry.
+pub fn ecr_error_response(kind: &str, message: &str, extra: Option<serde_json::Value>) -> Response {
+    let status = if kind == "ServerException" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+    let mut body = json!({ "__type": kind, "message": message });
+    if let (Some(serde_json::Value::Object(m)), Some(b)) = (extra, body.as_object_mut()) {
+        b.extend(m);
+    }
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], body.to_string())
+        .into_response()
+}
+
+/// A service error for an ECR client.
+pub fn ecr_response(e: &Error) -> Response {
+    if e.is_internal() {
+        tracing::error!(error = %e, "request failed");
+        return ecr_error_response("ServerException", "internal server error; see the server log", None);
+    }
+    let extra = match e {
+        Error::InvalidLayerPart { last_valid_byte: Some(b), .. } => Some(json!({ "lastValidByteReceived": b })),
+        _ => None,
+    };
+    ecr_error_response(ecr_type(e), &e.to_string(), extra)
 }
 
 /// An OCI error response: `{"errors":[{"code","message","detail"}]}`.

@@ -1,7 +1,10 @@
-//! HTTP front end. `/v2/` speaks the OCI distribution API; each handler parses the request,
-//! calls the registry service, and writes the response. Service errors become OCI error bodies in
-//! one place, [`error`].
+//! HTTP front end. `/v2/` speaks the OCI distribution API, `POST /` the Amazon ECR API (JSON 1.1,
+//! SigV4), `/token` issues Docker bearer tokens. Each handler parses the request, calls the
+//! registry service, and writes the response. Service errors become OCI error bodies or ECR
+//! exceptions in one place, [`error`].
 
+mod auth;
+mod ecr;
 mod error;
 mod oci;
 
@@ -12,18 +15,45 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::{any, get, post};
 use berth_service::Registry;
 
 pub use error::ApiError;
 
+/// Which challenge a `/v2/` request without credentials gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Challenge {
+    /// `Basic`: the client sends the login password on every request (what ECR answers).
+    #[default]
+    Basic,
+    /// `Bearer realm=<url>/token`: the client trades the password for a scoped token.
+    Bearer,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Serve `/v2/` without credentials (local experiments only).
+    pub anonymous: bool,
+    pub challenge: Challenge,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    pub options: Options,
 }
 
 /// The whole HTTP application.
-pub fn router(registry: Registry) -> Router {
-    oci::routes().with_state(AppState { registry }).layer(middleware::from_fn(common_headers))
+pub fn router(registry: Registry, options: Options) -> Router {
+    let state = AppState { registry, options };
+    let v2 = oci::routes().route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .route("/", post(ecr::handle))
+        .route("/token", get(auth::token))
+        .route("/berth/layers/{*rest}", any(auth::download))
+        .merge(v2)
+        .with_state(state)
+        .layer(middleware::from_fn(common_headers))
 }
 
 async fn common_headers(req: Request, next: Next) -> Response {

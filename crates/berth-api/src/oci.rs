@@ -71,6 +71,17 @@ impl Target<'_> {
     }
 }
 
+/// The repository a `/v2/<rest>` path addresses.
+pub(crate) fn repo_of_path(rest: &str) -> Option<&str> {
+    parse_path(rest).map(|t| match t {
+        Target::Blob(n, _)
+        | Target::Uploads(n, _)
+        | Target::Manifest(n, _)
+        | Target::Tags(n)
+        | Target::Referrers(n, _) => n,
+    })
+}
+
 fn parse_path(rest: &str) -> Option<Target<'_>> {
     let (prefix, last) = rest.rsplit_once('/')?;
     if let Some(name) = prefix.strip_suffix("/blobs/uploads") {
@@ -155,7 +166,13 @@ fn parse_range(v: &str) -> Option<RangeRequest> {
     Some(RangeRequest::From { first, last })
 }
 
-async fn get_blob(st: &AppState, name: &str, digest: &str, method: &Method, headers: &HeaderMap) -> Result<Response> {
+pub(crate) async fn get_blob(
+    st: &AppState,
+    name: &str,
+    digest: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
     let range = match headers.get(header::RANGE) {
@@ -366,6 +383,9 @@ async fn get_manifest(
             m.media_type
         ))
         .into());
+    }
+    if *method == Method::GET {
+        st.registry.record_pull(&repo, &m.digest);
     }
     let mut res = Response::new(if *method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) });
     let h = res.headers_mut();

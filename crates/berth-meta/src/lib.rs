@@ -6,7 +6,10 @@
 //! before they reach this crate.
 
 mod batch;
+mod ecr;
 mod migrate;
+
+pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +32,16 @@ pub enum MetaError {
     Referenced { child: String, parent: String },
     #[error("upload {0} was changed concurrently")]
     UploadConflict(String),
+    #[error("tag {0} is immutable")]
+    TagImmutable(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("repository is not empty")]
+    NotEmpty,
+    #[error("a resource may have at most {0} tags")]
+    TooManyTags(usize),
     #[error("database commit failed: {0}")]
     Commit(String),
     #[error("the metadata store is shut down")]
@@ -83,6 +96,16 @@ pub struct NewManifest<'a> {
     pub blobs: &'a [String],
     pub children: &'a [String],
     pub tag: Option<&'a str>,
+    /// Refuse to move `tag` if it already names another manifest.
+    pub immutable_tag: bool,
+}
+
+/// What storing a manifest changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub new_manifest: bool,
+    /// The tag already named this manifest (or no tag was given).
+    pub tag_unchanged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,7 +366,7 @@ impl Meta {
     /// Stores a manifest, its references and optionally a tag, atomically. Fails with
     /// [`MetaError::MissingReferences`] (storing nothing) if a referenced blob is not linked into
     /// the repository or a child manifest is not in it.
-    pub async fn put_manifest(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<()> {
+    pub async fn put_manifest(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<PutOutcome> {
         let m = OwnedManifest {
             digest: m.digest.to_string(),
             media_type: m.media_type.to_string(),
@@ -354,6 +377,7 @@ impl Meta {
             blobs: m.blobs.to_vec(),
             children: m.children.to_vec(),
             tag: m.tag.map(str::to_string),
+            immutable_tag: m.immutable_tag,
         };
         self.write_tx(Box::new(move |c| Box::pin(async move { put_manifest_tx(c, repo_id, &m).await }))).await
     }
@@ -398,20 +422,7 @@ impl Meta {
                     &digest,
                 )
                 .await?;
-                for table in [
-                    "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
-                    "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
-                    "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
-                ] {
-                    sqlx::query(table).bind(repo_id).bind(digest.as_str()).execute(&mut *c).await?;
-                }
-                let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
-                    .bind(repo_id)
-                    .bind(digest.as_str())
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                Ok(n > 0)
+                delete_manifest_rows(c, repo_id, &digest).await
             })
         }))
         .await
@@ -593,9 +604,24 @@ struct OwnedManifest {
     blobs: Vec<String>,
     children: Vec<String>,
     tag: Option<String>,
+    immutable_tag: bool,
 }
 
-async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest) -> Result<()> {
+async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest) -> Result<PutOutcome> {
+    let mut tag_unchanged = true;
+    if let Some(tag) = m.tag.as_deref() {
+        let current: Option<String> = sqlx::query("SELECT manifest_digest FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .fetch_optional(&mut *c)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        tag_unchanged = current.as_deref() == Some(m.digest.as_str());
+        if m.immutable_tag && current.is_some() && !tag_unchanged {
+            return Err(MetaError::TagImmutable(tag.to_string()));
+        }
+    }
     let mut missing = Vec::new();
     for b in &m.blobs {
         let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
@@ -661,8 +687,22 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
             .execute(&mut *c)
             .await?;
         }
+        // An image's size is what its blobs add up to; an index's, its largest child's (as ECR).
+        sqlx::query(
+            "UPDATE manifests SET image_size = \
+             (SELECT COALESCE(SUM(b.size), 0) FROM manifest_blobs mb JOIN blobs b ON b.digest = mb.blob_digest \
+              WHERE mb.repo_id = $1 AND mb.manifest_digest = $2) + \
+             (SELECT COALESCE(MAX(ch.image_size), 0) FROM manifest_children mc \
+              JOIN manifests ch ON ch.repo_id = mc.repo_id AND ch.digest = mc.child_digest \
+              WHERE mc.repo_id = $1 AND mc.parent_digest = $2) \
+             WHERE repo_id = $1 AND digest = $2",
+        )
+        .bind(repo_id)
+        .bind(m.digest.as_str())
+        .execute(&mut *c)
+        .await?;
     }
-    if let Some(tag) = m.tag.as_deref() {
+    if let Some(tag) = m.tag.as_deref().filter(|_| !tag_unchanged) {
         sqlx::query(
             "INSERT INTO tags (repo_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, \
@@ -675,7 +715,25 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
         .execute(&mut *c)
         .await?;
     }
-    Ok(())
+    Ok(PutOutcome { new_manifest: inserted > 0, tag_unchanged })
+}
+
+/// Deletes a manifest with its tags and reference records; returns whether it existed.
+async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, digest: &str) -> Result<bool> {
+    for table in [
+        "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
+        "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
+        "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
+    ] {
+        sqlx::query(table).bind(repo_id).bind(digest).execute(&mut *c).await?;
+    }
+    let n = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+        .bind(repo_id)
+        .bind(digest)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
 }
 
 /// Fails with [`MetaError::Referenced`] if `sql` (which selects what references `digest`) finds

@@ -10,11 +10,19 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../migrations/0001_core.sqlite.sql"),
-    postgres: include_str!("../migrations/0001_core.postgres.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../migrations/0001_core.sqlite.sql"),
+        postgres: include_str!("../migrations/0001_core.postgres.sql"),
+    },
+    // Written in the SQL both dialects accept.
+    Migration {
+        version: 2,
+        sqlite: include_str!("../migrations/0002_ecr.sql"),
+        postgres: include_str!("../migrations/0002_ecr.sql"),
+    },
+];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let mut tx = pool.begin().await?;

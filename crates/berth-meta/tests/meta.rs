@@ -33,6 +33,7 @@ fn manifest<'a>(digest: &'a str, blobs: &'a [String], children: &'a [String], ta
         blobs,
         children,
         tag,
+        immutable_tag: false,
     }
 }
 

@@ -59,7 +59,8 @@ impl Cache {
         if !self.enabled {
             return None;
         }
-        self.read().repos.get(repo).map(|r| r.id)
+        // Id 0 marks a forgotten (deleted) repository: its entry stays so versions keep rising.
+        self.read().repos.get(repo).map(|r| r.id).filter(|&id| id != 0)
     }
 
     pub fn set_repo_id(&self, repo: &str, id: i64) {
@@ -145,6 +146,17 @@ impl Cache {
         if let Some(r) = self.write().repos.get_mut(repo) {
             r.version += 1;
             r.blobs.remove(digest);
+        }
+    }
+
+    /// The repository was deleted.
+    pub fn forget_repo(&self, repo: &str) {
+        if let Some(r) = self.write().repos.get_mut(repo) {
+            r.version += 1;
+            r.id = 0;
+            r.tags.clear();
+            r.digests.clear();
+            r.blobs.clear();
         }
     }
 

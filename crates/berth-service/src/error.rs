@@ -35,6 +35,54 @@ pub enum Error {
     ManifestTooLarge(usize),
     #[error("{0}")]
     Conflict(String),
+    /// A push to a repository that does not exist and that no creation template may create.
+    #[error(
+        "repository {0} does not exist and no repository creation template allows creating it on push; create it \
+         first (aws ecr create-repository --repository-name {0}) or add a CREATE_ON_PUSH template"
+    )]
+    RepoNotCreated(String),
+    #[error("The repository with name '{0}' already exists in the registry")]
+    RepositoryAlreadyExists(String),
+    #[error("The repository with name '{0}' cannot be deleted because it still contains images")]
+    RepositoryNotEmpty(String),
+    #[error(
+        "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the \
+         tag is immutable."
+    )]
+    TagImmutable { repo: String, tag: String },
+    #[error("{0}")]
+    ImageAlreadyExists(String),
+    #[error("{0}")]
+    ImageNotFound(String),
+    #[error("{0}")]
+    ImageDigestMismatch(String),
+    #[error("manifest references images that are not in the repository: {0}")]
+    ReferencedImagesNotFound(String),
+    #[error("A repository creation template with prefix '{0}' already exists")]
+    TemplateAlreadyExists(String),
+    #[error("No repository creation template with prefix '{0}' exists")]
+    TemplateNotFound(String),
+    #[error("{0}")]
+    TooManyTags(String),
+    #[error("{0}")]
+    InvalidTagParameter(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    LayerAlreadyExists(String),
+    #[error("{0}")]
+    EmptyUpload(String),
+    #[error("{0}")]
+    LayerPartTooSmall(String),
+    #[error("{0}")]
+    InvalidLayer(String),
+    #[error("{message}")]
+    InvalidLayerPart { message: String, last_valid_byte: Option<u64> },
+    /// Credentials that are missing, unknown, expired or not valid for what was asked.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     PaginationInvalid(String),
     #[error("internal error: {0}")]
@@ -68,7 +116,11 @@ impl From<ManifestError> for Error {
 impl From<MetaError> for Error {
     fn from(e: MetaError) -> Self {
         match e {
+            MetaError::MissingReferences(v) if v.iter().all(|m| m.starts_with("manifest ")) => {
+                Error::ReferencedImagesNotFound(v.join(", "))
+            }
             MetaError::MissingReferences(v) => Error::ManifestBlobUnknown(v.join(", ")),
+            MetaError::TooManyTags(n) => Error::TooManyTags(format!("a repository may have at most {n} tags")),
             MetaError::Referenced { child, parent } => {
                 Error::Conflict(format!("{child} is referenced by manifest {parent}; delete that first"))
             }

@@ -1,7 +1,9 @@
 //! Registry use cases: pushing and pulling blobs and manifests, uploads, tags, discovery and
 //! consistency checks. Nothing here knows HTTP: the API crate translates requests into these calls.
 
+pub mod auth;
 mod cache;
+pub mod ecr;
 mod error;
 mod fsck;
 mod upload;
@@ -13,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use berth_blob::{BlobBody, BlobStore};
 use berth_core::manifest::MAX_MANIFEST_SIZE;
 use berth_core::{Algorithm, Digest, Reference, RepoName, parse_manifest};
-use berth_meta::{Backend, ManifestRow, Meta, NewManifest};
+use berth_meta::{Backend, ManifestRow, Meta, NewManifest, PutOutcome};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+pub use auth::{AccessKey, Auth, Principal, Scope};
+pub use ecr::{Repository, Template};
 pub use error::{Error, Result};
 pub use fsck::FsckReport;
 pub use upload::{BodyStream, UploadStatus};
@@ -32,6 +36,47 @@ pub struct Registry {
     /// Uploads being written by a request on this node: one request at a time per upload.
     busy_uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     cache: Arc<cache::Cache>,
+    settings: Arc<Settings>,
+    auth: Arc<Auth>,
+    /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
+    /// write per pull would make every pull a database write (ECR, too, records them lazily).
+    pulls: Arc<Mutex<HashMap<(String, String), i64>>>,
+}
+
+/// The registry's identity and start-up choices.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// 12-digit registry (account) id.
+    pub registry_id: String,
+    pub region: String,
+    /// Base URL clients reach the registry at (`http://127.0.0.1:5000`); its host is in
+    /// repository URIs.
+    pub public_url: String,
+    /// On first start, add a `ROOT` creation template that creates repositories on push.
+    pub create_on_push: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            registry_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            public_url: "http://127.0.0.1:5000".into(),
+            create_on_push: true,
+        }
+    }
+}
+
+impl Settings {
+    /// `host[:port]` of the public URL.
+    pub fn public_host(&self) -> &str {
+        let rest = self.public_url.split_once("://").map_or(self.public_url.as_str(), |(_, r)| r);
+        rest.trim_end_matches('/')
+    }
+
+    pub fn root_arn(&self) -> String {
+        format!("arn:aws:iam::{}:root", self.registry_id)
+    }
 }
 
 /// A byte range as a client asked for it: `first-last`, `first-` or `-suffix_len`.
@@ -86,10 +131,50 @@ pub fn parse_digest(s: &str) -> Result<Digest> {
 }
 
 impl Registry {
-    pub fn new(meta: Meta, blobs: Arc<dyn BlobStore>) -> Self {
+    /// Opens the registry service over its stores: loads (or creates, once for all nodes) the
+    /// token-signing key, and on first start adds the default creation template.
+    pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, settings: Settings, keys: Vec<AccessKey>) -> Result<Self> {
+        let fresh = hex::encode(berth_crypto::random_bytes());
+        let stored = meta.setting_or_init("token_key", &fresh).await?;
+        let master = hex::decode(&stored)
+            .ok()
+            .and_then(|b| berth_crypto::token::TokenKey::from_bytes(&b))
+            .ok_or_else(|| Error::Internal("stored token key is corrupt".into()))?;
         // Only one node can use a SQLite database, so only there can this process see every write.
         let cache = Arc::new(cache::Cache::new(meta.backend() == Backend::Sqlite));
-        Registry { meta, blobs, busy_uploads: Arc::default(), cache }
+        let r = Registry {
+            meta,
+            blobs,
+            busy_uploads: Arc::default(),
+            cache,
+            auth: Arc::new(Auth::new(&master, keys)),
+            settings: Arc::new(settings),
+            pulls: Arc::default(),
+        };
+        if r.meta.setting("templates_seeded").await?.is_none() {
+            if r.settings.create_on_push {
+                let t = Template {
+                    description: Some("Created by Berth: repositories are created on first push".into()),
+                    applied_for: vec!["CREATE_ON_PUSH".into()],
+                    image_tag_mutability: Some("MUTABLE".into()),
+                    ..Template::default()
+                };
+                match r.create_template("ROOT", t).await {
+                    Ok(_) | Err(Error::TemplateAlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            r.meta.put_setting("templates_seeded", "1").await?;
+        }
+        Ok(r)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     pub fn meta(&self) -> &Meta {
@@ -105,11 +190,21 @@ impl Registry {
         Ok(id)
     }
 
+    /// The repository's id; a push to a missing one creates it when a creation template allows.
     async fn ensure_repo(&self, repo: &RepoName) -> Result<i64> {
         if let Some(id) = self.cache.repo_id(repo.as_str()) {
             return Ok(id);
         }
-        let id = self.meta.ensure_repo(repo.as_str()).await?;
+        let id = match self.meta.repo_id(repo.as_str()).await? {
+            Some(id) => id,
+            None => {
+                let (settings, tags) = self
+                    .template_for(repo.as_str(), "CREATE_ON_PUSH")
+                    .await?
+                    .ok_or_else(|| Error::RepoNotCreated(repo.to_string()))?;
+                self.meta.create_repo(repo.as_str(), &settings, &tags, true).await?.id
+            }
+        };
         self.cache.set_repo_id(repo.as_str(), id);
         Ok(id)
     }
@@ -155,6 +250,9 @@ impl Registry {
     /// Links a blob that another repository holds into `repo`. Returns its size, or `None` when
     /// it cannot be mounted (the client then uploads it).
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<Option<u64>> {
+        if !self.blob_mounting().await? {
+            return Ok(None);
+        }
         let key = digest.to_string();
         let size = match from {
             Some(src) => match self.meta.repo_id(src.as_str()).await? {
@@ -182,19 +280,35 @@ impl Registry {
         body: &[u8],
     ) -> Result<PutManifest> {
         let reference = Reference::parse(reference)?;
+        let (tag, digest) = match &reference {
+            Reference::Tag(t) => (Some(t.as_str()), None),
+            Reference::Digest(d) => (None, Some(d)),
+        };
+        let repo_id = self.ensure_repo(repo).await?;
+        Ok(self.store_manifest(repo, repo_id, tag, digest, content_type, body).await?.0)
+    }
+
+    /// Validates and stores a manifest, tagging it `tag`; `digest`, if given, must be its digest.
+    pub(crate) async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        repo_id: i64,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(PutManifest, PutOutcome)> {
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(Error::ManifestTooLarge(body.len()));
         }
-        let algorithm = match &reference {
-            Reference::Digest(d) => d.algorithm(),
-            Reference::Tag(_) => Algorithm::Sha256,
-        };
-        let digest = berth_crypto::digest_of(algorithm, body);
-        if let Reference::Digest(d) = &reference
-            && *d != digest
+        let algorithm = digest.map_or(Algorithm::Sha256, |d| d.algorithm());
+        let actual = berth_crypto::digest_of(algorithm, body);
+        if let Some(d) = digest
+            && *d != actual
         {
-            return Err(Error::DigestInvalid(format!("manifest digest is {digest}, not {d} as the URL says")));
+            return Err(Error::DigestInvalid(format!("manifest digest is {actual}, not {d} as the URL says")));
         }
+        let digest = actual;
         let parsed = parse_manifest(body, content_type)?;
         let blobs: Vec<String> = parsed
             .blobs
@@ -209,13 +323,16 @@ impl Registry {
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).expect("a JSON map serializes"));
-        let tag = match &reference {
-            Reference::Tag(t) => Some(t.as_str()),
-            Reference::Digest(_) => None,
+        let immutable_tag = match tag {
+            Some(t) => match self.meta.get_repo(repo.as_str()).await? {
+                Some(r) => ecr::tag_is_immutable(&r.settings, t),
+                None => false,
+            },
+            None => false,
         };
-        let repo_id = self.ensure_repo(repo).await?;
         let digest_str = digest.to_string();
-        self.meta
+        let outcome = self
+            .meta
             .put_manifest(
                 repo_id,
                 &NewManifest {
@@ -228,13 +345,18 @@ impl Registry {
                     blobs: &blobs,
                     children: &children,
                     tag,
+                    immutable_tag,
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                berth_meta::MetaError::TagImmutable(tag) => Error::TagImmutable { repo: repo.to_string(), tag },
+                e => e.into(),
+            })?;
         if let Some(t) = tag {
             self.cache.drop_tag(repo.as_str(), t);
         }
-        Ok(PutManifest { digest, subject: parsed.subject.map(|s| s.digest) })
+        Ok((PutManifest { digest, subject: parsed.subject.map(|s| s.digest) }, outcome))
     }
 
     pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Arc<Manifest>> {

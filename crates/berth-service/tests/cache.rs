@@ -21,7 +21,9 @@ fn manifest(config: &str) -> Vec<u8> {
 async fn tag_moves_and_deletes_are_never_served_stale() {
     let dir = tempfile::tempdir().unwrap();
     let meta = Meta::connect(&format!("sqlite://{}", dir.path().join("m.db").display())).await.unwrap();
-    let reg = Registry::new(meta, Arc::new(FsBlobStore::open(dir.path()).unwrap()));
+    let reg = Registry::open(meta, Arc::new(FsBlobStore::open(dir.path()).unwrap()), Default::default(), vec![])
+        .await
+        .unwrap();
     let repo = RepoName::parse("cache/test").unwrap();
     let cfg = berth_crypto::digest_of(Algorithm::Sha256, b"{}");
     let body = futures_util::stream::iter([Ok(Bytes::from_static(b"{}"))]).boxed();

@@ -20,6 +20,20 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Log filter, as in `RUST_LOG` (`info`, `debug`, `berth_api=debug`, ...).
     pub log: String,
+    /// The registry's 12-digit account id, in ARNs and API answers.
+    pub registry_id: String,
+    /// The AWS region clients sign requests for.
+    pub region: String,
+    /// URL clients reach this registry at; its host is in repository URIs.
+    /// Default: `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Serve `/v2/` without credentials. For local experiments only.
+    pub allow_anonymous: bool,
+    /// The challenge `/v2/` answers unauthenticated requests with: `basic` (as ECR) or `bearer`
+    /// (Docker token flow through `/token`). Both kinds of credentials are accepted either way.
+    pub auth_challenge: String,
+    /// On first start, add a ROOT repository creation template so pushes create repositories.
+    pub create_on_push: bool,
 }
 
 impl Default for Config {
@@ -29,6 +43,12 @@ impl Default for Config {
             data_dir: PathBuf::from("berth-data"),
             database_url: None,
             log: "info".into(),
+            registry_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            public_url: None,
+            allow_anonymous: false,
+            auth_challenge: "basic".into(),
+            create_on_push: true,
         }
     }
 }
@@ -46,7 +66,18 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-pub const ENV_KEYS: [&str; 4] = ["listen", "data_dir", "database_url", "log"];
+pub const ENV_KEYS: [&str; 10] = [
+    "listen",
+    "data_dir",
+    "database_url",
+    "log",
+    "registry_id",
+    "region",
+    "public_url",
+    "allow_anonymous",
+    "auth_challenge",
+    "create_on_push",
+];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -58,11 +89,44 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String>
     }
     fig.merge(Env::prefixed("BERTH_").only(&ENV_KEYS))
         .merge(Serialized::defaults(overrides))
-        .extract()
+        .extract::<Config>()
         .map_err(|e| format!("invalid configuration: {e}"))
+        .and_then(Config::validated)
 }
 
 impl Config {
+    fn validated(self) -> Result<Config, String> {
+        if self.registry_id.len() != 12 || !self.registry_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("invalid configuration: registry_id must be 12 digits, not {:?}", self.registry_id));
+        }
+        let region_ok = (2..=25).contains(&self.region.len())
+            && self.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(format!("invalid configuration: region {:?} is not a region name like us-east-1", self.region));
+        }
+        if self.auth_challenge != "basic" && self.auth_challenge != "bearer" {
+            return Err(format!(
+                "invalid configuration: auth_challenge must be \"basic\" or \"bearer\", not {:?}",
+                self.auth_challenge
+            ));
+        }
+        if let Some(u) = &self.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(format!("invalid configuration: public_url must start with http:// or https://, not {u:?}"));
+        }
+        Ok(self)
+    }
+
+    /// The public URL, defaulting to the listen address (`localhost` for a wildcard address).
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None if self.listen.ip().is_unspecified() => format!("http://localhost:{}", self.listen.port()),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
     }
@@ -87,6 +151,15 @@ mod tests {
             jail.create_file("bad.toml", "listne = \"x\"")?;
             assert!(load(Some(Path::new("bad.toml")), Overrides::default()).unwrap_err().contains("listne"));
             assert!(load(Some(Path::new("missing.toml")), Overrides::default()).is_err());
+            jail.create_file("id.toml", "registry_id = \"12345\"")?;
+            assert!(load(Some(Path::new("id.toml")), Overrides::default()).unwrap_err().contains("12 digits"));
+            jail.set_env("BERTH_AUTH_CHALLENGE", "digest");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("auth_challenge"));
+            jail.set_env("BERTH_AUTH_CHALLENGE", "bearer");
+            jail.set_env("BERTH_ALLOW_ANONYMOUS", "true");
+            let c = load(None, Overrides::default()).unwrap();
+            assert!(c.allow_anonymous);
+            assert_eq!(c.public_url(), "http://127.0.0.1:5000");
             Ok(())
         });
     }

@@ -1,6 +1,8 @@
-//! The `berth` command: `berth serve` runs the registry, `berth fsck` checks its storage.
+//! The `berth` command: `berth serve` runs the registry, `berth fsck` checks its storage,
+//! `berth get-login-password` prints a `docker login` password for the root key.
 
 mod config;
+mod credentials;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use berth_blob::FsBlobStore;
 use berth_meta::Meta;
-use berth_service::Registry;
+use berth_service::{Registry, Settings};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
@@ -23,8 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the registry (OCI distribution API on /v2/).
+    /// Run the registry (OCI distribution API on /v2/, ECR API on POST /).
     Serve(Common),
+    /// Print a `docker login --username AWS` password for the root access key, valid 12 hours
+    /// (as `aws ecr get-login-password` does, without needing the AWS CLI).
+    GetLoginPassword(Common),
     /// Verify every stored blob against its digest and every manifest reference; changes nothing.
     /// Exits 1 if it finds damage.
     Fsck(Common),
@@ -32,7 +37,7 @@ enum Command {
 
 #[derive(Args)]
 struct Common {
-    /// TOML configuration file (keys: listen, data_dir, database_url, log).
+    /// TOML configuration file (keys: see docs/CONFIGURATION.md).
     #[arg(long, short, env = "BERTH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000] [env: BERTH_LISTEN].
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
     let (cmd, common) = match cli.command {
         Command::Serve(c) => ("serve", c),
         Command::Fsck(c) => ("fsck", c),
+        Command::GetLoginPassword(c) => ("get-login-password", c),
     };
     let cfg = match common.load() {
         Ok(c) => c,
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
     let r = rt.block_on(async {
         match cmd {
             "serve" => serve(cfg).await,
+            "get-login-password" => login_password(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -98,17 +105,35 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open_registry(cfg: &Config) -> Result<Registry, String> {
+async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Result<Registry, String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
     let blobs = FsBlobStore::open(&cfg.data_dir)
         .map_err(|e| format!("cannot open blob storage in {}: {e}", cfg.data_dir.display()))?;
     let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
-    Ok(Registry::new(meta, Arc::new(blobs)))
+    let settings = Settings {
+        registry_id: cfg.registry_id.clone(),
+        region: cfg.region.clone(),
+        public_url: cfg.public_url(),
+        create_on_push: cfg.create_on_push,
+    };
+    Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+}
+
+async fn login_password(cfg: Config) -> Result<ExitCode, String> {
+    let root = credentials::existing_root_key(&cfg)?;
+    let registry = open_registry(&cfg, vec![root.clone()]).await?;
+    let p = registry.auth().principal_of(&root);
+    println!("{}", registry.auth().issue_login(&p).0);
+    registry.meta().close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(cfg: Config) -> Result<ExitCode, String> {
-    let registry = open_registry(&cfg).await?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
+    let root = credentials::root_key(&cfg)?;
+    let registry = open_registry(&cfg, vec![root.key.clone()]).await?;
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -117,15 +142,58 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         Some(u) if u.starts_with("postgres") => "PostgreSQL".to_string(),
         _ => format!("SQLite ({})", cfg.database_url().trim_start_matches("sqlite://")),
     };
+    let public = cfg.public_url();
+    let host = registry.settings().public_host().to_string();
     println!("Berth {} is ready.", env!("CARGO_PKG_VERSION"));
-    println!("  listening on    http://{addr}  (OCI distribution API at /v2/)");
+    println!("  listening on    http://{addr}  (OCI distribution API at /v2/, ECR API at POST /)");
     println!("  data directory  {}", data_dir.display());
     println!("  metadata        {db}");
-    println!("  access          anonymous (no authentication yet)");
+    println!("  registry        {} in {} (public URL {public})", cfg.registry_id, cfg.region);
+    if cfg.allow_anonymous {
+        println!("  access          ANONYMOUS: /v2/ needs no credentials (allow_anonymous = true)");
+    } else {
+        println!("  access          authentication required ({} challenge)", cfg.auth_challenge);
+    }
+    match &root.source {
+        credentials::Source::Created(path) => {
+            println!(
+                "  root access key created and saved to {} (mode 0600); the secret is shown only now:",
+                path.display()
+            );
+            println!("    export AWS_ACCESS_KEY_ID={}", root.key.id);
+            println!("    export AWS_SECRET_ACCESS_KEY={}", root.key.secret);
+            println!("    export AWS_DEFAULT_REGION={}", cfg.region);
+        }
+        credentials::Source::File(path) => {
+            println!(
+                "  root access key {} (from {}; export AWS_SHARED_CREDENTIALS_FILE={} to use it)",
+                root.key.id,
+                path.display(),
+                path.display()
+            );
+        }
+        credentials::Source::Env => println!("  root access key {} (from BERTH_ROOT_ACCESS_KEY_ID)", root.key.id),
+    }
     println!("Try it:");
-    println!("  docker tag busybox {addr}/hello:1 && docker push {addr}/hello:1");
-    println!("  curl http://{addr}/v2/_catalog");
-    let app = berth_api::router(registry.clone());
+    println!("  aws ecr create-repository --repository-name hello --endpoint-url {public}");
+    println!(
+        "  aws ecr get-login-password --endpoint-url {public} | docker login --username AWS --password-stdin {host}"
+    );
+    println!("  docker tag busybox {host}/hello:1 && docker push {host}/hello:1");
+    let challenge =
+        if cfg.auth_challenge == "bearer" { berth_api::Challenge::Bearer } else { berth_api::Challenge::Basic };
+    let app = berth_api::router(registry.clone(), berth_api::Options { anonymous: cfg.allow_anonymous, challenge });
+    // Pull times are written in batches.
+    let flusher = registry.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            if let Err(e) = flusher.flush_pulls().await {
+                tracing::warn!(error = %e, "could not record pull times");
+            }
+        }
+    });
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -133,6 +201,9 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    if let Err(e) = registry.flush_pulls().await {
+        tracing::warn!(error = %e, "could not record pull times");
+    }
     registry.meta().close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -160,7 +231,7 @@ async fn wait_for_signal() {
 }
 
 async fn fsck(cfg: Config) -> Result<ExitCode, String> {
-    let registry = open_registry(&cfg).await?;
+    let registry = open_registry(&cfg, Vec::new()).await?;
     let verbose = tracing::enabled!(tracing::Level::DEBUG);
     let report = registry
         .fsck(|msg| {

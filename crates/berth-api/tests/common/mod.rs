@@ -7,7 +7,7 @@ use std::sync::Arc;
 use berth_blob::FsBlobStore;
 use berth_core::Algorithm;
 use berth_meta::{Meta, testing};
-use berth_service::Registry;
+use berth_service::{AccessKey, Registry, Settings};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -22,8 +22,12 @@ pub enum Db {
     Postgres,
 }
 
+pub const AKID: &str = "AKIATESTTESTTESTTEST";
+pub const SECRET: &str = "test/secret/key/0123456789abcdefghijklmn";
+
 pub struct Server {
     pub base: String,
+    pub options: berth_api::Options,
     pub http: Client,
     pub dir: tempfile::TempDir,
     pub db_url: String,
@@ -33,25 +37,38 @@ pub struct Server {
 
 impl Server {
     /// Starts a server with fresh storage; `None` when PostgreSQL is skipped on purpose.
+    /// Anonymous `/v2/` access: for the OCI protocol tests.
     pub async fn start(db: Db) -> Option<Server> {
+        Self::start_with(db, berth_api::Options { anonymous: true, ..Default::default() }).await
+    }
+
+    /// Authentication required, as by default.
+    pub async fn start_secure(db: Db, challenge: berth_api::Challenge) -> Option<Server> {
+        Self::start_with(db, berth_api::Options { anonymous: false, challenge }).await
+    }
+
+    pub async fn start_with(db: Db, options: berth_api::Options) -> Option<Server> {
         let dir = tempfile::tempdir().unwrap();
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("berth.db").display()),
             Db::Postgres => testing::fresh_postgres_database(&testing::postgres_url()?).await.unwrap(),
         };
-        Some(Self::start_on(dir, db_url).await)
+        Some(Self::start_on(dir, db_url, options).await)
     }
 
-    pub async fn start_on(dir: tempfile::TempDir, db_url: String) -> Server {
+    pub async fn start_on(dir: tempfile::TempDir, db_url: String, options: berth_api::Options) -> Server {
         let meta = Meta::connect(&db_url).await.unwrap();
         let blobs = FsBlobStore::open(dir.path()).unwrap();
-        let app = berth_api::router(Registry::new(meta.clone(), Arc::new(blobs)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let settings = Settings { public_url: base.clone(), ..Settings::default() };
+        let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
+        let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key]).await.unwrap();
+        let app = berth_api::router(registry, options);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Server { base, http: Client::new(), dir, db_url, task, meta }
+        Server { base, options, http: Client::new(), dir, db_url, task, meta }
     }
 
     /// Stops this server and starts another on the same storage.
@@ -59,7 +76,7 @@ impl Server {
         self.task.abort();
         let _ = self.task.await;
         self.meta.close().await;
-        Self::start_on(self.dir, self.db_url).await
+        Self::start_on(self.dir, self.db_url, self.options).await
     }
 
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {

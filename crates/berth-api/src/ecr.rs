@@ -1,0 +1,922 @@
+//! The Amazon ECR control-plane API: AWS JSON 1.1 on `POST /`, the operation named by
+//! `X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.<Operation>`, every request signed with
+//! SigV4 (service `ecr`). Each operation reads its input shape from the botocore model, calls the
+//! registry service, and writes the output shape; errors become `{"__type","message"}`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use berth_crypto::sigv4;
+use berth_service::ecr::{
+    ImageFailure, ImageId, LayerCheck, MutabilityFilter, NewRepository, ResourceTag, StoredTemplate, TagStatus,
+    Template, parse_tag_status,
+};
+use berth_service::{Error, Principal, Repository};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ecr_error_response, ecr_response};
+
+pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
+/// Largest request body: an UploadLayerPart of 20 MiB, base64-encoded, with room for the JSON.
+const MAX_BODY: usize = 30 * 1024 * 1024;
+
+type R = Result<Value, Error>;
+
+pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let request_id = uuid_like();
+    let mut res = handle_inner(&st, req).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-amzn-requestid", v);
+    }
+    res
+}
+
+fn uuid_like() -> String {
+    let b = berth_crypto::random_bytes();
+    let h = hex::encode(&b[..16]);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+async fn handle_inner(st: &AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(op) = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .map(str::to_string)
+    else {
+        return ecr_error_response(
+            "UnknownOperationException",
+            &format!(
+                "POST / needs an X-Amz-Target header naming an operation, e.g. {TARGET_PREFIX}DescribeRepositories"
+            ),
+            None,
+        );
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(m) => return ecr_error_response("SerializationException", &m, None),
+    };
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(parts.headers.len());
+    for (n, v) in &parts.headers {
+        match v.to_str() {
+            Ok(v) => headers.push((n.as_str().to_string(), v.to_string())),
+            Err(_) => return ecr_error_response("IncompleteSignatureException", "header values must be ASCII", None),
+        }
+    }
+    let hdrs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let sreq = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &hdrs,
+        body: &body,
+    };
+    let principal = match authenticate(st, &sreq) {
+        Ok(p) => p,
+        Err(e) => return ecr_error_response(e.aws_type(), &e.to_string(), None),
+    };
+    let payload = principal.1;
+    let principal = principal.0;
+    let input: Value = if payload.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&payload) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return ecr_error_response("SerializationException", "the request body must be a JSON object", None);
+            }
+            Err(e) => return ecr_error_response("SerializationException", &format!("malformed JSON: {e}"), None),
+        }
+    };
+    tracing::debug!(operation = %op, principal = %principal.arn, "ecr request");
+    match dispatch(st, &principal, &op, input).await {
+        Ok(Some(v)) => {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], v.to_string())
+                .into_response()
+        }
+        Ok(None) => ecr_error_response(
+            "UnknownOperationException",
+            &format!("Berth does not support the ECR operation {op:?} (see docs/ECR-API.md)"),
+            None,
+        ),
+        Err(e) => ecr_response(&e),
+    }
+}
+
+async fn read_body(body: Body) -> Result<Vec<u8>, String> {
+    use futures_util::TryStreamExt;
+    let mut out = Vec::new();
+    let mut s = body.into_data_stream();
+    while let Some(chunk) = s.try_next().await.map_err(|e| format!("reading the request body: {e}"))? {
+        if out.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the request body is larger than {MAX_BODY} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn authenticate(st: &AppState, req: &sigv4::Request) -> Result<(Principal, Vec<u8>), sigv4::SigError> {
+    let auth = sigv4::parse_authorization(req)?;
+    let key = st.registry.auth().key(&auth.access_key_id).ok_or(sigv4::SigError::UnknownKey)?;
+    let s = st.registry.settings();
+    let now = berth_service::auth::now_secs();
+    let payload = sigv4::verify(&auth, &key.secret, req, &sigv4::Expect { region: &s.region, service: "ecr", now })?;
+    Ok((st.registry.auth().principal_of(key), payload))
+}
+
+fn input<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_json::from_value(v).map_err(|e| Error::InvalidParameter(format!("Invalid request: {e}")))
+}
+
+/// Seconds since the epoch, as AWS JSON timestamps are.
+fn ts(ms: i64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+async fn dispatch(st: &AppState, p: &Principal, op: &str, v: Value) -> Result<Option<Value>, Error> {
+    let r = match op {
+        "CreateRepository" => create_repository(st, v).await,
+        "DescribeRepositories" => describe_repositories(st, v).await,
+        "DeleteRepository" => delete_repository(st, v).await,
+        "PutImageTagMutability" => put_image_tag_mutability(st, v).await,
+        "PutImageScanningConfiguration" => put_image_scanning_configuration(st, v).await,
+        "CreateRepositoryCreationTemplate" => create_template(st, v).await,
+        "DescribeRepositoryCreationTemplates" => describe_templates(st, v).await,
+        "UpdateRepositoryCreationTemplate" => update_template(st, v).await,
+        "DeleteRepositoryCreationTemplate" => delete_template(st, v).await,
+        "ListImages" => list_images(st, v).await,
+        "DescribeImages" => describe_images(st, v).await,
+        "BatchGetImage" => batch_get_image(st, v).await,
+        "BatchDeleteImage" => batch_delete_image(st, v).await,
+        "PutImage" => put_image(st, v).await,
+        "ListImageReferrers" => list_image_referrers(st, v).await,
+        "BatchCheckLayerAvailability" => batch_check_layer_availability(st, v).await,
+        "InitiateLayerUpload" => initiate_layer_upload(st, v).await,
+        "UploadLayerPart" => upload_layer_part(st, v).await,
+        "CompleteLayerUpload" => complete_layer_upload(st, v).await,
+        "GetDownloadUrlForLayer" => get_download_url_for_layer(st, v).await,
+        "GetAuthorizationToken" => get_authorization_token(st, p, v).await,
+        "DescribeRegistry" => describe_registry(st).await,
+        "GetAccountSetting" => get_account_setting(st, v).await,
+        "PutAccountSetting" => put_account_setting(st, v).await,
+        "TagResource" => tag_resource(st, v).await,
+        "UntagResource" => untag_resource(st, v).await,
+        "ListTagsForResource" => list_tags_for_resource(st, v).await,
+        _ => return Ok(None),
+    };
+    r.map(Some)
+}
+
+fn registry_id(st: &AppState) -> &str {
+    &st.registry.settings().registry_id
+}
+
+// ---- shapes ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RepoRef {
+    registry_id: Option<String>,
+    repository_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageIdentifier {
+    image_digest: Option<String>,
+    image_tag: Option<String>,
+}
+
+impl From<ImageIdentifier> for ImageId {
+    fn from(i: ImageIdentifier) -> Self {
+        ImageId { digest: i.image_digest, tag: i.image_tag }
+    }
+}
+
+fn image_id_json(id: &ImageId) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(d) = &id.digest {
+        m.insert("imageDigest".into(), json!(d));
+    }
+    if let Some(t) = &id.tag {
+        m.insert("imageTag".into(), json!(t));
+    }
+    Value::Object(m)
+}
+
+fn failure_json(f: &ImageFailure) -> Value {
+    json!({ "imageId": image_id_json(&f.id), "failureCode": f.code, "failureReason": f.reason })
+}
+
+fn tags_json(tags: &[(String, String)]) -> Value {
+    Value::Array(tags.iter().map(|(k, v)| json!({ "Key": k, "Value": v })).collect())
+}
+
+fn tag_pairs(tags: Vec<ResourceTag>) -> Vec<(String, String)> {
+    tags.into_iter().map(|t| (t.key, t.value)).collect()
+}
+
+fn filters_in(filters: Option<Vec<MutabilityFilter>>) -> Result<Vec<String>, Error> {
+    filters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            if f.filter_type != "WILDCARD" {
+                return Err(Error::InvalidParameter(format!("filterType must be WILDCARD, not '{}'", f.filter_type)));
+            }
+            Ok(f.filter)
+        })
+        .collect()
+}
+
+fn filters_json(filters: &[String]) -> Value {
+    Value::Array(filters.iter().map(|f| json!({ "filterType": "WILDCARD", "filter": f })).collect())
+}
+
+fn repo_json(st: &AppState, r: &Repository) -> Value {
+    let s = &r.row.settings;
+    let mut v = json!({
+        "repositoryArn": r.arn,
+        "registryId": registry_id(st),
+        "repositoryName": r.row.name,
+        "repositoryUri": r.uri,
+        "createdAt": ts(r.row.created_at),
+        "imageTagMutability": s.tag_mutability,
+        "imageScanningConfiguration": { "scanOnPush": s.scan_on_push },
+        "encryptionConfiguration": { "encryptionType": s.encryption_type },
+    });
+    if let Some(k) = &s.kms_key {
+        v["encryptionConfiguration"]["kmsKey"] = json!(k);
+    }
+    if !r.mutability_filters.is_empty() {
+        v["imageTagMutabilityExclusionFilters"] = filters_json(&r.mutability_filters);
+    }
+    v
+}
+
+fn template_json(t: &StoredTemplate) -> Value {
+    let mut v = serde_json::to_value(&t.template).expect("templates serialize");
+    v["prefix"] = json!(t.prefix);
+    v["createdAt"] = ts(t.created_at);
+    v["updatedAt"] = ts(t.updated_at);
+    v
+}
+
+fn paged(mut v: Value, next: Option<String>) -> Value {
+    if let Some(n) = next {
+        v["nextToken"] = json!(n);
+    }
+    v
+}
+
+// ---- repositories ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateRepositoryIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    #[serde(default)]
+    tags: Vec<ResourceTag>,
+    image_tag_mutability: Option<String>,
+    image_tag_mutability_exclusion_filters: Option<Vec<MutabilityFilter>>,
+    image_scanning_configuration: Option<ScanningConfig>,
+    encryption_configuration: Option<EncryptionIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScanningConfig {
+    scan_on_push: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EncryptionIn {
+    encryption_type: String,
+    kms_key: Option<String>,
+}
+
+async fn create_repository(st: &AppState, v: Value) -> R {
+    let i: CreateRepositoryIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let new = NewRepository {
+        tag_mutability: i.image_tag_mutability,
+        mutability_filters: filters_in(i.image_tag_mutability_exclusion_filters)?,
+        scan_on_push: i.image_scanning_configuration.and_then(|s| s.scan_on_push),
+        encryption_type: i.encryption_configuration.as_ref().map(|e| e.encryption_type.clone()),
+        kms_key: i.encryption_configuration.and_then(|e| e.kms_key),
+        tags: tag_pairs(i.tags),
+    };
+    let r = st.registry.create_repository(&i.repository_name, new).await?;
+    Ok(json!({ "repository": repo_json(st, &r) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeRepositoriesIn {
+    registry_id: Option<String>,
+    repository_names: Option<Vec<String>>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+async fn describe_repositories(st: &AppState, v: Value) -> R {
+    let i: DescribeRepositoriesIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let page = st
+        .registry
+        .describe_repositories(i.repository_names.as_deref(), i.next_token.as_deref(), i.max_results)
+        .await?;
+    let repos: Vec<Value> = page.items.iter().map(|r| repo_json(st, r)).collect();
+    Ok(paged(json!({ "repositories": repos }), page.next))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteRepositoryIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_repository(st: &AppState, v: Value) -> R {
+    let i: DeleteRepositoryIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let r = st.registry.delete_repository(&i.repository_name, i.force).await?;
+    Ok(json!({ "repository": repo_json(st, &r) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutMutabilityIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_tag_mutability: String,
+    image_tag_mutability_exclusion_filters: Option<Vec<MutabilityFilter>>,
+}
+
+async fn put_image_tag_mutability(st: &AppState, v: Value) -> R {
+    let i: PutMutabilityIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let filters = filters_in(i.image_tag_mutability_exclusion_filters)?;
+    let r = st.registry.put_tag_mutability(&i.repository_name, &i.image_tag_mutability, &filters).await?;
+    let mut out = json!({
+        "registryId": registry_id(st),
+        "repositoryName": r.row.name,
+        "imageTagMutability": r.row.settings.tag_mutability,
+    });
+    if !r.mutability_filters.is_empty() {
+        out["imageTagMutabilityExclusionFilters"] = filters_json(&r.mutability_filters);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutScanningIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_scanning_configuration: ScanningConfig,
+}
+
+async fn put_image_scanning_configuration(st: &AppState, v: Value) -> R {
+    let i: PutScanningIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let on = i.image_scanning_configuration.scan_on_push.unwrap_or(false);
+    let r = st.registry.put_scan_on_push(&i.repository_name, on).await?;
+    Ok(json!({
+        "registryId": registry_id(st),
+        "repositoryName": r.row.name,
+        "imageScanningConfiguration": { "scanOnPush": r.row.settings.scan_on_push },
+    }))
+}
+
+// ---- creation templates ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateIn {
+    prefix: String,
+    #[serde(flatten)]
+    template: Template,
+}
+
+async fn create_template(st: &AppState, v: Value) -> R {
+    let i: TemplateIn = input(v)?;
+    let t = st.registry.create_template(&i.prefix, i.template).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryCreationTemplate": template_json(&t) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateUpdateIn {
+    prefix: String,
+    description: Option<String>,
+    encryption_configuration: Option<berth_service::ecr::EncryptionConfiguration>,
+    resource_tags: Option<Vec<ResourceTag>>,
+    image_tag_mutability: Option<String>,
+    image_tag_mutability_exclusion_filters: Option<Vec<MutabilityFilter>>,
+    repository_policy: Option<String>,
+    lifecycle_policy: Option<String>,
+    applied_for: Option<Vec<String>>,
+    custom_role_arn: Option<String>,
+}
+
+async fn update_template(st: &AppState, v: Value) -> R {
+    let i: TemplateUpdateIn = input(v)?;
+    let t = st
+        .registry
+        .update_template(&i.prefix, |t| {
+            // Only what the request names changes, as in ECR.
+            if let Some(x) = i.description {
+                t.description = Some(x);
+            }
+            if let Some(x) = i.encryption_configuration {
+                t.encryption_configuration = Some(x);
+            }
+            if let Some(x) = i.resource_tags {
+                t.resource_tags = x;
+            }
+            if let Some(x) = i.image_tag_mutability {
+                t.image_tag_mutability = Some(x);
+                t.image_tag_mutability_exclusion_filters = Vec::new();
+            }
+            if let Some(x) = i.image_tag_mutability_exclusion_filters {
+                t.image_tag_mutability_exclusion_filters = x;
+            }
+            if let Some(x) = i.repository_policy {
+                t.repository_policy = Some(x);
+            }
+            if let Some(x) = i.lifecycle_policy {
+                t.lifecycle_policy = Some(x);
+            }
+            if let Some(x) = i.applied_for {
+                t.applied_for = x;
+            }
+            if let Some(x) = i.custom_role_arn {
+                t.custom_role_arn = Some(x);
+            }
+        })
+        .await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryCreationTemplate": template_json(&t) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PrefixIn {
+    prefix: String,
+}
+
+async fn delete_template(st: &AppState, v: Value) -> R {
+    let i: PrefixIn = input(v)?;
+    let t = st.registry.delete_template(&i.prefix).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryCreationTemplate": template_json(&t) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeTemplatesIn {
+    #[serde(default)]
+    prefixes: Vec<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+async fn describe_templates(st: &AppState, v: Value) -> R {
+    let i: DescribeTemplatesIn = input(v)?;
+    let page = st.registry.describe_templates(&i.prefixes, i.next_token.as_deref(), i.max_results).await?;
+    let items: Vec<Value> = page.items.iter().map(template_json).collect();
+    Ok(paged(json!({ "registryId": registry_id(st), "repositoryCreationTemplates": items }), page.next))
+}
+
+// ---- images ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImagesFilter {
+    tag_status: Option<String>,
+    image_status: Option<String>,
+}
+
+/// The tag status a filter selects; `None` when it selects nothing: Berth has no archive storage
+/// class, so no image is ever ARCHIVED or ACTIVATING.
+fn tag_status(f: Option<ImagesFilter>) -> Result<Option<TagStatus>, Error> {
+    if let Some(s) = f.as_ref().and_then(|f| f.image_status.as_deref())
+        && s != "ACTIVE"
+        && s != "ANY"
+    {
+        return Ok(None);
+    }
+    Ok(Some(parse_tag_status(f.as_ref().and_then(|f| f.tag_status.as_deref()))?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListImagesIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    filter: Option<ImagesFilter>,
+}
+
+async fn list_images(st: &AppState, v: Value) -> R {
+    let i: ListImagesIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let Some(status) = tag_status(i.filter)? else {
+        st.registry.repository(&i.repository_name).await?;
+        return Ok(json!({ "imageIds": [] }));
+    };
+    let page = st.registry.list_image_ids(&i.repository_name, status, i.next_token.as_deref(), i.max_results).await?;
+    let ids: Vec<Value> = page.items.iter().map(image_id_json).collect();
+    Ok(paged(json!({ "imageIds": ids }), page.next))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeImagesIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_ids: Option<Vec<ImageIdentifier>>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    filter: Option<ImagesFilter>,
+}
+
+async fn describe_images(st: &AppState, v: Value) -> R {
+    let i: DescribeImagesIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let Some(status) = tag_status(i.filter)? else {
+        st.registry.repository(&i.repository_name).await?;
+        return Ok(json!({ "imageDetails": [] }));
+    };
+    let ids: Option<Vec<ImageId>> = i.image_ids.map(|v| v.into_iter().map(Into::into).collect());
+    let page = st
+        .registry
+        .describe_images(&i.repository_name, ids.as_deref(), status, i.next_token.as_deref(), i.max_results)
+        .await?;
+    let details: Vec<Value> = page
+        .items
+        .iter()
+        .map(|img| {
+            let mut d = json!({
+                "registryId": registry_id(st),
+                "repositoryName": i.repository_name,
+                "imageDigest": img.digest,
+                "imageSizeInBytes": img.image_size,
+                "imagePushedAt": ts(img.pushed_at),
+                "imageManifestMediaType": img.media_type,
+                "imageStatus": "ACTIVE",
+            });
+            if !img.tags.is_empty() {
+                d["imageTags"] = json!(img.tags);
+            }
+            if let Some(a) = &img.artifact_type {
+                d["artifactMediaType"] = json!(a);
+            }
+            if let Some(t) = img.last_pull {
+                d["lastRecordedPullTime"] = ts(t);
+            }
+            if let Some(s) = &img.subject {
+                d["subjectManifestDigest"] = json!(s);
+            }
+            d
+        })
+        .collect();
+    Ok(paged(json!({ "imageDetails": details }), page.next))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchImagesIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_ids: Vec<ImageIdentifier>,
+    accepted_media_types: Option<Vec<String>>,
+}
+
+async fn batch_get_image(st: &AppState, v: Value) -> R {
+    let i: BatchImagesIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    if let Some(a) = &i.accepted_media_types
+        && (a.is_empty() || a.len() > 100)
+    {
+        return Err(Error::InvalidParameter("acceptedMediaTypes must list 1 to 100 media types".into()));
+    }
+    let ids: Vec<ImageId> = i.image_ids.into_iter().map(Into::into).collect();
+    let (images, failures) =
+        st.registry.batch_get_image(&i.repository_name, &ids, i.accepted_media_types.as_deref()).await?;
+    let images: Vec<Value> = images
+        .iter()
+        .map(|(id, m)| {
+            json!({
+                "registryId": registry_id(st),
+                "repositoryName": i.repository_name,
+                "imageId": image_id_json(id),
+                "imageManifest": String::from_utf8_lossy(&m.content),
+                "imageManifestMediaType": m.media_type,
+            })
+        })
+        .collect();
+    let failures: Vec<Value> = failures.iter().map(failure_json).collect();
+    Ok(json!({ "images": images, "failures": failures }))
+}
+
+async fn batch_delete_image(st: &AppState, v: Value) -> R {
+    let i: BatchImagesIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let ids: Vec<ImageId> = i.image_ids.into_iter().map(Into::into).collect();
+    let (deleted, failures) = st.registry.batch_delete_image(&i.repository_name, &ids).await?;
+    let deleted: Vec<Value> = deleted.iter().map(image_id_json).collect();
+    let failures: Vec<Value> = failures.iter().map(failure_json).collect();
+    Ok(json!({ "imageIds": deleted, "failures": failures }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutImageIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_manifest: String,
+    image_manifest_media_type: Option<String>,
+    image_tag: Option<String>,
+    image_digest: Option<String>,
+}
+
+async fn put_image(st: &AppState, v: Value) -> R {
+    let i: PutImageIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let (id, m) = st
+        .registry
+        .put_image(
+            &i.repository_name,
+            &i.image_manifest,
+            i.image_manifest_media_type.as_deref(),
+            i.image_tag.as_deref(),
+            i.image_digest.as_deref(),
+        )
+        .await?;
+    Ok(json!({ "image": {
+        "registryId": registry_id(st),
+        "repositoryName": i.repository_name,
+        "imageId": image_id_json(&id),
+        "imageManifest": String::from_utf8_lossy(&m.content),
+        "imageManifestMediaType": m.media_type,
+    }}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubjectId {
+    image_digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrersFilter {
+    #[serde(default)]
+    artifact_types: Vec<String>,
+    artifact_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListReferrersIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    subject_id: SubjectId,
+    filter: Option<ReferrersFilter>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+async fn list_image_referrers(st: &AppState, v: Value) -> R {
+    let i: ListReferrersIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let (types, status) = i.filter.map(|f| (f.artifact_types, f.artifact_status)).unwrap_or_default();
+    if status.as_deref().is_some_and(|s| s != "ACTIVE" && s != "ANY") {
+        st.registry.repository(&i.repository_name).await?;
+        return Ok(json!({ "referrers": [] }));
+    }
+    let page = st
+        .registry
+        .list_image_referrers(
+            &i.repository_name,
+            &i.subject_id.image_digest,
+            &types,
+            i.next_token.as_deref(),
+            i.max_results,
+        )
+        .await?;
+    let referrers: Vec<Value> = page
+        .items
+        .iter()
+        .map(|r| {
+            let mut v =
+                json!({ "digest": r.digest, "mediaType": r.media_type, "size": r.size, "artifactStatus": "ACTIVE" });
+            if let Some(a) = &r.artifact_type {
+                v["artifactType"] = json!(a);
+            }
+            if let Some(a) = r.annotations.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()) {
+                v["annotations"] = a;
+            }
+            v
+        })
+        .collect();
+    Ok(paged(json!({ "referrers": referrers }), page.next))
+}
+
+// ---- layers ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckLayersIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    layer_digests: Vec<String>,
+}
+
+async fn batch_check_layer_availability(st: &AppState, v: Value) -> R {
+    let i: CheckLayersIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let checks = st.registry.check_layers(&i.repository_name, &i.layer_digests).await?;
+    let (mut layers, mut failures) = (Vec::new(), Vec::new());
+    for c in checks {
+        match c {
+            LayerCheck::Available { digest, size } => layers.push(json!({
+                "layerDigest": digest, "layerAvailability": "AVAILABLE", "layerSize": size,
+                "mediaType": "application/vnd.docker.container.image.rootfs.diff+x-gzip",
+            })),
+            LayerCheck::Unavailable { digest } => {
+                layers.push(json!({ "layerDigest": digest, "layerAvailability": "UNAVAILABLE" }))
+            }
+            LayerCheck::Failed { digest, code, reason } => {
+                failures.push(json!({ "layerDigest": digest, "failureCode": code, "failureReason": reason }))
+            }
+        }
+    }
+    Ok(json!({ "layers": layers, "failures": failures }))
+}
+
+async fn initiate_layer_upload(st: &AppState, v: Value) -> R {
+    let i: RepoRef = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let id = st.registry.initiate_layer_upload(&i.repository_name).await?;
+    Ok(json!({ "uploadId": id, "partSize": berth_service::ecr::PART_SIZE }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadPartIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    upload_id: String,
+    part_first_byte: u64,
+    part_last_byte: u64,
+    layer_part_blob: String,
+}
+
+async fn upload_layer_part(st: &AppState, v: Value) -> R {
+    let i: UploadPartIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let data = STANDARD
+        .decode(i.layer_part_blob.as_bytes())
+        .map_err(|e| Error::InvalidParameter(format!("layerPartBlob is not valid base64: {e}")))?;
+    let last = st
+        .registry
+        .upload_layer_part(&i.repository_name, &i.upload_id, i.part_first_byte, i.part_last_byte, data)
+        .await?;
+    Ok(json!({
+        "registryId": registry_id(st),
+        "repositoryName": i.repository_name,
+        "uploadId": i.upload_id,
+        "lastByteReceived": last,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteUploadIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    upload_id: String,
+    layer_digests: Vec<String>,
+}
+
+async fn complete_layer_upload(st: &AppState, v: Value) -> R {
+    let i: CompleteUploadIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let digest = st.registry.complete_layer_upload(&i.repository_name, &i.upload_id, &i.layer_digests).await?;
+    Ok(json!({
+        "registryId": registry_id(st),
+        "repositoryName": i.repository_name,
+        "uploadId": i.upload_id,
+        "layerDigest": digest,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownloadUrlIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    layer_digest: String,
+}
+
+async fn get_download_url_for_layer(st: &AppState, v: Value) -> R {
+    let i: DownloadUrlIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let url = st.registry.layer_download_url(&i.repository_name, &i.layer_digest).await?;
+    Ok(json!({ "downloadUrl": url, "layerDigest": i.layer_digest }))
+}
+
+// ---- auth and registry ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthTokenIn {
+    registry_ids: Option<Vec<String>>,
+}
+
+async fn get_authorization_token(st: &AppState, p: &Principal, v: Value) -> R {
+    let i: AuthTokenIn = input(v)?;
+    let ids = i.registry_ids.unwrap_or_default();
+    if ids.len() > 10 {
+        return Err(Error::InvalidParameter("registryIds may list at most 10 registries".into()));
+    }
+    for id in &ids {
+        st.registry.check_registry_id(Some(id))?;
+    }
+    let (password, expires) = st.registry.auth().issue_login(p);
+    let token = STANDARD.encode(format!("AWS:{password}"));
+    let endpoint = st.registry.settings().public_url.trim_end_matches('/').to_string();
+    // One entry per registry asked for; the same token serves them all.
+    let n = ids.len().max(1);
+    let data: Vec<Value> = (0..n)
+        .map(|_| json!({ "authorizationToken": token, "expiresAt": expires, "proxyEndpoint": endpoint }))
+        .collect();
+    Ok(json!({ "authorizationData": data }))
+}
+
+async fn describe_registry(st: &AppState) -> R {
+    Ok(json!({ "registryId": registry_id(st), "replicationConfiguration": { "rules": [] } }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountSettingIn {
+    name: String,
+    value: Option<String>,
+}
+
+async fn get_account_setting(st: &AppState, v: Value) -> R {
+    let i: AccountSettingIn = input(v)?;
+    let value = st.registry.account_setting(&i.name).await?;
+    Ok(json!({ "name": i.name, "value": value }))
+}
+
+async fn put_account_setting(st: &AppState, v: Value) -> R {
+    let i: AccountSettingIn = input(v)?;
+    let value = i.value.ok_or_else(|| Error::InvalidParameter("value is required".into()))?;
+    let value = st.registry.put_account_setting(&i.name, &value).await?;
+    Ok(json!({ "name": i.name, "value": value }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TagResourceIn {
+    resource_arn: String,
+    #[serde(default)]
+    tags: Vec<ResourceTag>,
+    #[serde(default)]
+    tag_keys: Vec<String>,
+}
+
+async fn tag_resource(st: &AppState, v: Value) -> R {
+    let i: TagResourceIn = input(v)?;
+    st.registry.tag_resource(&i.resource_arn, &tag_pairs(i.tags)).await?;
+    Ok(json!({}))
+}
+
+async fn untag_resource(st: &AppState, v: Value) -> R {
+    let i: TagResourceIn = input(v)?;
+    st.registry.untag_resource(&i.resource_arn, &i.tag_keys).await?;
+    Ok(json!({}))
+}
+
+async fn list_tags_for_resource(st: &AppState, v: Value) -> R {
+    let i: TagResourceIn = input(v)?;
+    let tags = st.registry.list_resource_tags(&i.resource_arn).await?;
+    Ok(json!({ "tags": tags_json(&tags) }))
+}

@@ -1,0 +1,112 @@
+//! The root access key: from `BERTH_ROOT_ACCESS_KEY_ID` / `BERTH_ROOT_SECRET_ACCESS_KEY`, else
+//! from `<data_dir>/root-credentials`, else created there on first start (mode 0600). The file is
+//! in the AWS shared-credentials format, so `AWS_SHARED_CREDENTIALS_FILE` can point at it.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use berth_service::AccessKey;
+
+use crate::config::Config;
+
+pub const FILE: &str = "root-credentials";
+
+pub enum Source {
+    Env,
+    File(PathBuf),
+    Created(PathBuf),
+}
+
+pub struct Root {
+    pub key: AccessKey,
+    pub source: Source,
+}
+
+fn from_env(cfg: &Config) -> Result<Option<AccessKey>, String> {
+    let id = std::env::var("BERTH_ROOT_ACCESS_KEY_ID").ok().filter(|s| !s.is_empty());
+    let secret = std::env::var("BERTH_ROOT_SECRET_ACCESS_KEY").ok().filter(|s| !s.is_empty());
+    match (id, secret) {
+        (Some(id), Some(secret)) => {
+            if id.len() < 16 || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err("BERTH_ROOT_ACCESS_KEY_ID must be 16 to 128 letters and digits".into());
+            }
+            if secret.len() < 16 {
+                return Err("BERTH_ROOT_SECRET_ACCESS_KEY must be at least 16 characters".into());
+            }
+            Ok(Some(AccessKey { id, secret, principal: root_arn(cfg) }))
+        }
+        (None, None) => Ok(None),
+        _ => Err("set both BERTH_ROOT_ACCESS_KEY_ID and BERTH_ROOT_SECRET_ACCESS_KEY, or neither".into()),
+    }
+}
+
+fn root_arn(cfg: &Config) -> String {
+    format!("arn:aws:iam::{}:root", cfg.registry_id)
+}
+
+fn read_file(cfg: &Config, path: &PathBuf) -> Result<AccessKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    match (value("aws_access_key_id"), value("aws_secret_access_key")) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Ok(AccessKey { id, secret, principal: root_arn(cfg) })
+        }
+        _ => Err(format!(
+            "{} lacks aws_access_key_id or aws_secret_access_key; fix it or delete it to create a new key",
+            path.display()
+        )),
+    }
+}
+
+/// The root key, creating and saving one if none is configured.
+pub fn root_key(cfg: &Config) -> Result<Root, String> {
+    if let Some(key) = from_env(cfg)? {
+        return Ok(Root { key, source: Source::Env });
+    }
+    let path = cfg.data_dir.join(FILE);
+    if path.exists() {
+        return Ok(Root { key: read_file(cfg, &path)?, source: Source::File(path) });
+    }
+    let key = AccessKey::generate(root_arn(cfg));
+    let text = format!(
+        "# Berth root access key for registry {} ({}). Keep it secret.\n\
+         # Use it with: export AWS_SHARED_CREDENTIALS_FILE={}\n\
+         [default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        cfg.registry_id,
+        cfg.region,
+        std::fs::canonicalize(&cfg.data_dir).unwrap_or(cfg.data_dir.clone()).join(FILE).display(),
+        key.id,
+        key.secret
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Root { key, source: Source::Created(path) })
+}
+
+/// The configured root key; an error (never a new key) if there is none.
+pub fn existing_root_key(cfg: &Config) -> Result<AccessKey, String> {
+    if let Some(key) = from_env(cfg)? {
+        return Ok(key);
+    }
+    let path = cfg.data_dir.join(FILE);
+    if !path.exists() {
+        return Err(format!(
+            "no root access key: {} does not exist and BERTH_ROOT_ACCESS_KEY_ID is unset (start `berth serve` once)",
+            path.display()
+        ));
+    }
+    read_file(cfg, &path)
+}
