@@ -33,7 +33,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         ManifestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
         Conflict(_) => (StatusCode::CONFLICT, "DENIED"),
-        RepoNotCreated(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        RepoNotCreated(_) | RepositoryNotFound(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
         TagImmutable { .. } => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
         ReferencedImagesNotFound(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         ImageNotFound(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
@@ -68,7 +68,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
         ManifestInvalid(_) | ManifestTooLarge(_) | UploadInvalid(_) | RangeNotSatisfiable { .. } => {
             "InvalidParameterException"
         }
-        NameUnknown(_) | RepoNotCreated(_) => "RepositoryNotFoundException",
+        NameUnknown(_) | RepoNotCreated(_) | RepositoryNotFound(_) => "RepositoryNotFoundException",
         BlobUnknown(_) | ManifestBlobUnknown(_) => "LayersNotFoundException",
         ReferencedImagesNotFound(_) => "ReferencedImagesNotFoundException",
         UploadUnknown(_) => "UploadNotFoundException",

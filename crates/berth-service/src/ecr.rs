@@ -344,8 +344,8 @@ pub enum LayerCheck {
 
 impl Registry {
     fn not_found(&self, name: &str) -> Error {
-        Error::NameUnknown(format!(
-            "'{name}' (The repository with name '{name}' does not exist in the registry with id '{}')",
+        Error::RepositoryNotFound(format!(
+            "The repository with name '{name}' does not exist in the registry with id '{}'",
             self.settings.registry_id
         ))
     }
@@ -408,7 +408,10 @@ impl Registry {
             kms_key: new.kms_key.filter(|k| !k.is_empty()),
         };
         let row = self.meta.create_repo(repo.as_str(), &settings, &new.tags, false).await.map_err(|e| match e {
-            MetaError::AlreadyExists(_) => Error::RepositoryAlreadyExists(repo.to_string()),
+            MetaError::AlreadyExists(_) => Error::RepositoryAlreadyExists(format!(
+                "The repository with name '{repo}' already exists in the registry with id '{}'",
+                self.settings.registry_id
+            )),
             e => e.into(),
         })?;
         Ok(self.repository_view(row))
@@ -451,7 +454,11 @@ impl Registry {
     pub async fn delete_repository(&self, name: &str, force: bool) -> Result<Repository> {
         let (repo, row) = self.repository(name).await?;
         self.meta.delete_repo(row.id, force).await.map_err(|e| match e {
-            MetaError::NotEmpty => Error::RepositoryNotEmpty(repo.to_string()),
+            MetaError::NotEmpty => Error::RepositoryNotEmpty(format!(
+                "The repository with name '{repo}' in registry with id '{}' cannot be deleted because it still \
+                 contains images",
+                self.settings.registry_id
+            )),
             e => e.into(),
         })?;
         self.cache.forget_repo(repo.as_str());

@@ -41,9 +41,12 @@ pub enum Error {
          first (aws ecr create-repository --repository-name {0}) or add a CREATE_ON_PUSH template"
     )]
     RepoNotCreated(String),
-    #[error("The repository with name '{0}' already exists in the registry")]
+    /// A repository the control plane was asked about does not exist (full message).
+    #[error("{0}")]
+    RepositoryNotFound(String),
+    #[error("{0}")]
     RepositoryAlreadyExists(String),
-    #[error("The repository with name '{0}' cannot be deleted because it still contains images")]
+    #[error("{0}")]
     RepositoryNotEmpty(String),
     #[error(
         "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the \

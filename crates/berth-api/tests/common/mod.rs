@@ -64,7 +64,16 @@ impl Server {
         let settings = Settings { public_url: base.clone(), ..Settings::default() };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
         let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key]).await.unwrap();
-        let app = berth_api::router(registry, options);
+        let app = berth_api::router(registry.clone(), options);
+        // As `berth serve` does, but often, so tests see pull times promptly.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if registry.flush_pulls().await.is_err() {
+                    return;
+                }
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -77,6 +86,70 @@ impl Server {
         let _ = self.task.await;
         self.meta.close().await;
         Self::start_on(self.dir, self.db_url, self.options).await
+    }
+
+    /// Signs and sends an ECR API call; returns the status and the JSON body.
+    pub async fn ecr(&self, op: &str, body: Value) -> (StatusCode, Value) {
+        self.ecr_signed(op, body, AKID, SECRET, |_| {}).await
+    }
+
+    /// Like [`Server::ecr`], with a chosen key and a hook that may alter the signed request.
+    pub async fn ecr_signed(
+        &self,
+        op: &str,
+        body: Value,
+        akid: &str,
+        secret: &str,
+        tamper: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> (StatusCode, Value) {
+        let body = body.to_string();
+        let host = self.base.trim_start_matches("http://").to_string();
+        let date = berth_crypto::time::format_amz_date(berth_service::auth::now_secs());
+        let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), host),
+            ("content-type".into(), "application/x-amz-json-1.1".into()),
+            ("x-amz-date".into(), date),
+            ("x-amz-target".into(), target),
+        ];
+        let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let req =
+            berth_crypto::sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body: body.as_bytes() };
+        let auth = berth_crypto::sigv4::sign(
+            &req,
+            akid,
+            secret,
+            "us-east-1",
+            "ecr",
+            &["content-type", "host", "x-amz-date", "x-amz-target"],
+        )
+        .unwrap();
+        headers.push(("authorization".into(), auth));
+        tamper(&mut headers);
+        let mut rb = self.http.post(format!("{}/", self.base)).body(body);
+        for (n, v) in &headers {
+            if n != "host" {
+                rb = rb.header(n.as_str(), v.as_str());
+            }
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    /// An ECR call that must succeed.
+    pub async fn ecr_ok(&self, op: &str, body: Value) -> Value {
+        let (status, v) = self.ecr(op, body).await;
+        assert_eq!(status, StatusCode::OK, "{op}: {v}");
+        v
+    }
+
+    /// An ECR call that must fail: its `__type` and message.
+    pub async fn ecr_err(&self, op: &str, body: Value) -> (String, String) {
+        let (status, v) = self.ecr(op, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{op} should fail: {v}");
+        (v["__type"].as_str().unwrap_or_default().to_string(), v["message"].as_str().unwrap_or_default().to_string())
     }
 
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
