@@ -17,9 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || { echo "apt-get install failed"; exit 1; }
 fi
-python3 -c 'import oras, requests' 2>/dev/null || {
-  echo "== installing PyPI packages: oras requests"
-  pip install -q oras requests || { echo "pip install failed"; exit 1; }
+{ python3 -c 'import oras, requests, boto3' && command -v aws; } >/dev/null 2>&1 || {
+  echo "== installing PyPI packages: oras requests awscli boto3"
+  pip install -q oras requests awscli boto3 || { echo "pip install failed"; exit 1; }
+  hash -r
 }
 
 PG_URL=$(scripts/postgres-test-server.sh) || { echo "could not start PostgreSQL"; exit 1; }
@@ -56,8 +57,10 @@ run_e2e() { # NAME [ENV=VALUE...]
   [ $rc = 0 ] || tail -n 30 "$E2E_WORK/$name.${1:-default}.out"
   record "$label" $rc
 }
-for t in serve docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
-for t in docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
+for t in serve ecr docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
+for t in ecr docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
+# The Docker token flow (Bearer challenge) with every client that follows it.
+for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=bearer; done
 
 echo
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"

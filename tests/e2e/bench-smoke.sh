@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 BENCH=${BENCH_BIN:-$ROOT/target/release/berth-bench}
 [ -x "$BENCH" ] || fail "berth-bench not built ($BENCH)"
 start_berth bench-smoke
-"$BENCH" --url "http://$REG" --pid "$BERTH_PID" --json --blob-mib 8 --images 10 --clients 4 --conns 1,4 \
+"$BENCH" --url "http://$REG" --user AWS --password "$BERTH_PASSWORD" --pid "$BERTH_PID" --json --blob-mib 8 --images 10 --clients 4 --conns 1,4 \
   --seconds 0.5 --tags 300 --repos 20 --pages 5 --mixed-seconds 1 >"$E2E_WORK/bench.json" 2>"$E2E_WORK/bench.err" \
   || { cat "$E2E_WORK/bench.err"; fail "berth-bench failed"; }
 python3 - "$E2E_WORK/bench.json" <<'PY'

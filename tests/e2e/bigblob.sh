@@ -17,17 +17,18 @@ for c in chunks(): h.update(c)
 digest = "sha256:" + h.hexdigest()
 host, port = reg.split(":")
 c = http.client.HTTPConnection(host, int(port), timeout=600)
-c.request("POST", "/v2/big/blobs/uploads/"); r = c.getresponse(); r.read()
+auth = {"Authorization": os.environ["BERTH_BASIC"]}
+c.request("POST", "/v2/big/blobs/uploads/", headers=auth); r = c.getresponse(); r.read()
 loc = r.getheader("Location")
 t = time.time()
-c.request("PATCH", loc, body=chunks(), headers={"Content-Type": "application/octet-stream"}, encode_chunked=True)
+c.request("PATCH", loc, body=chunks(), headers={"Content-Type": "application/octet-stream", **auth}, encode_chunked=True)
 r = c.getresponse(); r.read(); assert r.status == 202, r.status
 loc = r.getheader("Location")
-c.request("PUT", f"{loc}?digest={digest}"); r = c.getresponse(); r.read()
+c.request("PUT", f"{loc}?digest={digest}", headers=auth); r = c.getresponse(); r.read()
 assert r.status == 201, (r.status, r.getheader("Content-Type"))
 push = time.time() - t
 t = time.time()
-c.request("GET", f"/v2/big/blobs/{digest}"); r = c.getresponse()
+c.request("GET", f"/v2/big/blobs/{digest}", headers=auth); r = c.getresponse()
 g = hashlib.sha256(); n = 0
 while True:
     b = r.read(1 << 20)

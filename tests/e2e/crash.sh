@@ -26,6 +26,7 @@ def blob(s, repo, data, mode):
     return d
 def worker(n):
     rnd = random.Random(seed * 100 + n); s = requests.Session(); i = 0
+    s.headers["Authorization"] = os.environ["BERTH_BASIC"]
     while True:
         i += 1
         try:
@@ -62,22 +63,23 @@ done
 
 step "every tag resolves to a complete image whose blobs match their digests"
 python3 - "$REG" <<'PY'
-import hashlib, json, sys, requests
+import hashlib, json, os, sys, requests
 reg = sys.argv[1]; total = 0
-for repo in requests.get(f"http://{reg}/v2/_catalog").json()["repositories"]:
-    for tag in requests.get(f"http://{reg}/v2/{repo}/tags/list").json()["tags"]:
-        m = requests.get(f"http://{reg}/v2/{repo}/manifests/{tag}").json()
+S = requests.Session(); S.headers["Authorization"] = os.environ["BERTH_BASIC"]
+for repo in S.get(f"http://{reg}/v2/_catalog").json()["repositories"]:
+    for tag in S.get(f"http://{reg}/v2/{repo}/tags/list").json()["tags"]:
+        m = S.get(f"http://{reg}/v2/{repo}/manifests/{tag}").json()
         for d in [m["config"]] + m["layers"]:
-            b = requests.get(f"http://{reg}/v2/{repo}/blobs/{d['digest']}").content
+            b = S.get(f"http://{reg}/v2/{repo}/blobs/{d['digest']}").content
             assert "sha256:" + hashlib.sha256(b).hexdigest() == d["digest"] and len(b) == d["size"], (repo, tag, d)
         total += 1
 assert total > 0, "no image was completed in any round: the test proved nothing"
 print(f"{total} tagged images verified")
 # Pushing works again after the crashes.
 data = b"after the crashes"; d = "sha256:" + hashlib.sha256(data).hexdigest()
-r = requests.post(f"http://{reg}/v2/crash/after/blobs/uploads/?digest={d}", data=data)
+r = S.post(f"http://{reg}/v2/crash/after/blobs/uploads/?digest={d}", data=data)
 assert r.status_code == 201, r.text
-assert requests.get(f"http://{reg}/v2/crash/after/blobs/{d}").content == data
+assert S.get(f"http://{reg}/v2/crash/after/blobs/{d}").content == data
 PY
 fsck_clean
 echo "PASS crash"

@@ -1,21 +1,10 @@
 #!/usr/bin/env bash
 # docker (Debian's docker.io): build FROM scratch, push, remove, pull, run; list tags; delete.
 source "$(dirname "$0")/lib.sh"
-DOCKER_BIN=${DOCKER_BIN:-/usr/bin/docker}
-[ -x "$DOCKER_BIN" ] || fail "docker client missing (apt-get install docker.io)"
-need dockerd "apt-get install docker.io"
-D=$E2E_WORK/dockerd
-export DOCKER_HOST=unix://$D/docker.sock
-if ! "$DOCKER_BIN" info >/dev/null 2>&1; then
-  step "starting dockerd on $DOCKER_HOST"
-  mkdir -p "$D"
-  dockerd --storage-driver=vfs --iptables=false --bridge=none --host "$DOCKER_HOST" --data-root "$D/data" \
-    --exec-root "$D/exec" --pidfile "$D/pid" >"$D/log" 2>&1 &
-  for _ in $(seq 1 100); do "$DOCKER_BIN" info >/dev/null 2>&1 && break; sleep 0.3; done
-  "$DOCKER_BIN" info >/dev/null 2>&1 || { tail -20 "$D/log"; fail "dockerd did not start"; }
-fi
-docker() { "$DOCKER_BIN" "$@"; }
+start_dockerd
 start_berth docker
+step "docker login with the password from berth get-login-password"
+printf %s "$BERTH_PASSWORD" | docker login --username AWS --password-stdin "$REG" >/dev/null
 
 step "docker build FROM scratch with busybox-static"
 B=$E2E_WORK/docker-build; rm -rf "$B"; mkdir -p "$B"
@@ -39,10 +28,10 @@ docker run --rm --network none "$REG/e2e/docker:1" /bin/busybox sha256sum /data/
 [ "$(cat "$B/got")" = "$(sha256sum <"$B/random.bin" | cut -d' ' -f1)" ] || fail "layer content changed"
 
 step "delete the manifest by digest"
-digest=$(curl -fsSI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG/v2/e2e/docker/manifests/1" \
+digest=$(rcurl -fsSI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG/v2/e2e/docker/manifests/1" \
   | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')
 [ -n "$digest" ] || fail "no Docker-Content-Digest"
-code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$REG/v2/e2e/docker/manifests/$digest")
+code=$(rcurl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$REG/v2/e2e/docker/manifests/$digest")
 [ "$code" = 202 ] || fail "DELETE gave $code"
 [ "$(tags_of e2e/docker)" = "" ] || fail "tags after delete: $(tags_of e2e/docker)"
 docker rmi "$REG/e2e/docker:1" >/dev/null

@@ -13,13 +13,20 @@ need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed (./test.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_http() { # URL [seconds]
-  local i
-  for i in $(seq 1 $((${2:-20} * 10))); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+wait_http() { # URL [seconds]: any HTTP answer will do (/v2/ answers 401 without credentials)
+  local i code
+  for i in $(seq 1 $((${2:-20} * 10))); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
+    [ "$code" != 000 ] && return 0
+    sleep 0.1
+  done
   fail "nothing answers at $1"
 }
 
-# start_berth NAME: starts `berth serve` with a fresh data dir; sets BERTH_PID, REG (host:port), BERTH_DATA.
+# start_berth NAME [serve flags...]: starts `berth serve` with a fresh data dir; sets BERTH_PID,
+# REG (host:port), BERTH_DATA, and the credentials: BERTH_PASSWORD (the docker login password for
+# user AWS), BERTH_BASIC (its Basic header value), AWS_SHARED_CREDENTIALS_FILE and AWS_DEFAULT_REGION
+# (the root key, for the aws CLI and boto3), ECR_URL (the --endpoint-url).
 # The metadata backend comes from E2E_DB (sqlite, the default, or postgres with BERTH_TEST_POSTGRES_URL).
 start_berth() {
   local name=$1 port
@@ -33,12 +40,50 @@ start_berth() {
     psql "$BERTH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
     BERTH_DB_ARGS=(--database-url "${BERTH_TEST_POSTGRES_URL%/*}/$db")
   fi
-  "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$E2E_WORK/$name.log" 2>&1 &
+  shift
+  # E2E_CHALLENGE=bearer runs the same test through the Docker token flow.
+  BERTH_AUTH_CHALLENGE=${E2E_CHALLENGE:-basic} "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" "$@" >"$E2E_WORK/$name.log" 2>&1 &
   BERTH_PID=$!
   REG=127.0.0.1:$port
-  wait_http "http://$REG/v2/"
   trap 'stop_berth' EXIT
+  wait_http "http://$REG/v2/"
+  login_berth
 }
+
+# login_berth: (re)reads the credentials of the running server (see start_berth).
+login_berth() {
+  export AWS_SHARED_CREDENTIALS_FILE=$BERTH_DATA/root-credentials AWS_DEFAULT_REGION=us-east-1
+  export ECR_URL=http://$REG
+  BERTH_PASSWORD=$("$BERTH" get-login-password --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}") \
+    || fail "berth get-login-password failed"
+  BERTH_BASIC="Basic $(printf 'AWS:%s' "$BERTH_PASSWORD" | base64 -w0)"
+  export BERTH_PASSWORD BERTH_BASIC
+  # Client credential stores of this test run only.
+  export DOCKER_CONFIG=$E2E_WORK/docker-config REGISTRY_AUTH_FILE=$E2E_WORK/containers-auth.json
+  mkdir -p "$DOCKER_CONFIG"
+}
+
+# start_dockerd: a Docker engine on a private socket (vfs storage, no iptables) unless one answers
+# there already; defines `docker` as Debian's 20.10 client talking to it.
+start_dockerd() {
+  DOCKER_BIN=${DOCKER_BIN:-/usr/bin/docker}
+  [ -x "$DOCKER_BIN" ] || fail "docker client missing (apt-get install docker.io)"
+  need dockerd "apt-get install docker.io"
+  local d=$E2E_WORK/dockerd
+  export DOCKER_HOST=unix://$d/docker.sock
+  if ! "$DOCKER_BIN" info >/dev/null 2>&1; then
+    step "starting dockerd on $DOCKER_HOST"
+    mkdir -p "$d"
+    dockerd --storage-driver=vfs --iptables=false --bridge=none --host "$DOCKER_HOST" --data-root "$d/data" \
+      --exec-root "$d/exec" --pidfile "$d/pid" >"$d/log" 2>&1 &
+    for _ in $(seq 1 100); do "$DOCKER_BIN" info >/dev/null 2>&1 && break; sleep 0.3; done
+    "$DOCKER_BIN" info >/dev/null 2>&1 || { tail -20 "$d/log"; fail "dockerd did not start"; }
+  fi
+  docker() { "$DOCKER_BIN" "$@"; }
+}
+
+# rcurl ARGS...: curl with the registry login.
+rcurl() { curl -H "Authorization: $BERTH_BASIC" "$@"; }
 
 stop_berth() {
   if [ -n "${BERTH_PID:-}" ] && kill -0 "$BERTH_PID" 2>/dev/null; then
@@ -52,7 +97,7 @@ fsck_clean() {
     || { cat "$E2E_WORK/fsck.out"; fail "berth fsck found problems"; }
 }
 
-tags_of() { curl -fsS "http://$REG/v2/$1/tags/list" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["tags"]))'; }
+tags_of() { rcurl -fsS "http://$REG/v2/$1/tags/list" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["tags"]))'; }
 
 # build_layouts DIR: OCI layouts built offline from Debian's busybox-static:
 #   DIR/oci:amd64, DIR/oci:arm64 (a second platform: same binary, different content), DIR/oci:multi (index of both).

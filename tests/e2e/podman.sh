@@ -11,6 +11,8 @@ start_berth podman
 trap 'stop_berth; rm -rf "$RR"' EXIT
 podman() { command podman "${STORE[@]}" "$@"; }
 buildah() { command buildah "${STORE[@]}" "$@"; }
+step "podman login (buildah shares its auth file)"
+printf %s "$BERTH_PASSWORD" | podman login --tls-verify=false --username AWS --password-stdin "$REG" >/dev/null
 
 step "podman push"
 podman pull -q "oci:$L/oci:amd64" >/dev/null
@@ -37,7 +39,7 @@ label=$(podman inspect --format '{{index .Labels "built-by"}}' "$REG/e2e/buildah
 [ "$(tags_of e2e/buildah)" = "1" ] || fail "tags: $(tags_of e2e/buildah)"
 
 step "delete by tag (OCI 1.1 tag deletion)"
-code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$REG/v2/e2e/podman/manifests/1")
+code=$(rcurl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$REG/v2/e2e/podman/manifests/1")
 [ "$code" = 202 ] || fail "DELETE tag gave $code"
 podman pull -q --tls-verify=false "$REG/e2e/podman:1" >/dev/null 2>&1 && fail "pull of deleted tag succeeded"
 podman rmi -af >/dev/null 2>&1 || true

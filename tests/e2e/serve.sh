@@ -20,8 +20,34 @@ wait_http "http://127.0.0.1:$p1/v2/"
 grep -q "listening on    http://127.0.0.1:$p1" "$C/out" || fail "banner lacks the address: $(cat "$C/out")"
 grep -q "$C/from-env" "$C/out" || fail "BERTH_DATA_DIR did not override the file"
 grep -q "docker push 127.0.0.1:$p1/hello:1" "$C/out" || fail "banner lacks the example"
+grep -q "authentication required" "$C/out" || fail "banner does not say authentication is required"
+grep -q "export AWS_SECRET_ACCESS_KEY=" "$C/out" || fail "first start does not show the new root key"
+secret=$(sed -n 's/.*export AWS_SECRET_ACCESS_KEY=//p' "$C/out")
+[ "$(stat -c %a "$C/from-env/root-credentials")" = 600 ] || fail "root-credentials is not mode 0600"
+grep -qF "$secret" "$C/from-env/root-credentials" || fail "the printed secret is not the saved one"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p1/v2/")
+[ "$code" = 401 ] || fail "/v2/ without credentials answered $code, not 401"
+curl -sI "http://127.0.0.1:$p1/v2/" | grep -qi '^www-authenticate: Basic realm=' || fail "no Basic challenge"
 kill -TERM $pid; wait $pid || fail "exit status after SIGTERM: $?"
 [ -f "$C/from-env/berth.db" ] || fail "no database in the data directory"
+BERTH_DATA_DIR=$C/from-env "$BERTH" serve --config "$C/berth.toml" >"$C/out-again" 2>&1 &
+pid=$!
+wait_http "http://127.0.0.1:$p1/v2/"
+grep -q "AWS_SECRET_ACCESS_KEY" "$C/out-again" && fail "a restart prints the secret again"
+grep -q "root access key AKIA" "$C/out-again" || fail "a restart does not name the key: $(cat "$C/out-again")"
+kill -TERM $pid; wait $pid
+
+step "root key from the environment; anonymous mode says so"
+BERTH_ROOT_ACCESS_KEY_ID=AKIAENVIRONMENTKEY01 BERTH_ROOT_SECRET_ACCESS_KEY=environment-secret-0123456789 \
+  BERTH_ALLOW_ANONYMOUS=true "$BERTH" serve --listen "127.0.0.1:$p2" --data-dir "$C/env-key" >"$C/out-env" 2>&1 &
+pid=$!
+wait_http "http://127.0.0.1:$p2/v2/"
+grep -q "root access key AKIAENVIRONMENTKEY01 (from BERTH_ROOT_ACCESS_KEY_ID)" "$C/out-env" || fail "env key not used: $(cat "$C/out-env")"
+[ ! -e "$C/env-key/root-credentials" ] || fail "a key file was written although the key came from the environment"
+grep -q "ANONYMOUS" "$C/out-env" || fail "the banner does not warn about anonymous access"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p2/v2/")
+[ "$code" = 200 ] || fail "anonymous /v2/ answered $code"
+kill -TERM $pid; wait $pid
 "$BERTH" serve --config "$C/berth.toml" --listen "127.0.0.1:$p2" >"$C/out2" 2>&1 &
 pid=$!
 wait_http "http://127.0.0.1:$p2/v2/"
@@ -45,7 +71,8 @@ def slow():
             os.kill(pid, signal.SIGTERM)   # mid-body
         time.sleep(0.15)
         yield data[i:i + (1 << 19)]
-c.request("POST", f"/v2/drain/blobs/uploads/?digest={d}", body=slow(), encode_chunked=True)
+c.request("POST", f"/v2/drain/blobs/uploads/?digest={d}", body=slow(), encode_chunked=True,
+          headers={"Authorization": os.environ["BERTH_BASIC"]})
 r = c.getresponse()
 assert r.status == 201, f"upload in flight got {r.status} after SIGTERM"
 print("upload in flight completed after SIGTERM")

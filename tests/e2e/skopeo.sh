@@ -4,6 +4,8 @@ source "$(dirname "$0")/lib.sh"
 need skopeo "apt-get install skopeo"
 L=$E2E_WORK/layouts; build_layouts "$L"
 start_berth skopeo
+step "skopeo login"
+printf %s "$BERTH_PASSWORD" | skopeo login --tls-verify=false --username AWS --password-stdin "$REG" >/dev/null
 S=(--dest-tls-verify=false)
 
 step "skopeo copy a single image"
@@ -14,7 +16,7 @@ skopeo copy -q --all "oci:$L/oci:multi" "docker://$REG/e2e/skopeo:multi" "${S[@]
 raw=$(skopeo inspect --raw --tls-verify=false "docker://$REG/e2e/skopeo:multi")
 echo "$raw" | grep -q '"arm64"' || fail "index does not list the arm64 child: $raw"
 want=$(python3 -c "import json;print([m for m in json.load(open('$L/oci/index.json'))['manifests'] if m['annotations']['org.opencontainers.image.ref.name']=='multi'][0]['digest'])")
-got=sha256:$(curl -fsS -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REG/v2/e2e/skopeo/manifests/multi" | sha256sum | cut -d' ' -f1)
+got=sha256:$(rcurl -fsS -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REG/v2/e2e/skopeo/manifests/multi" | sha256sum | cut -d' ' -f1)
 [ "$got" = "$want" ] || fail "index bytes served differ from the bytes pushed"
 arch=$(skopeo inspect --tls-verify=false --override-arch arm64 "docker://$REG/e2e/skopeo:multi" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Architecture"])')
 [ "$arch" = arm64 ] || fail "--override-arch arm64 resolved to $arch"
