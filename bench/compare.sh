@@ -35,8 +35,13 @@ YML
 docker-registry serve "$OUT/dist.yml" >"$OUT/dist.log" 2>&1 &
 DP=$!
 trap 'kill $BP $DP 2>/dev/null; wait 2>/dev/null' EXIT
-for p in 5201 5202; do for _ in $(seq 50); do curl -fs "http://127.0.0.1:$p/v2/" >/dev/null && break; sleep 0.2; done; done
+for p in 5201 5202; do
+  for _ in $(seq 50); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/v2/")" != 000 ] && break; sleep 0.2; done
+done
 sleep 1
+# Berth is measured as deployed: authentication on, every request carrying the docker login
+# password (Basic). Distribution runs without authentication.
+BERTH_PW=$("$BIN/berth" get-login-password --data-dir "$OUT/berth-data")
 
 {
   echo "== machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -55,8 +60,9 @@ for s in blob:1 blob:2 blob:3 small:1 manifest:1 tags:1 mixed:1; do
   for reg in berth:5201:$BP dist:5202:$DP; do
     IFS=: read -r name port pid <<<"$reg"
     echo "== $scen ($round): $name"
+    CREDS=(); [ "$name" = berth ] && CREDS=(--user AWS --password "$BERTH_PW")
     "$BIN/berth-bench" --url "http://127.0.0.1:$port" --pid "$pid" --scenarios "$scen" --prefix "bench$round" --json \
-      "${ARGS[@]}" >"$OUT/$name-$scen-$round.json" 2>"$OUT/$name-$scen-$round.err" \
+      "${CREDS[@]}" "${ARGS[@]}" >"$OUT/$name-$scen-$round.json" 2>"$OUT/$name-$scen-$round.err" \
       || { tail -5 "$OUT/$name-$scen-$round.err"; echo "(scenario failed)"; }
   done
 done

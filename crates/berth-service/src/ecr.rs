@@ -900,24 +900,27 @@ impl Registry {
     pub fn record_pull(&self, repo: &RepoName, digest: &str) {
         let now = berth_meta::now_ms();
         let mut p = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        if p.len() < 100_000 {
-            p.insert((repo.to_string(), digest.to_string()), now);
+        // Repeated pulls of the same image (the common case) update in place, without allocating.
+        if let Some(t) = p.get_mut(repo.as_str()).and_then(|m| m.get_mut(digest)) {
+            *t = now;
+        } else if p.len() < 10_000 {
+            p.entry(repo.to_string()).or_default().insert(digest.to_string(), now);
         }
     }
 
     /// Writes the pull times noted since the last flush.
     pub async fn flush_pulls(&self) -> Result<()> {
-        let pending: Vec<((String, String), i64)> = {
+        let pending = {
             let mut p = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *p).into_iter().collect()
+            std::mem::take(&mut *p)
         };
         if pending.is_empty() {
             return Ok(());
         }
-        let mut rows = Vec::with_capacity(pending.len());
-        for ((repo, digest), at) in pending {
+        let mut rows = Vec::new();
+        for (repo, digests) in pending {
             if let Some(id) = self.meta.repo_id(&repo).await? {
-                rows.push((id, digest, at));
+                rows.extend(digests.into_iter().map(|(d, at)| (id, d, at)));
             }
         }
         self.meta.record_pulls(rows).await?;

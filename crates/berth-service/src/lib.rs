@@ -40,7 +40,7 @@ pub struct Registry {
     auth: Arc<Auth>,
     /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
     /// write per pull would make every pull a database write (ECR, too, records them lazily).
-    pulls: Arc<Mutex<HashMap<(String, String), i64>>>,
+    pulls: Arc<Mutex<HashMap<String, HashMap<String, i64>>>>,
 }
 
 /// The registry's identity and start-up choices.
