@@ -98,8 +98,13 @@ fn oracle_sign(
     }
 }
 
+/// `body` signed at `at` for `region`/`service`, hashing the body (no x-amz-content-sha256).
+fn signed_for(body: &[u8], at: SystemTime, region: &str, service: &str) -> Signed {
+    oracle_sign("http://127.0.0.1:5000/", body, SignableBody::Bytes(body), false, at, region, service)
+}
+
 fn signed(body: &[u8]) -> Signed {
-    oracle_sign("http://127.0.0.1:5000/", body, SignableBody::Bytes(body), false, SystemTime::now(), "us-east-1", "ecr")
+    signed_for(body, SystemTime::now(), "us-east-1", "ecr")
 }
 
 #[test]
@@ -254,64 +259,24 @@ fn wrong_key_scope_or_clock_is_rejected() {
     *s.header_mut("authorization") = s.header_mut("authorization").replace(AKID, "AKIAUNKNOWNKEY000000");
     assert_eq!(s.verify().unwrap_err(), SigError::UnknownKey);
 
-    let s = oracle_sign(
-        "http://127.0.0.1:5000/",
-        body,
-        SignableBody::Bytes(body),
-        false,
-        SystemTime::now(),
-        "eu-west-1",
-        "ecr",
-    );
+    let s = signed_for(body, SystemTime::now(), "eu-west-1", "ecr");
     let e = s.verify().unwrap_err();
     assert_eq!(e.aws_type(), "InvalidSignatureException");
     assert!(e.to_string().contains("valid region, not 'eu-west-1'"), "{e}");
 
-    let s = oracle_sign(
-        "http://127.0.0.1:5000/",
-        body,
-        SignableBody::Bytes(body),
-        false,
-        SystemTime::now(),
-        "us-east-1",
-        "s3",
-    );
+    let s = signed_for(body, SystemTime::now(), "us-east-1", "s3");
     assert!(s.verify().unwrap_err().to_string().contains("correct service: 'ecr'"));
 
     let old = SystemTime::now() - Duration::from_secs(16 * 60);
-    let s = oracle_sign("http://127.0.0.1:5000/", body, SignableBody::Bytes(body), false, old, "us-east-1", "ecr");
+    let s = signed_for(body, old, "us-east-1", "ecr");
     let e = s.verify().unwrap_err();
     assert!(e.to_string().starts_with("Signature expired:"), "{e}");
     // 14 minutes off is still accepted, both ways.
-    let s = oracle_sign(
-        "http://127.0.0.1:5000/",
-        body,
-        SignableBody::Bytes(body),
-        false,
-        SystemTime::now() - Duration::from_secs(14 * 60),
-        "us-east-1",
-        "ecr",
-    );
+    let s = signed_for(body, SystemTime::now() - Duration::from_secs(14 * 60), "us-east-1", "ecr");
     assert!(s.verify().is_ok());
-    let s = oracle_sign(
-        "http://127.0.0.1:5000/",
-        body,
-        SignableBody::Bytes(body),
-        false,
-        SystemTime::now() + Duration::from_secs(14 * 60),
-        "us-east-1",
-        "ecr",
-    );
+    let s = signed_for(body, SystemTime::now() + Duration::from_secs(14 * 60), "us-east-1", "ecr");
     assert!(s.verify().is_ok());
-    let s = oracle_sign(
-        "http://127.0.0.1:5000/",
-        body,
-        SignableBody::Bytes(body),
-        false,
-        SystemTime::now() + Duration::from_secs(16 * 60),
-        "us-east-1",
-        "ecr",
-    );
+    let s = signed_for(body, SystemTime::now() + Duration::from_secs(16 * 60), "us-east-1", "ecr");
     assert!(s.verify().unwrap_err().to_string().starts_with("Signature not yet current:"));
 
     // No Authorization at all, or a malformed one.

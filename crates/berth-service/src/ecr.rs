@@ -294,6 +294,18 @@ pub struct Paged<T> {
     pub next: Option<String>,
 }
 
+/// The first `limit` of `items` (fetched with one extra to tell whether more follow), with the
+/// token that continues after the last.
+fn paged<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Paged<T> {
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|i| encode_token(&key(i)))
+    } else {
+        None
+    };
+    Paged { items, next }
+}
+
 fn encode_token(key: &str) -> String {
     URL_SAFE_NO_PAD.encode(key)
 }
@@ -441,14 +453,9 @@ impl Registry {
         }
         let limit = check_max(max, 1000)?;
         let after = decode_token(token)?;
-        let mut rows = self.meta.list_repo_rows(after.as_deref(), limit + 1).await?;
-        let next = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| encode_token(&r.name))
-        } else {
-            None
-        };
-        Ok(Paged { items: rows.into_iter().map(|r| self.repository_view(r)).collect(), next })
+        let rows = self.meta.list_repo_rows(after.as_deref(), limit + 1).await?;
+        let page = paged(rows, limit, |r| r.name.clone());
+        Ok(Paged { items: page.items.into_iter().map(|r| self.repository_view(r)).collect(), next: page.next })
     }
 
     pub async fn delete_repository(&self, name: &str, force: bool) -> Result<Repository> {
@@ -568,19 +575,13 @@ impl Registry {
         let limit = check_max(max, 1000)?;
         let after = decode_token(token)?.unwrap_or_default();
         let all = self.meta.templates().await?;
-        let mut items: Vec<StoredTemplate> = all
+        let items: Vec<StoredTemplate> = all
             .into_iter()
             .filter(|t| prefixes.is_empty() || prefixes.contains(&t.prefix))
             .filter(|t| t.prefix.as_str() > after.as_str())
             .map(stored_template)
             .collect::<Result<_>>()?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|t| encode_token(&t.prefix))
-        } else {
-            None
-        };
-        Ok(Paged { items, next })
+        Ok(paged(items, limit, |t| t.prefix.clone()))
     }
 
     /// Settings and tags for a new repository `name` from the most specific template applied
@@ -796,14 +797,9 @@ impl Registry {
         let limit = check_max(max, 1000)?;
         let after = decode_token(token)?;
         let after = after.as_deref().map(|k| k.split_once('\t').unwrap_or((k, "")));
-        let mut rows = self.meta.list_image_ids(row.id, status, after, limit + 1).await?;
-        let next = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|(d, t)| encode_token(&format!("{d}\t{}", t.as_deref().unwrap_or(""))))
-        } else {
-            None
-        };
-        Ok(Paged { items: rows.into_iter().map(|(d, t)| ImageId { digest: Some(d), tag: t }).collect(), next })
+        let rows = self.meta.list_image_ids(row.id, status, after, limit + 1).await?;
+        let ids = rows.into_iter().map(|(d, t)| ImageId { digest: Some(d), tag: t }).collect();
+        Ok(paged(ids, limit, |i| format!("{}\t{}", i.digest.as_deref().unwrap_or(""), i.tag.as_deref().unwrap_or(""))))
     }
 
     /// DescribeImages: named images (each must exist), or a page of all.
@@ -846,14 +842,8 @@ impl Registry {
         }
         let limit = check_max(max, 1000)?;
         let after = decode_token(token)?;
-        let mut items = self.meta.list_images(row.id, status, after.as_deref(), limit + 1).await?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|i| encode_token(&i.digest))
-        } else {
-            None
-        };
-        Ok(Paged { items, next })
+        let items = self.meta.list_images(row.id, status, after.as_deref(), limit + 1).await?;
+        Ok(paged(items, limit, |i| i.digest.clone()))
     }
 
     /// ListImageReferrers: manifests whose subject is `subject`, optionally of given artifact types.
@@ -885,13 +875,7 @@ impl Registry {
             .filter(|r| r.digest.as_str() > after.as_str())
             .collect();
         items.sort_by(|a, b| a.digest.cmp(&b.digest));
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|r| encode_token(&r.digest))
-        } else {
-            None
-        };
-        Ok(Paged { items, next })
+        Ok(paged(items, limit, |r| r.digest.clone()))
     }
 
     // ---- pull times ----
