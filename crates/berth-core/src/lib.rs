@@ -4,6 +4,7 @@ pub mod digest;
 pub mod manifest;
 pub mod media;
 pub mod name;
+pub mod policy;
 pub mod wildcard;
 
 pub use digest::{Algorithm, Digest, DigestError};
