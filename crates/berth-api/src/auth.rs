@@ -14,29 +14,49 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_service::{Error, Principal, Scope};
+use berth_service::{Error, Principal, Scope, Who};
 use serde_json::json;
 
-use crate::error::error_response;
+use crate::error::{ApiError, error_response};
 use crate::{AppState, Challenge};
 
-/// What a request needs: a repository action, the catalog, or just any valid credential.
-fn required_scope(method: &Method, path: &str, query: Option<&str>) -> Option<Scope> {
+/// What a `/v2/` request needs.
+#[derive(Debug, PartialEq, Eq)]
+enum Need {
+    /// `/v2/` itself: any valid credential.
+    Login,
+    /// The catalog: a credential (each repository is filtered by what the caller may see).
+    Catalog,
+    /// An `ecr:` action on a repository, and the Docker token scope action that carries it.
+    Repo { name: String, action: &'static str, scope: &'static str },
+}
+
+/// The ECR action each OCI request performs, as ECR maps them.
+fn need(method: &Method, path: &str) -> Option<Need> {
     let rest = path.strip_prefix("/v2/")?;
     if rest.is_empty() {
-        return None;
+        return Some(Need::Login);
     }
     if rest == "_catalog" {
-        return Some(Scope { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
+        return Some(Need::Catalog);
     }
-    let name = crate::oci::repo_of_path(rest)?;
-    let action = match *method {
-        Method::GET | Method::HEAD => "pull",
-        Method::DELETE => "delete",
-        _ => "push",
+    let target = crate::oci::parse_path(rest)?;
+    use crate::oci::Target::*;
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let (action, scope) = match (&target, method) {
+        (Manifest(..), _) if read => ("ecr:BatchGetImage", "pull"),
+        (Manifest(..), &Method::DELETE) => ("ecr:BatchDeleteImage", "delete"),
+        (Manifest(..), _) => ("ecr:PutImage", "push"),
+        (Blob(..), &Method::HEAD) => ("ecr:BatchCheckLayerAvailability", "pull"),
+        (Blob(..), &Method::GET) => ("ecr:GetDownloadUrlForLayer", "pull"),
+        (Blob(..), _) => ("ecr:BatchDeleteImage", "delete"),
+        (Uploads(..), &Method::POST) => ("ecr:InitiateLayerUpload", "push"),
+        (Uploads(..), &Method::PUT) => ("ecr:CompleteLayerUpload", "push"),
+        (Uploads(..), _) => ("ecr:UploadLayerPart", "push"),
+        (Tags(..), _) => ("ecr:ListImages", "pull"),
+        (Referrers(..), _) => ("ecr:ListImageReferrers", "pull"),
     };
-    let _ = query;
-    Some(Scope { kind: "repository".into(), name: name.to_string(), actions: vec![action.into()] })
+    Some(Need::Repo { name: target.name().to_string(), action, scope })
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<Result<String, Error>> {
@@ -61,22 +81,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
-/// Checks the credentials on a `/v2/` request against what it needs.
-fn authorize(st: &AppState, req: &Request) -> Result<Principal, Error> {
-    let need = required_scope(req.method(), req.uri().path(), req.uri().query());
-    if let Some(token) = bearer(req.headers()) {
+/// The caller a request's credentials name: `Ok(None)` without credentials, the bearer token's
+/// scopes when it is one.
+fn credentials(st: &AppState, headers: &HeaderMap) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
+    if let Some(token) = bearer(headers) {
         let (p, scopes) = st.registry.auth().check_bearer(token)?;
-        return match need {
-            Some(n) if !scopes.iter().any(|s| s.allows(&n.kind, &n.name, &n.actions[0])) => {
-                Err(Error::Unauthorized(format!("the token does not grant {}:{}:{}", n.kind, n.name, n.actions[0])))
-            }
-            _ => Ok(p),
-        };
+        return Ok((p, Some(scopes)));
     }
-    match basic_password(req.headers()) {
-        Some(pw) => Ok(st.registry.auth().check_login(&pw?)?.0),
-        None => Err(Error::Unauthorized("authentication required".into())),
+    match basic_password(headers) {
+        Some(pw) => Ok((Some(st.registry.auth().check_login(&pw?)?.0), None)),
+        None => Ok((None, None)),
     }
+}
+
+fn who(principal: Option<Principal>, req: &Request) -> Who {
+    Who { principal, source_ip: crate::peer_ip(req.extensions()), secure: false }
 }
 
 /// Base URL clients reached us at, for the token realm.
@@ -97,11 +116,14 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
         Challenge::Bearer => {
             let service = st.registry.settings().public_host().to_string();
             let mut v = format!("Bearer realm=\"{base}/token\",service=\"{service}\"");
-            if let Some(s) = required_scope(req.method(), req.uri().path(), req.uri().query()) {
+            match need(req.method(), req.uri().path()) {
                 // Ask for pull and push together on writes, as Distribution does.
-                let actions =
-                    if s.actions[0] == "pull" { "pull".to_string() } else { format!("pull,{}", s.actions[0]) };
-                v.push_str(&format!(",scope=\"{}:{}:{actions}\"", s.kind, s.name));
+                Some(Need::Repo { name, scope, .. }) => {
+                    let actions = if scope == "pull" { "pull".to_string() } else { format!("pull,{scope}") };
+                    v.push_str(&format!(",scope=\"repository:{name}:{actions}\""));
+                }
+                Some(Need::Catalog) => v.push_str(",scope=\"registry:catalog:*\""),
+                _ => {}
             }
             v
         }
@@ -113,39 +135,124 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
     res
 }
 
-/// Middleware on `/v2/`: lets authenticated requests through, answers the rest with a challenge.
+/// Middleware on `/v2/`: decides each request by its credentials, the ECR action it performs
+/// and the repository's policy. Unauthenticated requests that no policy allows get a challenge;
+/// authenticated ones a 403.
 pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if st.options.anonymous {
+    let (principal, scopes) = match credentials(&st, req.headers()) {
+        Ok(c) => c,
+        Err(e) => return challenge(&st, &req, &e.to_string()),
+    };
+    if principal.is_none() && scopes.is_none() && st.options.anonymous {
         return next.run(req).await;
     }
-    match authorize(&st, &req) {
-        Ok(_) => next.run(req).await,
-        Err(e) => challenge(&st, &req, &e.to_string()),
+    let anonymous = principal.is_none();
+    let Some(need) = need(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let (name, action, scope) = match need {
+        Need::Login | Need::Catalog if anonymous => {
+            return challenge(&st, &req, "authentication required");
+        }
+        Need::Login | Need::Catalog => return next.run(req).await,
+        Need::Repo { name, action, scope } => (name, action, scope),
+    };
+    if let Some(scopes) = &scopes
+        && !scopes.iter().any(|s| s.allows("repository", &name, scope))
+    {
+        return challenge(&st, &req, &format!("the token does not grant repository:{name}:{scope}"));
     }
+    let w = who(principal, &req);
+    match st.registry.check_access(&w, action, &name).await {
+        Ok(()) => {}
+        Err(Error::AccessDenied(_)) if anonymous => return challenge(&st, &req, "authentication required"),
+        Err(e) => return ApiError(e).into_response(),
+    }
+    // A mount also reads the source repository: without pull there, upload instead.
+    let req = match mount_source(&req) {
+        Some(from) if st.registry.check_access(&w, "ecr:GetDownloadUrlForLayer", &from).await.is_err() => {
+            without_mount(req)
+        }
+        _ => req,
+    };
+    next.run(req).await
+}
+
+fn mount_source(req: &Request) -> Option<String> {
+    let q = req.uri().query()?;
+    if !q.split('&').any(|kv| kv.starts_with("mount=")) {
+        return None;
+    }
+    q.split('&').find_map(|kv| kv.strip_prefix("from=")).map(str::to_string)
+}
+
+fn without_mount(mut req: Request) -> Request {
+    let uri = req.uri().clone();
+    let path = uri.path().to_string();
+    if let Ok(u) = path.parse() {
+        *req.uri_mut() = u;
+    }
+    req
 }
 
 /// `GET /token?service=..&scope=..`: exchanges the Basic login for a bearer token.
 pub async fn token(State(st): State<AppState>, req: Request) -> Response {
     let pairs: Vec<(String, String)> =
         Query::<Vec<(String, String)>>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
+    // Without credentials the token is anonymous: it carries what public repositories allow.
     let (principal, not_after) = match basic_password(req.headers()) {
         Some(Ok(pw)) => match st.registry.auth().check_login(&pw) {
-            Ok(v) => v,
+            Ok((p, e)) => (Some(p), e),
             Err(e) => return basic_401(&st, &req, &e.to_string()),
         },
         Some(Err(e)) => return basic_401(&st, &req, &e.to_string()),
-        None => return basic_401(&st, &req, "log in with `docker login --username AWS` first"),
+        None => (None, i64::MAX),
     };
-    let scopes: Vec<Scope> = pairs
+    let requested: Vec<Scope> = pairs
         .iter()
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').filter_map(Scope::parse).collect::<Vec<_>>())
         .collect();
-    // The root principal may do everything it asks; per-principal policies come with IAM.
-    let (token, expires_in) = st.registry.auth().issue_bearer(&principal, scopes, not_after);
+    let w = who(principal.clone(), &req);
+    let mut granted = Vec::new();
+    for s in requested {
+        if let Some(g) = grant(&st, &w, s).await {
+            granted.push(g);
+        }
+    }
+    let (token, expires_in) = st.registry.auth().issue_bearer(principal.as_ref(), granted, not_after);
     let issued_at = berth_crypto::time::format_rfc3339(berth_service::auth::now_secs());
     let body = json!({ "token": token, "access_token": token, "expires_in": expires_in, "issued_at": issued_at });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The part of scope `s` the caller's policies allow.
+async fn grant(st: &AppState, w: &Who, mut s: Scope) -> Option<Scope> {
+    match s.kind.as_str() {
+        "registry" if s.name == "catalog" && w.principal.is_some() => Some(s),
+        "repository" => {
+            let mut keep = Vec::new();
+            let wanted: Vec<String> = if s.actions.iter().any(|a| a == "*") {
+                vec!["pull".into(), "push".into(), "delete".into()]
+            } else {
+                s.actions.clone()
+            };
+            for a in wanted {
+                let action = match a.as_str() {
+                    "pull" => "ecr:BatchGetImage",
+                    "push" => "ecr:PutImage",
+                    "delete" => "ecr:BatchDeleteImage",
+                    _ => continue,
+                };
+                if st.registry.check_access(w, action, &s.name).await.is_ok() {
+                    keep.push(a);
+                }
+            }
+            s.actions = keep;
+            (!s.actions.is_empty()).then_some(s)
+        }
+        _ => None,
+    }
 }
 
 fn basic_401(st: &AppState, req: &Request, message: &str) -> Response {
@@ -180,16 +287,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scopes_of_requests() {
-        let s =
-            |m: Method, p: &str| required_scope(&m, p, None).map(|s| format!("{}:{}:{}", s.kind, s.name, s.actions[0]));
-        assert_eq!(s(Method::GET, "/v2/"), None);
-        assert_eq!(s(Method::GET, "/v2/_catalog").unwrap(), "registry:catalog:*");
-        assert_eq!(s(Method::GET, "/v2/a/b/manifests/latest").unwrap(), "repository:a/b:pull");
-        assert_eq!(s(Method::HEAD, "/v2/a/blobs/sha256:x").unwrap(), "repository:a:pull");
-        assert_eq!(s(Method::POST, "/v2/a/blobs/uploads/").unwrap(), "repository:a:push");
-        assert_eq!(s(Method::PATCH, "/v2/a/blobs/uploads/u1").unwrap(), "repository:a:push");
-        assert_eq!(s(Method::DELETE, "/v2/a/manifests/sha256:x").unwrap(), "repository:a:delete");
-        assert_eq!(s(Method::GET, "/v2/a/tags/list").unwrap(), "repository:a:pull");
+    fn actions_of_requests() {
+        let n = |m: Method, p: &str| match need(&m, p) {
+            Some(Need::Repo { name, action, scope }) => format!("{name} {action} {scope}"),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(n(Method::GET, "/v2/"), "Some(Login)");
+        assert_eq!(n(Method::GET, "/v2/_catalog"), "Some(Catalog)");
+        assert_eq!(n(Method::GET, "/v2/a/b/manifests/latest"), "a/b ecr:BatchGetImage pull");
+        assert_eq!(n(Method::HEAD, "/v2/a/blobs/sha256:x"), "a ecr:BatchCheckLayerAvailability pull");
+        assert_eq!(n(Method::GET, "/v2/a/blobs/sha256:x"), "a ecr:GetDownloadUrlForLayer pull");
+        assert_eq!(n(Method::POST, "/v2/a/blobs/uploads/"), "a ecr:InitiateLayerUpload push");
+        assert_eq!(n(Method::PATCH, "/v2/a/blobs/uploads/u1"), "a ecr:UploadLayerPart push");
+        assert_eq!(n(Method::PUT, "/v2/a/blobs/uploads/u1"), "a ecr:CompleteLayerUpload push");
+        assert_eq!(n(Method::PUT, "/v2/a/manifests/1"), "a ecr:PutImage push");
+        assert_eq!(n(Method::DELETE, "/v2/a/manifests/sha256:x"), "a ecr:BatchDeleteImage delete");
+        assert_eq!(n(Method::GET, "/v2/a/tags/list"), "a ecr:ListImages pull");
     }
 }

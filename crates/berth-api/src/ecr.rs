@@ -14,7 +14,7 @@ use berth_service::ecr::{
     ImageFailure, ImageId, LayerCheck, MutabilityFilter, NewRepository, ResourceTag, StoredTemplate, TagStatus,
     Template, parse_tag_status,
 };
-use berth_service::{Error, Principal, Repository};
+use berth_service::{Error, Principal, Repository, Who};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -85,6 +85,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     };
     let payload = principal.1;
     let principal = principal.0;
+    let who = Who { principal: Some(principal.clone()), source_ip: crate::peer_ip(&parts.extensions), secure: false };
     let input: Value = if payload.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -97,7 +98,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         }
     };
     tracing::debug!(operation = %op, principal = %principal.arn, "ecr request");
-    match dispatch(st, &principal, &op, input).await {
+    match dispatch(st, &who, &principal, &op, input).await {
         Ok(Some(v)) => {
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], v.to_string())
                 .into_response()
@@ -142,8 +143,21 @@ fn ts(ms: i64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-async fn dispatch(st: &AppState, p: &Principal, op: &str, v: Value) -> Result<Option<Value>, Error> {
+async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -> Result<Option<Value>, Error> {
+    // Operations on a repository are `ecr:<Operation>` on it, under its policy.
+    if let Some(name) = v.get("repositoryName").and_then(Value::as_str)
+        && berth_core::RepoName::parse(name).is_ok()
+        && is_known(op)
+    {
+        st.registry.check_access(who, &format!("ecr:{op}"), name).await?;
+    }
     let r = match op {
+        "SetRepositoryPolicy" => set_repository_policy(st, who, v).await,
+        "GetRepositoryPolicy" => get_repository_policy(st, v).await,
+        "DeleteRepositoryPolicy" => delete_repository_policy(st, v).await,
+        "PutRegistryPolicy" => put_registry_policy(st, v).await,
+        "GetRegistryPolicy" => get_registry_policy(st).await,
+        "DeleteRegistryPolicy" => delete_registry_policy(st).await,
         "CreateRepository" => create_repository(st, v).await,
         "DescribeRepositories" => describe_repositories(st, v).await,
         "DeleteRepository" => delete_repository(st, v).await,
@@ -174,6 +188,46 @@ async fn dispatch(st: &AppState, p: &Principal, op: &str, v: Value) -> Result<Op
         _ => return Ok(None),
     };
     r.map(Some)
+}
+
+const OPERATIONS: [&str; 33] = [
+    "CreateRepository",
+    "DescribeRepositories",
+    "DeleteRepository",
+    "PutImageTagMutability",
+    "PutImageScanningConfiguration",
+    "CreateRepositoryCreationTemplate",
+    "DescribeRepositoryCreationTemplates",
+    "UpdateRepositoryCreationTemplate",
+    "DeleteRepositoryCreationTemplate",
+    "ListImages",
+    "DescribeImages",
+    "BatchGetImage",
+    "BatchDeleteImage",
+    "PutImage",
+    "ListImageReferrers",
+    "BatchCheckLayerAvailability",
+    "InitiateLayerUpload",
+    "UploadLayerPart",
+    "CompleteLayerUpload",
+    "GetDownloadUrlForLayer",
+    "GetAuthorizationToken",
+    "DescribeRegistry",
+    "GetAccountSetting",
+    "PutAccountSetting",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+    "SetRepositoryPolicy",
+    "GetRepositoryPolicy",
+    "DeleteRepositoryPolicy",
+    "PutRegistryPolicy",
+    "GetRegistryPolicy",
+    "DeleteRegistryPolicy",
+];
+
+fn is_known(op: &str) -> bool {
+    OPERATIONS.contains(&op)
 }
 
 fn registry_id(st: &AppState) -> &str {
@@ -919,4 +973,59 @@ async fn list_tags_for_resource(st: &AppState, v: Value) -> R {
     let i: TagResourceIn = input(v)?;
     let tags = st.registry.list_resource_tags(&i.resource_arn).await?;
     Ok(json!({ "tags": tags_json(&tags) }))
+}
+
+// ---- policies ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetPolicyIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    policy_text: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn set_repository_policy(st: &AppState, who: &Who, v: Value) -> R {
+    let i: SetPolicyIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.set_repository_policy(who, &i.repository_name, &i.policy_text, i.force).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "policyText": text }))
+}
+
+async fn get_repository_policy(st: &AppState, v: Value) -> R {
+    let i: RepoRef = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.repository_policy(&i.repository_name).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "policyText": text }))
+}
+
+async fn delete_repository_policy(st: &AppState, v: Value) -> R {
+    let i: RepoRef = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.delete_repository_policy(&i.repository_name).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "policyText": text }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistryPolicyIn {
+    policy_text: String,
+}
+
+async fn put_registry_policy(st: &AppState, v: Value) -> R {
+    let i: RegistryPolicyIn = input(v)?;
+    let text = st.registry.put_registry_policy(&i.policy_text).await?;
+    Ok(json!({ "registryId": registry_id(st), "policyText": text }))
+}
+
+async fn get_registry_policy(st: &AppState) -> R {
+    let text = st.registry.registry_policy().await?;
+    Ok(json!({ "registryId": registry_id(st), "policyText": text }))
+}
+
+async fn delete_registry_policy(st: &AppState) -> R {
+    let text = st.registry.delete_registry_policy().await?;
+    Ok(json!({ "registryId": registry_id(st), "policyText": text }))
 }

@@ -39,6 +39,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         ImageNotFound(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ImageDigestMismatch(_) | InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
         Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        AccessDenied(_) => (StatusCode::FORBIDDEN, "DENIED"),
         // Control-plane errors reach OCI clients only through shared code paths.
         RepositoryAlreadyExists(_)
         | RepositoryNotEmpty(_)
@@ -52,6 +53,8 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | LayerAlreadyExists(_)
         | EmptyUpload(_)
         | LayerPartTooSmall(_)
+        | RepositoryPolicyNotFound(_)
+        | RegistryPolicyNotFound(_)
         | InvalidLayerPart { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
@@ -90,6 +93,9 @@ pub fn ecr_type(e: &Error) -> &'static str {
         LayerPartTooSmall(_) => "LayerPartTooSmallException",
         InvalidLayer(_) => "InvalidLayerException",
         Unauthorized(_) => "UnrecognizedClientException",
+        AccessDenied(_) => "AccessDeniedException",
+        RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
+        RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
         Internal(_) => "ServerException",
     }
 }

@@ -56,6 +56,11 @@ pub fn router(registry: Registry, options: Options) -> Router {
         .layer(middleware::from_fn(common_headers))
 }
 
+/// The client's address, when the server was started with connection info.
+pub(crate) fn peer_ip(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
 async fn common_headers(req: Request, next: Next) -> Response {
     // The request line is copied only when it will be logged: this runs on every request.
     let logged =

@@ -51,7 +51,7 @@ fn unsupported() -> Response {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     Blob(&'a str, &'a str),
     Uploads(&'a str, &'a str),
     Manifest(&'a str, &'a str),
@@ -60,7 +60,7 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Target::Blob(n, _)
             | Target::Uploads(n, _)
@@ -71,18 +71,7 @@ impl Target<'_> {
     }
 }
 
-/// The repository a `/v2/<rest>` path addresses.
-pub(crate) fn repo_of_path(rest: &str) -> Option<&str> {
-    parse_path(rest).map(|t| match t {
-        Target::Blob(n, _)
-        | Target::Uploads(n, _)
-        | Target::Manifest(n, _)
-        | Target::Tags(n)
-        | Target::Referrers(n, _) => n,
-    })
-}
-
-fn parse_path(rest: &str) -> Option<Target<'_>> {
+pub(crate) fn parse_path(rest: &str) -> Option<Target<'_>> {
     let (prefix, last) = rest.rsplit_once('/')?;
     if let Some(name) = prefix.strip_suffix("/blobs/uploads") {
         return Some(Target::Uploads(name, last));

@@ -658,8 +658,12 @@ async fn bearer_token_flow() {
     let c = header(&r, "www-authenticate");
     assert!(c.starts_with(&format!("Bearer realm=\"{}/token\"", s.base)), "{c}");
     assert!(c.contains("scope=\"repository:app:pull\""), "{c}");
+    // Without a login the token is anonymous and carries only what policies make public: nothing.
     let r = s.req(Method::GET, "/token?service=x&scope=repository:app:pull").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the token endpoint needs the login");
+    assert_eq!(r.status(), StatusCode::OK);
+    let anon: Value = r.json().await.unwrap();
+    let r = s.req(Method::GET, "/v2/app/tags/list").bearer_auth(anon["token"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "an anonymous token grants nothing here");
     let pw = login_password(&s).await;
     let tok = |scope: &'static str| {
         let (s, pw) = (&s, pw.clone());
@@ -701,4 +705,166 @@ async fn bearer_token_flow() {
     // The login password is not a bearer token.
     let r = s.req(Method::GET, &format!("/v2/app/blobs/{d}")).bearer_auth(&pw).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+fn public_pull_policy() -> String {
+    json!({"Version": "2012-10-17", "Statement": [{"Sid": "AllowPublicPull", "Effect": "Allow", "Principal": "*",
+        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]}]})
+    .to_string()
+}
+
+async fn repository_and_registry_policies(s: Server) {
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "pol"})).await;
+    let (t, _) = s.ecr_err("GetRepositoryPolicy", json!({"repositoryName": "pol"})).await;
+    assert_eq!(t, "RepositoryPolicyNotFoundException");
+    let text = public_pull_policy();
+    let r = s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "pol", "policyText": text})).await;
+    assert_eq!(r["policyText"], text.as_str());
+    assert_eq!(s.ecr_ok("GetRepositoryPolicy", json!({"repositoryName": "pol"})).await["policyText"], text.as_str());
+    for (bad, needle) in [
+        ("{not json", "not valid JSON"),
+        (r#"{"Statement":{"Effect":"Allow","Action":"ecr:*"}}"#, "needs Principal"),
+        (r#"{"Statement":{"Effect":"Maybe","Principal":"*","Action":"ecr:*"}}"#, "Effect"),
+    ] {
+        let (t, m) = s.ecr_err("SetRepositoryPolicy", json!({"repositoryName": "pol", "policyText": bad})).await;
+        assert_eq!(t, "InvalidParameterException");
+        assert!(m.contains(needle), "{m}");
+    }
+    let huge = format!(
+        r#"{{"Statement":{{"Sid":"{}","Effect":"Allow","Principal":"*","Action":"ecr:*"}}}}"#,
+        "a".repeat(10_300)
+    );
+    assert_eq!(
+        s.ecr_err("SetRepositoryPolicy", json!({"repositoryName": "pol", "policyText": huge})).await.0,
+        "InvalidParameterException"
+    );
+    // A policy that would lock the caller out needs force.
+    let lockout = r#"{"Statement":{"Effect":"Deny","Principal":"*","Action":"ecr:SetRepositoryPolicy"}}"#;
+    let (t, m) = s.ecr_err("SetRepositoryPolicy", json!({"repositoryName": "pol", "policyText": lockout})).await;
+    assert_eq!(t, "InvalidParameterException");
+    assert!(m.contains("force"), "{m}");
+    s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "pol", "policyText": lockout, "force": true})).await;
+    let (t, _) = s.ecr_err("SetRepositoryPolicy", json!({"repositoryName": "pol", "policyText": text})).await;
+    assert_eq!(t, "AccessDeniedException", "the explicit deny binds the root too");
+    let r = s.ecr_ok("DeleteRepositoryPolicy", json!({"repositoryName": "pol"})).await;
+    assert_eq!(r["policyText"], lockout);
+    assert_eq!(
+        s.ecr_err("DeleteRepositoryPolicy", json!({"repositoryName": "pol"})).await.0,
+        "RepositoryPolicyNotFoundException"
+    );
+
+    assert_eq!(s.ecr_err("GetRegistryPolicy", json!({})).await.0, "RegistryPolicyNotFoundException");
+    let reg = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Replication","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":["ecr:CreateRepository","ecr:ReplicateImage"],"Resource":"arn:aws:ecr:us-east-1:000000000000:repository/*"}]}"#;
+    s.ecr_ok("PutRegistryPolicy", json!({"policyText": reg})).await;
+    assert_eq!(s.ecr_ok("GetRegistryPolicy", json!({})).await["policyText"], reg);
+    assert_eq!(s.ecr_ok("DeleteRegistryPolicy", json!({})).await["policyText"], reg);
+    assert_eq!(s.ecr_err("DeleteRegistryPolicy", json!({})).await.0, "RegistryPolicyNotFoundException");
+}
+both!(repository_and_registry_policies);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_repositories_and_denies() {
+    let s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Basic).await.unwrap();
+    let pw = login_password(&s).await;
+    let auth = |m: Method, p: &str| s.req(m, p).basic_auth("AWS", Some(pw.clone()));
+    // Push an image as root.
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = b"public layer".to_vec();
+    let mut digests = Vec::new();
+    for b in [&config, &layer] {
+        let d = sha256(b);
+        let r = auth(Method::POST, &format!("/v2/pub/blobs/uploads/?digest={d}")).body(b.clone()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        digests.push(d);
+    }
+    let m = image_manifest(&digests[0], config.len(), &[(digests[1].clone(), layer.len())]);
+    let r = auth(Method::PUT, "/v2/pub/manifests/1")
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let anon_get = |p: String| s.req(Method::GET, &p).send();
+    assert_eq!(anon_get("/v2/pub/manifests/1".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Public pull: anonymous reads work, writes and listings do not.
+    s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "pub", "policyText": public_pull_policy()})).await;
+    let r = anon_get("/v2/pub/manifests/1".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), m);
+    assert_eq!(anon_get(format!("/v2/pub/blobs/{}", digests[1])).await.unwrap().bytes().await.unwrap(), layer);
+    let r = s.req(Method::HEAD, &format!("/v2/pub/blobs/{}", digests[1])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s.req(Method::POST, "/v2/pub/blobs/uploads/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "anonymous push refused");
+    assert!(header(&r, "www-authenticate").starts_with("Basic"));
+    let r = s
+        .req(Method::PUT, "/v2/pub/manifests/2")
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anon_get("/v2/pub/tags/list".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anon_get("/v2/_catalog".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anon_get("/v2/other/manifests/1".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // The next request sees a changed policy.
+    s.ecr_ok("DeleteRepositoryPolicy", json!({"repositoryName": "pub"})).await;
+    assert_eq!(anon_get("/v2/pub/manifests/1".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Deny by source address binds even the root key, on both protocols.
+    // (Policy management stays allowed, or the policy could never be changed from here again.)
+    let deny_outside =
+        json!({"Version": "2012-10-17", "Statement": [{"Sid": "OfficeOnly", "Effect": "Deny", "Principal": "*",
+        "NotAction": ["ecr:SetRepositoryPolicy", "ecr:DeleteRepositoryPolicy", "ecr:GetRepositoryPolicy"],
+        "Condition": {"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}]})
+        .to_string();
+    s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "pub", "policyText": deny_outside})).await;
+    let r = auth(Method::GET, "/v2/pub/manifests/1").send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::FORBIDDEN, "DENIED".into()));
+    let (t, m) = s.ecr_err("DescribeImages", json!({"repositoryName": "pub"})).await;
+    assert_eq!(t, "AccessDeniedException");
+    assert!(m.contains("ecr:DescribeImages") && m.contains("explicit deny"), "{m}");
+    // From an allowed range (loopback is the client here) the same request passes.
+    let allow_loopback = deny_outside.replace("10.0.0.0/8", "127.0.0.0/8");
+    s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "pub", "policyText": allow_loopback})).await;
+    assert_eq!(auth(Method::GET, "/v2/pub/manifests/1").send().await.unwrap().status(), StatusCode::OK);
+    s.ecr_ok("DescribeImages", json!({"repositoryName": "pub"})).await;
+
+    // A mount needs pull on the source: denied there, the mount becomes an upload.
+    let deny_source =
+        json!({"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "ecr:GetDownloadUrlForLayer"}]})
+            .to_string();
+    s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "pub", "policyText": deny_source})).await;
+    let r = auth(Method::POST, &format!("/v2/copy/blobs/uploads/?mount={}&from=pub", digests[1])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "no mount from a repository the caller may not read");
+    s.ecr_ok("DeleteRepositoryPolicy", json!({"repositoryName": "pub"})).await;
+    let r = auth(Method::POST, &format!("/v2/copy/blobs/uploads/?mount={}&from=pub", digests[1])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_bearer_tokens_carry_public_scopes_only() {
+    let s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Bearer).await.unwrap();
+    let pw = login_password(&s).await;
+    let d = sha256(b"x");
+    let r = s
+        .req(Method::POST, &format!("/v2/open/blobs/uploads/?digest={d}"))
+        .basic_auth("AWS", Some(&pw))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    s.ecr_ok("SetRepositoryPolicy", json!({"repositoryName": "open", "policyText": public_pull_policy()})).await;
+    let r = s.req(Method::GET, "/token?service=berth&scope=repository:open:pull,push").send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let r = s.req(Method::GET, &format!("/v2/open/blobs/{d}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "anonymous pull with the token");
+    let r = s.req(Method::POST, "/v2/open/blobs/uploads/").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "push was not granted");
+    assert!(header(&r, "www-authenticate").contains("scope=\"repository:open:pull,push\""));
 }

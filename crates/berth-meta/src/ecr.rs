@@ -35,6 +35,8 @@ pub struct RepoRow {
     pub name: String,
     pub created_at: i64,
     pub settings: RepoSettings,
+    /// The repository policy (JSON), if one is set.
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +69,7 @@ pub struct ImageRow {
 
 macro_rules! repo_cols {
     () => {
-        "id, name, created_at, tag_mutability, mutability_filters, scan_on_push, encryption_type, kms_key"
+        "id, name, created_at, tag_mutability, mutability_filters, scan_on_push, encryption_type, kms_key, policy"
     };
 }
 
@@ -83,6 +85,7 @@ fn repo_row(r: &AnyRow) -> Result<RepoRow> {
             encryption_type: r.try_get(6)?,
             kms_key: r.try_get(7)?,
         },
+        policy: r.try_get(8)?,
     })
 }
 
@@ -179,6 +182,37 @@ impl Meta {
                     .execute(&mut *c)
                     .await?;
                 Ok(())
+            })
+        }))
+        .await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the repository policy.
+    pub async fn set_repo_policy(&self, repo_id: i64, policy: Option<&str>) -> Result<()> {
+        let policy = policy.map(str::to_string);
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE repositories SET policy = $1 WHERE id = $2")
+                    .bind(policy.as_deref())
+                    .bind(repo_id)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        }))
+        .await
+    }
+
+    pub async fn delete_setting(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM settings WHERE name = $1")
+                    .bind(name.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
             })
         }))
         .await

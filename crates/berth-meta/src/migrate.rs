@@ -22,6 +22,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0002_ecr.sql"),
         postgres: include_str!("../migrations/0002_ecr.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/0003_policies.sql"),
+        postgres: include_str!("../migrations/0003_policies.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -144,18 +144,29 @@ impl Auth {
         Ok((p, c.e))
     }
 
-    /// A bearer token carrying `scopes`, valid until `not_after` at the latest. Returns the
-    /// token and its lifetime in seconds.
-    pub fn issue_bearer(&self, p: &Principal, scopes: Vec<Scope>, not_after: i64) -> (String, i64) {
+    /// A bearer token carrying `scopes`, for `p` (or an anonymous caller), valid until
+    /// `not_after` at the latest. Returns the token and its lifetime in seconds.
+    pub fn issue_bearer(&self, p: Option<&Principal>, scopes: Vec<Scope>, not_after: i64) -> (String, i64) {
         let now = now_secs();
         let e = (now + BEARER_TTL_SECS).min(not_after);
-        let claims = Claims { k: p.access_key_id.clone(), p: p.arn.clone(), e, s: scopes };
+        let (k, arn) = p.map_or((String::new(), String::new()), |p| (p.access_key_id.clone(), p.arn.clone()));
+        let claims = Claims { k, p: arn, e, s: scopes };
         (self.bearer.sign(&serde_json::to_vec(&claims).expect("claims serialize")), e - now)
     }
 
-    pub fn check_bearer(&self, token: &str) -> Result<(Principal, Vec<Scope>)> {
+    /// The token's principal (`None`: issued to an anonymous caller) and scopes.
+    pub fn check_bearer(&self, token: &str) -> Result<(Option<Principal>, Vec<Scope>)> {
+        let bad = || Error::Unauthorized("the bearer token is not valid; log in again".into());
+        let payload = self.bearer.verify(token).ok_or_else(bad)?;
+        let c: Claims = serde_json::from_slice(&payload).map_err(|_| bad())?;
+        if c.k.is_empty() {
+            if c.e <= now_secs() {
+                return Err(Error::Unauthorized("the bearer token has expired".into()));
+            }
+            return Ok((None, c.s));
+        }
         let (p, c) = self.check(&self.bearer, token, "bearer token")?;
-        Ok((p, c.s))
+        Ok((Some(p), c.s))
     }
 
     fn download_message(repo: &str, digest: &str, expires: i64) -> String {
@@ -216,10 +227,12 @@ mod tests {
         let s = Scope::parse("repository:team/app:pull,push").unwrap();
         assert!(s.allows("repository", "team/app", "push"));
         assert!(!s.allows("repository", "team/other", "pull"));
-        let (t, ttl) = a.issue_bearer(&p, vec![s.clone()], now_secs() + 60);
+        let (t, ttl) = a.issue_bearer(Some(&p), vec![s.clone()], now_secs() + 60);
         assert!(ttl <= 60);
         let (q, scopes) = a.check_bearer(&t).unwrap();
-        assert_eq!((q, scopes), (p, vec![s]));
+        assert_eq!((q, scopes), (Some(p), vec![s.clone()]));
+        let (anon, _) = a.issue_bearer(None, vec![s.clone()], i64::MAX);
+        assert_eq!(a.check_bearer(&anon).unwrap(), (None, vec![s]));
         assert!(Scope::parse("repository:x").is_none());
         assert_eq!(Scope::parse("registry:catalog:*").unwrap().actions, vec!["*"]);
     }

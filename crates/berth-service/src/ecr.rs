@@ -426,6 +426,7 @@ impl Registry {
             )),
             e => e.into(),
         })?;
+        self.access.invalidate();
         Ok(self.repository_view(row))
     }
 
@@ -469,6 +470,7 @@ impl Registry {
             e => e.into(),
         })?;
         self.cache.forget_repo(repo.as_str());
+        self.access.invalidate();
         Ok(self.repository_view(row))
     }
 
@@ -508,6 +510,7 @@ impl Registry {
         let row = self.repo_of_arn(arn).await?;
         check_resource_tags(tags)?;
         self.meta.put_repo_tags(row.id, tags).await?;
+        self.access.invalidate();
         Ok(())
     }
 
@@ -517,6 +520,7 @@ impl Registry {
             return Err(Error::InvalidTagParameter(format!("tag key '{k}' must be 1 to 128 characters")));
         }
         self.meta.remove_repo_tags(row.id, keys).await?;
+        self.access.invalidate();
         Ok(())
     }
 

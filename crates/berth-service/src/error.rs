@@ -83,6 +83,13 @@ pub enum Error {
     InvalidLayer(String),
     #[error("{message}")]
     InvalidLayerPart { message: String, last_valid_byte: Option<u64> },
+    /// Authenticated, but no policy allows it (or one denies it).
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    RepositoryPolicyNotFound(String),
+    #[error("{0}")]
+    RegistryPolicyNotFound(String),
     /// Credentials that are missing, unknown, expired or not valid for what was asked.
     #[error("{0}")]
     Unauthorized(String),

@@ -1,6 +1,7 @@
 //! Registry use cases: pushing and pulling blobs and manifests, uploads, tags, discovery and
 //! consistency checks. Nothing here knows HTTP: the API crate translates requests into these calls.
 
+pub mod access;
 pub mod auth;
 mod cache;
 pub mod ecr;
@@ -19,6 +20,7 @@ use berth_meta::{Backend, ManifestRow, Meta, NewManifest, PutOutcome};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+pub use access::Who;
 pub use auth::{AccessKey, Auth, Principal, Scope};
 pub use ecr::{Repository, Template};
 pub use error::{Error, Result};
@@ -41,6 +43,7 @@ pub struct Registry {
     /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
     /// write per pull would make every pull a database write (ECR, too, records them lazily).
     pulls: Arc<Mutex<HashMap<String, HashMap<String, i64>>>>,
+    access: Arc<access::AccessCache>,
 }
 
 /// The registry's identity and start-up choices.
@@ -141,7 +144,8 @@ impl Registry {
             .and_then(|b| berth_crypto::token::TokenKey::from_bytes(&b))
             .ok_or_else(|| Error::Internal("stored token key is corrupt".into()))?;
         // Only one node can use a SQLite database, so only there can this process see every write.
-        let cache = Arc::new(cache::Cache::new(meta.backend() == Backend::Sqlite));
+        let cache_enabled = meta.backend() == Backend::Sqlite;
+        let cache = Arc::new(cache::Cache::new(cache_enabled));
         let r = Registry {
             meta,
             blobs,
@@ -150,6 +154,7 @@ impl Registry {
             auth: Arc::new(Auth::new(&master, keys)),
             settings: Arc::new(settings),
             pulls: Arc::default(),
+            access: Arc::new(access::AccessCache::new(cache_enabled)),
         };
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {
@@ -202,7 +207,9 @@ impl Registry {
                     .template_for(repo.as_str(), "CREATE_ON_PUSH")
                     .await?
                     .ok_or_else(|| Error::RepoNotCreated(repo.to_string()))?;
-                self.meta.create_repo(repo.as_str(), &settings, &tags, true).await?.id
+                let id = self.meta.create_repo(repo.as_str(), &settings, &tags, true).await?.id;
+                self.access.invalidate();
+                id
             }
         };
         self.cache.set_repo_id(repo.as_str(), id);

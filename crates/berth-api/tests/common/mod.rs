@@ -75,7 +75,7 @@ impl Server {
             }
         });
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
         });
         Server { base, options, http: Client::new(), dir, db_url, task, meta }
     }

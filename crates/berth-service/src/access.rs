@@ -1,0 +1,248 @@
+//! Access decisions: every ECR call and OCI request is an `ecr:` action on a repository, decided
+//! by the repository policy together with the caller's identity (today the account root, whose
+//! identity side allows everything; explicit denies still bind it). Anonymous callers get exactly
+//! what a repository policy with `"Principal": "*"` grants. Repository and registry policies are
+//! managed here too.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use berth_core::policy::{self, Caller, Context, Decision, Policy, PolicyKind};
+
+use crate::{Error, Principal, Registry, Result};
+
+/// Largest repository policy ECR accepts.
+pub const MAX_REPOSITORY_POLICY: usize = 10_240;
+/// Largest registry policy.
+pub const MAX_REGISTRY_POLICY: usize = 10_240;
+
+/// Who is asking, and from where.
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    /// `None`: anonymous.
+    pub principal: Option<Principal>,
+    pub source_ip: Option<IpAddr>,
+    /// Whether the request came over TLS (`aws:SecureTransport`).
+    pub secure: bool,
+}
+
+impl Who {
+    pub fn caller(&self, account: &str) -> Option<Caller> {
+        self.principal.as_ref().map(|p| Caller {
+            arn: p.arn.clone(),
+            also_known_as: Vec::new(),
+            account: account.to_string(),
+            username: None,
+            userid: account.to_string(),
+            is_root: p.arn.ends_with(":root"),
+        })
+    }
+}
+
+/// What the decision needs to know about a repository: its policy and tags.
+#[derive(Default)]
+pub(crate) struct RepoAccess {
+    policy: Option<Policy>,
+    tags: Vec<(String, String)>,
+}
+
+/// Parsed repository policies and tags, for the request path. A write bumps the epoch and clears
+/// the map after its commit; a reader stores what it read only if the epoch did not move meanwhile.
+#[derive(Default)]
+pub(crate) struct AccessCache {
+    enabled: bool,
+    epoch: AtomicU64,
+    map: RwLock<HashMap<String, Arc<RepoAccess>>>,
+}
+
+impl AccessCache {
+    pub fn new(enabled: bool) -> Self {
+        AccessCache { enabled, ..Default::default() }
+    }
+
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Checks a policy document for a repository or the registry.
+pub fn parse_resource_policy(text: &str, max: usize, what: &str) -> Result<Policy> {
+    if text.is_empty() || text.len() > max {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: the {what} policy must be 1 to {max} \
+             characters, got {}",
+            text.len()
+        )));
+    }
+    policy::parse(text, PolicyKind::Resource)
+        .map_err(|e| Error::InvalidParameter(format!("Invalid {what} policy provided: {e}")))
+}
+
+impl Registry {
+    async fn repo_access(&self, name: &str) -> Result<Arc<RepoAccess>> {
+        let cache = &self.access;
+        if cache.enabled
+            && let Some(a) = cache.map.read().unwrap_or_else(|e| e.into_inner()).get(name)
+        {
+            return Ok(a.clone());
+        }
+        let epoch = cache.epoch.load(Ordering::SeqCst);
+        let access = match self.meta.get_repo(name).await? {
+            None => RepoAccess::default(),
+            Some(row) => RepoAccess {
+                // Stored policies were checked when set; one that no longer parses denies nothing
+                // and allows nothing.
+                policy: row.policy.as_deref().and_then(|p| policy::parse(p, PolicyKind::Resource).ok()),
+                tags: self.meta.repo_tags(row.id).await?,
+            },
+        };
+        let access = Arc::new(access);
+        if cache.enabled {
+            let mut map = cache.map.write().unwrap_or_else(|e| e.into_inner());
+            if cache.epoch.load(Ordering::SeqCst) == epoch && map.len() < 100_000 {
+                map.insert(name.to_string(), access.clone());
+            }
+        }
+        Ok(access)
+    }
+
+    fn context(&self, who: &Who, caller: Option<&Caller>, tags: &[(String, String)]) -> Context {
+        let now = crate::auth::now_secs();
+        let mut ctx = Context::new();
+        ctx.set("aws:CurrentTime", berth_crypto::time::format_rfc3339(now));
+        ctx.set("aws:EpochTime", now.to_string());
+        ctx.set("aws:SecureTransport", who.secure.to_string());
+        if let Some(ip) = who.source_ip {
+            ctx.set("aws:SourceIp", ip.to_string());
+        }
+        for (k, v) in tags {
+            ctx.set(&format!("aws:ResourceTag/{k}"), v.clone());
+            ctx.set(&format!("ecr:ResourceTag/{k}"), v.clone());
+        }
+        ctx.with_caller(caller)
+    }
+
+    /// The decision for `action` (`ecr:BatchGetImage`, ...) on repository `name`, which need not
+    /// exist (then only the caller's identity decides).
+    pub async fn decide(&self, who: &Who, action: &str, name: &str) -> Result<Decision> {
+        let account = &self.settings.registry_id;
+        let access = self.repo_access(name).await?;
+        if access.policy.is_none() {
+            // The common case, decided without building a context: only the identity side is
+            // left, and today the only identity is the account root.
+            let root = who.principal.as_ref().is_some_and(|p| p.arn.ends_with(":root"));
+            return Ok(if root { Decision::Allow } else { Decision::ImplicitDeny });
+        }
+        let caller = who.caller(account);
+        let ctx = self.context(who, caller.as_ref(), &access.tags);
+        let arn = self.repository_arn(name);
+        let req = policy::Request {
+            action,
+            resource: &arn,
+            resource_account: account,
+            caller: caller.as_ref(),
+            context: &ctx,
+        };
+        Ok(policy::evaluate(&req, &[], access.policy.as_ref()))
+    }
+
+    /// [`Registry::decide`], as an error when not allowed.
+    pub async fn check_access(&self, who: &Who, action: &str, name: &str) -> Result<()> {
+        match self.decide(who, action, name).await? {
+            Decision::Allow => Ok(()),
+            d => {
+                let who = who.principal.as_ref().map_or("anonymous", |p| p.arn.as_str());
+                let why = if d == Decision::ExplicitDeny {
+                    "with an explicit deny in a resource-based policy"
+                } else {
+                    "because no resource-based policy allows the action"
+                };
+                Err(Error::AccessDenied(format!(
+                    "User: {who} is not authorized to perform: {action} on resource: {} {why}",
+                    self.repository_arn(name)
+                )))
+            }
+        }
+    }
+
+    // ---- repository policies ----
+
+    /// SetRepositoryPolicy. Without `force`, refuses a policy that would stop the caller from
+    /// setting the policy again (as ECR does).
+    pub async fn set_repository_policy(&self, who: &Who, name: &str, text: &str, force: bool) -> Result<String> {
+        let (_, row) = self.repository(name).await?;
+        let new = parse_resource_policy(text, MAX_REPOSITORY_POLICY, "repository")?;
+        if !force {
+            let account = &self.settings.registry_id;
+            let caller = who.caller(account);
+            let tags = self.meta.repo_tags(row.id).await?;
+            let ctx = self.context(who, caller.as_ref(), &tags);
+            let arn = self.repository_arn(name);
+            let req = policy::Request {
+                action: "ecr:SetRepositoryPolicy",
+                resource: &arn,
+                resource_account: account,
+                caller: caller.as_ref(),
+                context: &ctx,
+            };
+            if !policy::evaluate(&req, &[], Some(&new)).allowed() {
+                return Err(Error::InvalidParameter(
+                    "Invalid parameter at 'PolicyText' failed to satisfy constraint: the policy would prevent you \
+                     from setting another policy in the future; use force to set it anyway"
+                        .into(),
+                ));
+            }
+        }
+        self.meta.set_repo_policy(row.id, Some(text)).await?;
+        self.access.invalidate();
+        Ok(text.to_string())
+    }
+
+    pub async fn repository_policy(&self, name: &str) -> Result<String> {
+        let (_, row) = self.repository(name).await?;
+        row.policy.ok_or_else(|| self.no_repository_policy(name))
+    }
+
+    pub async fn delete_repository_policy(&self, name: &str) -> Result<String> {
+        let (_, row) = self.repository(name).await?;
+        let text = row.policy.ok_or_else(|| self.no_repository_policy(name))?;
+        self.meta.set_repo_policy(row.id, None).await?;
+        self.access.invalidate();
+        Ok(text)
+    }
+
+    fn no_repository_policy(&self, name: &str) -> Error {
+        Error::RepositoryPolicyNotFound(format!(
+            "Repository policy does not exist for the repository with name '{name}' in the registry with id '{}'",
+            self.settings.registry_id
+        ))
+    }
+
+    // ---- registry policy ----
+
+    pub async fn put_registry_policy(&self, text: &str) -> Result<String> {
+        parse_resource_policy(text, MAX_REGISTRY_POLICY, "registry")?;
+        self.meta.put_setting("registry_policy", text).await?;
+        Ok(text.to_string())
+    }
+
+    pub async fn registry_policy(&self) -> Result<String> {
+        self.meta.setting("registry_policy").await?.ok_or_else(|| self.no_registry_policy())
+    }
+
+    pub async fn delete_registry_policy(&self) -> Result<String> {
+        let text = self.registry_policy().await?;
+        self.meta.delete_setting("registry_policy").await?;
+        Ok(text)
+    }
+
+    fn no_registry_policy(&self) -> Error {
+        Error::RegistryPolicyNotFound(format!(
+            "Registry policy does not exist in the registry with id '{}'",
+            self.settings.registry_id
+        ))
+    }
+}
