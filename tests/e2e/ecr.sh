@@ -3,7 +3,8 @@
 # issues: the seed's workflow end to end (create-repository, get-login-password | docker login,
 # push, pull, describe-images, batch-delete-image, an immutable tag refused), every operation
 # through boto3 (tests/e2e/ecr_boto3.py), an image put with PutImage pulled and run by docker,
-# and create-on-push turned off. E2E_CHALLENGE=bearer runs docker through the token flow.
+# and create-on-push turned off. E2E_CHALLENGE=basic runs docker with Basic auth instead of the
+# token flow.
 source "$(dirname "$0")/lib.sh"
 need aws "pip install awscli"
 python3 -c 'import boto3' 2>/dev/null || fail "boto3 missing (pip install boto3)"
@@ -20,8 +21,8 @@ aws ecr create-repository --repository-name my-app --image-scanning-configuratio
 out=$(aws ecr create-repository --repository-name my-app "${E[@]}" 2>&1) && fail "duplicate create succeeded"
 grep -q RepositoryAlreadyExistsException <<<"$out" || fail "duplicate create: $out"
 
-step "/v2/ challenges with ${E2E_CHALLENGE:-basic}; aws ecr get-login-password | docker login"
-want=Basic; [ "${E2E_CHALLENGE:-basic}" = bearer ] && want=Bearer
+step "/v2/ challenges with ${E2E_CHALLENGE:-bearer}; aws ecr get-login-password | docker login"
+want=Bearer; [ "${E2E_CHALLENGE:-bearer}" = basic ] && want=Basic
 curl -sI "http://$REG/v2/" | grep -qi "^www-authenticate: $want realm=" || fail "/v2/ does not challenge with $want"
 aws ecr get-login-password "${E[@]}" | docker login --username AWS --password-stdin "$REG" >"$E2E_WORK/login.out" 2>&1 \
   || { cat "$E2E_WORK/login.out"; fail "docker login failed"; }

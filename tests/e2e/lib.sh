@@ -41,8 +41,8 @@ start_berth() {
     BERTH_DB_ARGS=(--database-url "${BERTH_TEST_POSTGRES_URL%/*}/$db")
   fi
   shift
-  # E2E_CHALLENGE=bearer runs the same test through the Docker token flow.
-  BERTH_AUTH_CHALLENGE=${E2E_CHALLENGE:-basic} "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" "$@" >"$E2E_WORK/$name.log" 2>&1 &
+  # E2E_CHALLENGE=basic runs the same test with the Basic challenge (default: bearer, the token flow).
+  BERTH_AUTH_CHALLENGE=${E2E_CHALLENGE:-bearer} "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" "$@" >"$E2E_WORK/$name.log" 2>&1 &
   BERTH_PID=$!
   REG=127.0.0.1:$port
   trap 'stop_berth' EXIT

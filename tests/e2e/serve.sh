@@ -27,7 +27,7 @@ secret=$(sed -n 's/.*export AWS_SECRET_ACCESS_KEY=//p' "$C/out")
 grep -qF "$secret" "$C/from-env/root-credentials" || fail "the printed secret is not the saved one"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p1/v2/")
 [ "$code" = 401 ] || fail "/v2/ without credentials answered $code, not 401"
-curl -sI "http://127.0.0.1:$p1/v2/" | grep -qi '^www-authenticate: Basic realm=' || fail "no Basic challenge"
+curl -sI "http://127.0.0.1:$p1/v2/" | grep -qi '^www-authenticate: Bearer realm="http://127.0.0.1:'"$p1"'/token"' || fail "no Bearer challenge"
 kill -TERM $pid; wait $pid || fail "exit status after SIGTERM: $?"
 [ -f "$C/from-env/berth.db" ] || fail "no database in the data directory"
 BERTH_DATA_DIR=$C/from-env "$BERTH" serve --config "$C/berth.toml" >"$C/out-again" 2>&1 &

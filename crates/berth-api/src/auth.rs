@@ -160,7 +160,14 @@ pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Re
     if let Some(scopes) = &scopes
         && !scopes.iter().any(|s| s.allows("repository", &name, scope))
     {
-        return challenge(&st, &req, &format!("the token does not grant repository:{name}:{scope}"));
+        return challenge(
+            &st,
+            &req,
+            &format!(
+                "the token does not grant repository:{name}:{scope}: no policy allows it for this caller, or one \
+                 denies it"
+            ),
+        );
     }
     let w = who(principal, &req);
     match st.registry.check_access(&w, action, &name).await {

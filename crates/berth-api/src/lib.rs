@@ -23,10 +23,13 @@ pub use error::ApiError;
 /// Which challenge a `/v2/` request without credentials gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Challenge {
-    /// `Basic`: the client sends the login password on every request (what ECR answers).
-    #[default]
+    /// `Basic`: the client sends the login password on every request (what ECR answers). Docker
+    /// then cannot pull anonymously: with a Basic challenge it refuses to send a request without
+    /// credentials.
     Basic,
-    /// `Bearer realm=<url>/token`: the client trades the password for a scoped token.
+    /// `Bearer realm=<url>/token`: the client trades the password (or nothing, for public
+    /// repositories) for a scoped token.
+    #[default]
     Bearer,
 }
 

@@ -29,8 +29,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Serve `/v2/` without credentials. For local experiments only.
     pub allow_anonymous: bool,
-    /// The challenge `/v2/` answers unauthenticated requests with: `basic` (as ECR) or `bearer`
-    /// (Docker token flow through `/token`). Both kinds of credentials are accepted either way.
+    /// The challenge `/v2/` answers unauthenticated requests with: `bearer` (Docker token flow
+    /// through `/token`; lets docker pull public repositories without login) or `basic` (as ECR).
+    /// Both kinds of credentials are accepted either way.
     pub auth_challenge: String,
     /// On first start, add a ROOT repository creation template so pushes create repositories.
     pub create_on_push: bool,
@@ -47,7 +48,7 @@ impl Default for Config {
             region: "us-east-1".into(),
             public_url: None,
             allow_anonymous: false,
-            auth_challenge: "basic".into(),
+            auth_challenge: "bearer".into(),
             create_on_push: true,
         }
     }
@@ -155,7 +156,7 @@ mod tests {
             assert!(load(Some(Path::new("id.toml")), Overrides::default()).unwrap_err().contains("12 digits"));
             jail.set_env("BERTH_AUTH_CHALLENGE", "digest");
             assert!(load(None, Overrides::default()).unwrap_err().contains("auth_challenge"));
-            jail.set_env("BERTH_AUTH_CHALLENGE", "bearer");
+            jail.set_env("BERTH_AUTH_CHALLENGE", "basic");
             jail.set_env("BERTH_ALLOW_ANONYMOUS", "true");
             let c = load(None, Overrides::default()).unwrap();
             assert!(c.allow_anonymous);
