@@ -94,6 +94,17 @@ fn credentials(st: &AppState, headers: &HeaderMap) -> Result<(Option<Principal>,
     }
 }
 
+/// [`credentials`], refused while this address is throttled, and counted when they fail.
+fn checked_credentials(st: &AppState, req: &Request) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
+    if req.headers().get(header::AUTHORIZATION).is_none() {
+        return Ok((None, None));
+    }
+    let ip = crate::peer_ip(req.extensions());
+    let throttle = st.registry.throttle();
+    throttle.check(ip, None)?;
+    credentials(st, req.headers()).inspect_err(|_| throttle.failed(ip, None))
+}
+
 fn who(principal: Option<Principal>, req: &Request) -> Who {
     Who { principal, source_ip: crate::peer_ip(req.extensions()), secure: false }
 }
@@ -139,8 +150,9 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
 /// and the repository's policy. Unauthenticated requests that no policy allows get a challenge;
 /// authenticated ones a 403.
 pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let (principal, scopes) = match credentials(&st, req.headers()) {
+    let (principal, scopes) = match checked_credentials(&st, &req) {
         Ok(c) => c,
+        Err(e @ Error::Throttled(_)) => return ApiError(e).into_response(),
         Err(e) => return challenge(&st, &req, &e.to_string()),
     };
     if principal.is_none() && scopes.is_none() && st.options.anonymous {
@@ -207,12 +219,26 @@ pub async fn token(State(st): State<AppState>, req: Request) -> Response {
     let pairs: Vec<(String, String)> =
         Query::<Vec<(String, String)>>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
     // Without credentials the token is anonymous: it carries what public repositories allow.
-    let (principal, not_after) = match basic_password(req.headers()) {
+    let ip = crate::peer_ip(req.extensions());
+    let throttle = st.registry.throttle();
+    let login = basic_password(req.headers());
+    if login.is_some()
+        && let Err(e) = throttle.check(ip, None)
+    {
+        return ApiError(e).into_response();
+    }
+    let (principal, not_after) = match login {
         Some(Ok(pw)) => match st.registry.auth().check_login(&pw) {
             Ok((p, e)) => (Some(p), e),
-            Err(e) => return basic_401(&st, &req, &e.to_string()),
+            Err(e) => {
+                throttle.failed(ip, None);
+                return basic_401(&st, &req, &e.to_string());
+            }
         },
-        Some(Err(e)) => return basic_401(&st, &req, &e.to_string()),
+        Some(Err(e)) => {
+            throttle.failed(ip, None);
+            return basic_401(&st, &req, &e.to_string());
+        }
         None => (None, i64::MAX),
     };
     let requested: Vec<Scope> = pairs

@@ -79,13 +79,15 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         headers: &hdrs,
         body: &body,
     };
-    let principal = match authenticate(st, &sreq) {
+    let ip = crate::peer_ip(&parts.extensions);
+    let principal = match authenticate(st, &sreq, ip) {
         Ok(p) => p,
-        Err(e) => return ecr_error_response(e.aws_type(), &e.to_string(), None),
+        Err(Ok(e)) => return ecr_error_response(e.aws_type(), &e.to_string(), None),
+        Err(Err(e)) => return ecr_response(&e),
     };
     let payload = principal.1;
     let principal = principal.0;
-    let who = Who { principal: Some(principal.clone()), source_ip: crate::peer_ip(&parts.extensions), secure: false };
+    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false };
     let input: Value = if payload.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -125,13 +127,35 @@ async fn read_body(body: Body) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn authenticate(st: &AppState, req: &sigv4::Request) -> Result<(Principal, Vec<u8>), sigv4::SigError> {
-    let auth = sigv4::parse_authorization(req)?;
-    let key = st.registry.auth().key(&auth.access_key_id).ok_or(sigv4::SigError::UnknownKey)?;
-    let s = st.registry.settings();
-    let now = berth_service::auth::now_secs();
-    let payload = sigv4::verify(&auth, &key.secret, req, &sigv4::Expect { region: &s.region, service: "ecr", now })?;
-    Ok((st.registry.auth().principal_of(key), payload))
+/// The signer and the payload; a signature failure (counted against the address and key), or
+/// a refusal because earlier failures were too many.
+type AuthResult = Result<(Principal, Vec<u8>), Result<sigv4::SigError, Error>>;
+
+fn authenticate(st: &AppState, req: &sigv4::Request, ip: Option<std::net::IpAddr>) -> AuthResult {
+    let throttle = st.registry.throttle();
+    let auth = match sigv4::parse_authorization(req) {
+        Ok(a) => a,
+        Err(e) => {
+            throttle.check(ip, None).map_err(Err)?;
+            throttle.failed(ip, None);
+            return Err(Ok(e));
+        }
+    };
+    let akid = auth.access_key_id.as_str();
+    throttle.check(ip, Some(akid)).map_err(Err)?;
+    let verified = match st.registry.auth().key(akid) {
+        None => Err(sigv4::SigError::UnknownKey),
+        Some(key) => {
+            let s = st.registry.settings();
+            let now = berth_service::auth::now_secs();
+            sigv4::verify(&auth, &key.secret, req, &sigv4::Expect { region: &s.region, service: "ecr", now })
+                .map(|payload| (st.registry.auth().principal_of(key), payload))
+        }
+    };
+    verified.map_err(|e| {
+        throttle.failed(ip, Some(akid));
+        Ok(e)
+    })
 }
 
 fn input<T: DeserializeOwned>(v: Value) -> Result<T, Error> {

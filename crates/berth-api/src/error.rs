@@ -40,6 +40,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         ImageDigestMismatch(_) | InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
         Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         AccessDenied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+        Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         // Control-plane errors reach OCI clients only through shared code paths.
         RepositoryAlreadyExists(_)
         | RepositoryNotEmpty(_)
@@ -94,6 +95,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
         InvalidLayer(_) => "InvalidLayerException",
         Unauthorized(_) => "UnrecognizedClientException",
         AccessDenied(_) => "AccessDeniedException",
+        Throttled(_) => "ThrottlingException",
         RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
         RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
         Internal(_) => "ServerException",

@@ -868,3 +868,41 @@ async fn anonymous_bearer_tokens_carry_public_scopes_only() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "push was not granted");
     assert!(header(&r, "www-authenticate").contains("scope=\"repository:open:pull,push\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_is_throttled() {
+    let s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Bearer).await.unwrap();
+    // Ten bad signatures for one key: that key is refused, even correctly signed; the other is not.
+    for _ in 0..10 {
+        let (_, v) = s.ecr_signed("DescribeRegistry", json!({}), AKID, "not-the-secret-not-the-secret", |_| {}).await;
+        assert_eq!(v["__type"], "InvalidSignatureException");
+    }
+    let (st, v) = s.ecr("DescribeRegistry", json!({})).await;
+    assert_eq!((st, v["__type"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "ThrottlingException"), "{v}");
+    let (st, _) = s.ecr_signed("DescribeRegistry", json!({}), AKID2, SECRET2, |_| {}).await;
+    assert_eq!(st, StatusCode::OK, "another key from the same address still works");
+    let pw = {
+        let r = s.ecr_signed("GetAuthorizationToken", json!({}), AKID2, SECRET2, |_| {}).await.1;
+        let t = r["authorizationData"][0]["authorizationToken"].as_str().unwrap().to_string();
+        let d = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+        String::from_utf8(d).unwrap().strip_prefix("AWS:").unwrap().to_string()
+    };
+    // Bad logins from one address: past the limit that address is refused, good login or not.
+    let mut throttled = false;
+    for _ in 0..60 {
+        let r = s.req(Method::GET, "/v2/").basic_auth("AWS", Some("b1.wrong.wrong")).send().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = true;
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(throttled, "no throttling after 60 failed logins");
+    let r = s.req(Method::GET, "/v2/").basic_auth("AWS", Some(&pw)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Anonymous requests carry no credentials to guess with: not throttled.
+    let r = s.req(Method::GET, "/v2/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

@@ -90,6 +90,9 @@ pub enum Error {
     RepositoryPolicyNotFound(String),
     #[error("{0}")]
     RegistryPolicyNotFound(String),
+    /// Too many failed authentication attempts from this address or for this key.
+    #[error("{0}")]
+    Throttled(String),
     /// Credentials that are missing, unknown, expired or not valid for what was asked.
     #[error("{0}")]
     Unauthorized(String),

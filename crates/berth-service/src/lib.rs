@@ -7,6 +7,7 @@ mod cache;
 pub mod ecr;
 mod error;
 mod fsck;
+pub mod throttle;
 mod upload;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub struct Registry {
     /// write per pull would make every pull a database write (ECR, too, records them lazily).
     pulls: Arc<Mutex<HashMap<String, HashMap<String, i64>>>>,
     access: Arc<access::AccessCache>,
+    throttle: Arc<throttle::Throttle>,
 }
 
 /// The registry's identity and start-up choices.
@@ -155,6 +157,7 @@ impl Registry {
             settings: Arc::new(settings),
             pulls: Arc::default(),
             access: Arc::new(access::AccessCache::new(cache_enabled)),
+            throttle: Arc::default(),
         };
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {
@@ -180,6 +183,10 @@ impl Registry {
 
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    pub fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
     }
 
     pub fn meta(&self) -> &Meta {

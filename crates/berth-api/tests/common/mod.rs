@@ -24,6 +24,9 @@ pub enum Db {
 
 pub const AKID: &str = "AKIATESTTESTTESTTEST";
 pub const SECRET: &str = "test/secret/key/0123456789abcdefghijklmn";
+/// A second key of the same (root) principal.
+pub const AKID2: &str = "AKIASECONDSECONDSECO";
+pub const SECRET2: &str = "second/secret/0123456789abcdefghijklmnop";
 
 pub struct Server {
     pub base: String,
@@ -63,7 +66,8 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let settings = Settings { public_url: base.clone(), ..Settings::default() };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
-        let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key]).await.unwrap();
+        let key2 = AccessKey { id: AKID2.into(), secret: SECRET2.into(), principal: settings.root_arn() };
+        let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key, key2]).await.unwrap();
         let app = berth_api::router(registry.clone(), options);
         // As `berth serve` does, but often, so tests see pull times promptly.
         tokio::spawn(async move {
