@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_service::{Error, Principal, Scope, Who};
+use berth_service::{AuditEvent, Error, Principal, Scope, Who};
 use serde_json::json;
 
 use crate::error::{ApiError, error_response};
@@ -150,42 +150,83 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
 /// and the repository's policy. Unauthenticated requests that no policy allows get a challenge;
 /// authenticated ones a 403.
 pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let (principal, scopes) = match checked_credentials(&st, &req) {
-        Ok(c) => c,
-        Err(e @ Error::Throttled(_)) => return ApiError(e).into_response(),
-        Err(e) => return challenge(&st, &req, &e.to_string()),
+    let need = need(req.method(), req.uri().path());
+    let mut event = AuditEvent {
+        name: match &need {
+            Some(Need::Repo { action, .. }) => action.trim_start_matches("ecr:").to_string(),
+            Some(Need::Catalog) => "Catalog".into(),
+            _ => "Login".into(),
+        },
+        principal: None,
+        source_ip: crate::peer_ip(req.extensions()),
+        resource: match &need {
+            Some(Need::Repo { name, .. }) => Some(st.registry.repository_arn(name)),
+            _ => None,
+        },
+        allowed: false,
+        error: None,
     };
+    let had_credentials = req.headers().contains_key(header::AUTHORIZATION);
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let (res, decided) = decide(&st, req, next, need, &mut event).await;
+    // Every write and every refusal is recorded; a credential-less ping is just the handshake.
+    let refused = !decided && (had_credentials || event.name != "Login");
+    if write || refused {
+        event.allowed = decided;
+        if event.error.is_none() && res.status().as_u16() >= 400 {
+            event.error = Some(res.status().as_u16().to_string());
+        }
+        st.registry.audit(event).await;
+    }
+    res
+}
+
+/// Runs the request if allowed. Returns the response and whether authorization let it through.
+async fn decide(st: &AppState, req: Request, next: Next, need: Option<Need>, ev: &mut AuditEvent) -> (Response, bool) {
+    let (principal, scopes) = match checked_credentials(st, &req) {
+        Ok(c) => c,
+        Err(e) => {
+            ev.error = Some(e.to_string());
+            return match e {
+                e @ Error::Throttled(_) => (ApiError(e).into_response(), false),
+                e => (challenge(st, &req, &e.to_string()), false),
+            };
+        }
+    };
+    ev.principal = principal.as_ref().map(|p| p.arn.clone());
     if principal.is_none() && scopes.is_none() && st.options.anonymous {
-        return next.run(req).await;
+        return (next.run(req).await, true);
     }
     let anonymous = principal.is_none();
-    let Some(need) = need(req.method(), req.uri().path()) else {
-        return next.run(req).await;
+    let Some(need) = need else {
+        return (next.run(req).await, true);
     };
     let (name, action, scope) = match need {
         Need::Login | Need::Catalog if anonymous => {
-            return challenge(&st, &req, "authentication required");
+            return (challenge(st, &req, "authentication required"), false);
         }
-        Need::Login | Need::Catalog => return next.run(req).await,
+        Need::Login | Need::Catalog => return (next.run(req).await, true),
         Need::Repo { name, action, scope } => (name, action, scope),
     };
     if let Some(scopes) = &scopes
         && !scopes.iter().any(|s| s.allows("repository", &name, scope))
     {
-        return challenge(
-            &st,
-            &req,
-            &format!(
-                "the token does not grant repository:{name}:{scope}: no policy allows it for this caller, or one \
-                 denies it"
-            ),
+        let msg = format!(
+            "the token does not grant repository:{name}:{scope}: no policy allows it for this caller, or one denies it"
         );
+        ev.error = Some(msg.clone());
+        return (challenge(st, &req, &msg), false);
     }
     let w = who(principal, &req);
     match st.registry.check_access(&w, action, &name).await {
         Ok(()) => {}
-        Err(Error::AccessDenied(_)) if anonymous => return challenge(&st, &req, "authentication required"),
-        Err(e) => return ApiError(e).into_response(),
+        Err(e) => {
+            ev.error = Some(e.to_string());
+            return match e {
+                Error::AccessDenied(_) if anonymous => (challenge(st, &req, "authentication required"), false),
+                e => (ApiError(e).into_response(), false),
+            };
+        }
     }
     // A mount also reads the source repository: without pull there, upload instead.
     let req = match mount_source(&req) {
@@ -194,7 +235,7 @@ pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Re
         }
         _ => req,
     };
-    next.run(req).await
+    (next.run(req).await, true)
 }
 
 fn mount_source(req: &Request) -> Option<String> {

@@ -14,7 +14,7 @@ use berth_service::ecr::{
     ImageFailure, ImageId, LayerCheck, MutabilityFilter, NewRepository, ResourceTag, StoredTemplate, TagStatus,
     Template, parse_tag_status,
 };
-use berth_service::{Error, Principal, Repository, Who};
+use berth_service::{AuditEvent, Error, Principal, Repository, Who};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -80,11 +80,22 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         body: &body,
     };
     let ip = crate::peer_ip(&parts.extensions);
+    let mut event =
+        AuditEvent { name: op.clone(), principal: None, source_ip: ip, resource: None, allowed: false, error: None };
     let principal = match authenticate(st, &sreq, ip) {
         Ok(p) => p,
-        Err(Ok(e)) => return ecr_error_response(e.aws_type(), &e.to_string(), None),
-        Err(Err(e)) => return ecr_response(&e),
+        Err(Ok(e)) => {
+            event.error = Some(format!("{}: {e}", e.aws_type()));
+            st.registry.audit(event).await;
+            return ecr_error_response(e.aws_type(), &e.to_string(), None);
+        }
+        Err(Err(e)) => {
+            event.error = Some(format!("{}: {e}", crate::error::ecr_type(&e)));
+            st.registry.audit(event).await;
+            return ecr_response(&e);
+        }
     };
+    event.principal = Some(principal.0.arn.clone());
     let payload = principal.1;
     let principal = principal.0;
     let who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false };
@@ -100,7 +111,16 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         }
     };
     tracing::debug!(operation = %op, principal = %principal.arn, "ecr request");
-    match dispatch(st, &who, &principal, &op, input).await {
+    event.resource = input.get("repositoryName").and_then(Value::as_str).map(|n| st.registry.repository_arn(n));
+    let result = dispatch(st, &who, &principal, &op, input).await;
+    event.allowed = !matches!(result, Err(Error::AccessDenied(_) | Error::Throttled(_)));
+    event.error = match &result {
+        Ok(Some(_)) => None,
+        Ok(None) => Some("UnknownOperationException".into()),
+        Err(e) => Some(crate::error::ecr_type(e).to_string()),
+    };
+    st.registry.audit(event).await;
+    match result {
         Ok(Some(v)) => {
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], v.to_string())
                 .into_response()

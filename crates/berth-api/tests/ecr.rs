@@ -906,3 +906,60 @@ async fn failed_authentication_is_throttled() {
     let r = s.req(Method::GET, "/v2/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_records_calls_writes_and_refusals() {
+    let s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Basic).await.unwrap();
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "aud"})).await;
+    s.ecr_signed("DescribeRegistry", json!({}), AKID, "wrong-secret-wrong-secret", |_| {}).await;
+    let pw = login_password(&s).await;
+    let d = sha256(b"audited");
+    let r = s
+        .req(Method::POST, &format!("/v2/aud/blobs/uploads/?digest={d}"))
+        .basic_auth("AWS", Some(&pw))
+        .body("audited")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s.req(Method::GET, &format!("/v2/aud/blobs/{d}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s.req(Method::GET, &format!("/v2/aud/blobs/{d}")).basic_auth("AWS", Some(&pw)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "an allowed read is not a write: not recorded");
+
+    let filter = |decision: Option<&str>| berth_meta::AuditFilter {
+        decision: decision.map(str::to_string),
+        limit: 100,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = s.meta.audit_events(&filter(None)).await.unwrap();
+        if rows.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let names: Vec<(&str, &str)> = rows.iter().rev().map(|r| (r.event_name.as_str(), r.decision.as_str())).collect();
+    assert_eq!(
+        names,
+        [
+            ("CreateRepository", "allow"),
+            ("DescribeRegistry", "deny"),
+            ("GetAuthorizationToken", "allow"),
+            ("InitiateLayerUpload", "allow"),
+            ("GetDownloadUrlForLayer", "deny"),
+        ],
+        "{rows:#?}"
+    );
+    let create = rows.iter().find(|r| r.event_name == "CreateRepository").unwrap();
+    assert_eq!(create.principal.as_deref(), Some("arn:aws:iam::000000000000:root"));
+    assert_eq!(create.resource.as_deref(), Some("arn:aws:ecr:us-east-1:000000000000:repository/aud"));
+    assert_eq!(create.source_ip.as_deref(), Some("127.0.0.1"));
+    let bad = rows.iter().find(|r| r.event_name == "DescribeRegistry").unwrap();
+    assert!(bad.error.as_deref().unwrap().starts_with("InvalidSignatureException"), "{bad:?}");
+    let anon = rows.iter().find(|r| r.event_name == "GetDownloadUrlForLayer").unwrap();
+    assert_eq!(anon.principal, None);
+    let denied = s.meta.audit_events(&filter(Some("deny"))).await.unwrap();
+    assert_eq!(denied.len(), 2);
+}

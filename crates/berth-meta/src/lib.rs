@@ -5,10 +5,12 @@
 //! Types here are plain strings and integers: digests and names are validated by the service
 //! before they reach this crate.
 
+mod audit;
 mod batch;
 mod ecr;
 mod migrate;
 
+pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

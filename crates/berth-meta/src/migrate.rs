@@ -27,6 +27,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0003_policies.sql"),
         postgres: include_str!("../migrations/0003_policies.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/0004_audit.sqlite.sql"),
+        postgres: include_str!("../migrations/0004_audit.postgres.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

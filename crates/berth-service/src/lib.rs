@@ -2,6 +2,7 @@
 //! consistency checks. Nothing here knows HTTP: the API crate translates requests into these calls.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 mod cache;
 pub mod ecr;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 pub use access::Who;
+pub use audit::AuditEvent;
 pub use auth::{AccessKey, Auth, Principal, Scope};
 pub use ecr::{Repository, Template};
 pub use error::{Error, Result};
@@ -46,6 +48,7 @@ pub struct Registry {
     pulls: Arc<Mutex<HashMap<String, HashMap<String, i64>>>>,
     access: Arc<access::AccessCache>,
     throttle: Arc<throttle::Throttle>,
+    audit: tokio::sync::mpsc::Sender<audit::Msg>,
 }
 
 /// The registry's identity and start-up choices.
@@ -149,7 +152,7 @@ impl Registry {
         let cache_enabled = meta.backend() == Backend::Sqlite;
         let cache = Arc::new(cache::Cache::new(cache_enabled));
         let r = Registry {
-            meta,
+            meta: meta.clone(),
             blobs,
             busy_uploads: Arc::default(),
             cache,
@@ -158,6 +161,7 @@ impl Registry {
             pulls: Arc::default(),
             access: Arc::new(access::AccessCache::new(cache_enabled)),
             throttle: Arc::default(),
+            audit: audit::start(meta.clone()),
         };
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {

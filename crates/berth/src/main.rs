@@ -27,12 +27,45 @@ struct Cli {
 enum Command {
     /// Run the registry (OCI distribution API on /v2/, ECR API on POST /).
     Serve(Common),
+    /// Show the audit log, newest first: ECR calls, OCI writes and refused requests.
+    Audit(AuditArgs),
     /// Print a `docker login --username AWS` password for the root access key, valid 12 hours
     /// (as `aws ecr get-login-password` does, without needing the AWS CLI).
     GetLoginPassword(Common),
     /// Verify every stored blob against its digest and every manifest reference; changes nothing.
     /// Exits 1 if it finds damage.
     Fsck(Common),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Only events at or after this time: RFC 3339 (2026-11-27T08:00:00Z), a date, or an age
+    /// such as 15m, 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only this event (an ECR operation such as PutImage, or Login).
+    #[arg(long, value_name = "NAME")]
+    event: Option<String>,
+    /// Only this principal ARN.
+    #[arg(long, value_name = "ARN")]
+    principal: Option<String>,
+    /// Only resources containing this text (a repository name or ARN).
+    #[arg(long, value_name = "TEXT")]
+    resource: Option<String>,
+    /// Only allowed or only denied requests.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    decision: Option<String>,
+    /// Most events shown.
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -71,6 +104,17 @@ fn main() -> ExitCode {
         Command::Serve(c) => ("serve", c),
         Command::Fsck(c) => ("fsck", c),
         Command::GetLoginPassword(c) => ("get-login-password", c),
+        Command::Audit(a) => {
+            let filter = match audit_filter(&a) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            AUDIT.set((filter, a.json)).ok();
+            ("audit", a.common)
+        }
     };
     let cfg = match common.load() {
         Ok(c) => c,
@@ -93,6 +137,7 @@ fn main() -> ExitCode {
         match cmd {
             "serve" => serve(cfg).await,
             "get-login-password" => login_password(cfg).await,
+            "audit" => audit(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -118,6 +163,76 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         create_on_push: cfg.create_on_push,
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+}
+
+static AUDIT: std::sync::OnceLock<(berth_meta::AuditFilter, bool)> = std::sync::OnceLock::new();
+
+/// `--since 2h` or `--since 2026-11-27T08:00:00Z` → Unix milliseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let now = berth_meta::now_ms();
+    let unit = |c: char| match c {
+        's' => Some(1_000),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(last) = s.chars().last()
+        && let Some(ms) = unit(last)
+        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
+    {
+        return Ok(now - n * ms);
+    }
+    berth_core::policy::parse_date(s).map(|secs| (secs * 1000.0) as i64).ok_or_else(|| {
+        format!("{s:?} is not a time (use 2026-11-27T08:00:00Z, 2026-11-27, or an age like 15m, 2h, 7d)")
+    })
+}
+
+fn audit_filter(a: &AuditArgs) -> Result<berth_meta::AuditFilter, String> {
+    if !(1..=100_000).contains(&a.limit) {
+        return Err("--limit must be between 1 and 100000".into());
+    }
+    Ok(berth_meta::AuditFilter {
+        since: a.since.as_deref().map(parse_time).transpose()?,
+        until: a.until.as_deref().map(parse_time).transpose()?,
+        event_name: a.event.clone(),
+        principal: a.principal.clone(),
+        resource: a.resource.clone(),
+        decision: a.decision.clone(),
+        before_id: None,
+        limit: a.limit,
+    })
+}
+
+async fn audit(cfg: Config) -> Result<ExitCode, String> {
+    let (filter, json) = AUDIT.get().cloned().ok_or("internal: audit filter missing")?;
+    let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
+    let rows = meta.audit_events(&filter).await.map_err(|e| e.to_string())?;
+    for r in &rows {
+        let time = berth_crypto::time::format_rfc3339(r.event_time / 1000);
+        if json {
+            let v = serde_json::json!({
+                "eventTime": time, "eventName": r.event_name, "principal": r.principal,
+                "sourceIPAddress": r.source_ip, "resource": r.resource, "decision": r.decision, "error": r.error,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{time}  {:<28} {:<5} {:<40} {:<15} {} {}",
+                r.event_name,
+                r.decision,
+                r.principal.as_deref().unwrap_or("anonymous"),
+                r.source_ip.as_deref().unwrap_or("-"),
+                r.resource.as_deref().unwrap_or("-"),
+                r.error.as_deref().map(|e| format!("[{e}]")).unwrap_or_default()
+            );
+        }
+    }
+    if !json {
+        eprintln!("{} event(s)", rows.len());
+    }
+    meta.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn login_password(cfg: Config) -> Result<ExitCode, String> {
@@ -205,6 +320,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     if let Err(e) = registry.flush_pulls().await {
         tracing::warn!(error = %e, "could not record pull times");
     }
+    registry.flush_audit().await;
     registry.meta().close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

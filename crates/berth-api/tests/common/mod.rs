@@ -35,7 +35,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub db_url: String,
     task: tokio::task::JoinHandle<()>,
-    meta: Meta,
+    pub meta: Meta,
 }
 
 impl Server {
