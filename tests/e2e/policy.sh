@@ -65,4 +65,14 @@ out=$(aws ecr set-repository-policy --repository-name public/app --policy-text '
   && fail "a policy without Principal was accepted"
 grep -q "InvalidParameterException" <<<"$out" && grep -q "Principal" <<<"$out" || fail "malformed policy: $out"
 docker logout "$REG" >/dev/null
+
+step "berth audit lists the calls, the writes and the refusals"
+sleep 0.5   # events are written in batches
+"$BERTH" audit --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" --limit 1000 >"$P/audit.txt" 2>/dev/null || fail "berth audit"
+grep -q "SetRepositoryPolicy .*allow .*arn:aws:iam::000000000000:root" "$P/audit.txt" || fail "no SetRepositoryPolicy event: $(head "$P/audit.txt")"
+"$BERTH" audit --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" --decision deny --json >"$P/denied.json" 2>/dev/null
+grep '"eventName":"DescribeImages"' "$P/denied.json" | grep -q '"decision":"deny"' || fail "the denied describe-images is not in the audit log"
+grep -q '"principal":null' "$P/denied.json" || fail "no anonymous refusal in the audit log"
+"$BERTH" audit --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" --event PutImage --since 1h >"$P/put.txt" 2>/dev/null
+grep -q "PutImage" "$P/put.txt" || fail "docker's manifest push is not in the audit log"
 echo "PASS policy"
