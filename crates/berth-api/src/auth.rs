@@ -151,82 +151,96 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
 /// authenticated ones a 403.
 pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let need = need(req.method(), req.uri().path());
-    let mut event = AuditEvent {
-        name: match &need {
-            Some(Need::Repo { action, .. }) => action.trim_start_matches("ecr:").to_string(),
-            Some(Need::Catalog) => "Catalog".into(),
-            _ => "Login".into(),
-        },
-        principal: None,
-        source_ip: crate::peer_ip(req.extensions()),
-        resource: match &need {
-            Some(Need::Repo { name, .. }) => Some(st.registry.repository_arn(name)),
-            _ => None,
-        },
-        allowed: false,
-        error: None,
-    };
     let had_credentials = req.headers().contains_key(header::AUTHORIZATION);
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let (res, decided) = decide(&st, req, next, need, &mut event).await;
-    // Every write and every refusal is recorded; a credential-less ping is just the handshake.
-    let refused = !decided && (had_credentials || event.name != "Login");
+    let source_ip = crate::peer_ip(req.extensions());
+    let name = match &need {
+        Some(Need::Repo { action, .. }) => action.trim_start_matches("ecr:"),
+        Some(Need::Catalog) => "Catalog",
+        _ => "Login",
+    };
+    let mut out = Outcome::default();
+    let res = decide(&st, req, next, need.as_ref(), &mut out).await;
+    // Every write and every refusal is recorded (a credential-less ping is just the handshake);
+    // allowed reads are not, so a pull builds no event.
+    let refused = !out.allowed && (had_credentials || name != "Login");
     if write || refused {
-        event.allowed = decided;
-        if event.error.is_none() && res.status().as_u16() >= 400 {
-            event.error = Some(res.status().as_u16().to_string());
-        }
+        let error = out.error.or_else(|| (res.status().as_u16() >= 400).then(|| res.status().as_u16().to_string()));
+        let event = AuditEvent {
+            name: name.to_string(),
+            principal: out.principal.map(|p| p.arn),
+            source_ip,
+            resource: match &need {
+                Some(Need::Repo { name, .. }) => Some(st.registry.repository_arn(name)),
+                _ => None,
+            },
+            allowed: out.allowed,
+            error,
+        };
         st.registry.audit(event).await;
     }
     res
 }
 
-/// Runs the request if allowed. Returns the response and whether authorization let it through.
-async fn decide(st: &AppState, req: Request, next: Next, need: Option<Need>, ev: &mut AuditEvent) -> (Response, bool) {
+/// What authorization decided, for the audit log.
+#[derive(Default)]
+struct Outcome {
+    allowed: bool,
+    principal: Option<Principal>,
+    error: Option<String>,
+}
+
+/// Runs the request if allowed.
+async fn decide(st: &AppState, req: Request, next: Next, need: Option<&Need>, out: &mut Outcome) -> Response {
     let (principal, scopes) = match checked_credentials(st, &req) {
         Ok(c) => c,
         Err(e) => {
-            ev.error = Some(e.to_string());
+            out.error = Some(e.to_string());
             return match e {
-                e @ Error::Throttled(_) => (ApiError(e).into_response(), false),
-                e => (challenge(st, &req, &e.to_string()), false),
+                e @ Error::Throttled(_) => ApiError(e).into_response(),
+                e => challenge(st, &req, &e.to_string()),
             };
         }
     };
-    ev.principal = principal.as_ref().map(|p| p.arn.clone());
-    if principal.is_none() && scopes.is_none() && st.options.anonymous {
-        return (next.run(req).await, true);
-    }
     let anonymous = principal.is_none();
-    let Some(need) = need else {
-        return (next.run(req).await, true);
-    };
+    if anonymous && scopes.is_none() && st.options.anonymous {
+        out.allowed = true;
+        return next.run(req).await;
+    }
     let (name, action, scope) = match need {
-        Need::Login | Need::Catalog if anonymous => {
-            return (challenge(st, &req, "authentication required"), false);
+        None => {
+            out.allowed = true;
+            out.principal = principal;
+            return next.run(req).await;
         }
-        Need::Login | Need::Catalog => return (next.run(req).await, true),
-        Need::Repo { name, action, scope } => (name, action, scope),
+        Some(Need::Login | Need::Catalog) if anonymous => {
+            return challenge(st, &req, "authentication required");
+        }
+        Some(Need::Login | Need::Catalog) => {
+            out.allowed = true;
+            out.principal = principal;
+            return next.run(req).await;
+        }
+        Some(Need::Repo { name, action, scope }) => (name, *action, *scope),
     };
     if let Some(scopes) = &scopes
-        && !scopes.iter().any(|s| s.allows("repository", &name, scope))
+        && !scopes.iter().any(|s| s.allows("repository", name, scope))
     {
         let msg = format!(
             "the token does not grant repository:{name}:{scope}: no policy allows it for this caller, or one denies it"
         );
-        ev.error = Some(msg.clone());
-        return (challenge(st, &req, &msg), false);
+        out.error = Some(msg.clone());
+        out.principal = principal;
+        return challenge(st, &req, &msg);
     }
     let w = who(principal, &req);
-    match st.registry.check_access(&w, action, &name).await {
-        Ok(()) => {}
-        Err(e) => {
-            ev.error = Some(e.to_string());
-            return match e {
-                Error::AccessDenied(_) if anonymous => (challenge(st, &req, "authentication required"), false),
-                e => (ApiError(e).into_response(), false),
-            };
-        }
+    if let Err(e) = st.registry.check_access(&w, action, name).await {
+        out.error = Some(e.to_string());
+        out.principal = w.principal;
+        return match e {
+            Error::AccessDenied(_) if anonymous => challenge(st, &req, "authentication required"),
+            e => ApiError(e).into_response(),
+        };
     }
     // A mount also reads the source repository: without pull there, upload instead.
     let req = match mount_source(&req) {
@@ -235,7 +249,9 @@ async fn decide(st: &AppState, req: Request, next: Next, need: Option<Need>, ev:
         }
         _ => req,
     };
-    (next.run(req).await, true)
+    out.allowed = true;
+    out.principal = w.principal;
+    next.run(req).await
 }
 
 fn mount_source(req: &Request) -> Option<String> {
