@@ -200,7 +200,7 @@ fn cases() -> Vec<Case> {
             .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":"*"}},"Action":{PULL}}}]"#)),
         case("public pull: anonymous push refused", None, "ecr:PutImage", Implicit)
             .res(&format!(r#"[{{"Effect":"Allow","Principal":"*","Action":{PULL}}}]"#)),
-        case("public pull: other account's user may pull too", carol_b(), "ecr:BatchGetImage", Implicit)
+        case("public pull: another account's user also needs its own identity allow", carol_b(), "ecr:BatchGetImage", Implicit)
             .res(&format!(r#"[{{"Effect":"Allow","Principal":"*","Action":{PULL}}}]"#)),
         case("anonymous is not an account principal", None, "ecr:BatchGetImage", Implicit)
             .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":"{A}"}},"Action":{PULL}}}]"#)),
