@@ -280,11 +280,12 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             println!("    export AWS_DEFAULT_REGION={}", cfg.region);
         }
         credentials::Source::File(path) => {
+            let abs = std::fs::canonicalize(path).unwrap_or(path.clone());
             println!(
                 "  root access key {} (from {}; export AWS_SHARED_CREDENTIALS_FILE={} to use it)",
                 root.key.id,
                 path.display(),
-                path.display()
+                abs.display()
             );
         }
         credentials::Source::Env => println!("  root access key {} (from BERTH_ROOT_ACCESS_KEY_ID)", root.key.id),
