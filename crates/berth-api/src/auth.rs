@@ -311,7 +311,7 @@ pub async fn token(State(st): State<AppState>, req: Request) -> Response {
         }
     }
     let (token, expires_in) = st.registry.auth().issue_bearer(principal.as_ref(), granted, not_after);
-    let issued_at = berth_crypto::time::format_rfc3339(berth_service::auth::now_secs());
+    let issued_at = berth_core::time::format_rfc3339(berth_service::auth::now_secs());
     let body = json!({ "token": token, "access_token": token, "expires_in": expires_in, "issued_at": issued_at });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

@@ -29,18 +29,12 @@ const MAX_BODY: usize = 30 * 1024 * 1024;
 type R = Result<Value, Error>;
 
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
-    let request_id = uuid_like();
+    let request_id = uuid::Uuid::new_v4().to_string();
     let mut res = handle_inner(&st, req).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-amzn-requestid", v);
     }
     res
-}
-
-fn uuid_like() -> String {
-    let b = berth_crypto::random_bytes();
-    let h = hex::encode(&b[..16]);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 async fn handle_inner(st: &AppState, req: Request) -> Response {

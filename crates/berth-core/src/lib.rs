@@ -5,6 +5,7 @@ pub mod manifest;
 pub mod media;
 pub mod name;
 pub mod policy;
+pub mod time;
 pub mod wildcard;
 
 pub use digest::{Algorithm, Digest, DigestError};

@@ -3,7 +3,6 @@
 //! server-signed tokens.
 
 pub mod sigv4;
-pub mod time;
 pub mod token;
 
 use berth_core::{Algorithm, Digest};

@@ -7,7 +7,7 @@
 use hmac::{KeyInit, Mac};
 use sha2::{Digest as _, Sha256};
 
-use crate::time::{format_amz_date, parse_amz_date};
+use berth_core::time::{format_amz_date, parse_amz_date};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 

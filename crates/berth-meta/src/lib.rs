@@ -227,31 +227,6 @@ impl Meta {
             .transpose()?)
     }
 
-    /// The repository's id, creating it if it does not exist.
-    pub async fn ensure_repo(&self, name: &str) -> Result<i64> {
-        if let Some(id) = self.repo_id(name).await? {
-            return Ok(id);
-        }
-        let name = name.to_string();
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(name.as_str())
-                .bind(now_ms())
-                .execute(&mut *c)
-                .await?;
-                let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
-                    .bind(name.as_str())
-                    .fetch_one(&mut *c)
-                    .await?;
-                Ok(row.try_get(0)?)
-            })
-        }))
-        .await
-    }
-
     /// Repository names in lexical order, after `last`, at most `limit`.
     pub async fn list_repos(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")

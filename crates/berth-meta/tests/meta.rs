@@ -1,6 +1,6 @@
 //! The metadata store's behaviour, checked on SQLite and on PostgreSQL.
 
-use berth_meta::{Meta, MetaError, NewManifest, testing};
+use berth_meta::{Meta, MetaError, NewManifest, RepoSettings, testing};
 
 struct Db {
     meta: Meta,
@@ -16,6 +16,11 @@ async fn backends() -> Vec<(&'static str, Db)> {
         out.push(("postgres", Db { meta: Meta::connect(&url).await.unwrap(), _dir: None }));
     }
     out
+}
+
+/// The repository's id, creating it if needed (as a push does).
+async fn repo(m: &Meta, name: &str) -> Result<i64, MetaError> {
+    Ok(m.create_repo(name, &RepoSettings::default(), &[], true).await?.id)
 }
 
 fn d(c: char) -> String {
@@ -42,10 +47,10 @@ async fn repositories_and_catalog() {
     for (name, db) in backends().await {
         let m = &db.meta;
         assert_eq!(m.repo_id("a").await.unwrap(), None, "{name}");
-        let a = m.ensure_repo("a").await.unwrap();
-        assert_eq!(m.ensure_repo("a").await.unwrap(), a, "{name}: idempotent");
+        let a = repo(m, "a").await.unwrap();
+        assert_eq!(repo(m, "a").await.unwrap(), a, "{name}: idempotent");
         for r in ["c", "b/x", "b"] {
-            m.ensure_repo(r).await.unwrap();
+            repo(m, r).await.unwrap();
         }
         assert_eq!(m.list_repos(None, 10).await.unwrap(), ["a", "b", "b/x", "c"], "{name}");
         assert_eq!(m.list_repos(Some("b"), 2).await.unwrap(), ["b/x", "c"], "{name}");
@@ -58,8 +63,8 @@ async fn repositories_and_catalog() {
 async fn manifests_need_their_references() {
     for (name, db) in backends().await {
         let m = &db.meta;
-        let r = m.ensure_repo("app").await.unwrap();
-        let other = m.ensure_repo("other").await.unwrap();
+        let r = repo(m, "app").await.unwrap();
+        let other = repo(m, "other").await.unwrap();
         m.link_blob(other, &d('a'), 10).await.unwrap();
         let blobs = vec![d('a')];
         // Linked in another repository only: missing here.
@@ -102,7 +107,7 @@ async fn manifests_need_their_references() {
 async fn tags_move_and_page() {
     for (name, db) in backends().await {
         let m = &db.meta;
-        let r = m.ensure_repo("t").await.unwrap();
+        let r = repo(m, "t").await.unwrap();
         for (c, tag) in [('1', "b"), ('2', "a"), ('3', "C"), ('4', "b")] {
             m.put_manifest(r, &manifest(&d(c), &[], &[], Some(tag))).await.unwrap();
         }
@@ -120,7 +125,7 @@ async fn tags_move_and_page() {
 async fn referrers_filter_by_artifact_type() {
     for (name, db) in backends().await {
         let m = &db.meta;
-        let r = m.ensure_repo("r").await.unwrap();
+        let r = repo(m, "r").await.unwrap();
         let subject = d('5');
         for (c, at) in [('6', "application/x-sig"), ('7', "application/x-sbom"), ('8', "application/x-sig")] {
             let digest = d(c);
@@ -140,7 +145,7 @@ async fn referrers_filter_by_artifact_type() {
 async fn uploads_advance_with_compare_and_set() {
     for (name, db) in backends().await {
         let m = &db.meta;
-        let r = m.ensure_repo("u").await.unwrap();
+        let r = repo(m, "u").await.unwrap();
         m.create_upload("up1", r, b"state0").await.unwrap();
         m.advance_upload("up1", 0, 100, Some(b"state1")).await.unwrap();
         assert!(matches!(m.advance_upload("up1", 0, 50, None).await, Err(MetaError::UploadConflict(_))), "{name}");

@@ -36,7 +36,7 @@ impl Who {
             account: account.to_string(),
             username: None,
             userid: account.to_string(),
-            is_root: p.arn.ends_with(":root"),
+            is_root: p.is_root(),
         })
     }
 }
@@ -96,7 +96,8 @@ impl Registry {
                 // Stored policies were checked when set; one that no longer parses denies nothing
                 // and allows nothing.
                 policy: row.policy.as_deref().and_then(|p| policy::parse(p, PolicyKind::Resource).ok()),
-                tags: self.meta.repo_tags(row.id).await?,
+                // Tags only matter to a policy's conditions: no policy, no query.
+                tags: if row.policy.is_some() { self.meta.repo_tags(row.id).await? } else { Vec::new() },
             },
         };
         let access = Arc::new(access);
@@ -112,7 +113,7 @@ impl Registry {
     fn context(&self, who: &Who, caller: Option<&Caller>, tags: &[(String, String)]) -> Context {
         let now = crate::auth::now_secs();
         let mut ctx = Context::new();
-        ctx.set("aws:CurrentTime", berth_crypto::time::format_rfc3339(now));
+        ctx.set("aws:CurrentTime", berth_core::time::format_rfc3339(now));
         ctx.set("aws:EpochTime", now.to_string());
         ctx.set("aws:SecureTransport", who.secure.to_string());
         if let Some(ip) = who.source_ip {
@@ -128,16 +129,28 @@ impl Registry {
     /// The decision for `action` (`ecr:BatchGetImage`, ...) on repository `name`, which need not
     /// exist (then only the caller's identity decides).
     pub async fn decide(&self, who: &Who, action: &str, name: &str) -> Result<Decision> {
-        let account = &self.settings.registry_id;
         let access = self.repo_access(name).await?;
         if access.policy.is_none() {
             // The common case, decided without building a context: only the identity side is
             // left, and today the only identity is the account root.
-            let root = who.principal.as_ref().is_some_and(|p| p.arn.ends_with(":root"));
+            let root = who.principal.as_ref().is_some_and(Principal::is_root);
             return Ok(if root { Decision::Allow } else { Decision::ImplicitDeny });
         }
+        Ok(self.evaluate(who, action, name, &access.tags, access.policy.as_ref()))
+    }
+
+    /// `action` on repository `name` under `resource_policy`, with the repository's `tags`.
+    fn evaluate(
+        &self,
+        who: &Who,
+        action: &str,
+        name: &str,
+        tags: &[(String, String)],
+        resource_policy: Option<&Policy>,
+    ) -> Decision {
+        let account = &self.settings.registry_id;
         let caller = who.caller(account);
-        let ctx = self.context(who, caller.as_ref(), &access.tags);
+        let ctx = self.context(who, caller.as_ref(), tags);
         let arn = self.repository_arn(name);
         let req = policy::Request {
             action,
@@ -146,7 +159,7 @@ impl Registry {
             caller: caller.as_ref(),
             context: &ctx,
         };
-        Ok(policy::evaluate(&req, &[], access.policy.as_ref()))
+        policy::evaluate(&req, &[], resource_policy)
     }
 
     /// [`Registry::decide`], as an error when not allowed.
@@ -176,19 +189,8 @@ impl Registry {
         let (_, row) = self.repository(name).await?;
         let new = parse_resource_policy(text, MAX_REPOSITORY_POLICY, "repository")?;
         if !force {
-            let account = &self.settings.registry_id;
-            let caller = who.caller(account);
             let tags = self.meta.repo_tags(row.id).await?;
-            let ctx = self.context(who, caller.as_ref(), &tags);
-            let arn = self.repository_arn(name);
-            let req = policy::Request {
-                action: "ecr:SetRepositoryPolicy",
-                resource: &arn,
-                resource_account: account,
-                caller: caller.as_ref(),
-                context: &ctx,
-            };
-            if !policy::evaluate(&req, &[], Some(&new)).allowed() {
+            if !self.evaluate(who, "ecr:SetRepositoryPolicy", name, &tags, Some(&new)).allowed() {
                 return Err(Error::InvalidParameter(
                     "Invalid parameter at 'PolicyText' failed to satisfy constraint: the policy would prevent you \
                      from setting another policy in the future; use force to set it anyway"

@@ -45,6 +45,17 @@ pub struct Principal {
     pub access_key_id: String,
 }
 
+/// The ARN of an account's root principal.
+pub fn root_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:root")
+}
+
+impl Principal {
+    pub fn is_root(&self) -> bool {
+        self.arn.ends_with(":root")
+    }
+}
+
 /// One Docker token scope: `repository:<name>:<actions>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {

@@ -83,7 +83,7 @@ impl Settings {
     }
 
     pub fn root_arn(&self) -> String {
-        format!("arn:aws:iam::{}:root", self.registry_id)
+        auth::root_arn(&self.registry_id)
     }
 }
 

@@ -209,7 +209,7 @@ async fn audit(cfg: Config) -> Result<ExitCode, String> {
     let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
     let rows = meta.audit_events(&filter).await.map_err(|e| e.to_string())?;
     for r in &rows {
-        let time = berth_crypto::time::format_rfc3339(r.event_time / 1000);
+        let time = berth_core::time::format_rfc3339(r.event_time / 1000);
         if json {
             let v = serde_json::json!({
                 "eventTime": time, "eventName": r.event_name, "principal": r.principal,

@@ -108,7 +108,7 @@ impl Server {
     ) -> (StatusCode, Value) {
         let body = body.to_string();
         let host = self.base.trim_start_matches("http://").to_string();
-        let date = berth_crypto::time::format_amz_date(berth_service::auth::now_secs());
+        let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
         let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), host),

@@ -248,7 +248,7 @@ pub fn parse_date(s: &str) -> Option<f64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return None;
     }
-    let mut secs = days_from_civil(y, mo, d) as f64 * 86400.0;
+    let mut secs = crate::time::days_from_civil(y, mo, d) as f64 * 86400.0;
     if b.len() == 10 {
         return Some(secs);
     }
@@ -284,13 +284,4 @@ pub fn parse_date(s: &str) -> Option<f64> {
         }
         _ => None,
     }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
 }

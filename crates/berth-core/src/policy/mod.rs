@@ -15,6 +15,8 @@ use std::collections::HashMap;
 pub use condition::{Operator, parse_date};
 pub use parse::{PolicyError, PolicyKind, parse};
 
+pub use crate::wildcard::glob;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     Allow,
@@ -312,29 +314,6 @@ pub fn substitute(s: &str, ctx: &Context) -> Option<String> {
     }
     out.push_str(rest);
     Some(out)
-}
-
-/// `*` matches any run of characters, `?` any one character.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

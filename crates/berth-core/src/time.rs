@@ -1,7 +1,8 @@
-//! Civil-time conversions for SigV4's `YYYYMMDD'T'HHMMSS'Z'` dates (UTC), without a date crate.
+//! Civil-time conversions (UTC) without a date crate: SigV4's `YYYYMMDD'T'HHMMSS'Z'` dates,
+//! RFC 3339 output, and the day arithmetic policy dates use.
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
