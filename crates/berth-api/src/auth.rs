@@ -83,26 +83,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The caller a request's credentials name: `Ok(None)` without credentials, the bearer token's
 /// scopes when it is one.
-fn credentials(st: &AppState, headers: &HeaderMap) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
+async fn credentials(st: &AppState, headers: &HeaderMap) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
     if let Some(token) = bearer(headers) {
-        let (p, scopes) = st.registry.auth().check_bearer(token)?;
+        let (p, scopes) = st.registry.check_bearer(token).await?;
         return Ok((p, Some(scopes)));
     }
     match basic_password(headers) {
-        Some(pw) => Ok((Some(st.registry.auth().check_login(&pw?)?.0), None)),
+        Some(pw) => Ok((Some(st.registry.check_login(&pw?).await?.0), None)),
         None => Ok((None, None)),
     }
 }
 
 /// [`credentials`], refused while this address is throttled, and counted when they fail.
-fn checked_credentials(st: &AppState, req: &Request) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
-    if req.headers().get(header::AUTHORIZATION).is_none() {
+async fn checked_credentials(
+    st: &AppState,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
+    if headers.get(header::AUTHORIZATION).is_none() {
         return Ok((None, None));
     }
-    let ip = crate::peer_ip(req.extensions());
     let throttle = st.registry.throttle();
     throttle.check(ip, None)?;
-    credentials(st, req.headers()).inspect_err(|_| throttle.failed(ip, None))
+    credentials(st, headers).await.inspect_err(|_| throttle.failed(ip, None))
 }
 
 fn who(principal: Option<Principal>, req: &Request) -> Who {
@@ -182,6 +185,10 @@ pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Re
     res
 }
 
+/// The caller of a catalog request: the listing holds only what it may see.
+#[derive(Clone)]
+pub(crate) struct Viewer(pub Who);
+
 /// What authorization decided, for the audit log.
 #[derive(Default)]
 struct Outcome {
@@ -192,7 +199,7 @@ struct Outcome {
 
 /// Runs the request if allowed.
 async fn decide(st: &AppState, req: Request, next: Next, need: Option<&Need>, out: &mut Outcome) -> Response {
-    let (principal, scopes) = match checked_credentials(st, &req) {
+    let (principal, scopes) = match checked_credentials(st, req.headers(), crate::peer_ip(req.extensions())).await {
         Ok(c) => c,
         Err(e) => {
             out.error = Some(e.to_string());
@@ -216,9 +223,17 @@ async fn decide(st: &AppState, req: Request, next: Next, need: Option<&Need>, ou
         Some(Need::Login | Need::Catalog) if anonymous => {
             return challenge(st, &req, "authentication required");
         }
-        Some(Need::Login | Need::Catalog) => {
+        Some(Need::Login) => {
             out.allowed = true;
             out.principal = principal;
+            return next.run(req).await;
+        }
+        Some(Need::Catalog) => {
+            out.allowed = true;
+            out.principal = principal.clone();
+            let mut req = req;
+            let w = who(principal, &req);
+            req.extensions_mut().insert(Viewer(w));
             return next.run(req).await;
         }
         Some(Need::Repo { name, action, scope }) => (name, *action, *scope),
@@ -285,7 +300,7 @@ pub async fn token(State(st): State<AppState>, req: Request) -> Response {
         return ApiError(e).into_response();
     }
     let (principal, not_after) = match login {
-        Some(Ok(pw)) => match st.registry.auth().check_login(&pw) {
+        Some(Ok(pw)) => match st.registry.check_login(&pw).await {
             Ok((p, e)) => (Some(p), e),
             Err(e) => {
                 throttle.failed(ip, None);

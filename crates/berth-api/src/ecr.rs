@@ -76,7 +76,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     let ip = crate::peer_ip(&parts.extensions);
     let mut event =
         AuditEvent { name: op.clone(), principal: None, source_ip: ip, resource: None, allowed: false, error: None };
-    let principal = match authenticate(st, &sreq, ip) {
+    let principal = match authenticate(st, &sreq, ip, "ecr").await {
         Ok(p) => p,
         Err(Ok(e)) => {
             event.error = Some(format!("{}: {e}", e.aws_type()));
@@ -145,7 +145,12 @@ async fn read_body(body: Body) -> Result<Vec<u8>, String> {
 /// a refusal because earlier failures were too many.
 type AuthResult = Result<(Principal, Vec<u8>), Result<sigv4::SigError, Error>>;
 
-fn authenticate(st: &AppState, req: &sigv4::Request, ip: Option<std::net::IpAddr>) -> AuthResult {
+pub(crate) async fn authenticate(
+    st: &AppState,
+    req: &sigv4::Request<'_>,
+    ip: Option<std::net::IpAddr>,
+    service: &str,
+) -> AuthResult {
     let throttle = st.registry.throttle();
     let auth = match sigv4::parse_authorization(req) {
         Ok(a) => a,
@@ -157,13 +162,23 @@ fn authenticate(st: &AppState, req: &sigv4::Request, ip: Option<std::net::IpAddr
     };
     let akid = auth.access_key_id.as_str();
     throttle.check(ip, Some(akid)).map_err(Err)?;
-    let verified = match st.registry.auth().key(akid) {
+    let token = req.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-amz-security-token")).map(|(_, v)| *v);
+    let key = match st.registry.signing_key(akid, token).await {
+        Ok(k) => k,
+        Err(e) => {
+            throttle.failed(ip, Some(akid));
+            return Err(Err(e));
+        }
+    };
+    let verified = match key {
         None => Err(sigv4::SigError::UnknownKey),
-        Some(key) => {
+        Some((secret, principal)) => {
             let s = st.registry.settings();
             let now = berth_service::auth::now_secs();
-            sigv4::verify(&auth, &key.secret, req, &sigv4::Expect { region: &s.region, service: "ecr", now })
-                .map(|payload| (st.registry.auth().principal_of(key), payload))
+            // IAM is global: the SDKs sign it for us-east-1 whatever the configured region.
+            let region = if service == "iam" && auth.region == "us-east-1" { "us-east-1" } else { &s.region };
+            sigv4::verify(&auth, &secret, req, &sigv4::Expect { region, service, now })
+                .map(|payload| (principal, payload))
         }
     };
     verified.map_err(|e| {
@@ -188,6 +203,14 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         && is_known(op)
     {
         st.registry.check_access(who, &format!("ecr:{op}"), name).await?;
+    } else if let Some(arn) = v.get("resourceArn").and_then(Value::as_str)
+        && is_known(op)
+    {
+        // Tagging operations act on the repository their ARN names.
+        let name = arn.split_once(":repository/").map_or(arn, |(_, n)| n);
+        st.registry.check_access(who, &format!("ecr:{op}"), name).await?;
+    } else if is_known(op) && op != "DescribeRepositories" {
+        st.registry.check_registry_action(who, &format!("ecr:{op}")).await?;
     }
     let r = match op {
         "SetRepositoryPolicy" => set_repository_policy(st, who, v).await,
@@ -197,7 +220,7 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         "GetRegistryPolicy" => get_registry_policy(st).await,
         "DeleteRegistryPolicy" => delete_registry_policy(st).await,
         "CreateRepository" => create_repository(st, v).await,
-        "DescribeRepositories" => describe_repositories(st, v).await,
+        "DescribeRepositories" => describe_repositories(st, who, v).await,
         "DeleteRepository" => delete_repository(st, v).await,
         "PutImageTagMutability" => put_image_tag_mutability(st, v).await,
         "PutImageScanningConfiguration" => put_image_scanning_configuration(st, v).await,
@@ -422,14 +445,24 @@ struct DescribeRepositoriesIn {
     max_results: Option<i64>,
 }
 
-async fn describe_repositories(st: &AppState, v: Value) -> R {
+async fn describe_repositories(st: &AppState, who: &Who, v: Value) -> R {
     let i: DescribeRepositoriesIn = input(v)?;
     st.registry.check_registry_id(i.registry_id.as_deref())?;
+    const ACTION: &str = "ecr:DescribeRepositories";
+    for name in i.repository_names.iter().flatten() {
+        st.registry.check_access(who, ACTION, name).await?;
+    }
     let page = st
         .registry
         .describe_repositories(i.repository_names.as_deref(), i.next_token.as_deref(), i.max_results)
         .await?;
-    let repos: Vec<Value> = page.items.iter().map(|r| repo_json(st, r)).collect();
+    let mut repos: Vec<Value> = Vec::with_capacity(page.items.len());
+    // Without names, the listing holds what the caller may describe (a page may come out short).
+    for r in &page.items {
+        if st.registry.decide(who, ACTION, &r.row.name).await?.allowed() {
+            repos.push(repo_json(st, r));
+        }
+    }
     Ok(paged(json!({ "repositories": repos }), page.next))
 }
 

@@ -38,7 +38,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         ReferencedImagesNotFound(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         ImageNotFound(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ImageDigestMismatch(_) | InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        Unauthorized(_) | InvalidToken(_) | ExpiredToken(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         AccessDenied(_) => (StatusCode::FORBIDDEN, "DENIED"),
         Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         // Control-plane errors reach OCI clients only through shared code paths.
@@ -56,7 +56,13 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | LayerPartTooSmall(_)
         | RepositoryPolicyNotFound(_)
         | RegistryPolicyNotFound(_)
-        | InvalidLayerPart { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+        | InvalidLayerPart { .. }
+        | NoSuchEntity(_)
+        | EntityAlreadyExists(_)
+        | DeleteConflict(_)
+        | LimitExceeded(_)
+        | MalformedPolicyDocument(_)
+        | InvalidInput(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
@@ -93,12 +99,36 @@ pub fn ecr_type(e: &Error) -> &'static str {
         EmptyUpload(_) => "EmptyUploadException",
         LayerPartTooSmall(_) => "LayerPartTooSmallException",
         InvalidLayer(_) => "InvalidLayerException",
-        Unauthorized(_) => "UnrecognizedClientException",
+        Unauthorized(_) | InvalidToken(_) => "UnrecognizedClientException",
+        ExpiredToken(_) => "ExpiredTokenException",
         AccessDenied(_) => "AccessDeniedException",
+        NoSuchEntity(_) | EntityAlreadyExists(_) | DeleteConflict(_) | LimitExceeded(_) | InvalidInput(_) => {
+            "InvalidParameterException"
+        }
+        MalformedPolicyDocument(_) => "InvalidParameterException",
         Throttled(_) => "ThrottlingException",
         RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
         RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
         Internal(_) => "ServerException",
+    }
+}
+
+/// IAM / STS Query-API status and error code for each service error.
+pub fn iam_code(e: &Error) -> (StatusCode, &'static str) {
+    use Error::*;
+    match e {
+        NoSuchEntity(_) => (StatusCode::NOT_FOUND, "NoSuchEntity"),
+        EntityAlreadyExists(_) => (StatusCode::CONFLICT, "EntityAlreadyExists"),
+        DeleteConflict(_) => (StatusCode::CONFLICT, "DeleteConflict"),
+        LimitExceeded(_) => (StatusCode::CONFLICT, "LimitExceeded"),
+        MalformedPolicyDocument(_) => (StatusCode::BAD_REQUEST, "MalformedPolicyDocument"),
+        Validation(_) => (StatusCode::BAD_REQUEST, "ValidationError"),
+        AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
+        Unauthorized(_) | InvalidToken(_) => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
+        ExpiredToken(_) => (StatusCode::BAD_REQUEST, "ExpiredToken"),
+        Throttled(_) => (StatusCode::BAD_REQUEST, "Throttling"),
+        Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure"),
+        _ => (StatusCode::BAD_REQUEST, "InvalidInput"),
     }
 }
 

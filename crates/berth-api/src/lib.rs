@@ -1,11 +1,12 @@
 //! HTTP front end. `/v2/` speaks the OCI distribution API, `POST /` the Amazon ECR API (JSON 1.1,
-//! SigV4), `/token` issues Docker bearer tokens. Each handler parses the request, calls the
+//! SigV4) and the IAM and STS Query APIs (form-encoded, XML answers), `/token` issues Docker bearer tokens. Each handler parses the request, calls the
 //! registry service, and writes the response. Service errors become OCI error bodies or ECR
 //! exceptions in one place, [`error`].
 
 mod auth;
 mod ecr;
 mod error;
+mod iam;
 mod oci;
 
 use std::time::Instant;
@@ -51,12 +52,17 @@ pub fn router(registry: Registry, options: Options) -> Router {
     let state = AppState { registry, options };
     let v2 = oci::routes().route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
     Router::new()
-        .route("/", post(ecr::handle))
+        .route("/", post(aws_api))
         .route("/token", get(auth::token))
         .route("/berth/layers/{*rest}", any(auth::download))
         .merge(v2)
         .with_state(state)
         .layer(middleware::from_fn(common_headers))
+}
+
+/// `POST /`: the ECR API (JSON, `X-Amz-Target`) or the IAM/STS Query APIs (form-encoded).
+async fn aws_api(st: axum::extract::State<AppState>, req: Request) -> Response {
+    if iam::is_query(&req) { iam::handle(st, req).await } else { ecr::handle(st, req).await }
 }
 
 /// The client's address, when the server was started with connection info.

@@ -482,13 +482,28 @@ async fn list_tags(st: &AppState, name: &str, q: Params) -> Result<Response> {
 
 async fn catalog(State(st): State<AppState>, req: Request) -> Response {
     let q = params(&req);
+    let viewer = req.extensions().get::<crate::auth::Viewer>().cloned();
     let r: Result<Response> = async {
         let (n, last) = page_params(&q)?;
-        let page = st.registry.catalog(last, n).await?;
+        let mut page = st.registry.catalog(last, n).await?;
+        let next_after = page.items.last().cloned();
+        if let Some(crate::auth::Viewer(w)) = &viewer {
+            // Only repositories the caller may describe or pull from (a page may come out short;
+            // the Link header still continues after the last name scanned).
+            let mut visible = Vec::with_capacity(page.items.len());
+            for name in page.items.drain(..) {
+                if st.registry.decide(w, "ecr:DescribeRepositories", &name).await?.allowed()
+                    || st.registry.decide(w, "ecr:BatchGetImage", &name).await?.allowed()
+                {
+                    visible.push(name);
+                }
+            }
+            page.items = visible;
+        }
         let body = json!({ "repositories": page.items });
         let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
-        let next = if page.more { page.items.last() } else { None };
-        Ok(with_next_link(res, "/v2/_catalog", page.items.len(), next))
+        let next = if page.more { next_after.as_ref() } else { None };
+        Ok(with_next_link(res, "/v2/_catalog", page.items.len().max(n.unwrap_or(0)), next))
     }
     .await;
     r.unwrap_or_else(IntoResponse::into_response)

@@ -8,10 +8,12 @@
 mod audit;
 mod batch;
 mod ecr;
+mod iam;
 mod migrate;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
+pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersionRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -32,6 +32,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0004_audit.sqlite.sql"),
         postgres: include_str!("../migrations/0004_audit.postgres.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/0005_iam.sql"),
+        postgres: include_str!("../migrations/0005_iam.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use berth_core::policy::{self, Caller, Context, Decision, Policy, PolicyKind};
 
+use crate::iam::Identity;
 use crate::{Error, Principal, Registry, Result};
 
 /// Largest repository policy ECR accepts.
@@ -26,19 +27,6 @@ pub struct Who {
     pub source_ip: Option<IpAddr>,
     /// Whether the request came over TLS (`aws:SecureTransport`).
     pub secure: bool,
-}
-
-impl Who {
-    pub fn caller(&self, account: &str) -> Option<Caller> {
-        self.principal.as_ref().map(|p| Caller {
-            arn: p.arn.clone(),
-            also_known_as: Vec::new(),
-            account: account.to_string(),
-            username: None,
-            userid: account.to_string(),
-            is_root: p.is_root(),
-        })
-    }
 }
 
 /// What the decision needs to know about a repository: its policy and tags.
@@ -110,7 +98,7 @@ impl Registry {
         Ok(access)
     }
 
-    fn context(&self, who: &Who, caller: Option<&Caller>, tags: &[(String, String)]) -> Context {
+    pub(crate) fn context(&self, who: &Who, caller: Option<&Caller>, tags: &[(String, String)]) -> Context {
         let now = crate::auth::now_secs();
         let mut ctx = Context::new();
         ctx.set("aws:CurrentTime", berth_core::time::format_rfc3339(now));
@@ -130,54 +118,109 @@ impl Registry {
     /// exist (then only the caller's identity decides).
     pub async fn decide(&self, who: &Who, action: &str, name: &str) -> Result<Decision> {
         let access = self.repo_access(name).await?;
+        let identity = match &who.principal {
+            None => None,
+            Some(p) => match self.identity(p).await? {
+                Some(i) => Some(i),
+                // Deleted since its credentials were issued.
+                None => return Ok(Decision::ImplicitDeny),
+            },
+        };
+        let account = &self.settings.registry_id;
         if access.policy.is_none() {
-            // The common case, decided without building a context: only the identity side is
-            // left, and today the only identity is the account root.
-            let root = who.principal.as_ref().is_some_and(Principal::is_root);
-            return Ok(if root { Decision::Allow } else { Decision::ImplicitDeny });
+            // The common cases, decided without building a context.
+            match &identity {
+                None => return Ok(Decision::ImplicitDeny),
+                Some(i) if i.caller.is_root && &i.caller.account == account => return Ok(Decision::Allow),
+                Some(i) if i.policies.is_empty() => return Ok(Decision::ImplicitDeny),
+                _ => {}
+            }
         }
-        Ok(self.evaluate(who, action, name, &access.tags, access.policy.as_ref()))
+        let loaded;
+        let tags = match &identity {
+            // Identity policies may test the repository's tags even when it has no policy.
+            Some(i) if access.policy.is_none() && i.uses_resource_tags => match self.meta.get_repo(name).await? {
+                Some(row) => {
+                    loaded = self.meta.repo_tags(row.id).await?;
+                    &loaded
+                }
+                None => &access.tags,
+            },
+            _ => &access.tags,
+        };
+        Ok(self.evaluate(who, identity.as_deref(), action, name, tags, access.policy.as_ref()))
     }
 
     /// `action` on repository `name` under `resource_policy`, with the repository's `tags`.
     fn evaluate(
         &self,
         who: &Who,
+        identity: Option<&Identity>,
         action: &str,
         name: &str,
         tags: &[(String, String)],
         resource_policy: Option<&Policy>,
     ) -> Decision {
         let account = &self.settings.registry_id;
-        let caller = who.caller(account);
-        let ctx = self.context(who, caller.as_ref(), tags);
+        let caller = identity.map(|i| &i.caller);
+        let ctx = self.context(who, caller, tags);
         let arn = self.repository_arn(name);
-        let req = policy::Request {
-            action,
-            resource: &arn,
-            resource_account: account,
-            caller: caller.as_ref(),
-            context: &ctx,
-        };
-        policy::evaluate(&req, &[], resource_policy)
+        let req = policy::Request { action, resource: &arn, resource_account: account, caller, context: &ctx };
+        let policies: Vec<&Policy> = identity.map(|i| i.policies.iter().collect()).unwrap_or_default();
+        policy::evaluate(&req, &policies, resource_policy)
     }
 
     /// [`Registry::decide`], as an error when not allowed.
     pub async fn check_access(&self, who: &Who, action: &str, name: &str) -> Result<()> {
         match self.decide(who, action, name).await? {
             Decision::Allow => Ok(()),
-            d => {
-                let who = who.principal.as_ref().map_or("anonymous", |p| p.arn.as_str());
-                let why = if d == Decision::ExplicitDeny {
-                    "with an explicit deny in a resource-based policy"
-                } else {
-                    "because no resource-based policy allows the action"
+            d => Err(self.denied(who, action, &self.repository_arn(name), d)),
+        }
+    }
+
+    /// The AccessDeniedException for a refused decision.
+    pub(crate) fn denied(&self, who: &Who, action: &str, resource: &str, d: Decision) -> Error {
+        let who = who.principal.as_ref().map_or("anonymous", |p| p.arn.as_str());
+        let why = if d == Decision::ExplicitDeny {
+            "with an explicit deny"
+        } else {
+            "because no identity-based or resource-based policy allows the action"
+        };
+        Error::AccessDenied(format!("User: {who} is not authorized to perform: {action} on resource: {resource} {why}"))
+    }
+
+    /// A registry-level action (`ecr:GetAuthorizationToken`, `ecr:PutRegistryPolicy`, ...):
+    /// resource `*`, decided by the caller's identity alone.
+    pub async fn check_registry_action(&self, who: &Who, action: &str) -> Result<()> {
+        let identity = match &who.principal {
+            None => None,
+            Some(p) => self.identity(p).await?,
+        };
+        // GetAuthorizationToken is about the caller's own account (its token then reaches only
+        // what each repository's decision allows); the others are about this registry.
+        let own = action == "ecr:GetAuthorizationToken";
+        let d = match &identity {
+            Some(i) if i.caller.is_root && (own || i.caller.account == self.settings.registry_id) => Decision::Allow,
+            // Across accounts a registry-level action would also need a registry policy granting
+            // it, and Berth's registry policy grants only replication.
+            Some(i) if !own && i.caller.account != self.settings.registry_id => Decision::ImplicitDeny,
+            Some(i) => {
+                let ctx = self.context(who, Some(&i.caller), &[]);
+                let req = policy::Request {
+                    action,
+                    resource: "*",
+                    resource_account: &i.caller.account,
+                    caller: Some(&i.caller),
+                    context: &ctx,
                 };
-                Err(Error::AccessDenied(format!(
-                    "User: {who} is not authorized to perform: {action} on resource: {} {why}",
-                    self.repository_arn(name)
-                )))
+                let policies: Vec<&Policy> = i.policies.iter().collect();
+                policy::evaluate(&req, &policies, None)
             }
+            None => Decision::ImplicitDeny,
+        };
+        match d {
+            Decision::Allow => Ok(()),
+            d => Err(self.denied(who, action, "*", d)),
         }
     }
 
@@ -190,7 +233,11 @@ impl Registry {
         let new = parse_resource_policy(text, MAX_REPOSITORY_POLICY, "repository")?;
         if !force {
             let tags = self.meta.repo_tags(row.id).await?;
-            if !self.evaluate(who, "ecr:SetRepositoryPolicy", name, &tags, Some(&new)).allowed() {
+            let identity = match &who.principal {
+                Some(p) => self.identity(p).await?,
+                None => None,
+            };
+            if !self.evaluate(who, identity.as_deref(), "ecr:SetRepositoryPolicy", name, &tags, Some(&new)).allowed() {
                 return Err(Error::InvalidParameter(
                     "Invalid parameter at 'PolicyText' failed to satisfy constraint: the policy would prevent you \
                      from setting another policy in the future; use force to set it anyway"

@@ -98,6 +98,25 @@ pub enum Error {
     Unauthorized(String),
     #[error("{0}")]
     PaginationInvalid(String),
+    /// IAM: no user, group, role, key or policy of that name.
+    #[error("{0}")]
+    NoSuchEntity(String),
+    #[error("{0}")]
+    EntityAlreadyExists(String),
+    /// IAM: the entity still has keys, policies or members.
+    #[error("{0}")]
+    DeleteConflict(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A session token that is forged or altered.
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{0}")]
+    ExpiredToken(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -8,6 +8,7 @@ mod cache;
 pub mod ecr;
 mod error;
 mod fsck;
+pub mod iam;
 pub mod throttle;
 mod upload;
 
@@ -49,6 +50,10 @@ pub struct Registry {
     access: Arc<access::AccessCache>,
     throttle: Arc<throttle::Throttle>,
     audit: tokio::sync::mpsc::Sender<audit::Msg>,
+    iam: Arc<iam::IamCache>,
+    /// Signs STS session tokens; the other derives a session's secret from its token.
+    sessions: Arc<berth_crypto::token::TokenKey>,
+    session_secrets: Arc<berth_crypto::token::TokenKey>,
 }
 
 /// The registry's identity and start-up choices.
@@ -62,6 +67,8 @@ pub struct Settings {
     pub public_url: String,
     /// On first start, add a `ROOT` creation template that creates repositories on push.
     pub create_on_push: bool,
+    /// Seals access-key secrets in the metadata store; kept outside it.
+    pub seal_key: berth_crypto::seal::SealKey,
 }
 
 impl Default for Settings {
@@ -71,6 +78,7 @@ impl Default for Settings {
             region: "us-east-1".into(),
             public_url: "http://127.0.0.1:5000".into(),
             create_on_push: true,
+            seal_key: berth_crypto::seal::SealKey::generate(),
         }
     }
 }
@@ -162,6 +170,9 @@ impl Registry {
             access: Arc::new(access::AccessCache::new(cache_enabled)),
             throttle: Arc::default(),
             audit: audit::start(meta.clone()),
+            iam: Arc::new(iam::IamCache::new(cache_enabled)),
+            sessions: Arc::new(master.derive("sts-session")),
+            session_secrets: Arc::new(master.derive("sts-session-secret")),
         };
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {

@@ -110,3 +110,40 @@ pub fn existing_root_key(cfg: &Config) -> Result<AccessKey, String> {
     }
     read_file(cfg, &path)
 }
+
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// The key access-key secrets are sealed with: `BERTH_SECRETS_KEY` (64 hex digits; give every
+/// node of a cluster the same), else `<data_dir>/secrets.key`, created on first start (0600).
+/// It lives apart from the database so a copy of the database alone reveals no secret.
+pub fn secrets_key(cfg: &Config) -> Result<berth_crypto::seal::SealKey, String> {
+    let parse = |text: &str, from: &str| {
+        hex::decode(text.trim())
+            .ok()
+            .and_then(|b| berth_crypto::seal::SealKey::from_bytes(&b))
+            .ok_or_else(|| format!("{from} must hold 64 hex digits (a 256-bit key)"))
+    };
+    if let Ok(v) = std::env::var("BERTH_SECRETS_KEY")
+        && !v.is_empty()
+    {
+        return parse(&v, "BERTH_SECRETS_KEY");
+    }
+    let path = cfg.data_dir.join(SECRETS_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text, &path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = berth_crypto::seal::SealKey::generate();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            f.write_all(format!("{}\n", hex::encode(key.as_bytes())).as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}

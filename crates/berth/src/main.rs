@@ -35,6 +35,19 @@ enum Command {
     /// Verify every stored blob against its digest and every manifest reference; changes nothing.
     /// Exits 1 if it finds damage.
     Fsck(Common),
+    /// Accounts on this server besides the configured one: `berth account create 111122223333`
+    /// adds one and prints its root access key (shown only then); `berth account list`.
+    Account(AccountArgs),
+}
+
+#[derive(Args)]
+struct AccountArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = ["create", "list"])]
+    action: String,
+    /// The new account's 12-digit id (for create).
+    id: Option<String>,
 }
 
 #[derive(Args)]
@@ -104,6 +117,10 @@ fn main() -> ExitCode {
         Command::Serve(c) => ("serve", c),
         Command::Fsck(c) => ("fsck", c),
         Command::GetLoginPassword(c) => ("get-login-password", c),
+        Command::Account(a) => {
+            ACCOUNT.set((a.action, a.id)).ok();
+            ("account", a.common)
+        }
         Command::Audit(a) => {
             let filter = match audit_filter(&a) {
                 Ok(f) => f,
@@ -138,6 +155,7 @@ fn main() -> ExitCode {
             "serve" => serve(cfg).await,
             "get-login-password" => login_password(cfg).await,
             "audit" => audit(cfg).await,
+            "account" => account(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -161,8 +179,39 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         region: cfg.region.clone(),
         public_url: cfg.public_url(),
         create_on_push: cfg.create_on_push,
+        seal_key: credentials::secrets_key(cfg)?,
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+}
+
+static ACCOUNT: std::sync::OnceLock<(String, Option<String>)> = std::sync::OnceLock::new();
+
+async fn account(cfg: Config) -> Result<ExitCode, String> {
+    let (action, id) = ACCOUNT.get().cloned().ok_or("internal: account arguments missing")?;
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let r = match (action.as_str(), id) {
+        ("create", Some(id)) => match registry.create_account(&id).await {
+            Ok(key) => {
+                println!(
+                    "# Root access key of account {id} on this Berth server; the secret is shown only now.\n\
+                     [account-{id}]\naws_access_key_id = {}\naws_secret_access_key = {}",
+                    key.id, key.secret
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        ("create", None) => Err("berth account create needs the new account's 12-digit id".into()),
+        _ => {
+            println!("{}  (configured)", cfg.registry_id);
+            for (a, created) in registry.accounts().await.map_err(|e| e.to_string())? {
+                println!("{a}  created {}", berth_core::time::format_rfc3339(created / 1000));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    registry.meta().close().await;
+    r
 }
 
 static AUDIT: std::sync::OnceLock<(berth_meta::AuditFilter, bool)> = std::sync::OnceLock::new();

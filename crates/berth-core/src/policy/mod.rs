@@ -188,14 +188,21 @@ pub fn evaluate(req: &Request, identity: &[&Policy], resource: Option<&Policy>) 
     let same_account = caller.account == req.resource_account;
     // An account's root user is not limited by identity policies (explicit denies still apply).
     identity_allows |= caller.is_root;
-    let allowed =
-        if same_account { identity_allows || resource_hit.allow } else { identity_allows && resource_hit.allow };
+    // A resource policy that names an account (not a principal in it) delegates to that account's
+    // identity policies, so within the account it adds nothing on its own.
+    let allowed = if same_account {
+        identity_allows || resource_hit.allow_principal
+    } else {
+        identity_allows && resource_hit.allow
+    };
     if allowed { Decision::Allow } else { Decision::ImplicitDeny }
 }
 
 #[derive(Default)]
 struct Hits {
     allow: bool,
+    /// An `Allow` naming the caller itself (its ARN, or everyone), not just its account.
+    allow_principal: bool,
     /// An `Allow` whose principal is everyone, anonymous callers included.
     allow_anonymous: bool,
     deny: bool,
@@ -204,13 +211,14 @@ struct Hits {
 fn matches(p: &Policy, req: &Request, resource_policy: bool) -> Hits {
     let mut hits = Hits::default();
     for s in &p.statements {
-        if !statement_applies(s, req, resource_policy) {
+        let Some(named) = statement_applies(s, req, resource_policy) else {
             continue;
-        }
+        };
         match s.effect {
             Effect::Deny => hits.deny = true,
             Effect::Allow => {
                 hits.allow = true;
+                hits.allow_principal |= named != Named::Account;
                 if matches!(s.principal, Some(Principals::Any)) {
                     hits.allow_anonymous = true;
                 }
@@ -220,15 +228,27 @@ fn matches(p: &Policy, req: &Request, resource_policy: bool) -> Hits {
     hits
 }
 
-fn statement_applies(s: &Statement, req: &Request, resource_policy: bool) -> bool {
+/// How a statement's `Principal` names the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Named {
+    No,
+    /// Through its account (`"123456789012"`, `arn:aws:iam::123456789012:root`).
+    Account,
+    Principal,
+}
+
+/// Whether the statement applies to the request, and how it named the caller (identity
+/// policies name nobody: [`Named::Principal`]).
+fn statement_applies(s: &Statement, req: &Request, resource_policy: bool) -> Option<Named> {
+    let mut named = Named::Principal;
     if resource_policy {
-        let named = match (&s.principal, &s.not_principal) {
+        named = match (&s.principal, &s.not_principal) {
             (Some(p), _) => principal_matches(p, req.caller),
-            (None, Some(np)) => !principal_matches(np, req.caller),
-            (None, None) => false,
+            (None, Some(np)) if principal_matches(np, req.caller) == Named::No => Named::Principal,
+            _ => Named::No,
         };
-        if !named {
-            return false;
+        if named == Named::No {
+            return None;
         }
     }
     let action = match (&s.action, &s.not_action) {
@@ -237,7 +257,7 @@ fn statement_applies(s: &Statement, req: &Request, resource_policy: bool) -> boo
         (None, None) => false,
     };
     if !action {
-        return false;
+        return None;
     }
     let resource = match (&s.resource, &s.not_resource) {
         (Some(r), _) => r.iter().any(|p| resource_matches(p, req)),
@@ -245,26 +265,28 @@ fn statement_applies(s: &Statement, req: &Request, resource_policy: bool) -> boo
         // A resource policy's statement is about its own resource.
         (None, None) => true,
     };
-    resource && s.conditions.iter().all(|c| condition::holds(c, req.context))
+    (resource && s.conditions.iter().all(|c| condition::holds(c, req.context))).then_some(named)
 }
 
-fn principal_matches(p: &Principals, caller: Option<&Caller>) -> bool {
+fn principal_matches(p: &Principals, caller: Option<&Caller>) -> Named {
     let map = match p {
-        Principals::Any => return true,
+        Principals::Any => return Named::Principal,
         Principals::Some(m) => m,
     };
-    let Some(caller) = caller else { return false };
-    let Some(aws) = map.get("AWS") else { return false };
-    aws.iter().any(|v| {
-        if v == "*" {
-            return true;
+    let Some(caller) = caller else { return Named::No };
+    let Some(aws) = map.get("AWS") else { return Named::No };
+    let mut named = Named::No;
+    for v in aws {
+        if v == "*" || caller.arns().any(|a| a == v) {
+            return Named::Principal;
         }
-        // An account (its id or root ARN) names every principal of that account.
+        // An account (its id or root ARN) names every principal of that account; the root itself
+        // is the account.
         if v == &caller.account || *v == format!("arn:aws:iam::{}:root", caller.account) {
-            return true;
+            named = if caller.is_root { Named::Principal } else { Named::Account };
         }
-        caller.arns().any(|a| a == v)
-    })
+    }
+    named
 }
 
 /// `service:Action` patterns are case-insensitive, with `*` and `?`.

@@ -151,10 +151,14 @@ fn cases() -> Vec<Case> {
             .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam::{A}:user/alice"]}},"Action":{PUSH}}}]"#)),
         case("repo policy for pull does not allow push", alice(), "ecr:PutImage", Implicit)
             .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{A}:user/alice"}},"Action":{PULL}}}]"#)),
-        case("repo policy naming the account allows its users", bob(), "ecr:BatchGetImage", Allow)
+        // Naming the account delegates to its identity policies: alone it grants its users nothing.
+        case("repo policy naming the account leaves its users to their identity policies", bob(), "ecr:BatchGetImage", Implicit)
             .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{A}:root"}},"Action":{PULL}}}]"#)),
-        case("repo policy naming the account by id", bob(), "ecr:BatchGetImage", Allow)
+        case("repo policy naming the account by id, identity allows", bob(), "ecr:BatchGetImage", Allow)
+            .id(r#"[{"Effect":"Allow","Action":"ecr:BatchGetImage","Resource":"*"}]"#)
             .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":"{A}"}},"Action":{PULL}}}]"#)),
+        case("repo policy naming the user itself suffices in its account", bob(), "ecr:BatchGetImage", Allow)
+            .res(&format!(r#"[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{A}:user/bob"}},"Action":{PULL}}}]"#)),
         case("repo policy is for its own repository only", alice(), "ecr:BatchGetImage", Implicit)
             .on(OTHER_REPO)
             .res(r#"[{"Effect":"Allow","Principal":"*","Action":"ecr:*","Resource":"arn:aws:ecr:us-east-1:111122223333:repository/app"}]"#),
