@@ -28,6 +28,40 @@ pub const SECRET: &str = "test/secret/key/0123456789abcdefghijklmn";
 pub const AKID2: &str = "AKIASECONDSECONDSECO";
 pub const SECRET2: &str = "second/secret/0123456789abcdefghijklmnop";
 
+/// Credentials to sign with.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub akid: String,
+    pub secret: String,
+    pub token: Option<String>,
+}
+
+impl Creds {
+    pub fn root() -> Creds {
+        Creds { akid: AKID.into(), secret: SECRET.into(), token: None }
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The text of the first `<name>` element in an XML answer.
+pub fn xml_field(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+}
+
 pub struct Server {
     pub base: String,
     pub options: berth_api::Options,
@@ -140,6 +174,52 @@ impl Server {
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         (status, v)
+    }
+
+    /// An IAM or STS Query-API call (`Action` plus parameters) signed with `creds`; the status
+    /// and the XML body.
+    pub async fn query(&self, params: &[(&str, &str)], creds: &Creds) -> (StatusCode, String) {
+        let action = params.iter().find(|(k, _)| *k == "Action").map(|(_, v)| *v).unwrap_or_default();
+        let service = if matches!(action, "AssumeRole" | "GetCallerIdentity") { "sts" } else { "iam" };
+        let mut all: Vec<(&str, &str)> = params.to_vec();
+        all.push(("Version", if service == "sts" { "2011-06-15" } else { "2010-05-08" }));
+        let body = all.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
+        let host = self.base.trim_start_matches("http://").to_string();
+        let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), host),
+            ("content-type".into(), "application/x-www-form-urlencoded; charset=utf-8".into()),
+            ("x-amz-date".into(), date),
+        ];
+        let mut signed = vec!["content-type", "host", "x-amz-date"];
+        if let Some(t) = &creds.token {
+            headers.push(("x-amz-security-token".into(), t.clone()));
+            signed.push("x-amz-security-token");
+        }
+        let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let req =
+            berth_crypto::sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body: body.as_bytes() };
+        let auth = berth_crypto::sigv4::sign(&req, &creds.akid, &creds.secret, "us-east-1", service, &signed).unwrap();
+        headers.push(("authorization".into(), auth));
+        let mut rb = self.http.post(format!("{}/", self.base)).body(body);
+        for (n, v) in &headers {
+            if n != "host" {
+                rb = rb.header(n.as_str(), v.as_str());
+            }
+        }
+        let r = rb.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// An ECR call with `creds` (temporary ones included).
+    pub async fn ecr_as(&self, op: &str, body: Value, creds: &Creds) -> (StatusCode, Value) {
+        let token = creds.token.clone();
+        self.ecr_signed(op, body, &creds.akid, &creds.secret, move |h| {
+            if let Some(t) = token {
+                h.push(("x-amz-security-token".into(), t));
+            }
+        })
+        .await
     }
 
     /// An ECR call that must succeed.

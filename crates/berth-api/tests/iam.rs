@@ -1,0 +1,321 @@
+//! The IAM and STS Query APIs and what they change in decisions, against SQLite and PostgreSQL:
+//! users with keys and policies, managed-policy versions and limits, roles and sessions, and
+//! credentials that are forged, expired, altered or deactivated.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn ok(s: &Server, params: &[(&str, &str)], creds: &Creds) -> String {
+    let (status, body) = s.query(params, creds).await;
+    assert_eq!(status, StatusCode::OK, "{params:?}: {body}");
+    body
+}
+
+/// The error code of a call that must fail with `status`.
+async fn err(s: &Server, params: &[(&str, &str)], creds: &Creds, status: StatusCode) -> (String, String) {
+    let (st, body) = s.query(params, creds).await;
+    assert_eq!(st, status, "{params:?}: {body}");
+    (xml_field(&body, "Code").unwrap_or_default(), xml_field(&body, "Message").unwrap_or_default())
+}
+
+async fn new_user(s: &Server, name: &str) -> Creds {
+    let root = Creds::root();
+    ok(s, &[("Action", "CreateUser"), ("UserName", name)], &root).await;
+    let body = ok(s, &[("Action", "CreateAccessKey"), ("UserName", name)], &root).await;
+    Creds {
+        akid: xml_field(&body, "AccessKeyId").unwrap(),
+        secret: xml_field(&body, "SecretAccessKey").unwrap(),
+        token: None,
+    }
+}
+
+const PULL: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:BatchGetImage","ecr:DescribeImages"],"Resource":"*"}]}"#;
+
+async fn users_keys_and_policies(s: Server) {
+    let root = Creds::root();
+    let alice = new_user(&s, "alice").await;
+    // The secret is stored sealed, bound to its key id.
+    let row = s.meta.key(&alice.akid).await.unwrap().unwrap();
+    assert!(row.secret.starts_with("s1:") && !row.secret.contains(&alice.secret), "{}", row.secret);
+
+    let who = ok(&s, &[("Action", "GetCallerIdentity")], &alice).await;
+    assert_eq!(xml_field(&who, "Arn").unwrap(), "arn:aws:iam::000000000000:user/alice");
+    assert!(xml_field(&who, "UserId").unwrap().starts_with("AIDA"));
+
+    // No policy: every ECR action is refused, IAM too.
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "app"})).await;
+    let (st, v) = s.ecr_as("DescribeImages", json!({"repositoryName": "app"}), &alice).await;
+    assert_eq!((st, v["__type"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "AccessDeniedException"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("user/alice is not authorized to perform: ecr:DescribeImages"));
+    let (code, _) = err(&s, &[("Action", "ListUsers")], &alice, StatusCode::FORBIDDEN).await;
+    assert_eq!(code, "AccessDenied");
+    let (st, v) = s.ecr_as("GetAuthorizationToken", json!({}), &alice).await;
+    assert_eq!(v["__type"], "AccessDeniedException", "{st} {v}");
+
+    // An inline policy takes effect on the next request; a group's policy applies to members.
+    ok(
+        &s,
+        &[("Action", "PutUserPolicy"), ("UserName", "alice"), ("PolicyName", "pull"), ("PolicyDocument", PULL)],
+        &root,
+    )
+    .await;
+    let (st, v) = s.ecr_as("DescribeImages", json!({"repositoryName": "app"}), &alice).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let doc = ok(&s, &[("Action", "GetUserPolicy"), ("UserName", "alice"), ("PolicyName", "pull")], &root).await;
+    assert!(xml_field(&doc, "PolicyDocument").unwrap().starts_with("%7B%22Version%22"), "URL-encoded, as IAM");
+    ok(&s, &[("Action", "CreateGroup"), ("GroupName", "admins")], &root).await;
+    ok(&s, &[("Action", "AddUserToGroup"), ("GroupName", "admins"), ("UserName", "alice")], &root).await;
+    ok(
+        &s,
+        &[
+            ("Action", "AttachGroupPolicy"),
+            ("GroupName", "admins"),
+            ("PolicyArn", "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryFullAccess"),
+        ],
+        &root,
+    )
+    .await;
+    let (st, v) = s.ecr_as("DeleteRepository", json!({"repositoryName": "app"}), &alice).await;
+    assert_eq!(st, StatusCode::OK, "FullAccess through the group: {v}");
+    let (st, _) = s.ecr_as("GetAuthorizationToken", json!({}), &alice).await;
+    assert_eq!(st, StatusCode::OK);
+
+    // An explicit deny in any identity policy wins.
+    let deny =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"ecr:CreateRepository","Resource":"*"}]}"#;
+    ok(
+        &s,
+        &[("Action", "PutUserPolicy"), ("UserName", "alice"), ("PolicyName", "deny"), ("PolicyDocument", deny)],
+        &root,
+    )
+    .await;
+    let (_, v) = s.ecr_as("CreateRepository", json!({"repositoryName": "x"}), &alice).await;
+    assert_eq!(v["__type"], "AccessDeniedException");
+    assert!(v["message"].as_str().unwrap().contains("explicit deny"), "{v}");
+
+    // Errors name what is wrong.
+    let (code, msg) = err(
+        &s,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "alice"),
+            ("PolicyName", "p"),
+            ("PolicyDocument", r#"{"Statement":[{"Effect":"Maybe"}]}"#),
+        ],
+        &root,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "MalformedPolicyDocument");
+    assert!(msg.contains("Effect"), "{msg}");
+    let (code, _) = err(&s, &[("Action", "CreateUser"), ("UserName", "alice")], &root, StatusCode::CONFLICT).await;
+    assert_eq!(code, "EntityAlreadyExists");
+    let (code, msg) =
+        err(&s, &[("Action", "CreateUser"), ("UserName", "bad name!")], &root, StatusCode::BAD_REQUEST).await;
+    assert_eq!(code, "ValidationError", "{msg}");
+    let (code, _) = err(&s, &[("Action", "GetUser"), ("UserName", "nobody")], &root, StatusCode::NOT_FOUND).await;
+    assert_eq!(code, "NoSuchEntity");
+    let (code, _) = err(&s, &[("Action", "CreateUser")], &root, StatusCode::BAD_REQUEST).await;
+    assert_eq!(code, "ValidationError");
+    let (code, _) = err(&s, &[("Action", "CreateAccountAlias")], &root, StatusCode::BAD_REQUEST).await;
+    assert_eq!(code, "InvalidAction");
+    ok(&s, &[("Action", "CreateAccessKey"), ("UserName", "alice")], &root).await;
+    let (code, msg) =
+        err(&s, &[("Action", "CreateAccessKey"), ("UserName", "alice")], &root, StatusCode::CONFLICT).await;
+    assert_eq!((code.as_str(), msg.contains("AccessKeysPerUser: 2")), ("LimitExceeded", true), "{msg}");
+    let (code, msg) = err(&s, &[("Action", "DeleteUser"), ("UserName", "alice")], &root, StatusCode::CONFLICT).await;
+    assert_eq!(code, "DeleteConflict");
+    assert!(msg.contains("access keys"), "{msg}");
+
+    // A deactivated key is refused at once, and so are the logins it issued.
+    let (_, v) = s.ecr_as("GetAuthorizationToken", json!({}), &alice).await;
+    let token = v["authorizationData"][0]["authorizationToken"].as_str().unwrap().to_string();
+    let basic = format!("Basic {token}");
+    let pull = || s.req(reqwest::Method::GET, "/v2/app/tags/list").header("authorization", basic.clone()).send();
+    assert_ne!(pull().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    ok(
+        &s,
+        &[("Action", "UpdateAccessKey"), ("UserName", "alice"), ("AccessKeyId", &alice.akid), ("Status", "Inactive")],
+        &root,
+    )
+    .await;
+    let (st, v) = s.ecr_as("DescribeRepositories", json!({}), &alice).await;
+    assert_eq!((st, v["__type"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "UnrecognizedClientException"), "{v}");
+    let _ = st;
+    assert_eq!(pull().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let list = ok(&s, &[("Action", "ListAccessKeys"), ("UserName", "alice")], &root).await;
+    assert!(list.contains("<Status>Inactive</Status>") && list.contains("<Status>Active</Status>"), "{list}");
+}
+both!(users_keys_and_policies);
+
+async fn managed_policy_versions(s: Server) {
+    let root = Creds::root();
+    let bob = new_user(&s, "bob").await;
+    let created =
+        ok(&s, &[("Action", "CreatePolicy"), ("PolicyName", "puller"), ("PolicyDocument", PULL)], &root).await;
+    let arn = xml_field(&created, "Arn").unwrap();
+    assert_eq!(arn, "arn:aws:iam::000000000000:policy/puller");
+    ok(&s, &[("Action", "AttachUserPolicy"), ("UserName", "bob"), ("PolicyArn", &arn)], &root).await;
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "lib"})).await;
+    assert_eq!(s.ecr_as("DescribeImages", json!({"repositoryName": "lib"}), &bob).await.0, StatusCode::OK);
+    // A new default version that no longer allows DescribeImages applies at once.
+    let v2 = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecr:BatchGetImage","Resource":"*"}]}"#;
+    let out = ok(
+        &s,
+        &[("Action", "CreatePolicyVersion"), ("PolicyArn", &arn), ("PolicyDocument", v2), ("SetAsDefault", "true")],
+        &root,
+    )
+    .await;
+    assert_eq!(xml_field(&out, "VersionId").unwrap(), "v2");
+    assert_eq!(
+        s.ecr_as("DescribeImages", json!({"repositoryName": "lib"}), &bob).await.1["__type"],
+        "AccessDeniedException"
+    );
+    ok(&s, &[("Action", "SetDefaultPolicyVersion"), ("PolicyArn", &arn), ("VersionId", "v1")], &root).await;
+    assert_eq!(s.ecr_as("DescribeImages", json!({"repositoryName": "lib"}), &bob).await.0, StatusCode::OK);
+    for _ in 0..3 {
+        ok(&s, &[("Action", "CreatePolicyVersion"), ("PolicyArn", &arn), ("PolicyDocument", v2)], &root).await;
+    }
+    let (code, _) = err(
+        &s,
+        &[("Action", "CreatePolicyVersion"), ("PolicyArn", &arn), ("PolicyDocument", v2)],
+        &root,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(code, "LimitExceeded");
+    let (code, _) = err(
+        &s,
+        &[("Action", "DeletePolicyVersion"), ("PolicyArn", &arn), ("VersionId", "v1")],
+        &root,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(code, "DeleteConflict", "the default version cannot be deleted");
+    let (code, _) = err(&s, &[("Action", "DeletePolicy"), ("PolicyArn", &arn)], &root, StatusCode::CONFLICT).await;
+    assert_eq!(code, "DeleteConflict", "attached");
+    let aws = "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPowerUser";
+    let v = ok(&s, &[("Action", "GetPolicyVersion"), ("PolicyArn", aws), ("VersionId", "v1")], &root).await;
+    assert!(xml_field(&v, "Document").unwrap().contains("ecr%3APutImage"));
+    let (code, _) = err(
+        &s,
+        &[("Action", "CreatePolicyVersion"), ("PolicyArn", aws), ("PolicyDocument", v2)],
+        &root,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "InvalidInput", "AWS managed policies cannot be changed");
+    let list = ok(&s, &[("Action", "ListPolicies"), ("Scope", "Local")], &root).await;
+    assert!(list.contains("<PolicyName>puller</PolicyName>") && !list.contains("PowerUser"), "{list}");
+}
+both!(managed_policy_versions);
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+async fn roles_and_sessions(s: Server) {
+    let root = Creds::root();
+    let carol = new_user(&s, "carol").await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/carol"},"Action":"sts:AssumeRole"}]}"#;
+    ok(&s, &[("Action", "CreateRole"), ("RoleName", "deployer"), ("AssumeRolePolicyDocument", trust)], &root).await;
+    let role_policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:BatchGetImage","ecr:DescribeImages","ecr:GetAuthorizationToken"],"Resource":"*"}]}"#;
+    ok(
+        &s,
+        &[
+            ("Action", "PutRolePolicy"),
+            ("RoleName", "deployer"),
+            ("PolicyName", "pull"),
+            ("PolicyDocument", role_policy),
+        ],
+        &root,
+    )
+    .await;
+    let role = "arn:aws:iam::000000000000:role/deployer";
+    let out = ok(&s, &[("Action", "AssumeRole"), ("RoleArn", role), ("RoleSessionName", "run-1")], &carol).await;
+    let session = Creds {
+        akid: xml_field(&out, "AccessKeyId").unwrap(),
+        secret: xml_field(&out, "SecretAccessKey").unwrap(),
+        token: Some(xml_field(&out, "SessionToken").unwrap()),
+    };
+    assert!(session.akid.starts_with("ASIA"));
+    assert_eq!(xml_field(&out, "Arn").unwrap(), "arn:aws:sts::000000000000:assumed-role/deployer/run-1");
+    let who = ok(&s, &[("Action", "GetCallerIdentity")], &session).await;
+    assert!(xml_field(&who, "UserId").unwrap().ends_with(":run-1"));
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "svc"})).await;
+    assert_eq!(s.ecr_as("DescribeImages", json!({"repositoryName": "svc"}), &session).await.0, StatusCode::OK);
+    assert_eq!(
+        s.ecr_as("DeleteRepository", json!({"repositoryName": "svc"}), &session).await.1["__type"],
+        "AccessDeniedException"
+    );
+
+    // Someone the trust policy does not name; a role that does not exist; a bad duration.
+    let dave = new_user(&s, "dave").await;
+    let (code, _) = err(
+        &s,
+        &[("Action", "AssumeRole"), ("RoleArn", role), ("RoleSessionName", "x1")],
+        &dave,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(code, "AccessDenied");
+    let (code, _) = err(
+        &s,
+        &[("Action", "AssumeRole"), ("RoleArn", "arn:aws:iam::000000000000:role/none"), ("RoleSessionName", "x1")],
+        &carol,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(code, "AccessDenied");
+    let (code, _) = err(
+        &s,
+        &[("Action", "AssumeRole"), ("RoleArn", role), ("RoleSessionName", "x1"), ("DurationSeconds", "60")],
+        &carol,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "ValidationError");
+
+    // An altered token, a token for another key id, and one signed with another key: refused.
+    let token = session.token.clone().unwrap();
+    let mut altered = token.clone().into_bytes();
+    altered[10] = if altered[10] == b'A' { b'B' } else { b'A' };
+    let bad = Creds { token: Some(String::from_utf8(altered).unwrap()), ..session.clone() };
+    let (code, _) = err(&s, &[("Action", "GetCallerIdentity")], &bad, StatusCode::FORBIDDEN).await;
+    assert_eq!(code, "InvalidClientTokenId");
+    let (_, v) = s.ecr_as("DescribeImages", json!({"repositoryName": "svc"}), &bad).await;
+    assert_eq!(v["__type"], "UnrecognizedClientException", "{v}");
+    let swapped = Creds { akid: "ASIAAAAAAAAAAAAAAAAA".into(), ..session.clone() };
+    let (code, _) = err(&s, &[("Action", "GetCallerIdentity")], &swapped, StatusCode::FORBIDDEN).await;
+    assert_eq!(code, "InvalidClientTokenId");
+
+    // An expired session: a token signed with the server's own key but ended a minute ago.
+    let master = s.meta.setting("token_key").await.unwrap().unwrap();
+    let key = berth_crypto::token::TokenKey::from_bytes(&unhex(&master)).unwrap().derive("sts-session");
+    let past = berth_service::auth::now_secs() - 60;
+    let claims = json!({"a": session.akid, "r": role, "i": "AROAXXXX", "s": "old", "e": past});
+    let expired = Creds { token: Some(key.sign(claims.to_string().as_bytes())), ..session.clone() };
+    let (code, msg) = err(&s, &[("Action", "GetCallerIdentity")], &expired, StatusCode::BAD_REQUEST).await;
+    assert_eq!(code, "ExpiredToken", "{msg}");
+    let (_, v) = s.ecr_as("DescribeImages", json!({"repositoryName": "svc"}), &expired).await;
+    assert_eq!(v["__type"], "ExpiredTokenException", "{v}");
+
+    // The login password of a session ends with the session.
+    let (_, v) = s.ecr_as("GetAuthorizationToken", json!({}), &session).await;
+    let expires = v["authorizationData"][0]["expiresAt"].as_f64().unwrap_or_else(|| panic!("{v}")) as i64;
+    assert!(expires <= berth_service::auth::now_secs() + 3600 + 1, "{v}");
+
+    // Deleting the role ends its sessions' access (its policy must go first).
+    let (code, _) = err(&s, &[("Action", "DeleteRole"), ("RoleName", "deployer")], &root, StatusCode::CONFLICT).await;
+    assert_eq!(code, "DeleteConflict");
+    ok(&s, &[("Action", "DeleteRolePolicy"), ("RoleName", "deployer"), ("PolicyName", "pull")], &root).await;
+    ok(&s, &[("Action", "DeleteRole"), ("RoleName", "deployer")], &root).await;
+    assert_eq!(
+        s.ecr_as("DescribeImages", json!({"repositoryName": "svc"}), &session).await.1["__type"],
+        "AccessDeniedException"
+    );
+}
+both!(roles_and_sessions);
