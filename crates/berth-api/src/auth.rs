@@ -108,6 +108,10 @@ async fn checked_credentials(
     credentials(st, headers).await.inspect_err(|_| throttle.failed(ip, None))
 }
 
+fn host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::HOST).and_then(|v| v.to_str().ok())
+}
+
 fn who(principal: Option<Principal>, req: &Request) -> Who {
     Who { principal, source_ip: crate::peer_ip(req.extensions()), secure: false }
 }
@@ -152,8 +156,17 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
 /// Middleware on `/v2/`: decides each request by its credentials, the ECR action it performs
 /// and the repository's policy. Unauthenticated requests that no policy allows get a challenge;
 /// authenticated ones a 403.
-pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let need = need(req.method(), req.uri().path());
+pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let registry = match st.registry.registry_for_host(host(req.headers())).await {
+        Ok(r) => r,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    // Requests name repositories as clients know them; decisions are about their keys.
+    let mut need = need(req.method(), req.uri().path());
+    if let Some(Need::Repo { name, .. }) = &mut need {
+        *name = st.registry.repo_key(&registry, name);
+    }
+    req.extensions_mut().insert(RegistryId(registry));
     let had_credentials = req.headers().contains_key(header::AUTHORIZATION);
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let source_ip = crate::peer_ip(req.extensions());
@@ -184,6 +197,10 @@ pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Re
     }
     res
 }
+
+/// The registry (account id) a `/v2/` request is for, from its host name.
+#[derive(Clone)]
+pub(crate) struct RegistryId(pub String);
 
 /// The caller of a catalog request: the listing holds only what it may see.
 #[derive(Clone)]
@@ -258,8 +275,16 @@ async fn decide(st: &AppState, req: Request, next: Next, need: Option<&Need>, ou
         };
     }
     // A mount also reads the source repository: without pull there, upload instead.
+    let registry = crate::oci::registry_of(st, &req);
     let req = match mount_source(&req) {
-        Some(from) if st.registry.check_access(&w, "ecr:GetDownloadUrlForLayer", &from).await.is_err() => {
+        Some(from)
+            if berth_core::RepoName::parse(&from).is_err()
+                || st
+                    .registry
+                    .check_access(&w, "ecr:GetDownloadUrlForLayer", &st.registry.repo_key(&registry, &from))
+                    .await
+                    .is_err() =>
+        {
             without_mount(req)
         }
         _ => req,
@@ -319,8 +344,19 @@ pub async fn token(State(st): State<AppState>, req: Request) -> Response {
         .flat_map(|(_, v)| v.split(' ').filter_map(Scope::parse).collect::<Vec<_>>())
         .collect();
     let w = who(principal.clone(), &req);
+    let registry = match st.registry.registry_for_host(host(req.headers())).await {
+        Ok(r) => r,
+        Err(e) => return ApiError(e).into_response(),
+    };
     let mut granted = Vec::new();
-    for s in requested {
+    for mut s in requested {
+        // Scopes are granted on keys: a token for one account's registry grants nothing in another's.
+        if s.kind == "repository" {
+            if berth_core::RepoName::parse(&s.name).is_err() {
+                continue;
+            }
+            s.name = st.registry.repo_key(&registry, &s.name);
+        }
         if let Some(g) = grant(&st, &w, s).await {
             granted.push(g);
         }

@@ -105,8 +105,19 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         }
     };
     tracing::debug!(operation = %op, principal = %principal.arn, "ecr request");
-    event.resource = input.get("repositoryName").and_then(Value::as_str).map(|n| st.registry.repository_arn(n));
-    let result = dispatch(st, &who, &principal, &op, input).await;
+    let mut input = input;
+    let result = match registry_of(st, &principal, &mut input).await {
+        Ok(registry) => {
+            event.resource = input.get("repositoryName").and_then(Value::as_str).map(|n| st.registry.repository_arn(n));
+            REGISTRY.scope(registry, dispatch(st, &who, &principal, &op, input)).await.map(|v| {
+                v.map(|mut v| {
+                    unqualify(&mut v);
+                    v
+                })
+            })
+        }
+        Err(e) => Err(e),
+    };
     event.allowed = !matches!(result, Err(Error::AccessDenied(_) | Error::Throttled(_)));
     event.error = match &result {
         Ok(Some(_)) => None,
@@ -199,7 +210,7 @@ fn ts(ms: i64) -> Value {
 async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -> Result<Option<Value>, Error> {
     // Operations on a repository are `ecr:<Operation>` on it, under its policy.
     if let Some(name) = v.get("repositoryName").and_then(Value::as_str)
-        && berth_core::RepoName::parse(name).is_ok()
+        && berth_core::RepoName::parse_key(name).is_ok()
         && is_known(op)
     {
         st.registry.check_access(who, &format!("ecr:{op}"), name).await?;
@@ -207,10 +218,13 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         && is_known(op)
     {
         // Tagging operations act on the repository their ARN names.
-        let name = arn.split_once(":repository/").map_or(arn, |(_, n)| n);
-        st.registry.check_access(who, &format!("ecr:{op}"), name).await?;
+        let key = match arn.split_once(":repository/") {
+            Some((head, name)) => st.registry.repo_key(head.rsplit(':').next().unwrap_or_default(), name),
+            None => arn.to_string(),
+        };
+        st.registry.check_access(who, &format!("ecr:{op}"), &key).await?;
     } else if is_known(op) && op != "DescribeRepositories" {
-        st.registry.check_registry_action(who, &format!("ecr:{op}")).await?;
+        st.registry.check_registry_action(who, &format!("ecr:{op}"), &registry_id(st)).await?;
     }
     let r = match op {
         "SetRepositoryPolicy" => set_repository_policy(st, who, v).await,
@@ -291,8 +305,70 @@ fn is_known(op: &str) -> bool {
     OPERATIONS.contains(&op)
 }
 
-fn registry_id(st: &AppState) -> &str {
-    &st.registry.settings().registry_id
+tokio::task_local! {
+    /// The registry (account id) the current call is about.
+    static REGISTRY: String;
+}
+
+fn registry_id(st: &AppState) -> String {
+    REGISTRY.try_with(Clone::clone).unwrap_or_else(|_| st.registry.settings().registry_id.clone())
+}
+
+/// The registry a call is about: its `registryId`, else the caller's own account when it has a
+/// registry here, else the configured one. Repository names in the input become that
+/// registry's keys ([`berth_core::repo_key`]), so every operation addresses the right one.
+async fn registry_of(st: &AppState, p: &Principal, v: &mut Value) -> Result<String, Error> {
+    let r = &st.registry;
+    let registry = match v.get("registryId").and_then(Value::as_str) {
+        Some(id) => {
+            r.check_registry_id(Some(id))?;
+            if !r.account_exists(id).await? {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid parameter at 'registryId' failed to satisfy constraint: there is no registry '{id}' on \
+                     this server"
+                )));
+            }
+            id.to_string()
+        }
+        None => {
+            let own = berth_service::Registry::principal_account(p);
+            if r.account_exists(&own).await? { own } else { r.settings().registry_id.clone() }
+        }
+    };
+    let qualify = |n: &mut Value| {
+        if let Some(name) = n.as_str()
+            && berth_core::RepoName::parse(name).is_ok()
+        {
+            *n = Value::String(r.repo_key(&registry, name));
+        }
+    };
+    if let Some(n) = v.get_mut("repositoryName") {
+        qualify(n);
+    }
+    if let Some(Value::Array(names)) = v.get_mut("repositoryNames") {
+        names.iter_mut().for_each(qualify);
+    }
+    Ok(registry)
+}
+
+/// Repository keys in an answer back to the names clients know.
+fn unqualify(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match x {
+                    Value::String(s) if k == "repositoryName" => {
+                        if let (Some(_), name) = berth_core::split_repo_key(s) {
+                            *s = name.to_string();
+                        }
+                    }
+                    _ => unqualify(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(unqualify),
+        _ => {}
+    }
 }
 
 // ---- shapes ----
@@ -357,12 +433,12 @@ fn filters_json(filters: &[String]) -> Value {
     Value::Array(filters.iter().map(|f| json!({ "filterType": "WILDCARD", "filter": f })).collect())
 }
 
-fn repo_json(st: &AppState, r: &Repository) -> Value {
+fn repo_json(r: &Repository) -> Value {
     let s = &r.row.settings;
     let mut v = json!({
         "repositoryArn": r.arn,
-        "registryId": registry_id(st),
-        "repositoryName": r.row.name,
+        "registryId": r.registry_id,
+        "repositoryName": r.name,
         "repositoryUri": r.uri,
         "createdAt": ts(r.row.created_at),
         "imageTagMutability": s.tag_mutability,
@@ -433,7 +509,7 @@ async fn create_repository(st: &AppState, v: Value) -> R {
         tags: tag_pairs(i.tags),
     };
     let r = st.registry.create_repository(&i.repository_name, new).await?;
-    Ok(json!({ "repository": repo_json(st, &r) }))
+    Ok(json!({ "repository": repo_json(&r) }))
 }
 
 #[derive(Deserialize)]
@@ -454,13 +530,13 @@ async fn describe_repositories(st: &AppState, who: &Who, v: Value) -> R {
     }
     let page = st
         .registry
-        .describe_repositories(i.repository_names.as_deref(), i.next_token.as_deref(), i.max_results)
+        .describe_repositories(&registry_id(st), i.repository_names.as_deref(), i.next_token.as_deref(), i.max_results)
         .await?;
     let mut repos: Vec<Value> = Vec::with_capacity(page.items.len());
     // Without names, the listing holds what the caller may describe (a page may come out short).
     for r in &page.items {
         if st.registry.decide(who, ACTION, &r.row.name).await?.allowed() {
-            repos.push(repo_json(st, r));
+            repos.push(repo_json(r));
         }
     }
     Ok(paged(json!({ "repositories": repos }), page.next))
@@ -479,7 +555,7 @@ async fn delete_repository(st: &AppState, v: Value) -> R {
     let i: DeleteRepositoryIn = input(v)?;
     st.registry.check_registry_id(i.registry_id.as_deref())?;
     let r = st.registry.delete_repository(&i.repository_name, i.force).await?;
-    Ok(json!({ "repository": repo_json(st, &r) }))
+    Ok(json!({ "repository": repo_json(&r) }))
 }
 
 #[derive(Deserialize)]

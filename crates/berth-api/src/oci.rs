@@ -59,7 +59,21 @@ pub(crate) enum Target<'a> {
     Referrers(&'a str, &'a str),
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    /// The same target in repository `name` (a key).
+    fn with_name<'b>(self, name: &'b str) -> Target<'b>
+    where
+        'a: 'b,
+    {
+        match self {
+            Target::Blob(_, d) => Target::Blob(name, d),
+            Target::Uploads(_, u) => Target::Uploads(name, u),
+            Target::Manifest(_, r) => Target::Manifest(name, r),
+            Target::Tags(_) => Target::Tags(name),
+            Target::Referrers(_, d) => Target::Referrers(name, d),
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
         match self {
             Target::Blob(n, _)
@@ -93,9 +107,13 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
         return not_found().await;
     };
     // A bad name is the first thing to report, whatever the method.
-    if let Err(e) = repo(target.name()) {
-        return e.into_response();
+    if let Err(e) = berth_core::RepoName::parse(target.name()) {
+        return ApiError(e.into()).into_response();
     }
+    // The registry the host names (see auth::require); handlers get the repository's key.
+    let registry = registry_of(&st, &req);
+    let key = st.registry.repo_key(&registry, target.name());
+    let target = target.with_name(&key);
     let method = req.method().clone();
     let r = match target {
         Target::Blob(name, digest) => match method {
@@ -127,6 +145,14 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
         },
     };
     r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The registry (account id) of a `/v2/` request, as the auth middleware found it from the host.
+pub(crate) fn registry_of(st: &AppState, req: &Request) -> String {
+    req.extensions()
+        .get::<crate::auth::RegistryId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| st.registry.settings().registry_id.clone())
 }
 
 fn repo(name: &str) -> Result<RepoName> {
@@ -211,7 +237,13 @@ async fn delete_blob(st: &AppState, name: &str, digest: &str) -> Result<Response
 
 // ---- uploads ----
 
+/// The name clients use for a repository key (Locations and bodies never show the account).
+fn client_name(key: &str) -> &str {
+    berth_core::split_repo_key(key).1
+}
+
 fn blob_created(name: &str, digest: &str) -> Response {
+    let name = client_name(name);
     (
         StatusCode::CREATED,
         [
@@ -224,7 +256,7 @@ fn blob_created(name: &str, digest: &str) -> Response {
 }
 
 fn upload_location(name: &str, id: &str) -> String {
-    format!("/v2/{name}/blobs/uploads/{id}")
+    format!("/v2/{}/blobs/uploads/{id}", client_name(name))
 }
 
 /// The `Range` of an upload holding `offset` bytes (`0-0` when empty, as Distribution answers).
@@ -263,7 +295,7 @@ async fn start_upload(st: &AppState, name: &str, q: Params, req: Request) -> Res
     if let Some(mount) = q.get("mount") {
         let digest = parse_digest(mount)?;
         // A bad `from` only means the blob cannot be mounted from there.
-        let from = q.get("from").and_then(|f| RepoName::parse(f).ok());
+        let from = q.get("from").and_then(|f| RepoName::parse(f).ok()).map(|f| f.in_account(repo.account()));
         if st.registry.mount_blob(&repo, &digest, from.as_ref()).await?.is_some() {
             return Ok(blob_created(name, &digest.to_string()));
         }
@@ -395,7 +427,7 @@ async fn put_manifest(st: &AppState, name: &str, reference: &str, req: Request) 
     let mut res = (
         StatusCode::CREATED,
         [
-            (header::LOCATION, hv(&format!("/v2/{name}/manifests/{digest}"))),
+            (header::LOCATION, hv(&format!("/v2/{}/manifests/{digest}", client_name(name)))),
             (header::HeaderName::from_static("docker-content-digest"), hv(&digest)),
             (header::CONTENT_LENGTH, hv("0")),
         ],
@@ -474,18 +506,19 @@ async fn list_tags(st: &AppState, name: &str, q: Params) -> Result<Response> {
     let repo = repo(name)?;
     let (n, last) = page_params(&q)?;
     let page = st.registry.list_tags(&repo, last, n).await?;
-    let body = json!({ "name": repo.as_str(), "tags": page.items });
+    let body = json!({ "name": repo.name(), "tags": page.items });
     let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     let next = if page.more { page.items.last() } else { None };
-    Ok(with_next_link(res, &format!("/v2/{name}/tags/list"), page.items.len(), next))
+    Ok(with_next_link(res, &format!("/v2/{}/tags/list", client_name(name)), page.items.len(), next))
 }
 
 async fn catalog(State(st): State<AppState>, req: Request) -> Response {
     let q = params(&req);
     let viewer = req.extensions().get::<crate::auth::Viewer>().cloned();
+    let registry = registry_of(&st, &req);
     let r: Result<Response> = async {
         let (n, last) = page_params(&q)?;
-        let mut page = st.registry.catalog(last, n).await?;
+        let mut page = st.registry.catalog(&registry, last, n).await?;
         let next_after = page.items.last().cloned();
         if let Some(crate::auth::Viewer(w)) = &viewer {
             // Only repositories the caller may describe or pull from (a page may come out short;
@@ -500,8 +533,10 @@ async fn catalog(State(st): State<AppState>, req: Request) -> Response {
             }
             page.items = visible;
         }
-        let body = json!({ "repositories": page.items });
+        let names: Vec<&str> = page.items.iter().map(|k| client_name(k)).collect();
+        let body = json!({ "repositories": names });
         let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        let next_after = next_after.map(|k| client_name(&k).to_string());
         let next = if page.more { next_after.as_ref() } else { None };
         Ok(with_next_link(res, "/v2/_catalog", page.items.len().max(n.unwrap_or(0)), next))
     }

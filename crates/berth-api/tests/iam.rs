@@ -319,3 +319,95 @@ async fn roles_and_sessions(s: Server) {
     );
 }
 both!(roles_and_sessions);
+
+/// A `/v2/` request to the registry of `account`, by host name.
+fn at(s: &Server, account: Option<&str>, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    let port = s.base.rsplit(':').next().unwrap();
+    let host = match account {
+        Some(a) => format!("{a}.{ACCOUNT_DOMAIN}:{port}"),
+        None => format!("127.0.0.1:{port}"),
+    };
+    s.req(method, path).header("host", host)
+}
+
+async fn several_accounts(s: Server) {
+    const B: &str = "111122223333";
+    let key = s.registry.create_account(B).await.unwrap();
+    let b_root = Creds { akid: key.id, secret: key.secret, token: None };
+    assert!(s.registry.create_account(B).await.is_err(), "an account is created once");
+    assert!(s.registry.create_account("12").await.is_err());
+
+    // Each account's calls default to its own registry; names are per registry.
+    let (st, v) = s.ecr_as("CreateRepository", json!({"repositoryName": "app"}), &b_root).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let repo = &v["repository"];
+    assert_eq!(repo["registryId"], B);
+    assert_eq!(repo["repositoryName"], "app");
+    assert_eq!(repo["repositoryArn"], format!("arn:aws:ecr:us-east-1:{B}:repository/app"));
+    assert!(repo["repositoryUri"].as_str().unwrap().starts_with(&format!("{B}.{ACCOUNT_DOMAIN}/app")), "{v}");
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "app"})).await;
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "only-a"})).await;
+    let mine = |v: &serde_json::Value| {
+        v["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["repositoryName"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(mine(&s.ecr_ok("DescribeRepositories", json!({})).await), ["app", "only-a"]);
+    let (_, v) = s.ecr_as("DescribeRepositories", json!({}), &b_root).await;
+    assert_eq!(mine(&v), ["app"]);
+    assert_eq!(v["repositories"][0]["registryId"], B);
+    let (t, _) = s.ecr_err("DescribeRepositories", json!({"registryId": "999999999999"})).await;
+    assert_eq!(t, "InvalidParameterException");
+
+    // An image pushed at B's host lands in B's registry only.
+    let config = b"{}";
+    let digest = format!("sha256:{}", berth_crypto::sha256_hex(config));
+    let put = at(&s, Some(B), reqwest::Method::POST, &format!("/v2/app/blobs/uploads/?digest={digest}"))
+        .body(config.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    assert_eq!(put.headers()["location"], format!("/v2/app/blobs/{digest}"), "no account in Locations");
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": 2}, "layers": []});
+    let r = at(&s, Some(B), reqwest::Method::PUT, "/v2/app/manifests/v1")
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tags: serde_json::Value =
+        at(&s, Some(B), reqwest::Method::GET, "/v2/app/tags/list").send().await.unwrap().json().await.unwrap();
+    assert_eq!(tags, json!({"name": "app", "tags": ["v1"]}));
+    let a_tags: serde_json::Value =
+        at(&s, None, reqwest::Method::GET, "/v2/app/tags/list").send().await.unwrap().json().await.unwrap();
+    assert_eq!(a_tags["tags"], json!([]), "A's app is another repository");
+    let cat: serde_json::Value =
+        at(&s, Some(B), reqwest::Method::GET, "/v2/_catalog").send().await.unwrap().json().await.unwrap();
+    assert_eq!(cat, json!({"repositories": ["app"]}));
+    let r = at(&s, Some("999999999999"), reqwest::Method::GET, "/v2/app/tags/list").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Across accounts both sides must allow: A's root reads B's repository only once B's
+    // repository policy names it.
+    let (t, _) = s.ecr_err("DescribeImages", json!({"registryId": B, "repositoryName": "app"})).await;
+    assert_eq!(t, "AccessDeniedException");
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"ecr:DescribeImages"}]}"#;
+    let (st, v) =
+        s.ecr_as("SetRepositoryPolicy", json!({"repositoryName": "app", "policyText": policy}), &b_root).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["registryId"], B);
+    let v = s.ecr_ok("DescribeImages", json!({"registryId": B, "repositoryName": "app"})).await;
+    assert_eq!(v["imageDetails"][0]["imageTags"], json!(["v1"]));
+    assert_eq!(v["imageDetails"][0]["registryId"], B);
+    assert_eq!(v["imageDetails"][0]["repositoryName"], "app");
+    // A root of one account is not the root of another.
+    let (t, _) = s.ecr_err("DeleteRepository", json!({"registryId": B, "repositoryName": "app", "force": true})).await;
+    assert_eq!(t, "AccessDeniedException");
+}
+both!(several_accounts);

@@ -10,4 +10,4 @@ pub mod wildcard;
 
 pub use digest::{Algorithm, Digest, DigestError};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest, parse_manifest};
-pub use name::{NameError, Reference, RepoName, Tag};
+pub use name::{NameError, Reference, RepoName, Tag, repo_key, split_repo_key};

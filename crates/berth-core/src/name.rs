@@ -80,14 +80,65 @@ impl RepoName {
         Ok(RepoName(s.to_string()))
     }
 
+    /// A stored repository key: a name, or `<account>:<name>` for a repository of an account
+    /// other than the server's configured one (see [`repo_key`]).
+    pub fn parse_key(key: &str) -> Result<Self, NameError> {
+        match split_repo_key(key) {
+            (None, name) => Self::parse(name),
+            (Some(account), name) => {
+                if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(NameError::Invalid(key.to_string()));
+                }
+                Self::parse(name)?;
+                Ok(RepoName(key.to_string()))
+            }
+        }
+    }
+
+    /// The name in its account, qualified with `account` (`None`: the configured account).
+    pub fn in_account(self, account: Option<&str>) -> Self {
+        match account {
+            Some(a) => RepoName(repo_key(Some(a), self.name())),
+            None => self,
+        }
+    }
+
+    /// The key it is stored under (the name itself in the configured account).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name as clients write it, without the account.
+    pub fn name(&self) -> &str {
+        split_repo_key(&self.0).1
+    }
+
+    /// The account, when not the configured one.
+    pub fn account(&self) -> Option<&str> {
+        split_repo_key(&self.0).0
+    }
+}
+
+/// The key a repository is stored under: its name in the configured account, `<account>:<name>`
+/// in another (`:` never appears in a name, so keys of different accounts never collide).
+pub fn repo_key(account: Option<&str>, name: &str) -> String {
+    match account {
+        Some(a) => format!("{a}:{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The account (`None`: the configured one) and the name of a repository key.
+pub fn split_repo_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once(':') {
+        Some((a, n)) => (Some(a), n),
+        None => (None, key),
     }
 }
 
 impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.name())
     }
 }
 

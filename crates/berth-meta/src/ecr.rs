@@ -161,13 +161,20 @@ impl Meta {
     }
 
     /// Repositories in name order after `after`, at most `limit`.
-    pub async fn list_repo_rows(&self, after: Option<&str>, limit: i64) -> Result<Vec<RepoRow>> {
-        let rows =
-            sqlx::query(concat!("SELECT ", repo_cols!(), " FROM repositories WHERE name > $1 ORDER BY name LIMIT $2"))
-                .bind(after.unwrap_or(""))
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
+    /// Repositories of one account (see [`Meta::list_repos`]) after the key `after`.
+    pub async fn list_repo_rows(&self, prefix: &str, after: Option<&str>, limit: i64) -> Result<Vec<RepoRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            repo_cols!(),
+            " FROM repositories WHERE name > $1 AND ",
+            crate::in_account!(),
+            " ORDER BY name LIMIT $2"
+        ))
+        .bind(after.unwrap_or(prefix))
+        .bind(limit)
+        .bind(prefix)
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(repo_row).collect()
     }
 

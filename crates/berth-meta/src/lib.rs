@@ -159,6 +159,14 @@ macro_rules! manifest_cols {
     };
 }
 
+/// The condition that a repository key (`name`) is in the account whose key prefix is `$3`.
+macro_rules! in_account {
+    () => {
+        "(($3 = '' AND name NOT LIKE '%:%') OR ($3 <> '' AND SUBSTR(name, 1, LENGTH($3)) = $3))"
+    };
+}
+pub(crate) use in_account;
+
 impl Meta {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -229,13 +237,19 @@ impl Meta {
             .transpose()?)
     }
 
-    /// Repository names in lexical order, after `last`, at most `limit`.
-    pub async fn list_repos(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+    /// Repository keys of one account (`prefix` `""` for the configured one, else
+    /// `"<account>:"`) in lexical order, after the key `last`, at most `limit`.
+    pub async fn list_repos(&self, prefix: &str, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(concat!(
+            "SELECT name FROM repositories WHERE name > $1 AND ",
+            in_account!(),
+            " ORDER BY name LIMIT $2"
+        ))
+        .bind(last.unwrap_or(prefix))
+        .bind(limit)
+        .bind(prefix)
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 

@@ -49,11 +49,16 @@ async fn repositories_and_catalog() {
         assert_eq!(m.repo_id("a").await.unwrap(), None, "{name}");
         let a = repo(m, "a").await.unwrap();
         assert_eq!(repo(m, "a").await.unwrap(), a, "{name}: idempotent");
-        for r in ["c", "b/x", "b"] {
+        for r in ["c", "b/x", "b", "111122223333:b", "111122223333:a/z", "222233334444:a"] {
             repo(m, r).await.unwrap();
         }
-        assert_eq!(m.list_repos(None, 10).await.unwrap(), ["a", "b", "b/x", "c"], "{name}");
-        assert_eq!(m.list_repos(Some("b"), 2).await.unwrap(), ["b/x", "c"], "{name}");
+        // Each account lists its own repositories only.
+        assert_eq!(m.list_repos("", None, 10).await.unwrap(), ["a", "b", "b/x", "c"], "{name}");
+        assert_eq!(m.list_repos("", Some("b"), 2).await.unwrap(), ["b/x", "c"], "{name}");
+        let other = m.list_repos("111122223333:", None, 10).await.unwrap();
+        assert_eq!(other, ["111122223333:a/z", "111122223333:b"], "{name}");
+        let after = m.list_repos("111122223333:", Some("111122223333:a/z"), 10).await.unwrap();
+        assert_eq!(after, ["111122223333:b"], "{name}");
         // Migrations are idempotent on reconnect.
         m.close().await;
     }

@@ -126,12 +126,12 @@ impl Registry {
                 None => return Ok(Decision::ImplicitDeny),
             },
         };
-        let account = &self.settings.registry_id;
+        let account = self.split_key(name).0;
         if access.policy.is_none() {
             // The common cases, decided without building a context.
             match &identity {
                 None => return Ok(Decision::ImplicitDeny),
-                Some(i) if i.caller.is_root && &i.caller.account == account => return Ok(Decision::Allow),
+                Some(i) if i.caller.is_root && i.caller.account == account => return Ok(Decision::Allow),
                 Some(i) if i.policies.is_empty() => return Ok(Decision::ImplicitDeny),
                 _ => {}
             }
@@ -161,7 +161,7 @@ impl Registry {
         tags: &[(String, String)],
         resource_policy: Option<&Policy>,
     ) -> Decision {
-        let account = &self.settings.registry_id;
+        let account = self.split_key(name).0;
         let caller = identity.map(|i| &i.caller);
         let ctx = self.context(who, caller, tags);
         let arn = self.repository_arn(name);
@@ -191,7 +191,7 @@ impl Registry {
 
     /// A registry-level action (`ecr:GetAuthorizationToken`, `ecr:PutRegistryPolicy`, ...):
     /// resource `*`, decided by the caller's identity alone.
-    pub async fn check_registry_action(&self, who: &Who, action: &str) -> Result<()> {
+    pub async fn check_registry_action(&self, who: &Who, action: &str, registry: &str) -> Result<()> {
         let identity = match &who.principal {
             None => None,
             Some(p) => self.identity(p).await?,
@@ -200,10 +200,10 @@ impl Registry {
         // what each repository's decision allows); the others are about this registry.
         let own = action == "ecr:GetAuthorizationToken";
         let d = match &identity {
-            Some(i) if i.caller.is_root && (own || i.caller.account == self.settings.registry_id) => Decision::Allow,
+            Some(i) if i.caller.is_root && (own || i.caller.account == registry) => Decision::Allow,
             // Across accounts a registry-level action would also need a registry policy granting
             // it, and Berth's registry policy grants only replication.
-            Some(i) if !own && i.caller.account != self.settings.registry_id => Decision::ImplicitDeny,
+            Some(i) if !own && i.caller.account != registry => Decision::ImplicitDeny,
             Some(i) => {
                 let ctx = self.context(who, Some(&i.caller), &[]);
                 let req = policy::Request {

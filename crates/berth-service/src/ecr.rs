@@ -129,6 +129,10 @@ pub struct NewRepository {
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub row: RepoRow,
+    /// The name clients use (`row.name` is the stored key, account-qualified outside the
+    /// configured account).
+    pub name: String,
+    pub registry_id: String,
     pub arn: String,
     pub uri: String,
     pub mutability_filters: Vec<String>,
@@ -355,48 +359,98 @@ pub enum LayerCheck {
 }
 
 impl Registry {
-    fn not_found(&self, name: &str) -> Error {
+    fn not_found(&self, key: &str) -> Error {
+        let (registry, name) = self.split_key(key);
         Error::RepositoryNotFound(format!(
-            "The repository with name '{name}' does not exist in the registry with id '{}'",
-            self.settings.registry_id
+            "The repository with name '{name}' does not exist in the registry with id '{registry}'"
         ))
     }
 
-    /// The repository, which must exist (ECR API calls never create one).
-    pub async fn repository(&self, name: &str) -> Result<(RepoName, RepoRow)> {
-        let repo = RepoName::parse(name)?;
-        let row = self.meta.get_repo(repo.as_str()).await?.ok_or_else(|| self.not_found(name))?;
+    /// The registry (account) and name of a repository key.
+    pub fn split_key<'a>(&'a self, key: &'a str) -> (&'a str, &'a str) {
+        match berth_core::split_repo_key(key) {
+            (Some(a), n) => (a, n),
+            (None, n) => (self.settings.registry_id.as_str(), n),
+        }
+    }
+
+    /// The key of repository `name` in registry `registry`.
+    pub fn repo_key(&self, registry: &str, name: &str) -> String {
+        let account = (registry != self.settings.registry_id).then_some(registry);
+        berth_core::repo_key(account, name)
+    }
+
+    /// The repository, which must exist (ECR API calls never create one). `key` is the name,
+    /// account-qualified outside the configured account ([`berth_core::repo_key`]).
+    pub async fn repository(&self, key: &str) -> Result<(RepoName, RepoRow)> {
+        let repo = RepoName::parse_key(key)?;
+        let row = self.meta.get_repo(repo.as_str()).await?.ok_or_else(|| self.not_found(key))?;
         Ok((repo, row))
     }
 
     pub fn repository_view(&self, row: RepoRow) -> Repository {
-        let s = &self.settings;
+        let (registry, name) = self.split_key(&row.name);
+        let (registry, name) = (registry.to_string(), name.to_string());
         Repository {
             arn: self.repository_arn(&row.name),
-            uri: format!("{}/{}", s.public_host(), row.name),
+            uri: format!("{}/{name}", self.registry_host(&registry)),
             mutability_filters: parse_filters(row.settings.mutability_filters.as_deref()),
+            name,
+            registry_id: registry,
             row,
         }
     }
 
-    pub fn repository_arn(&self, name: &str) -> String {
-        format!("arn:aws:ecr:{}:{}:repository/{name}", self.settings.region, self.settings.registry_id)
+    /// `host[:port]` clients reach a registry at: the public host for the configured account,
+    /// `<account>.<account_domain>` for the others when a domain is configured.
+    pub fn registry_host(&self, registry: &str) -> String {
+        match &self.settings.account_domain {
+            Some(d) if registry != self.settings.registry_id => format!("{registry}.{d}"),
+            _ => self.settings.public_host().to_string(),
+        }
     }
 
-    /// The registry id a request names must be this registry's.
+    /// The registry a `/v2/` request's host names: `<account>.<account_domain>` for another
+    /// account (which must exist), else the configured one.
+    pub async fn registry_for_host(&self, host: Option<&str>) -> Result<String> {
+        let default = || Ok(self.settings.registry_id.clone());
+        let (Some(domain), Some(host)) = (&self.settings.account_domain, host) else { return default() };
+        let host =
+            host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let Some(label) = host.strip_suffix(domain.as_str()).and_then(|h| h.strip_suffix('.')) else {
+            return default();
+        };
+        if label.len() != 12 || !label.bytes().all(|b| b.is_ascii_digit()) {
+            return default();
+        }
+        if !self.account_exists(label).await? {
+            return Err(Error::NameUnknown(format!("registry {label} (no such account on this server)")));
+        }
+        Ok(label.to_string())
+    }
+
+    /// The ARN of the repository with key `key`.
+    pub fn repository_arn(&self, key: &str) -> String {
+        let (registry, name) = self.split_key(key);
+        format!("arn:aws:ecr:{}:{registry}:repository/{name}", self.settings.region)
+    }
+
+    /// A registry id in a request must be 12 digits (which registries exist the API layer
+    /// checks when it picks the registry a call is about).
     pub fn check_registry_id(&self, id: Option<&str>) -> Result<()> {
         match id {
-            Some(id) if id != self.settings.registry_id => Err(Error::InvalidParameter(format!(
-                "registryId '{id}' is not this registry ({}); Berth serves one registry per account id",
-                self.settings.registry_id
-            ))),
+            Some(id) if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) => Err(Error::InvalidParameter(
+                format!("Invalid parameter at 'registryId' failed to satisfy constraint: '{id}' is not 12 digits"),
+            )),
             _ => Ok(()),
         }
     }
 
     // ---- repositories ----
 
-    pub async fn create_repository(&self, name: &str, new: NewRepository) -> Result<Repository> {
+    pub async fn create_repository(&self, key: &str, new: NewRepository) -> Result<Repository> {
+        let (registry, name) = self.split_key(key);
+        let registry = registry.to_string();
         if name.len() < 2 || name.len() > 256 {
             return Err(Error::InvalidParameter(format!(
                 "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'Member must have length between \
@@ -404,7 +458,7 @@ impl Registry {
                 name.len()
             )));
         }
-        let repo = RepoName::parse(name).map_err(|e| {
+        let repo = RepoName::parse_key(key).map_err(|e| {
             Error::InvalidParameter(format!("Invalid parameter at 'repositoryName' failed to satisfy constraint: {e}"))
         })?;
         let mutability = new.tag_mutability.unwrap_or_else(|| "MUTABLE".into());
@@ -421,8 +475,7 @@ impl Registry {
         };
         let row = self.meta.create_repo(repo.as_str(), &settings, &new.tags, false).await.map_err(|e| match e {
             MetaError::AlreadyExists(_) => Error::RepositoryAlreadyExists(format!(
-                "The repository with name '{repo}' already exists in the registry with id '{}'",
-                self.settings.registry_id
+                "The repository with name '{repo}' already exists in the registry with id '{registry}'"
             )),
             e => e.into(),
         })?;
@@ -433,6 +486,7 @@ impl Registry {
     /// Named repositories (each must exist), or a page of all of them.
     pub async fn describe_repositories(
         &self,
+        registry: &str,
         names: Option<&[String]>,
         token: Option<&str>,
         max: Option<i64>,
@@ -454,7 +508,8 @@ impl Registry {
         }
         let limit = check_max(max, 1000)?;
         let after = decode_token(token)?;
-        let rows = self.meta.list_repo_rows(after.as_deref(), limit + 1).await?;
+        let prefix = self.repo_key(registry, "");
+        let rows = self.meta.list_repo_rows(&prefix, after.as_deref(), limit + 1).await?;
         let page = paged(rows, limit, |r| r.name.clone());
         Ok(Paged { items: page.items.into_iter().map(|r| self.repository_view(r)).collect(), next: page.next })
     }
@@ -465,7 +520,7 @@ impl Registry {
             MetaError::NotEmpty => Error::RepositoryNotEmpty(format!(
                 "The repository with name '{repo}' in registry with id '{}' cannot be deleted because it still \
                  contains images",
-                self.settings.registry_id
+                self.split_key(name).0
             )),
             e => e.into(),
         })?;
@@ -491,13 +546,16 @@ impl Registry {
 
     /// The repository an ARN names (only repositories carry tags).
     async fn repo_of_arn(&self, arn: &str) -> Result<RepoRow> {
-        let prefix = format!("arn:aws:ecr:{}:{}:repository/", self.settings.region, self.settings.registry_id);
-        let name = arn.strip_prefix(&prefix).ok_or_else(|| {
-            Error::InvalidParameter(format!(
+        let prefix = format!("arn:aws:ecr:{}:", self.settings.region);
+        let parsed = arn.strip_prefix(&prefix).and_then(|r| r.split_once(":repository/"));
+        let Some((registry, name)) = parsed.filter(|(r, _)| self.check_registry_id(Some(r)).is_ok()) else {
+            return Err(Error::InvalidParameter(format!(
                 "Invalid parameter at 'resourceArn' failed to satisfy constraint: '{arn}' is not a repository ARN of \
-                 this registry ({prefix}<name>)"
-            ))
-        })?;
+                 this registry ({prefix}<registry id>:repository/<name>)"
+            )));
+        };
+        let key = self.repo_key(registry, name);
+        let name = key.as_str();
         Ok(self.repository(name).await?.1)
     }
 
@@ -782,7 +840,7 @@ impl Registry {
                 "Image with digest '{}'{} already exists in the repository with name '{repo}' in registry with id '{}'",
                 put.digest,
                 tag.map(|t| format!(" and tag '{t}'")).unwrap_or_default(),
-                self.settings.registry_id
+                self.split_key(repo.as_str()).0
             )));
         }
         let m = self.get_manifest(&repo, &put.digest.to_string()).await?;
@@ -828,10 +886,11 @@ impl Registry {
                 let m = self.resolve(row.id, id).await?.map_err(|f| {
                     Error::ImageNotFound(format!(
                         "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository \
-                         with name '{name}' in the registry with id '{}' ({})",
+                         with name '{}' in the registry with id '{}' ({})",
                         id.digest.as_deref().unwrap_or("null"),
                         id.tag.as_deref().unwrap_or("null"),
-                        self.settings.registry_id,
+                        self.split_key(name).1,
+                        self.split_key(name).0,
                         f.reason
                     ))
                 })?;
@@ -1013,8 +1072,9 @@ impl Registry {
         if self.meta.repo_blob(row.id, &digest.to_string()).await?.is_some() {
             self.cancel_upload(&repo, id).await?;
             return Err(Error::LayerAlreadyExists(format!(
-                "The layer '{digest}' already exists in the repository with name '{name}' in the registry with id '{}'",
-                self.settings.registry_id
+                "The layer '{digest}' already exists in the repository with name '{}' in the registry with id '{}'",
+                self.split_key(name).1,
+                self.split_key(name).0
             )));
         }
         self.finish_upload(&repo, id, &digest, None, None).await.map_err(|e| match e {

@@ -69,6 +69,9 @@ pub struct Settings {
     pub create_on_push: bool,
     /// Seals access-key secrets in the metadata store; kept outside it.
     pub seal_key: berth_crypto::seal::SealKey,
+    /// Other accounts' registries answer on `<account-id>.<account_domain>` (None: only
+    /// through the ECR API's `registryId`).
+    pub account_domain: Option<String>,
 }
 
 impl Default for Settings {
@@ -79,6 +82,7 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:5000".into(),
             create_on_push: true,
             seal_key: berth_crypto::seal::SealKey::generate(),
+            account_domain: None,
         }
     }
 }
@@ -138,8 +142,9 @@ pub struct Page {
     pub more: bool,
 }
 
+/// A repository key: a name, account-qualified outside the configured account.
 pub fn parse_repo(name: &str) -> Result<RepoName> {
-    Ok(RepoName::parse(name)?)
+    Ok(RepoName::parse_key(name)?)
 }
 
 pub fn parse_digest(s: &str) -> Result<Digest> {
@@ -226,7 +231,7 @@ impl Registry {
             Some(id) => id,
             None => {
                 let (settings, tags) = self
-                    .template_for(repo.as_str(), "CREATE_ON_PUSH")
+                    .template_for(repo.name(), "CREATE_ON_PUSH")
                     .await?
                     .ok_or_else(|| Error::RepoNotCreated(repo.to_string()))?;
                 let id = self.meta.create_repo(repo.as_str(), &settings, &tags, true).await?.id;
@@ -440,9 +445,12 @@ impl Registry {
         Ok(Page { items, more })
     }
 
-    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+    /// Repository keys of `registry` after the name `last`.
+    pub async fn catalog(&self, registry: &str, last: Option<&str>, n: Option<usize>) -> Result<Page> {
         let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
-        let mut items = self.meta.list_repos(last, limit as i64 + 1).await?;
+        let prefix = self.repo_key(registry, "");
+        let last = last.map(|l| self.repo_key(registry, l));
+        let mut items = self.meta.list_repos(&prefix, last.as_deref(), limit as i64 + 1).await?;
         let more = items.len() > limit;
         items.truncate(limit);
         Ok(Page { items, more })

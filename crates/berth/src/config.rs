@@ -35,6 +35,10 @@ pub struct Config {
     pub auth_challenge: String,
     /// On first start, add a ROOT repository creation template so pushes create repositories.
     pub create_on_push: bool,
+    /// Base domain of other accounts' registries: account 111122223333's answers on
+    /// `111122223333.<account_domain>`. Unset: other accounts are reached through the ECR API's
+    /// `registryId` only.
+    pub account_domain: Option<String>,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             allow_anonymous: false,
             auth_challenge: "bearer".into(),
             create_on_push: true,
+            account_domain: None,
         }
     }
 }
@@ -67,7 +72,7 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-pub const ENV_KEYS: [&str; 10] = [
+pub const ENV_KEYS: [&str; 11] = [
     "listen",
     "data_dir",
     "database_url",
@@ -78,6 +83,7 @@ pub const ENV_KEYS: [&str; 10] = [
     "allow_anonymous",
     "auth_challenge",
     "create_on_push",
+    "account_domain",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {

@@ -180,6 +180,7 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         public_url: cfg.public_url(),
         create_on_push: cfg.create_on_push,
         seal_key: credentials::secrets_key(cfg)?,
+        account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
 }

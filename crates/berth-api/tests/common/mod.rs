@@ -62,6 +62,9 @@ pub fn xml_field(xml: &str, name: &str) -> Option<String> {
     Some(xml[start..end].replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
 }
 
+/// Other accounts' registries answer on `<account>.<ACCOUNT_DOMAIN>`.
+pub const ACCOUNT_DOMAIN: &str = "accounts.test";
+
 pub struct Server {
     pub base: String,
     pub options: berth_api::Options,
@@ -70,6 +73,7 @@ pub struct Server {
     pub db_url: String,
     task: tokio::task::JoinHandle<()>,
     pub meta: Meta,
+    pub registry: Registry,
 }
 
 impl Server {
@@ -98,11 +102,18 @@ impl Server {
         let blobs = FsBlobStore::open(dir.path()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let settings = Settings { public_url: base.clone(), ..Settings::default() };
+        let settings = Settings {
+            public_url: base.clone(),
+            account_domain: Some(ACCOUNT_DOMAIN.into()),
+            // Fixed, so keys created before a restart still open after it.
+            seal_key: berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap(),
+            ..Settings::default()
+        };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
         let key2 = AccessKey { id: AKID2.into(), secret: SECRET2.into(), principal: settings.root_arn() };
         let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key, key2]).await.unwrap();
         let app = berth_api::router(registry.clone(), options);
+        let service = registry.clone();
         // As `berth serve` does, but often, so tests see pull times promptly.
         tokio::spawn(async move {
             loop {
@@ -115,7 +126,7 @@ impl Server {
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
         });
-        Server { base, options, http: Client::new(), dir, db_url, task, meta }
+        Server { base, options, http: Client::new(), dir, db_url, task, meta, registry: service }
     }
 
     /// Stops this server and starts another on the same storage.
