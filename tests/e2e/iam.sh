@@ -96,7 +96,7 @@ as "$P/puller.creds" aws ecr describe-repositories "${E[@]}" >/dev/null 2>"$P/in
 grep -q UnrecognizedClientException "$P/inactive.err" || fail "inactive key: $(cat "$P/inactive.err")"
 curl -s -o /dev/null -w '%{http_code}' -u "AWS:$PULLER_PW" "http://$REG/v2/team/app/manifests/1" | grep -q 401 \
   || fail "the login of a deactivated key still works"
-sed 's/^\(aws_secret_access_key = \).\(.*\)$/\1X\2/' "$P/pusher.creds" >"$P/forged.creds"
+sed 's/^\(aws_secret_access_key = .*\)$/\1X/' "$P/pusher.creds" >"$P/forged.creds"
 as "$P/forged.creds" aws ecr describe-repositories "${E[@]}" >/dev/null 2>"$P/forged.err" && fail "forged signature accepted"
 grep -q InvalidSignatureException "$P/forged.err" || fail "forged: $(cat "$P/forged.err")"
 aws iam update-access-key --user-name puller --access-key-id "$PID" --status Active "${E[@]}"
@@ -105,6 +105,10 @@ step "account $B: a role assumed there pulls from $A only when both sides allow"
 "$BERTH" account create "$B" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" | sed "s/\[account-$B\]/[default]/" >"$P/b-root.creds"
 grep -q aws_secret_access_key "$P/b-root.creds" || fail "berth account create"
 as "$P/b-root.creds" aws sts get-caller-identity "${E[@]}" | grep -q "\"Account\": \"$B\"" || fail "account B root identity"
+as "$P/b-root.creds" aws ecr create-repository --repository-name b-only "${E[@]}" >"$P/b-repo.json"
+grep -q "\"registryId\": \"$B\"" "$P/b-repo.json" || fail "account B's repository: $(cat "$P/b-repo.json")"
+aws ecr describe-repositories "${E[@]}" | grep -q b-only && fail "account B's repository listed in account A"
+as "$P/b-root.creds" aws ecr describe-repositories "${E[@]}" | grep -q team/app && fail "account A's repository listed in account B"
 as "$P/b-root.creds" aws iam create-user --user-name ci "${E[@]}" >/dev/null
 as "$P/b-root.creds" aws iam put-user-policy --user-name ci --policy-name may-assume "${E[@]}" --policy-document \
   "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"sts:AssumeRole\",\"Resource\":\"arn:aws:iam::$B:role/reader\"}]}"
