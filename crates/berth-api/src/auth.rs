@@ -113,7 +113,7 @@ fn host(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn who(principal: Option<Principal>, req: &Request) -> Who {
-    Who { principal, source_ip: crate::peer_ip(req.extensions()), secure: false }
+    Who { principal, source_ip: crate::peer_ip(req.extensions()), secure: false, ..Default::default() }
 }
 
 /// Base URL clients reached us at, for the token realm.

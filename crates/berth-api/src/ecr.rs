@@ -92,7 +92,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     event.principal = Some(principal.0.arn.clone());
     let payload = principal.1;
     let principal = principal.0;
-    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false };
+    let mut who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false, ..Default::default() };
     let input: Value = if payload.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -106,6 +106,16 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     };
     tracing::debug!(operation = %op, principal = %principal.arn, "ecr request");
     let mut input = input;
+    // Tags a call sets or removes are condition keys (aws:RequestTag/*, aws:TagKeys).
+    if let Some(Value::Array(tags)) = input.get("tags") {
+        who.request_tags = tags
+            .iter()
+            .filter_map(|t| Some((t.get("Key")?.as_str()?.to_string(), t.get("Value")?.as_str()?.to_string())))
+            .collect();
+    }
+    if let Some(Value::Array(keys)) = input.get("tagKeys") {
+        who.tag_keys = keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect();
+    }
     let result = match registry_of(st, &principal, &mut input).await {
         Ok(registry) => {
             event.resource = input.get("repositoryName").and_then(Value::as_str).map(|n| st.registry.repository_arn(n));

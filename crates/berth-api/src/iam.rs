@@ -193,7 +193,7 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
         }
     };
     event.principal = Some(principal.arn.clone());
-    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false };
+    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false, ..Default::default() };
     let account = Registry::principal_account(&principal);
     let call = Call { st, who: &who, p: &principal, account: &account, params: &params };
     let mut x = Xml::default();

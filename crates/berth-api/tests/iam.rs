@@ -411,3 +411,38 @@ async fn several_accounts(s: Server) {
     assert_eq!(t, "AccessDeniedException");
 }
 both!(several_accounts);
+
+async fn request_tag_conditions(s: Server) {
+    let root = Creds::root();
+    let erin = new_user(&s, "erin").await;
+    // Repositories may be created only tagged team=core, with no other tag keys; tags may be
+    // removed only if `team` is not among them.
+    let policy = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":["ecr:CreateRepository","ecr:TagResource"],"Resource":"*",
+         "Condition":{"StringEquals":{"aws:RequestTag/team":"core"},"ForAllValues:StringEquals":{"aws:TagKeys":["team"]}}},
+        {"Effect":"Allow","Action":"ecr:UntagResource","Resource":"*",
+         "Condition":{"ForAnyValue:StringEquals":{"aws:TagKeys":["team"]}}},
+        {"Effect":"Deny","Action":"ecr:UntagResource","Resource":"*",
+         "Condition":{"ForAnyValue:StringEquals":{"aws:TagKeys":["team"]}}}]}"#;
+    ok(
+        &s,
+        &[("Action", "PutUserPolicy"), ("UserName", "erin"), ("PolicyName", "tags"), ("PolicyDocument", policy)],
+        &root,
+    )
+    .await;
+    let create = |name: &str, tags: serde_json::Value| json!({"repositoryName": name, "tags": tags});
+    let denied = |v: &serde_json::Value| v["__type"] == "AccessDeniedException";
+    let (_, v) = s.ecr_as("CreateRepository", create("r1", json!([])), &erin).await;
+    assert!(denied(&v), "untagged: {v}");
+    let (_, v) = s.ecr_as("CreateRepository", create("r1", json!([{"Key": "team", "Value": "web"}])), &erin).await;
+    assert!(denied(&v), "wrong value: {v}");
+    let two = json!([{"Key": "team", "Value": "core"}, {"Key": "cost", "Value": "1"}]);
+    let (_, v) = s.ecr_as("CreateRepository", create("r1", two), &erin).await;
+    assert!(denied(&v), "an extra key: {v}");
+    let (st, v) = s.ecr_as("CreateRepository", create("r1", json!([{"Key": "team", "Value": "core"}])), &erin).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let arn = v["repository"]["repositoryArn"].as_str().unwrap().to_string();
+    let (_, v) = s.ecr_as("UntagResource", json!({"resourceArn": arn, "tagKeys": ["team"]}), &erin).await;
+    assert!(denied(&v), "removing team: {v}");
+}
+both!(request_tag_conditions);

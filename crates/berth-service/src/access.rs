@@ -27,6 +27,10 @@ pub struct Who {
     pub source_ip: Option<IpAddr>,
     /// Whether the request came over TLS (`aws:SecureTransport`).
     pub secure: bool,
+    /// Tags the request sets (`aws:RequestTag/<key>`, and their keys as `aws:TagKeys`).
+    pub request_tags: Vec<(String, String)>,
+    /// Tag keys the request names without values (UntagResource: `aws:TagKeys`).
+    pub tag_keys: Vec<String>,
 }
 
 /// What the decision needs to know about a repository: its policy and tags.
@@ -110,6 +114,14 @@ impl Registry {
         for (k, v) in tags {
             ctx.set(&format!("aws:ResourceTag/{k}"), v.clone());
             ctx.set(&format!("ecr:ResourceTag/{k}"), v.clone());
+        }
+        for (k, v) in &who.request_tags {
+            ctx.set(&format!("aws:RequestTag/{k}"), v.clone());
+        }
+        let keys: Vec<String> =
+            who.request_tags.iter().map(|(k, _)| k.clone()).chain(who.tag_keys.iter().cloned()).collect();
+        if !keys.is_empty() {
+            ctx.set_many("aws:TagKeys", keys);
         }
         ctx.with_caller(caller)
     }
