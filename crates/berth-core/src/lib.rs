@@ -1,6 +1,7 @@
 //! Berth's pure domain rules. No I/O, no async: everything here is a function of its inputs.
 
 pub mod digest;
+pub mod lifecycle;
 pub mod manifest;
 pub mod media;
 pub mod name;
