@@ -192,6 +192,7 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
             },
             allowed: out.allowed,
             error,
+            detail: None,
         };
         st.registry.audit(event).await;
     }

@@ -74,8 +74,15 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         body: &body,
     };
     let ip = crate::peer_ip(&parts.extensions);
-    let mut event =
-        AuditEvent { name: op.clone(), principal: None, source_ip: ip, resource: None, allowed: false, error: None };
+    let mut event = AuditEvent {
+        name: op.clone(),
+        principal: None,
+        source_ip: ip,
+        resource: None,
+        allowed: false,
+        error: None,
+        detail: None,
+    };
     let principal = match authenticate(st, &sreq, ip, "ecr").await {
         Ok(p) => p,
         Err(Ok(e)) => {
@@ -270,12 +277,17 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         "TagResource" => tag_resource(st, v).await,
         "UntagResource" => untag_resource(st, v).await,
         "ListTagsForResource" => list_tags_for_resource(st, v).await,
+        "PutLifecyclePolicy" => put_lifecycle_policy(st, v).await,
+        "GetLifecyclePolicy" => get_lifecycle_policy(st, v, false).await,
+        "DeleteLifecyclePolicy" => get_lifecycle_policy(st, v, true).await,
+        "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(st, v).await,
+        "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(st, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
 }
 
-const OPERATIONS: [&str; 33] = [
+const OPERATIONS: [&str; 38] = [
     "CreateRepository",
     "DescribeRepositories",
     "DeleteRepository",
@@ -309,6 +321,11 @@ const OPERATIONS: [&str; 33] = [
     "PutRegistryPolicy",
     "GetRegistryPolicy",
     "DeleteRegistryPolicy",
+    "PutLifecyclePolicy",
+    "GetLifecyclePolicy",
+    "DeleteLifecyclePolicy",
+    "StartLifecyclePolicyPreview",
+    "GetLifecyclePolicyPreview",
 ];
 
 fn is_known(op: &str) -> bool {
@@ -1185,4 +1202,129 @@ async fn get_registry_policy(st: &AppState) -> R {
 async fn delete_registry_policy(st: &AppState) -> R {
     let text = st.registry.delete_registry_policy().await?;
     Ok(json!({ "registryId": registry_id(st), "policyText": text }))
+}
+
+// ---- lifecycle policies ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LifecycleIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    lifecycle_policy_text: Option<String>,
+}
+
+async fn put_lifecycle_policy(st: &AppState, v: Value) -> R {
+    let i: LifecycleIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let text = i.lifecycle_policy_text.ok_or_else(|| {
+        Error::InvalidParameter("Invalid parameter at 'lifecyclePolicyText': the policy text is required".into())
+    })?;
+    let text = st.registry.put_lifecycle_policy(&i.repository_name, &text).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "lifecyclePolicyText": text }))
+}
+
+async fn get_lifecycle_policy(st: &AppState, v: Value, delete: bool) -> R {
+    let i: LifecycleIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let (text, evaluated) = if delete {
+        st.registry.delete_lifecycle_policy(&i.repository_name).await?
+    } else {
+        st.registry.lifecycle_policy(&i.repository_name).await?
+    };
+    let mut out =
+        json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "lifecyclePolicyText": text });
+    if let Some(t) = evaluated {
+        out["lastEvaluatedAt"] = ts(t);
+    }
+    Ok(out)
+}
+
+async fn start_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
+    let i: LifecycleIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.start_lifecycle_preview(&i.repository_name, i.lifecycle_policy_text.as_deref()).await?;
+    Ok(json!({
+        "registryId": registry_id(st), "repositoryName": i.repository_name,
+        "lifecyclePolicyText": text, "status": "COMPLETE",
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PreviewFilter {
+    tag_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetPreviewIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_ids: Option<Vec<ImageIdentifier>>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    filter: Option<PreviewFilter>,
+}
+
+async fn get_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
+    let i: GetPreviewIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let max = match i.max_results {
+        None => 100,
+        Some(n) if (1..=100).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value between 1 \
+                 and 100', got {n}"
+            )));
+        }
+    };
+    let status = parse_tag_status(i.filter.as_ref().and_then(|f| f.tag_status.as_deref()))?;
+    let (text, state, results) = st.registry.lifecycle_preview(&i.repository_name).await?;
+    let total = results.len();
+    let ids: Vec<ImageId> = i.image_ids.unwrap_or_default().into_iter().map(ImageId::from).collect();
+    let selected: Vec<_> = results
+        .into_iter()
+        .filter(|r| match status {
+            TagStatus::Any => true,
+            TagStatus::Tagged => !r.tags.is_empty(),
+            TagStatus::Untagged => r.tags.is_empty(),
+        })
+        .filter(|r| {
+            ids.is_empty()
+                || ids.iter().any(|id| {
+                    id.digest.as_deref() == Some(r.digest.as_str())
+                        || id.tag.as_deref().is_some_and(|t| r.tags.iter().any(|x| x == t))
+                })
+        })
+        .collect();
+    let start = match i.next_token.as_deref() {
+        None => 0,
+        Some(t) => t.parse::<usize>().ok().filter(|&n| n <= selected.len()).ok_or_else(|| {
+            Error::InvalidParameter(
+                "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Must be a token returned by a \
+                 previous call'"
+                    .into(),
+            )
+        })?,
+    };
+    let end = (start + max).min(selected.len());
+    let page: Vec<Value> = selected[start..end]
+        .iter()
+        .map(|r| {
+            json!({
+                "imageTags": r.tags, "imageDigest": r.digest, "imagePushedAt": ts(r.pushed_at),
+                "action": { "type": "EXPIRE" }, "appliedRulePriority": r.rule_priority,
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "registryId": registry_id(st), "repositoryName": i.repository_name, "lifecyclePolicyText": text,
+        "status": state, "previewResults": page, "summary": { "expiringImageTotalCount": total },
+    });
+    if end < selected.len() {
+        out["nextToken"] = json!(end.to_string());
+    }
+    Ok(out)
 }

@@ -56,6 +56,8 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | LayerPartTooSmall(_)
         | RepositoryPolicyNotFound(_)
         | RegistryPolicyNotFound(_)
+        | LifecyclePolicyNotFound(_)
+        | LifecyclePolicyPreviewNotFound(_)
         | InvalidLayerPart { .. }
         | NoSuchEntity(_)
         | EntityAlreadyExists(_)
@@ -109,6 +111,8 @@ pub fn ecr_type(e: &Error) -> &'static str {
         Throttled(_) => "ThrottlingException",
         RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
         RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
+        LifecyclePolicyNotFound(_) => "LifecyclePolicyNotFoundException",
+        LifecyclePolicyPreviewNotFound(_) => "LifecyclePolicyPreviewNotFoundException",
         Internal(_) => "ServerException",
     }
 }

@@ -176,6 +176,7 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
         resource: None,
         allowed: false,
         error: None,
+        detail: None,
     };
     let service = if sts { "sts" } else { "iam" };
     let principal = match crate::ecr::authenticate(st, &sreq, ip, service).await {

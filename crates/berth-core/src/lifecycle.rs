@@ -125,7 +125,8 @@ fn string_list(v: &Value, at: &str) -> Result<Vec<String>, LifecycleError> {
 
 /// Parses and validates a policy as ECR does; each failure names the rule and field.
 pub fn parse(text: &str) -> Result<Policy, LifecycleError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| LifecycleError(format!("the policy is not valid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| LifecycleError(format!("the policy is not valid JSON: {e}")))?;
     let Some(root) = v.as_object() else { return err("the policy must be a JSON object with 'rules'".into()) };
     check_keys(root, &["rules"], "policy")?;
     let Some(rules) = root.get("rules").and_then(Value::as_array) else {
@@ -141,7 +142,10 @@ pub fn parse(text: &str) -> Result<Policy, LifecycleError> {
     let mut seen = HashSet::new();
     for r in &out {
         if !seen.insert(r.priority) {
-            return err(format!("rulePriority {} is used by more than one rule; priorities must be unique", r.priority));
+            return err(format!(
+                "rulePriority {} is used by more than one rule; priorities must be unique",
+                r.priority
+            ));
         }
     }
     out.sort_by_key(|r| r.priority);
@@ -185,7 +189,15 @@ fn parse_rule(v: &Value, i: usize) -> Result<Rule, LifecycleError> {
     };
     check_keys(
         sel,
-        &["tagStatus", "tagPrefixList", "tagPatternList", "countType", "countUnit", "countNumber", "keepIfPulledWithinDays"],
+        &[
+            "tagStatus",
+            "tagPrefixList",
+            "tagPatternList",
+            "countType",
+            "countUnit",
+            "countNumber",
+            "keepIfPulledWithinDays",
+        ],
         &format!("{at}: selection"),
     )?;
     let tag_status = match sel.get("tagStatus").and_then(Value::as_str) {
@@ -195,7 +207,8 @@ fn parse_rule(v: &Value, i: usize) -> Result<Rule, LifecycleError> {
         Some(o) => return err(format!("{at}: selection.tagStatus must be tagged, untagged or any, not '{o}'")),
         None => return err(format!("{at}: selection.tagStatus is required")),
     };
-    let prefixes = sel.get("tagPrefixList").map(|v| string_list(v, &format!("{at}: selection.tagPrefixList"))).transpose()?;
+    let prefixes =
+        sel.get("tagPrefixList").map(|v| string_list(v, &format!("{at}: selection.tagPrefixList"))).transpose()?;
     let patterns =
         sel.get("tagPatternList").map(|v| string_list(v, &format!("{at}: selection.tagPatternList"))).transpose()?;
     let filter = match (tag_status, prefixes, patterns) {
@@ -203,9 +216,9 @@ fn parse_rule(v: &Value, i: usize) -> Result<Rule, LifecycleError> {
             return err(format!("{at}: selection may have tagPrefixList or tagPatternList, not both"));
         }
         (TagStatus::Tagged, Some(p), None) => Some(TagFilter::Prefixes(p)),
-        (TagStatus::Tagged, None, Some(p)) => Some(TagFilter::Patterns(
-            p.iter().map(|s| parse_pattern(s, &at)).collect::<Result<_, _>>()?,
-        )),
+        (TagStatus::Tagged, None, Some(p)) => {
+            Some(TagFilter::Patterns(p.iter().map(|s| parse_pattern(s, &at)).collect::<Result<_, _>>()?))
+        }
         (TagStatus::Tagged, None, None) => {
             return err(format!("{at}: tagStatus 'tagged' needs selection.tagPrefixList or selection.tagPatternList"));
         }
@@ -226,7 +239,9 @@ fn parse_rule(v: &Value, i: usize) -> Result<Rule, LifecycleError> {
     let count = match sel.get("countType").and_then(Value::as_str) {
         Some("imageCountMoreThan") => {
             if unit.is_some() {
-                return err(format!("{at}: selection.countUnit is only allowed with sinceImagePushed or sinceImagePulled"));
+                return err(format!(
+                    "{at}: selection.countUnit is only allowed with sinceImagePushed or sinceImagePulled"
+                ));
             }
             Count::MoreThan(number)
         }
@@ -257,9 +272,9 @@ fn parse_rule(v: &Value, i: usize) -> Result<Rule, LifecycleError> {
 
 fn parse_pattern(s: &str, at: &str) -> Result<Pattern, LifecycleError> {
     if let Some(expr) = s.strip_prefix("regex:") {
-        return regex::Regex::new(expr)
-            .map(Pattern::Regex)
-            .map_err(|e| LifecycleError(format!("{at}: selection.tagPatternList: bad regular expression {expr:?}: {e}")));
+        return regex::Regex::new(expr).map(Pattern::Regex).map_err(|e| {
+            LifecycleError(format!("{at}: selection.tagPatternList: bad regular expression {expr:?}: {e}"))
+        });
     }
     let stars = s.matches('*').count();
     if stars > MAX_WILDCARDS {
@@ -310,9 +325,9 @@ pub fn evaluate(policy: &Policy, images: &[Image], now_ms: i64) -> Vec<Expiry> {
                 .collect(),
         };
         for i in marked {
-            let recently_pulled = rule.keep_if_pulled_within_days.is_some_and(|d| {
-                images[i].last_pulled_at.is_some_and(|p| now_ms - p <= d as i64 * DAY_MS)
-            });
+            let recently_pulled = rule
+                .keep_if_pulled_within_days
+                .is_some_and(|d| images[i].last_pulled_at.is_some_and(|p| now_ms - p <= d as i64 * DAY_MS));
             if !claimed.contains(&i) && !recently_pulled {
                 expired.entry(i).or_insert(rule.priority);
             }

@@ -16,6 +16,8 @@ pub struct AuditRow {
     /// `allow` or `deny`.
     pub decision: String,
     pub error: Option<String>,
+    /// What else the event records (a lifecycle expiry: the rule that caused it).
+    pub detail: Option<String>,
 }
 
 /// Which events to read; every filter is optional.
@@ -39,8 +41,8 @@ impl Meta {
             Box::pin(async move {
                 for r in &rows {
                     sqlx::query(
-                        "INSERT INTO audit_events (event_time, event_name, principal, source_ip, resource, decision, error) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO audit_events (event_time, event_name, principal, source_ip, resource, decision, error, \
+                         detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
                     .bind(r.event_time)
                     .bind(r.event_name.as_str())
@@ -49,6 +51,7 @@ impl Meta {
                     .bind(r.resource.as_deref())
                     .bind(r.decision.as_str())
                     .bind(r.error.as_deref())
+                    .bind(r.detail.as_deref())
                     .execute(&mut *c)
                     .await?;
                 }
@@ -62,7 +65,7 @@ impl Meta {
     pub async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
         // `$n IS NULL OR ...` keeps one statement for every combination of filters.
         let rows = sqlx::query(
-            "SELECT id, event_time, event_name, principal, source_ip, resource, decision, error FROM audit_events \
+            "SELECT id, event_time, event_name, principal, source_ip, resource, decision, error, detail FROM audit_events \
              WHERE ($1 IS NULL OR event_time >= $1) AND ($2 IS NULL OR event_time < $2) \
              AND ($3 IS NULL OR event_name = $3) AND ($4 IS NULL OR principal = $4) \
              AND ($5 IS NULL OR resource LIKE '%' || $5 || '%') AND ($6 IS NULL OR decision = $6) \
@@ -89,6 +92,7 @@ impl Meta {
                     resource: r.try_get(5)?,
                     decision: r.try_get(6)?,
                     error: r.try_get(7)?,
+                    detail: r.try_get(8)?,
                 })
             })
             .collect()

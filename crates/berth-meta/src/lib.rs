@@ -9,11 +9,13 @@ mod audit;
 mod batch;
 mod ecr;
 mod iam;
+mod lifecycle;
 mod migrate;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
 pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersionRow};
+pub use lifecycle::PreviewRow;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -712,7 +714,7 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
 }
 
 /// Deletes a manifest with its tags and reference records; returns whether it existed.
-async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, digest: &str) -> Result<bool> {
+pub(crate) async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, digest: &str) -> Result<bool> {
     for table in [
         "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
         "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
@@ -772,6 +774,25 @@ async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
 /// Helpers for tests that need a fresh database.
 pub mod testing {
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Sets when a manifest was pushed and last pulled (tests of ages and lifecycle rules).
+    pub async fn set_image_times(
+        meta: &super::Meta,
+        repo: &str,
+        digest: &str,
+        pushed_at: i64,
+        last_pull: Option<i64>,
+    ) -> Result<()> {
+        let id = meta.repo_id(repo).await?.expect("repository exists");
+        sqlx::query("UPDATE manifests SET created_at = $1, last_pull = $2 WHERE repo_id = $3 AND digest = $4")
+            .bind(pushed_at)
+            .bind(last_pull)
+            .bind(id)
+            .bind(digest)
+            .execute(&meta.write)
+            .await?;
+        Ok(())
+    }
 
     use sqlx::{Connection, Executor};
 

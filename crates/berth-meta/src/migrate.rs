@@ -37,6 +37,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0005_iam.sql"),
         postgres: include_str!("../migrations/0005_iam.sql"),
     },
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/0006_lifecycle.sql"),
+        postgres: include_str!("../migrations/0006_lifecycle.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -15,7 +15,7 @@ const QUEUE: usize = 10_000;
 /// Most events written in one transaction.
 const BATCH: usize = 500;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditEvent {
     /// The ECR operation (`PutImage`, `BatchGetImage`, `Login`, ...).
     pub name: String,
@@ -24,6 +24,8 @@ pub struct AuditEvent {
     pub resource: Option<String>,
     pub allowed: bool,
     pub error: Option<String>,
+    /// Anything else worth keeping (a lifecycle expiry: the rule).
+    pub detail: Option<String>,
 }
 
 pub(crate) enum Msg {
@@ -71,6 +73,7 @@ impl Registry {
             resource: e.resource,
             decision: if e.allowed { "allow" } else { "deny" }.to_string(),
             error: e.error,
+            detail: e.detail,
         };
         if self.audit.send(Msg::Event(row)).await.is_err() {
             tracing::error!("audit writer stopped; event lost");

@@ -90,6 +90,10 @@ pub enum Error {
     RepositoryPolicyNotFound(String),
     #[error("{0}")]
     RegistryPolicyNotFound(String),
+    #[error("{0}")]
+    LifecyclePolicyNotFound(String),
+    #[error("{0}")]
+    LifecyclePolicyPreviewNotFound(String),
     /// Too many failed authentication attempts from this address or for this key.
     #[error("{0}")]
     Throttled(String),

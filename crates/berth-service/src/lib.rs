@@ -9,6 +9,7 @@ pub mod ecr;
 mod error;
 mod fsck;
 pub mod iam;
+pub mod lifecycle;
 pub mod throttle;
 mod upload;
 

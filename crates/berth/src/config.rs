@@ -39,6 +39,9 @@ pub struct Config {
     /// `111122223333.<account_domain>`. Unset: other accounts are reached through the ECR API's
     /// `registryId` only.
     pub account_domain: Option<String>,
+    /// How often lifecycle policies run (`24h`, `30m`, `3600s`; `off` never — then only
+    /// `berth lifecycle run`).
+    pub lifecycle_interval: String,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             auth_challenge: "bearer".into(),
             create_on_push: true,
             account_domain: None,
+            lifecycle_interval: "24h".into(),
         }
     }
 }
@@ -72,7 +76,7 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-pub const ENV_KEYS: [&str; 11] = [
+pub const ENV_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "database_url",
@@ -84,6 +88,7 @@ pub const ENV_KEYS: [&str; 11] = [
     "auth_challenge",
     "create_on_push",
     "account_domain",
+    "lifecycle_interval",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -122,7 +127,31 @@ impl Config {
         {
             return Err(format!("invalid configuration: public_url must start with http:// or https://, not {u:?}"));
         }
+        self.lifecycle_every()?;
         Ok(self)
+    }
+
+    /// The lifecycle interval (`None`: off).
+    pub fn lifecycle_every(&self) -> Result<Option<std::time::Duration>, String> {
+        let s = self.lifecycle_interval.trim();
+        if s == "off" {
+            return Ok(None);
+        }
+        let bad =
+            || format!("invalid configuration: lifecycle_interval must be like 24h, 30m, 3600s or off, not {s:?}");
+        let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            _ => return Err(bad()),
+        };
+        if secs == 0 {
+            return Err(bad());
+        }
+        Ok(Some(std::time::Duration::from_secs(secs)))
     }
 
     /// The public URL, defaulting to the listen address (`localhost` for a wildcard address).

@@ -35,9 +35,26 @@ enum Command {
     /// Verify every stored blob against its digest and every manifest reference; changes nothing.
     /// Exits 1 if it finds damage.
     Fsck(Common),
+    /// Lifecycle policies: `berth lifecycle run [--repository NAME] [--dry-run]` applies them now
+    /// (`serve` also runs them every `lifecycle_interval`) and lists what expired.
+    Lifecycle(LifecycleArgs),
     /// Accounts on this server besides the configured one: `berth account create 111122223333`
     /// adds one and prints its root access key (shown only then); `berth account list`.
     Account(AccountArgs),
+}
+
+#[derive(Args)]
+struct LifecycleArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = ["run"])]
+    action: String,
+    /// Only this repository (its key: the name, or `<account>:<name>` in another account).
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
+    /// Show what would expire; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -117,6 +134,10 @@ fn main() -> ExitCode {
         Command::Serve(c) => ("serve", c),
         Command::Fsck(c) => ("fsck", c),
         Command::GetLoginPassword(c) => ("get-login-password", c),
+        Command::Lifecycle(l) => {
+            LIFECYCLE.set((l.repository, l.dry_run)).ok();
+            ("lifecycle", l.common)
+        }
         Command::Account(a) => {
             ACCOUNT.set((a.action, a.id)).ok();
             ("account", a.common)
@@ -156,6 +177,7 @@ fn main() -> ExitCode {
             "get-login-password" => login_password(cfg).await,
             "audit" => audit(cfg).await,
             "account" => account(cfg).await,
+            "lifecycle" => lifecycle(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -183,6 +205,28 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+}
+
+static LIFECYCLE: std::sync::OnceLock<(Option<String>, bool)> = std::sync::OnceLock::new();
+
+async fn lifecycle(cfg: Config) -> Result<ExitCode, String> {
+    let (only, dry_run) = LIFECYCLE.get().cloned().ok_or("internal: lifecycle arguments missing")?;
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let reports = registry.run_lifecycles(only.as_deref(), dry_run).await.map_err(|e| e.to_string())?;
+    let verb = if dry_run { "would expire" } else { "expired" };
+    let mut total = 0;
+    for r in &reports {
+        for e in &r.expired {
+            println!("{}  {verb}  {}  [{}]  rule {}", r.repository, e.digest, e.tags.join(", "), e.rule_priority);
+        }
+        total += r.expired.len();
+        if r.skipped > 0 {
+            println!("{}  skipped {} image(s) that changed during the run", r.repository, r.skipped);
+        }
+    }
+    eprintln!("{} repositories with a lifecycle policy; {total} image(s) {verb}", reports.len());
+    registry.meta().close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 static ACCOUNT: std::sync::OnceLock<(String, Option<String>)> = std::sync::OnceLock::new();
@@ -360,6 +404,23 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         }
     });
+    if let Some(every) = cfg.lifecycle_every()? {
+        let runner = registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match runner.run_lifecycles(None, false).await {
+                    Ok(r) => {
+                        let n: usize = r.iter().map(|r| r.expired.len()).sum();
+                        tracing::info!(repositories = r.len(), expired = n, "lifecycle policies applied");
+                    }
+                    Err(e) => tracing::error!(error = %e, "lifecycle run failed"),
+                }
+            }
+        });
+    }
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });

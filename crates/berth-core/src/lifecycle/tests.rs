@@ -16,7 +16,9 @@ fn img(name: &str, tags: &[&str], days_ago: f64) -> Image {
 }
 
 fn rule(priority: i64, selection: &str) -> String {
-    format!(r#"{{"rulePriority": {priority}, "description": "Rule {priority}", "selection": {selection}, "action": {{"type": "expire"}}}}"#)
+    format!(
+        r#"{{"rulePriority": {priority}, "description": "Rule {priority}", "selection": {selection}, "action": {{"type": "expire"}}}}"#
+    )
 }
 
 fn policy(rules: &[String]) -> Policy {
@@ -44,7 +46,9 @@ fn cases() -> Vec<Case> {
             r#"{{"tagStatus": "{status}"{filter}, "countType": "sinceImagePushed", "countUnit": "days", "countNumber": {days}}}"#
         )
     };
-    let abc = || vec![img("A", &["beta-1", "prod-1"], 10.0), img("B", &["beta-2", "prod-2"], 9.0), img("C", &["beta-3"], 8.0)];
+    let abc = || {
+        vec![img("A", &["beta-1", "prod-1"], 10.0), img("B", &["beta-2", "prod-2"], 9.0), img("C", &["beta-3"], 8.0)]
+    };
     vec![
         Case {
             name: "filtering on image age: untagged images older than 14 days",
@@ -55,7 +59,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "filtering on image age: prod* pattern older than 14 days",
             rules: vec![rule(1, &age("tagged", r#", "tagPatternList": ["prod*"]"#, 14))],
-            images: vec![img("p-old", &["prod-1"], 20.0), img("p-new", &["prod-2"], 2.0), img("d-old", &["dev-1"], 20.0)],
+            images: vec![
+                img("p-old", &["prod-1"], 20.0),
+                img("p-new", &["prod-2"], 2.0),
+                img("d-old", &["dev-1"], 20.0),
+            ],
             want: vec!["p-old"],
         },
         Case {
@@ -93,9 +101,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "multiple tags in one rule, example A: alpha and beta, older than 5 days",
-            rules: vec![rule(1, &format!(
-                r#"{{"tagStatus": "tagged", "tagPrefixList": ["alpha", "beta"], "countType": "sinceImagePushed", "countNumber": 5, "countUnit": "days"}}"#
-            ))],
+            rules: vec![rule(
+                1,
+                r#"{"tagStatus": "tagged", "tagPrefixList": ["alpha", "beta"], "countType": "sinceImagePushed", "countNumber": 5, "countUnit": "days"}"#,
+            )],
             images: vec![
                 img("A", &["alpha-1"], 12.0),
                 img("B", &["beta-1"], 11.0),
@@ -119,7 +128,12 @@ fn cases() -> Vec<Case> {
         Case {
             name: "all images, example A: keep one",
             rules: vec![rule(1, &count("any", "", 1))],
-            images: vec![img("A", &["alpha-1"], 4.0), img("B", &["beta-1"], 3.0), img("C", &[], 2.0), img("D", &["alpha-2"], 1.0)],
+            images: vec![
+                img("A", &["alpha-1"], 4.0),
+                img("B", &["beta-1"], 3.0),
+                img("C", &[], 2.0),
+                img("D", &["alpha-2"], 1.0),
+            ],
             want: vec!["A", "B", "C"],
         },
         Case {
@@ -140,7 +154,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "a lower rule's count includes images a higher rule kept",
-            rules: vec![rule(1, &count("tagged", r#", "tagPrefixList": ["release"]"#, 5)), rule(2, &count("any", "", 2))],
+            rules: vec![
+                rule(1, &count("tagged", r#", "tagPrefixList": ["release"]"#, 5)),
+                rule(2, &count("any", "", 2)),
+            ],
             images: vec![
                 img("r1", &["release-1"], 5.0),
                 img("d1", &["dev-1"], 4.0),
@@ -160,7 +177,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "regex extension: whole-tag match",
             rules: vec![rule(1, &age("tagged", r#", "tagPatternList": ["regex:v[0-9]+\\.[0-9]+"]"#, 1))],
-            images: vec![img("semver", &["v1.2"], 3.0), img("suffix", &["v1.2-rc"], 3.0), img("other", &["latest"], 3.0)],
+            images: vec![
+                img("semver", &["v1.2"], 3.0),
+                img("suffix", &["v1.2-rc"], 3.0),
+                img("other", &["latest"], 3.0),
+            ],
             want: vec!["semver"],
         },
     ]
@@ -181,7 +202,10 @@ fn documented_examples() {
 #[test]
 fn each_expiry_names_its_rule() {
     let p = policy(&[
-        rule(1, r#"{"tagStatus": "tagged", "tagPrefixList": ["prod"], "countType": "imageCountMoreThan", "countNumber": 1}"#),
+        rule(
+            1,
+            r#"{"tagStatus": "tagged", "tagPrefixList": ["prod"], "countType": "imageCountMoreThan", "countNumber": 1}"#,
+        ),
         rule(5, r#"{"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}"#),
     ]);
     let images = [img("p1", &["prod-1"], 3.0), img("p2", &["prod-2"], 2.0), img("u1", &[], 5.0), img("u2", &[], 1.0)];
@@ -218,59 +242,119 @@ fn validation_names_the_rule_and_field() {
         ("not json", "valid JSON"),
         (r#"{"rules": []}"#, "at least one rule"),
         (r#"{"rules": [], "extra": 1}"#, "unknown field 'extra'"),
-        (&format!(r#"{{"rules": [{}, {}]}}"#, rule(1, ok_sel), rule(1, ok_sel)), "rulePriority 1 is used by more than one rule"),
+        (
+            &format!(r#"{{"rules": [{}, {}]}}"#, rule(1, ok_sel), rule(1, ok_sel)),
+            "rulePriority 1 is used by more than one rule",
+        ),
         (&format!(r#"{{"rules": [{}]}}"#, rule(0, ok_sel)), "at least 1"),
         (
             &format!(
                 r#"{{"rules": [{}, {}]}}"#,
                 rule(2, r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}"#),
-                rule(3, r#"{"tagStatus": "tagged", "tagPrefixList": ["a"], "countType": "imageCountMoreThan", "countNumber": 1}"#)
+                rule(
+                    3,
+                    r#"{"tagStatus": "tagged", "tagPrefixList": ["a"], "countType": "imageCountMoreThan", "countNumber": 1}"#
+                )
             ),
             "rulePriority 2: a rule with tagStatus 'any' must have the highest rulePriority",
         ),
-        (&format!(r#"{{"rules": [{}, {}]}}"#, rule(1, ok_sel), rule(2, ok_sel)), "only one rule may have tagStatus 'untagged'"),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(4, r#"{"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 1}"#)),
+            &format!(r#"{{"rules": [{}, {}]}}"#, rule(1, ok_sel), rule(2, ok_sel)),
+            "only one rule may have tagStatus 'untagged'",
+        ),
+        (
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(4, r#"{"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 1}"#)
+            ),
             "rulePriority 4: tagStatus 'tagged' needs selection.tagPrefixList or selection.tagPatternList",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "untagged", "tagPrefixList": ["a"], "countType": "imageCountMoreThan", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "untagged", "tagPrefixList": ["a"], "countType": "imageCountMoreThan", "countNumber": 1}"#
+                )
+            ),
             "tagStatus 'untagged' takes no tagPrefixList",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "tagged", "tagPrefixList": ["a"], "tagPatternList": ["b"], "countType": "imageCountMoreThan", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "tagged", "tagPrefixList": ["a"], "tagPatternList": ["b"], "countType": "imageCountMoreThan", "countNumber": 1}"#
+                )
+            ),
             "not both",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "tagged", "tagPatternList": ["*a*b*c*d*e"], "countType": "imageCountMoreThan", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "tagged", "tagPatternList": ["*a*b*c*d*e"], "countType": "imageCountMoreThan", "countNumber": 1}"#
+                )
+            ),
             "5 wildcards; the limit is 4",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countUnit": "days", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countUnit": "days", "countNumber": 1}"#
+                )
+            ),
             "countUnit is only allowed with sinceImagePushed",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "any", "countType": "sinceImagePushed", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(1, r#"{"tagStatus": "any", "countType": "sinceImagePushed", "countNumber": 1}"#)
+            ),
             "countUnit ('days') is required",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "hours", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "hours", "countNumber": 1}"#
+                )
+            ),
             "must be 'days', not 'hours'",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 0}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(1, r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 0}"#)
+            ),
             "countNumber must be a whole number of at least 1",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "some", "countType": "imageCountMoreThan", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(1, r#"{"tagStatus": "some", "countType": "imageCountMoreThan", "countNumber": 1}"#)
+            ),
             "tagged, untagged or any, not 'some'",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "any", "countType": "sinceForever", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(1, r#"{"tagStatus": "any", "countType": "sinceForever", "countNumber": 1}"#)
+            ),
             "countType must be",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1, "colour": "red"}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1, "colour": "red"}"#
+                )
+            ),
             "unknown field 'colour'",
         ),
         (
@@ -278,7 +362,13 @@ fn validation_names_the_rule_and_field() {
             "action.type must be 'expire'",
         ),
         (
-            &format!(r#"{{"rules": [{}]}}"#, rule(1, r#"{"tagStatus": "tagged", "tagPatternList": ["regex:("], "countType": "imageCountMoreThan", "countNumber": 1}"#)),
+            &format!(
+                r#"{{"rules": [{}]}}"#,
+                rule(
+                    1,
+                    r#"{"tagStatus": "tagged", "tagPatternList": ["regex:("], "countType": "imageCountMoreThan", "countNumber": 1}"#
+                )
+            ),
             "bad regular expression",
         ),
     ];

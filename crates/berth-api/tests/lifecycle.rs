@@ -1,0 +1,204 @@
+//! Lifecycle policies through the ECR API and the service's run, against SQLite and PostgreSQL:
+//! validation errors, previews (filters, pages, summary) equal to what a run then expires,
+//! indexes expiring with their children, referrers with their subject, and the audit log.
+
+mod common;
+
+use berth_meta::testing::set_image_times;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const DAY: i64 = 86_400_000;
+
+fn now() -> i64 {
+    berth_meta::now_ms()
+}
+
+/// An OCI index over `children` (digest, bytes), pushed under `tag`.
+async fn push_index(s: &Server, repo: &str, tag: &str, children: &[(String, Vec<u8>)]) -> String {
+    let manifests: Vec<Value> = children
+        .iter()
+        .map(|(d, b)| json!({"mediaType": OCI_MANIFEST, "digest": d, "size": b.len(), "platform": {"architecture": "amd64", "os": "linux"}}))
+        .collect();
+    let body =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})).unwrap();
+    let r = s.put_manifest(repo, tag, OCI_INDEX, &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sha256(&body)
+}
+
+/// An artifact whose subject is `subject` (a signature, say), untagged.
+async fn push_referrer(s: &Server, repo: &str, subject: &(String, Vec<u8>)) -> String {
+    let config = s.push_blob(repo, b"{}").await;
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0, "size": subject.1.len()},
+    }))
+    .unwrap();
+    let digest = sha256(&body);
+    let r = s.put_manifest(repo, &digest, OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    digest
+}
+
+fn digests(v: &Value) -> Vec<String> {
+    v["previewResults"].as_array().unwrap().iter().map(|r| r["imageDigest"].as_str().unwrap().to_string()).collect()
+}
+
+async fn policies_previews_and_runs(s: Server) {
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "svc"})).await;
+    let repo = json!({"repositoryName": "svc"});
+    let (t, m) = s.ecr_err("GetLifecyclePolicy", repo.clone()).await;
+    assert_eq!(t, "LifecyclePolicyNotFoundException");
+    assert!(m.contains("'svc'"), "{m}");
+    let (t, _) = s.ecr_err("GetLifecyclePolicyPreview", repo.clone()).await;
+    assert_eq!(t, "LifecyclePolicyPreviewNotFoundException");
+    let (t, _) = s.ecr_err("StartLifecyclePolicyPreview", repo.clone()).await;
+    assert_eq!(t, "LifecyclePolicyNotFoundException", "no stored policy and none given");
+
+    // Validation failures name the rule and field.
+    let bad = r#"{"rules": [{"rulePriority": 3, "selection": {"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
+    let (t, m) = s.ecr_err("PutLifecyclePolicy", json!({"repositoryName": "svc", "lifecyclePolicyText": bad})).await;
+    assert_eq!(t, "InvalidParameterException");
+    assert!(m.contains("rulePriority 3") && m.contains("tagPrefixList"), "{m}");
+    let (t, m) = s.ecr_err("PutLifecyclePolicy", json!({"repositoryName": "svc", "lifecyclePolicyText": "{}"})).await;
+    assert_eq!(t, "InvalidParameterException");
+    assert!(m.contains("between 100 and 30720"), "{m}");
+
+    // Images: release-1..4 (10..7 days old), two untagged ones (20 and 1 days), an index with
+    // two children (tag multi, 30 days), and a signature on release-1.
+    let mut rel = Vec::new();
+    for i in 1..=4 {
+        let img = s.push_image("svc", &format!("release-{i}"), &format!("r{i}")).await;
+        set_image_times(&s.meta, "svc", &img.0, now() - (11 - i) * DAY, None).await.unwrap();
+        rel.push(img);
+    }
+    let old_untagged = s.push_image("svc", "tmp-a", "u1").await;
+    let new_untagged = s.push_image("svc", "tmp-b", "u2").await;
+    for (img, days) in [(&old_untagged, 20), (&new_untagged, 1)] {
+        let r = s
+            .req(reqwest::Method::DELETE, &format!("/v2/svc/manifests/{}", if days == 20 { "tmp-a" } else { "tmp-b" }));
+        assert_eq!(r.send().await.unwrap().status(), StatusCode::ACCEPTED);
+        set_image_times(&s.meta, "svc", &img.0, now() - days * DAY, None).await.unwrap();
+    }
+    let c1 = s.push_image("svc", "c1", "child-1").await;
+    let c2 = s.push_image("svc", "c2", "child-2").await;
+    for t in ["c1", "c2"] {
+        s.req(reqwest::Method::DELETE, &format!("/v2/svc/manifests/{t}")).send().await.unwrap();
+    }
+    let index = push_index(&s, "svc", "multi", &[c1.clone(), c2.clone()]).await;
+    set_image_times(&s.meta, "svc", &index, now() - 30 * DAY, None).await.unwrap();
+    let sig = push_referrer(&s, "svc", &rel[0]).await;
+
+    let policy = r#"{"rules": [
+        {"rulePriority": 1, "description": "keep two releases", "selection": {"tagStatus": "tagged", "tagPatternList": ["release-*"], "countType": "imageCountMoreThan", "countNumber": 2}, "action": {"type": "expire"}},
+        {"rulePriority": 2, "description": "untagged after a week", "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}, "action": {"type": "expire"}},
+        {"rulePriority": 3, "description": "anything older than 25 days", "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 25}, "action": {"type": "expire"}}]}"#;
+    let v = s.ecr_ok("PutLifecyclePolicy", json!({"repositoryName": "svc", "lifecyclePolicyText": policy})).await;
+    assert_eq!(v["lifecyclePolicyText"], policy);
+    let v = s.ecr_ok("GetLifecyclePolicy", repo.clone()).await;
+    assert_eq!(v["lifecyclePolicyText"], policy);
+    assert!(v.get("lastEvaluatedAt").is_none(), "never evaluated yet");
+
+    let v = s.ecr_ok("StartLifecyclePolicyPreview", repo.clone()).await;
+    assert_eq!(v["status"], "COMPLETE");
+    let preview = s.ecr_ok("GetLifecyclePolicyPreview", repo.clone()).await;
+    assert_eq!(preview["status"], "COMPLETE");
+    // Oldest first: the index (rule 3), the old untagged image (rule 2), release-1 and -2 (rule 1).
+    let want = vec![index.clone(), old_untagged.0.clone(), rel[0].0.clone(), rel[1].0.clone()];
+    assert_eq!(digests(&preview), want, "{preview}");
+    assert_eq!(preview["summary"]["expiringImageTotalCount"], 4);
+    let rules: Vec<i64> = preview["previewResults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["appliedRulePriority"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rules, [3, 2, 1, 1]);
+    assert_eq!(preview["previewResults"][2]["imageTags"], json!(["release-1"]));
+    assert_eq!(preview["previewResults"][2]["action"]["type"], "EXPIRE");
+
+    // Filters and pages.
+    let tagged = s
+        .ecr_ok("GetLifecyclePolicyPreview", json!({"repositoryName": "svc", "filter": {"tagStatus": "UNTAGGED"}}))
+        .await;
+    assert_eq!(digests(&tagged), vec![old_untagged.0.clone()]);
+    let p1 = s.ecr_ok("GetLifecyclePolicyPreview", json!({"repositoryName": "svc", "maxResults": 3})).await;
+    assert_eq!(digests(&p1).len(), 3);
+    let token = p1["nextToken"].as_str().unwrap();
+    let p2 = s
+        .ecr_ok("GetLifecyclePolicyPreview", json!({"repositoryName": "svc", "maxResults": 3, "nextToken": token}))
+        .await;
+    assert_eq!(digests(&p2), vec![rel[1].0.clone()]);
+    assert!(p2.get("nextToken").is_none());
+    let one = s
+        .ecr_ok("GetLifecyclePolicyPreview", json!({"repositoryName": "svc", "imageIds": [{"imageTag": "release-2"}]}))
+        .await;
+    assert_eq!(digests(&one), vec![rel[1].0.clone()]);
+    let (t, _) = s.ecr_err("GetLifecyclePolicyPreview", json!({"repositoryName": "svc", "maxResults": 101})).await;
+    assert_eq!(t, "InvalidParameterException");
+
+    // A run expires exactly what the preview showed, with the index's children and the
+    // signature of release-1; everything else stays.
+    let report = s.registry.run_lifecycle("svc", false).await.unwrap();
+    let ran: Vec<String> = report.expired.iter().map(|e| e.digest.clone()).collect();
+    assert_eq!(ran, want);
+    assert_eq!(report.manifests_deleted, 4 + 2 + 1);
+    let left = s.ecr_ok("ListImages", repo.clone()).await;
+    let left: Vec<&str> =
+        left["imageIds"].as_array().unwrap().iter().map(|i| i["imageDigest"].as_str().unwrap()).collect();
+    for gone in want.iter().chain([&c1.0, &c2.0, &sig]) {
+        assert!(!left.contains(&gone.as_str()), "{gone} should be gone: {left:?}");
+    }
+    for kept in [&rel[2].0, &rel[3].0, &new_untagged.0] {
+        assert!(left.contains(&kept.as_str()), "{kept} should stay: {left:?}");
+    }
+    let r =
+        s.req(reqwest::Method::GET, "/v2/svc/manifests/release-3").header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = s.ecr_ok("GetLifecyclePolicy", repo.clone()).await;
+    assert!(v["lastEvaluatedAt"].as_f64().unwrap() > 1.7e9);
+
+    // Each expiry is in the audit log with its rule.
+    let rows = s
+        .meta
+        .audit_events(&berth_meta::AuditFilter {
+            event_name: Some("PolicyExecutionEvent".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().any(|r| r.detail.as_deref().unwrap_or_default().contains("rule 3")
+        && r.resource.as_deref().unwrap_or_default().ends_with(&index)));
+
+    // Running again expires nothing new; DeleteLifecyclePolicy returns the text.
+    assert!(s.registry.run_lifecycle("svc", false).await.unwrap().expired.is_empty());
+    let v = s.ecr_ok("DeleteLifecyclePolicy", repo.clone()).await;
+    assert_eq!(v["lifecyclePolicyText"], policy);
+    let (t, _) = s.ecr_err("DeleteLifecyclePolicy", repo.clone()).await;
+    assert_eq!(t, "LifecyclePolicyNotFoundException");
+}
+both!(policies_previews_and_runs);
+
+async fn changed_images_are_skipped(s: Server) {
+    // An image re-tagged after the evaluation is not expired by that evaluation's plan.
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "app"})).await;
+    let a = s.push_image("app", "v1", "a").await;
+    s.push_image("app", "v2", "b").await;
+    set_image_times(&s.meta, "app", &a.0, now() - 5 * DAY, None).await.unwrap();
+    let policy = r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
+    let plan = s.registry.lifecycle_plan("app", policy).await.unwrap();
+    assert_eq!(plan.len(), 1);
+    let r = s.put_manifest("app", "v3", OCI_MANIFEST, &a.1).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = s.meta.repo_id("app").await.unwrap().unwrap();
+    assert!(s.meta.expire_image(id, &plan[0].digest, &plan[0].tags).await.unwrap().is_empty());
+    let r = s.req(reqwest::Method::GET, "/v2/app/manifests/v3").header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+both!(changed_images_are_skipped);
