@@ -308,17 +308,19 @@ async fn audit(cfg: Config) -> Result<ExitCode, String> {
             let v = serde_json::json!({
                 "eventTime": time, "eventName": r.event_name, "principal": r.principal,
                 "sourceIPAddress": r.source_ip, "resource": r.resource, "decision": r.decision, "error": r.error,
+                "detail": r.detail,
             });
             println!("{v}");
         } else {
             println!(
-                "{time}  {:<28} {:<5} {:<40} {:<15} {} {}",
+                "{time}  {:<28} {:<5} {:<40} {:<15} {} {}{}",
                 r.event_name,
                 r.decision,
                 r.principal.as_deref().unwrap_or("anonymous"),
                 r.source_ip.as_deref().unwrap_or("-"),
                 r.resource.as_deref().unwrap_or("-"),
-                r.error.as_deref().map(|e| format!("[{e}]")).unwrap_or_default()
+                r.error.as_deref().map(|e| format!("[{e}]")).unwrap_or_default(),
+                r.detail.as_deref().map(|d| format!(" {d}")).unwrap_or_default()
             );
         }
     }
