@@ -66,6 +66,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | MalformedPolicyDocument(_)
         | InvalidInput(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+        Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
 }
@@ -113,7 +114,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
         RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
         LifecyclePolicyNotFound(_) => "LifecyclePolicyNotFoundException",
         LifecyclePolicyPreviewNotFound(_) => "LifecyclePolicyPreviewNotFoundException",
-        Internal(_) => "ServerException",
+        Internal(_) | Busy(_) => "ServerException",
     }
 }
 
@@ -131,7 +132,7 @@ pub fn iam_code(e: &Error) -> (StatusCode, &'static str) {
         Unauthorized(_) | InvalidToken(_) => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
         ExpiredToken(_) => (StatusCode::BAD_REQUEST, "ExpiredToken"),
         Throttled(_) => (StatusCode::BAD_REQUEST, "Throttling"),
-        Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure"),
+        Internal(_) | Busy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure"),
         _ => (StatusCode::BAD_REQUEST, "InvalidInput"),
     }
 }

@@ -253,6 +253,15 @@ impl Meta {
                         return Err(MetaError::NotEmpty);
                     }
                 }
+                // Everything it held may now be garbage.
+                sqlx::query(
+                    "INSERT INTO gc_candidates (digest, since) SELECT digest, $2 FROM repo_blobs WHERE repo_id = $1 \
+                     ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(crate::now_ms())
+                .execute(&mut *c)
+                .await?;
                 // Children first: not every foreign key cascades through composite keys alike.
                 for sql in [
                     "DELETE FROM tags WHERE repo_id = $1",

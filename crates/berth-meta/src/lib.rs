@@ -8,12 +8,14 @@
 mod audit;
 mod batch;
 mod ecr;
+mod gc;
 mod iam;
 mod lifecycle;
 mod migrate;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
+pub use gc::{GcMark, GcSweep};
 pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersionRow};
 pub use lifecycle::PreviewRow;
 
@@ -46,6 +48,9 @@ pub enum MetaError {
     NotFound(String),
     #[error("repository is not empty")]
     NotEmpty,
+    /// Garbage collection is deleting this blob right now; store it again once it is gone.
+    #[error("blob {0} is being garbage-collected")]
+    BlobDeleting(String),
     #[error("a resource may have at most {0} tags")]
     TooManyTags(usize),
     #[error("database commit failed: {0}")]
@@ -303,6 +308,13 @@ impl Meta {
                     .execute(&mut *c)
                     .await?
                     .rows_affected();
+                sqlx::query(
+                    "INSERT INTO gc_candidates (digest, since) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(digest.as_str())
+                .bind(now_ms())
+                .execute(&mut *c)
+                .await?;
                 Ok(n > 0)
             })
         }))
@@ -619,11 +631,21 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
     }
     let mut missing = Vec::new();
     for b in &m.blobs {
-        let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
+        // Revive a blob garbage collection condemned; one it is deleting counts as missing (the
+        // client uploads it again). Done before the check, so that on PostgreSQL the update
+        // waits for a collection's concurrent update of the row and sees its outcome.
+        sqlx::query("UPDATE blobs SET state = 'live', condemned_at = NULL WHERE digest = $1 AND state = 'condemned'")
             .bind(b.as_str())
-            .fetch_optional(&mut *c)
+            .execute(&mut *c)
             .await?;
+        let found = sqlx::query(
+            "SELECT 1 FROM repo_blobs rb JOIN blobs bl ON bl.digest = rb.digest \
+             WHERE rb.repo_id = $1 AND rb.digest = $2 AND bl.state = 'live'",
+        )
+        .bind(repo_id)
+        .bind(b.as_str())
+        .fetch_optional(&mut *c)
+        .await?;
         if found.is_none() {
             missing.push(format!("blob {b}"));
         }
@@ -715,6 +737,16 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
 
 /// Deletes a manifest with its tags and reference records; returns whether it existed.
 pub(crate) async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, digest: &str) -> Result<bool> {
+    // What it referenced may now be garbage.
+    sqlx::query(
+        "INSERT INTO gc_candidates (digest, since) SELECT blob_digest, $3 FROM manifest_blobs \
+         WHERE repo_id = $1 AND manifest_digest = $2 ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .bind(now_ms())
+    .execute(&mut *c)
+    .await?;
     for table in [
         "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
         "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
@@ -741,15 +773,35 @@ async fn refuse_if_referenced(c: &mut AnyConnection, sql: &'static str, repo_id:
 }
 
 async fn insert_blob_and_link(conn: &mut AnyConnection, repo_id: i64, digest: &str, size: i64) -> Result<()> {
-    let now = now_ms();
-    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
-        .bind(digest)
-        .bind(size)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    claim_blob_in(conn, digest, size).await?;
     sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(repo_id)
+        .bind(digest)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Records the blob as live (reviving it if garbage collection had condemned it) and as a
+/// collection candidate (it may never be referenced). Fails with [`MetaError::BlobDeleting`]
+/// while a collection is deleting it.
+pub(crate) async fn claim_blob_in(conn: &mut AnyConnection, digest: &str, size: i64) -> Result<()> {
+    let now = now_ms();
+    let n = sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at, state) VALUES ($1, $2, $3, 'live') ON CONFLICT (digest) \
+         DO UPDATE SET state = 'live', condemned_at = NULL WHERE blobs.state <> 'deleting'",
+    )
+    .bind(digest)
+    .bind(size)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(MetaError::BlobDeleting(digest.to_string()));
+    }
+    sqlx::query("INSERT INTO gc_candidates (digest, since) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
         .bind(digest)
         .bind(now)
         .execute(&mut *conn)

@@ -42,6 +42,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0006_lifecycle.sql"),
         postgres: include_str!("../migrations/0006_lifecycle.sql"),
     },
+    Migration {
+        version: 7,
+        sqlite: include_str!("../migrations/0007_gc.sql"),
+        postgres: include_str!("../migrations/0007_gc.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

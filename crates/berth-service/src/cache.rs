@@ -161,6 +161,14 @@ impl Cache {
     }
 
     /// A manifest went away, with every tag that named it.
+    /// After garbage collection: any repository's blob may be gone.
+    pub fn drop_all_blobs(&self) {
+        for r in self.write().repos.values_mut() {
+            r.version += 1;
+            r.blobs.clear();
+        }
+    }
+
     pub fn drop_manifests(&self, repo: &str) {
         if let Some(r) = self.write().repos.get_mut(repo) {
             r.version += 1;

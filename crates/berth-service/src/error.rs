@@ -121,6 +121,9 @@ pub enum Error {
     InvalidToken(String),
     #[error("{0}")]
     ExpiredToken(String),
+    /// Try again shortly (garbage collection is deleting this very blob).
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -159,6 +162,9 @@ impl From<MetaError> for Error {
             MetaError::TooManyTags(n) => Error::TooManyTags(format!("a repository may have at most {n} tags")),
             MetaError::Referenced { child, parent } => {
                 Error::Conflict(format!("{child} is referenced by manifest {parent}; delete that first"))
+            }
+            MetaError::BlobDeleting(d) => {
+                Error::Busy(format!("blob {d} is being garbage-collected right now; push it again in a moment"))
             }
             MetaError::UploadConflict(id) => {
                 Error::UploadInvalid(format!("upload {id} was modified by a concurrent request"))

@@ -8,6 +8,7 @@ mod cache;
 pub mod ecr;
 mod error;
 mod fsck;
+pub mod gc;
 pub mod iam;
 pub mod lifecycle;
 pub mod throttle;
@@ -52,6 +53,8 @@ pub struct Registry {
     throttle: Arc<throttle::Throttle>,
     audit: tokio::sync::mpsc::Sender<audit::Msg>,
     iam: Arc<iam::IamCache>,
+    /// One garbage collection at a time in this process.
+    gc_lock: Arc<tokio::sync::Mutex<()>>,
     /// Signs STS session tokens; the other derives a session's secret from its token.
     sessions: Arc<berth_crypto::token::TokenKey>,
     session_secrets: Arc<berth_crypto::token::TokenKey>,
@@ -177,6 +180,7 @@ impl Registry {
             throttle: Arc::default(),
             audit: audit::start(meta.clone()),
             iam: Arc::new(iam::IamCache::new(cache_enabled)),
+            gc_lock: Arc::default(),
             sessions: Arc::new(master.derive("sts-session")),
             session_secrets: Arc::new(master.derive("sts-session-secret")),
         };
@@ -301,8 +305,12 @@ impl Registry {
             return Ok(None);
         }
         let id = self.ensure_repo(repo).await?;
-        self.meta.link_blob(id, &key, size).await?;
-        Ok(Some(size as u64))
+        match self.meta.link_blob(id, &key, size).await {
+            Ok(()) => Ok(Some(size as u64)),
+            // Being garbage-collected: the client uploads it instead.
+            Err(berth_meta::MetaError::BlobDeleting(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     // ---- manifests ----

@@ -42,6 +42,13 @@ pub struct Config {
     /// How often lifecycle policies run (`24h`, `30m`, `3600s`; `off` never — then only
     /// `berth lifecycle run`).
     pub lifecycle_interval: String,
+    /// How often `serve` collects garbage (`off`: only `berth gc`).
+    pub gc_interval: String,
+    /// How long a blob stays unreferenced before garbage collection deletes it: the longest a
+    /// push may take between uploading a layer and pushing the manifest that names it.
+    pub gc_grace: String,
+    /// How long an upload may sit untouched before garbage collection removes it.
+    pub upload_ttl: String,
 }
 
 impl Default for Config {
@@ -59,6 +66,9 @@ impl Default for Config {
             create_on_push: true,
             account_domain: None,
             lifecycle_interval: "24h".into(),
+            gc_interval: "1h".into(),
+            gc_grace: "1h".into(),
+            upload_ttl: "24h".into(),
         }
     }
 }
@@ -76,7 +86,7 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-pub const ENV_KEYS: [&str; 12] = [
+pub const ENV_KEYS: [&str; 15] = [
     "listen",
     "data_dir",
     "database_url",
@@ -89,6 +99,9 @@ pub const ENV_KEYS: [&str; 12] = [
     "create_on_push",
     "account_domain",
     "lifecycle_interval",
+    "gc_interval",
+    "gc_grace",
+    "upload_ttl",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -104,6 +117,33 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String>
         .extract::<Config>()
         .map_err(|e| format!("invalid configuration: {e}"))
         .and_then(Config::validated)
+}
+
+/// `24h`, `30m`, `3600s`, `7d` (`0s` allowed).
+pub fn duration(key: &str, s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let bad = || format!("invalid configuration: {key} must be a duration like 24h, 30m, 3600s or 7d, not {s:?}");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// A duration of at least a second, or `off`.
+fn interval(key: &str, s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    match duration(key, s)? {
+        d if d.is_zero() => Err(format!("invalid configuration: {key} must be at least 1s (or off)")),
+        d => Ok(Some(d)),
+    }
 }
 
 impl Config {
@@ -128,30 +168,27 @@ impl Config {
             return Err(format!("invalid configuration: public_url must start with http:// or https://, not {u:?}"));
         }
         self.lifecycle_every()?;
+        self.gc_every()?;
+        self.gc_options()?;
         Ok(self)
     }
 
     /// The lifecycle interval (`None`: off).
     pub fn lifecycle_every(&self) -> Result<Option<std::time::Duration>, String> {
-        let s = self.lifecycle_interval.trim();
-        if s == "off" {
-            return Ok(None);
-        }
-        let bad =
-            || format!("invalid configuration: lifecycle_interval must be like 24h, 30m, 3600s or off, not {s:?}");
-        let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-        let n: u64 = n.parse().map_err(|_| bad())?;
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86_400,
-            _ => return Err(bad()),
-        };
-        if secs == 0 {
-            return Err(bad());
-        }
-        Ok(Some(std::time::Duration::from_secs(secs)))
+        interval("lifecycle_interval", &self.lifecycle_interval)
+    }
+
+    /// The garbage collection interval (`None`: off).
+    pub fn gc_every(&self) -> Result<Option<std::time::Duration>, String> {
+        interval("gc_interval", &self.gc_interval)
+    }
+
+    pub fn gc_options(&self) -> Result<berth_service::gc::GcOptions, String> {
+        Ok(berth_service::gc::GcOptions {
+            grace: duration("gc_grace", &self.gc_grace)?,
+            upload_ttl: duration("upload_ttl", &self.upload_ttl)?,
+            dry_run: false,
+        })
     }
 
     /// The public URL, defaulting to the listen address (`localhost` for a wildcard address).

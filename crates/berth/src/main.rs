@@ -38,6 +38,10 @@ enum Command {
     /// Lifecycle policies: `berth lifecycle run [--repository NAME] [--dry-run]` applies them now
     /// (`serve` also runs them every `lifecycle_interval`) and lists what expired.
     Lifecycle(LifecycleArgs),
+    /// Garbage collection now: deletes blobs no manifest has referenced for `gc_grace`, and
+    /// uploads untouched for `upload_ttl`, while the registry keeps serving (`serve` also runs it
+    /// every `gc_interval`).
+    Gc(GcArgs),
     /// Accounts on this server besides the configured one: `berth account create 111122223333`
     /// adds one and prints its root access key (shown only then); `berth account list`.
     Account(AccountArgs),
@@ -55,6 +59,18 @@ struct LifecycleArgs {
     /// Show what would expire; change nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Show what would be deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Override `gc_grace` (e.g. 10m, 0s).
+    #[arg(long, value_name = "DURATION")]
+    grace: Option<String>,
 }
 
 #[derive(Args)]
@@ -134,6 +150,10 @@ fn main() -> ExitCode {
         Command::Serve(c) => ("serve", c),
         Command::Fsck(c) => ("fsck", c),
         Command::GetLoginPassword(c) => ("get-login-password", c),
+        Command::Gc(g) => {
+            GC.set((g.dry_run, g.grace)).ok();
+            ("gc", g.common)
+        }
         Command::Lifecycle(l) => {
             LIFECYCLE.set((l.repository, l.dry_run)).ok();
             ("lifecycle", l.common)
@@ -178,6 +198,7 @@ fn main() -> ExitCode {
             "audit" => audit(cfg).await,
             "account" => account(cfg).await,
             "lifecycle" => lifecycle(cfg).await,
+            "gc" => gc(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -205,6 +226,41 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+}
+
+static GC: std::sync::OnceLock<(bool, Option<String>)> = std::sync::OnceLock::new();
+
+async fn gc(cfg: Config) -> Result<ExitCode, String> {
+    let (dry_run, grace) = GC.get().cloned().ok_or("internal: gc arguments missing")?;
+    let mut opts = cfg.gc_options()?;
+    opts.dry_run = dry_run;
+    if let Some(g) = grace {
+        opts.grace = config::duration("--grace", &g)?;
+    }
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let r = registry.gc(opts).await.map_err(|e| e.to_string())?;
+    let mb = r.deleted_bytes as f64 / 1e6;
+    let secs = r.elapsed.as_secs_f64();
+    if dry_run {
+        println!("would delete {} blob(s), {mb:.1} MB, and {} abandoned upload(s)", r.deleted_blobs, r.uploads_removed);
+    } else {
+        println!(
+            "examined {} candidate(s), condemned {}, deleted {} blob(s) ({mb:.1} MB) and {} abandoned upload(s) in \
+             {secs:.2} s ({:.0} blobs/s){}",
+            r.examined,
+            r.condemned,
+            r.deleted_blobs,
+            r.uploads_removed,
+            r.deleted_blobs as f64 / secs.max(1e-9),
+            if r.failed > 0 {
+                format!("; {} blob file(s) could not be deleted (see the log)", r.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    registry.meta().close().await;
+    Ok(if r.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 static LIFECYCLE: std::sync::OnceLock<(Option<String>, bool)> = std::sync::OnceLock::new();
@@ -406,6 +462,29 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         }
     });
+    if let Some(every) = cfg.gc_every()? {
+        let collector = registry.clone();
+        let opts = cfg.gc_options()?;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match collector.gc(opts).await {
+                    Ok(r) if r.deleted_blobs + r.condemned + r.uploads_removed > 0 => tracing::info!(
+                        examined = r.examined,
+                        condemned = r.condemned,
+                        deleted = r.deleted_blobs,
+                        bytes = r.deleted_bytes,
+                        uploads = r.uploads_removed,
+                        elapsed_ms = r.elapsed.as_millis() as u64,
+                        "garbage collected"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "garbage collection failed"),
+                }
+            }
+        });
+    }
     if let Some(every) = cfg.lifecycle_every()? {
         let runner = registry.clone();
         tokio::spawn(async move {

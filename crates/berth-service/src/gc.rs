@@ -1,0 +1,136 @@
+//! Online garbage collection: removes blobs no manifest references, and uploads abandoned for
+//! longer than their time to live, while pushes and pulls go on.
+//!
+//! Safety comes from the metadata store, not from a read-only window:
+//! 1. *Mark*: candidates (blobs stored, unlinked, or referenced by a deleted manifest since the
+//!    last pass) that no manifest references become `condemned`.
+//! 2. *Sweep*: blobs condemned longer than the grace period, and still unreferenced, become
+//!    `deleting` in one transaction; their files are deleted; then their rows.
+//!
+//! Anything that needs a blob revives it first, in the transaction that relies on it: storing or
+//! mounting it makes it `live` (and waits while it is `deleting`, then stores it anew); a manifest
+//! push makes the blobs it references `live`, and treats a `deleting` one as missing — the client
+//! gets MANIFEST_BLOB_UNKNOWN and uploads it again. So no manifest can reference a deleted blob,
+//! and a push needs the grace period (default an hour) between uploading a layer and pushing the
+//! manifest that names it. A crash mid-sweep leaves rows `deleting`; the next pass finishes them.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::{Error, Registry, Result};
+
+/// Blobs deleted per metadata batch; files are deleted this many at a time in parallel.
+const SWEEP_BATCH: i64 = 2_000;
+const PARALLEL_DELETES: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// How long a blob stays unreferenced before it is deleted.
+    pub grace: Duration,
+    /// How long an upload may sit untouched before it is abandoned.
+    pub upload_ttl: Duration,
+    /// Report what would be deleted; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { grace: Duration::from_secs(3600), upload_ttl: Duration::from_secs(24 * 3600), dry_run: false }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Candidates examined by the mark pass.
+    pub examined: u64,
+    /// Blobs newly found unreferenced (deleted by a later pass once the grace period is over).
+    pub condemned: u64,
+    /// Blobs deleted (in a dry run: that would be).
+    pub deleted_blobs: u64,
+    pub deleted_bytes: u64,
+    /// Blob files that could not be deleted (kept `deleting`; retried next pass).
+    pub failed: u64,
+    pub uploads_removed: u64,
+    pub elapsed: Duration,
+}
+
+impl Registry {
+    /// Records a blob about to be stored; while a collection is deleting it, waits (up to 10 s)
+    /// for the deletion to finish, so the new copy is never deleted under the pusher.
+    pub(crate) async fn claim_blob(&self, digest: &berth_core::Digest, size: u64) -> Result<()> {
+        let key = digest.to_string();
+        for _ in 0..50 {
+            match self.meta.claim_blob(&key, size as i64).await {
+                Err(berth_meta::MetaError::BlobDeleting(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                r => return r.map_err(Error::from),
+            }
+        }
+        Err(Error::Busy(format!("blob {key} is being garbage-collected right now; push it again in a moment")))
+    }
+
+    /// One collection pass (one at a time per process).
+    pub async fn gc(&self, opts: GcOptions) -> Result<GcReport> {
+        let _one = self.gc_lock.lock().await;
+        let started = Instant::now();
+        let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
+        let now = berth_meta::now_ms();
+        let cutoff = now - opts.grace.as_millis() as i64;
+        if opts.dry_run {
+            let sweep = self.meta.gc_sweep(cutoff, i64::MAX / 2, true).await?;
+            report.deleted_blobs = sweep.blobs.len() as u64;
+            report.deleted_bytes = sweep.blobs.iter().map(|(_, s)| *s as u64).sum();
+            report.uploads_removed =
+                self.meta.stale_uploads(now - opts.upload_ttl.as_millis() as i64, i64::MAX / 2).await?.len() as u64;
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        let mark = self.meta.gc_mark().await?;
+        report.examined = mark.examined;
+        report.condemned = mark.condemned;
+        loop {
+            let sweep = self.meta.gc_sweep(cutoff, SWEEP_BATCH, false).await?;
+            if sweep.blobs.is_empty() {
+                break;
+            }
+            let n = sweep.blobs.len();
+            let results: Vec<(String, i64, bool)> = futures_util::stream::iter(sweep.blobs)
+                .map(|(d, size)| async move {
+                    let ok = match d.parse::<berth_core::Digest>() {
+                        Ok(digest) => match self.blobs.delete(&digest).await {
+                            Ok(()) | Err(berth_blob::BlobError::NotFound(_)) => true,
+                            Err(e) => {
+                                tracing::error!(blob = %d, error = %e, "garbage collection could not delete a blob file");
+                                false
+                            }
+                        },
+                        Err(_) => true,
+                    };
+                    (d, size, ok)
+                })
+                .buffer_unordered(PARALLEL_DELETES)
+                .collect()
+                .await;
+            let done: Vec<String> = results.iter().filter(|r| r.2).map(|r| r.0.clone()).collect();
+            report.failed += (n - done.len()) as u64;
+            report.deleted_bytes += results.iter().filter(|r| r.2).map(|r| r.1 as u64).sum::<u64>();
+            report.deleted_blobs += self.meta.gc_forget(done).await?;
+            tracing::info!(deleted = report.deleted_blobs, bytes = report.deleted_bytes, "garbage collection progress");
+            if report.failed > 0 || (n as i64) < SWEEP_BATCH {
+                break;
+            }
+        }
+        self.cache.drop_all_blobs();
+        for id in self.meta.stale_uploads(now - opts.upload_ttl.as_millis() as i64, 10_000).await? {
+            self.meta.delete_upload(&id).await?;
+            match self.blobs.delete_upload(&id).await {
+                Ok(()) | Err(berth_blob::BlobError::UploadNotFound(_)) => {}
+                Err(e) => tracing::warn!(upload = %id, error = %e, "could not delete an abandoned upload's file"),
+            }
+            report.uploads_removed += 1;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
