@@ -139,6 +139,13 @@ impl Meta {
         .await
     }
 
+    /// A blob's collection state (`live`, `condemned`, `deleting`), if recorded.
+    pub async fn blob_state(&self, digest: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT state FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.read).await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
     /// Uploads not touched since `cutoff` (Unix ms): their ids.
     pub async fn stale_uploads(&self, cutoff: i64, limit: i64) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2")

@@ -322,8 +322,11 @@ impl Meta {
     }
 
     /// Every blob digest the registry knows, with its recorded size.
+    /// Every stored blob (those garbage collection is deleting are no longer stored).
     pub async fn all_blobs(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest").fetch_all(&self.read).await?;
+        let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state <> 'deleting' ORDER BY digest")
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 

@@ -41,10 +41,21 @@ impl Registry {
             recorded_set.insert(digest.clone());
             report.blobs_checked += 1;
             if !stored.contains(&digest) {
-                report.problems.push(format!("blob {digest} is recorded but missing from storage"));
+                if self.meta.blob_state(digest_str).await?.is_some_and(|s| s != "deleting") {
+                    report.problems.push(format!("blob {digest} is recorded but missing from storage"));
+                }
                 continue;
             }
-            let mut body = self.blobs.open(&digest, None).await?;
+            let mut body = match self.blobs.open(&digest, None).await {
+                Ok(b) => b,
+                // Collected since it was listed (fsck runs beside a live registry).
+                Err(berth_blob::BlobError::NotFound(_))
+                    if self.meta.blob_state(digest_str).await?.is_none_or(|s| s == "deleting") =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let mut h = Hasher::new(digest.algorithm());
             let mut n = 0u64;
             let mut failed = None;
