@@ -58,13 +58,9 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         Ok(b) => b,
         Err(m) => return ecr_error_response("SerializationException", &m, None),
     };
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(parts.headers.len());
-    for (n, v) in &parts.headers {
-        match v.to_str() {
-            Ok(v) => headers.push((n.as_str().to_string(), v.to_string())),
-            Err(_) => return ecr_error_response("IncompleteSignatureException", "header values must be ASCII", None),
-        }
-    }
+    let Some(headers) = header_pairs(&parts.headers) else {
+        return ecr_error_response("IncompleteSignatureException", "header values must be ASCII", None);
+    };
     let hdrs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let sreq = sigv4::Request {
         method: parts.method.as_str(),
@@ -154,6 +150,11 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         ),
         Err(e) => ecr_response(&e),
     }
+}
+
+/// The headers as text, for signature checks; `None` if a value is not ASCII.
+pub(crate) fn header_pairs(headers: &axum::http::HeaderMap) -> Option<Vec<(String, String)>> {
+    headers.iter().map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
 }
 
 async fn read_body(body: Body) -> Result<Vec<u8>, String> {

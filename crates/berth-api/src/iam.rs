@@ -145,21 +145,15 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
     let action = params.get("Action").cloned().unwrap_or_default();
     let sts = is_sts(&action);
     let ns = if sts { STS_NS } else { IAM_NS };
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(parts.headers.len());
-    for (n, v) in &parts.headers {
-        match v.to_str() {
-            Ok(v) => headers.push((n.as_str().to_string(), v.to_string())),
-            Err(_) => {
-                return error_xml(
-                    ns,
-                    request_id,
-                    StatusCode::BAD_REQUEST,
-                    "IncompleteSignature",
-                    "header values must be ASCII",
-                );
-            }
-        }
-    }
+    let Some(headers) = crate::ecr::header_pairs(&parts.headers) else {
+        return error_xml(
+            ns,
+            request_id,
+            StatusCode::BAD_REQUEST,
+            "IncompleteSignature",
+            "header values must be ASCII",
+        );
+    };
     let hdrs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let sreq = sigv4::Request {
         method: parts.method.as_str(),
