@@ -202,3 +202,97 @@ async fn changed_images_are_skipped(s: Server) {
     assert_eq!(r.status(), StatusCode::OK);
 }
 both!(changed_images_are_skipped);
+
+/// Random repositories and policies: what a preview lists is exactly what the run then expires,
+/// and what stays is everything else.
+async fn preview_equals_run(s: Server) {
+    // A small deterministic generator, so a failure names its seed.
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let tag_sets =
+        [vec![], vec!["prod-1"], vec!["prod-2", "beta-1"], vec!["dev"], vec!["beta-2"], vec!["v1.0", "latest"]];
+    let selections = [
+        r#"{"tagStatus": "tagged", "tagPrefixList": ["prod"], "countType": "imageCountMoreThan", "countNumber": 1}"#,
+        r#"{"tagStatus": "tagged", "tagPatternList": ["*beta*"], "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 3}"#,
+        r#"{"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}"#,
+        r#"{"tagStatus": "tagged", "tagPatternList": ["regex:v[0-9.]+"], "countType": "sinceImagePulled", "countUnit": "days", "countNumber": 2}"#,
+    ];
+    let (mut accepted, mut expired) = (0, 0);
+    for round in 0..8 {
+        let repo = format!("rand{round}");
+        s.ecr_ok("CreateRepository", json!({"repositoryName": repo})).await;
+        let mut all = Vec::new();
+        for i in 0..6 {
+            let tags = &tag_sets[next(tag_sets.len() as u64) as usize];
+            let first = tags.first().copied().unwrap_or("tmp");
+            let (d, _) = s.push_image(&repo, &format!("{first}-{i}-x"), &format!("{round}-{i}")).await;
+            // Retag as chosen: drop the push tag, add the set.
+            let body = s.req(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{d}")).header("accept", OCI_MANIFEST);
+            let bytes = body.send().await.unwrap().bytes().await.unwrap().to_vec();
+            for t in tags {
+                let t = format!("{t}-{round}{i}");
+                assert_eq!(s.put_manifest(&repo, &t, OCI_MANIFEST, &bytes).await.status(), StatusCode::CREATED);
+            }
+            s.ecr_ok(
+                "BatchDeleteImage",
+                json!({"repositoryName": repo, "imageIds": [{"imageTag": format!("{first}-{i}-x")}]}),
+            )
+            .await;
+            if !tags.is_empty() || next(2) == 0 {
+                // Untagged images only survive their tag's removal if re-pushed by digest.
+                let r = s.put_manifest(&repo, &d, OCI_MANIFEST, &bytes).await;
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+            let pushed = now() - next(6) as i64 * DAY;
+            let pulled = (next(2) == 0).then(|| now() - next(4) as i64 * DAY);
+            set_image_times(&s.meta, &repo, &d, pushed, pulled).await.unwrap();
+            all.push(d);
+        }
+        let n = 1 + next(3) as usize;
+        let rules: Vec<String> = (0..n)
+            .map(|k| {
+                let sel = selections[next(selections.len() as u64) as usize];
+                format!(r#"{{"rulePriority": {}, "selection": {sel}, "action": {{"type": "expire"}}}}"#, k + 1)
+            })
+            .collect();
+        let text = format!(r#"{{"rules": [{}], "comment_padding": null}}"#, rules.join(","));
+        let text = text.replace(r#", "comment_padding": null"#, "");
+        let text = if text.len() < 100 { format!("{text:<100}") } else { text };
+        let (st, v) = s.ecr("PutLifecyclePolicy", json!({"repositoryName": repo, "lifecyclePolicyText": text})).await;
+        if st != StatusCode::OK {
+            // Two untagged rules, for instance: refused, as ECR refuses them.
+            assert_eq!(v["__type"], "InvalidParameterException", "{v}");
+            continue;
+        }
+        let images = |v: Value| -> Vec<String> {
+            let mut d: Vec<String> = v["imageDetails"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["imageDigest"].as_str().unwrap().to_string())
+                .collect();
+            d.sort();
+            d
+        };
+        let before = images(s.ecr_ok("DescribeImages", json!({"repositoryName": repo})).await);
+        s.ecr_ok("StartLifecyclePolicyPreview", json!({"repositoryName": repo})).await;
+        let preview = s.ecr_ok("GetLifecyclePolicyPreview", json!({"repositoryName": repo})).await;
+        let want = digests(&preview);
+        let ran: Vec<String> =
+            s.registry.run_lifecycle(&repo, false).await.unwrap().expired.into_iter().map(|e| e.digest).collect();
+        assert_eq!(ran, want, "round {round}: {text}");
+        let after = images(s.ecr_ok("DescribeImages", json!({"repositoryName": repo})).await);
+        let expected: Vec<String> = before.iter().filter(|d| !want.contains(d)).cloned().collect();
+        assert_eq!(after, expected, "round {round}: exactly the previewed images went");
+        assert!(all.iter().any(|d| before.contains(d)), "round {round} built no images");
+        accepted += 1;
+        expired += want.len();
+    }
+    assert!(accepted >= 4 && expired > 0, "too few meaningful rounds: {accepted} policies, {expired} expiries");
+}
+both!(preview_equals_run);
