@@ -55,9 +55,16 @@ pub fn router(registry: Registry, options: Options) -> Router {
         .route("/", post(aws_api))
         .route("/token", get(auth::token))
         .route("/berth/layers/{*rest}", any(auth::download))
+        .route("/metrics", get(metrics))
         .merge(v2)
         .with_state(state)
         .layer(middleware::from_fn(common_headers))
+}
+
+/// Prometheus metrics (counts only; nothing about repositories or callers).
+async fn metrics(st: axum::extract::State<AppState>) -> Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.registry.counters().render()).into_response()
 }
 
 /// `POST /`: the ECR API (JSON, `X-Amz-Target`) or the IAM/STS Query APIs (form-encoded).

@@ -69,6 +69,15 @@ async fn collects_garbage_and_keeps_what_is_used(s: Server) {
     assert!(counts.contains(&("candidates".to_string(), 0)), "{counts:?}");
     assert!(s.meta.unreferenced_blobs_before(berth_meta::now_ms()).await.unwrap().is_empty());
 
+    // The totals are exported for Prometheus.
+    let m = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> u64 {
+        m.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert_eq!(value("berth_gc_blobs_deleted_total"), 3, "{m}");
+    assert!(value("berth_gc_runs_total") >= 3, "{m}");
+    assert!(m.contains("# TYPE berth_gc_last_duration_seconds gauge"), "{m}");
+
     // Deleting the repository makes everything in it garbage.
     s.ecr_ok("DeleteRepository", json!({"repositoryName": "app", "force": true})).await;
     let (deleted, _) = gc_twice(&s, now_opts()).await;

@@ -14,6 +14,7 @@
 //! and a push needs the grace period (default an hour) between uploading a layer and pushing the
 //! manifest that names it. A crash mid-sweep leaves rows `deleting`; the next pass finishes them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -23,6 +24,84 @@ use crate::{Error, Registry, Result};
 /// Blobs deleted per metadata batch; files are deleted this many at a time in parallel.
 const SWEEP_BATCH: i64 = 2_000;
 const PARALLEL_DELETES: usize = 32;
+
+/// Counters since the process started, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub gc_runs: AtomicU64,
+    pub gc_examined: AtomicU64,
+    pub gc_condemned: AtomicU64,
+    pub gc_deleted_blobs: AtomicU64,
+    pub gc_deleted_bytes: AtomicU64,
+    pub gc_failed: AtomicU64,
+    pub gc_uploads_removed: AtomicU64,
+    /// Duration of the last pass, milliseconds.
+    pub gc_last_ms: AtomicU64,
+    pub lifecycle_runs: AtomicU64,
+    pub lifecycle_expired: AtomicU64,
+}
+
+impl Counters {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, v: String| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        };
+        metric("berth_gc_runs_total", "counter", "Garbage collection passes.", g(&self.gc_runs).to_string());
+        metric(
+            "berth_gc_candidates_examined_total",
+            "counter",
+            "Candidates the mark step looked at.",
+            g(&self.gc_examined).to_string(),
+        );
+        metric(
+            "berth_gc_blobs_condemned_total",
+            "counter",
+            "Blobs found unreferenced.",
+            g(&self.gc_condemned).to_string(),
+        );
+        metric("berth_gc_blobs_deleted_total", "counter", "Blobs deleted.", g(&self.gc_deleted_blobs).to_string());
+        metric(
+            "berth_gc_bytes_deleted_total",
+            "counter",
+            "Bytes of blobs deleted.",
+            g(&self.gc_deleted_bytes).to_string(),
+        );
+        metric(
+            "berth_gc_delete_failures_total",
+            "counter",
+            "Blob files that could not be deleted.",
+            g(&self.gc_failed).to_string(),
+        );
+        metric(
+            "berth_gc_uploads_removed_total",
+            "counter",
+            "Abandoned uploads removed.",
+            g(&self.gc_uploads_removed).to_string(),
+        );
+        metric(
+            "berth_gc_last_duration_seconds",
+            "gauge",
+            "Duration of the last garbage collection pass.",
+            format!("{:.3}", g(&self.gc_last_ms) as f64 / 1000.0),
+        );
+        metric(
+            "berth_lifecycle_runs_total",
+            "counter",
+            "Lifecycle policy runs (per repository).",
+            g(&self.lifecycle_runs).to_string(),
+        );
+        metric(
+            "berth_lifecycle_images_expired_total",
+            "counter",
+            "Images expired by lifecycle policies.",
+            g(&self.lifecycle_expired).to_string(),
+        );
+        out
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
@@ -131,6 +210,19 @@ impl Registry {
             report.uploads_removed += 1;
         }
         report.elapsed = started.elapsed();
+        let c = &self.counters;
+        c.gc_runs.fetch_add(1, Ordering::Relaxed);
+        c.gc_examined.fetch_add(report.examined, Ordering::Relaxed);
+        c.gc_condemned.fetch_add(report.condemned, Ordering::Relaxed);
+        c.gc_deleted_blobs.fetch_add(report.deleted_blobs, Ordering::Relaxed);
+        c.gc_deleted_bytes.fetch_add(report.deleted_bytes, Ordering::Relaxed);
+        c.gc_failed.fetch_add(report.failed, Ordering::Relaxed);
+        c.gc_uploads_removed.fetch_add(report.uploads_removed, Ordering::Relaxed);
+        c.gc_last_ms.store(report.elapsed.as_millis() as u64, Ordering::Relaxed);
         Ok(report)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 }

@@ -55,6 +55,7 @@ pub struct Registry {
     iam: Arc<iam::IamCache>,
     /// One garbage collection at a time in this process.
     gc_lock: Arc<tokio::sync::Mutex<()>>,
+    counters: Arc<gc::Counters>,
     /// Signs STS session tokens; the other derives a session's secret from its token.
     sessions: Arc<berth_crypto::token::TokenKey>,
     session_secrets: Arc<berth_crypto::token::TokenKey>,
@@ -181,6 +182,7 @@ impl Registry {
             audit: audit::start(meta.clone()),
             iam: Arc::new(iam::IamCache::new(cache_enabled)),
             gc_lock: Arc::default(),
+            counters: Arc::default(),
             sessions: Arc::new(master.derive("sts-session")),
             session_secrets: Arc::new(master.derive("sts-session-secret")),
         };

@@ -186,6 +186,9 @@ impl Registry {
         }
         self.cache.drop_manifests(repo.as_str());
         self.meta.set_lifecycle_evaluated(row.id, berth_meta::now_ms()).await?;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.counters.lifecycle_runs.fetch_add(1, Relaxed);
+        self.counters.lifecycle_expired.fetch_add(report.expired.len() as u64, Relaxed);
         Ok(report)
     }
 
