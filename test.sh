@@ -17,9 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || { echo "apt-get install failed"; exit 1; }
 fi
-{ python3 -c 'import oras, requests, boto3' && command -v aws; } >/dev/null 2>&1 || {
-  echo "== installing PyPI packages: oras requests awscli boto3"
-  pip install -q oras requests awscli boto3 || { echo "pip install failed"; exit 1; }
+{ python3 -c 'import oras, requests, boto3, packaging' && command -v aws; } >/dev/null 2>&1 || {
+  echo "== installing PyPI packages: oras requests awscli boto3 packaging"
+  pip install -q oras requests awscli boto3 packaging || { echo "pip install failed"; exit 1; }
   hash -r
 }
 
