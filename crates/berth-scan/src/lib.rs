@@ -2,4 +2,5 @@
 //! (`version`): Debian's dpkg, Alpine's apk, RPM, Python's PEP 440, semver (npm, crates) and Go
 //! module versions. Matching is only ever done within one ecosystem, with its own order.
 
+pub mod osv;
 pub mod version;
