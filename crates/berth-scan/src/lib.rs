@@ -1,6 +1,9 @@
-//! Image scanning (issue 7). So far: the version order of each ecosystem a finding is matched in
-//! (`version`): Debian's dpkg, Alpine's apk, RPM, Python's PEP 440, semver (npm, crates) and Go
-//! module versions. Matching is only ever done within one ecosystem, with its own order.
+//! Image scanning (issue 7, in progress; not yet wired into the registry). So far: reading layers
+//! with whiteouts (`layers`), package inventories (`inventory`), the version order of each
+//! ecosystem (`version`: dpkg, apk, RPM, PEP 440, semver, Go) and OSV range evaluation (`osv`).
+//! Matching is only ever done within one ecosystem, with its own order.
 
+pub mod inventory;
+pub mod layers;
 pub mod osv;
 pub mod version;
