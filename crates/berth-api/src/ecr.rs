@@ -283,12 +283,14 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         "DeleteLifecyclePolicy" => get_lifecycle_policy(st, v, true).await,
         "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(st, v).await,
         "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(st, v).await,
+        "StartImageScan" => start_image_scan(st, v).await,
+        "DescribeImageScanFindings" => describe_image_scan_findings(st, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
 }
 
-const OPERATIONS: [&str; 38] = [
+const OPERATIONS: [&str; 40] = [
     "CreateRepository",
     "DescribeRepositories",
     "DeleteRepository",
@@ -327,6 +329,8 @@ const OPERATIONS: [&str; 38] = [
     "DeleteLifecyclePolicy",
     "StartLifecyclePolicyPreview",
     "GetLifecyclePolicyPreview",
+    "StartImageScan",
+    "DescribeImageScanFindings",
 ];
 
 fn is_known(op: &str) -> bool {
@@ -1326,6 +1330,104 @@ async fn get_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
     });
     if end < selected.len() {
         out["nextToken"] = json!(end.to_string());
+    }
+    Ok(out)
+}
+
+// ---- image scanning ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScanIn {
+    registry_id: Option<String>,
+    repository_name: String,
+    image_id: ImageIdentifier,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+async fn start_image_scan(st: &AppState, v: Value) -> R {
+    let i: ScanIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let id = ImageId::from(i.image_id);
+    let digest = st.registry.image_digest(&i.repository_name, &id).await?;
+    st.registry.start_image_scan(&i.repository_name, &digest).await?;
+    Ok(json!({
+        "registryId": registry_id(st), "repositoryName": i.repository_name,
+        "imageId": { "imageDigest": digest, "imageTag": id.tag },
+        "imageScanStatus": { "status": "IN_PROGRESS", "description": "The scan is in progress." },
+    }))
+}
+
+async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
+    let i: ScanIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let max = match i.max_results {
+        None => 1000,
+        Some(n) if (1..=1000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value between 1 \
+                 and 1000', got {n}"
+            )));
+        }
+    };
+    let id = ImageId::from(i.image_id);
+    let digest = st.registry.image_digest(&i.repository_name, &id).await?;
+    let Some((scan, findings)) = st.registry.image_scan(&i.repository_name, &digest).await? else {
+        let (registry, name) = st.registry.split_key(&i.repository_name);
+        return Err(Error::ScanNotFound(format!(
+            "Image scan does not exist for the image with '{{imageDigest:'{digest}', imageTag:'{}'}}' in the repository \
+             with name '{name}' in the registry with id '{registry}'",
+            id.tag.as_deref().unwrap_or("null")
+        )));
+    };
+    let start = match i.next_token.as_deref() {
+        None => 0,
+        Some(t) => t.parse::<usize>().ok().filter(|&n| n <= findings.len()).ok_or_else(|| {
+            Error::InvalidParameter("Invalid parameter at 'nextToken': not a token from a previous call".into())
+        })?,
+    };
+    let end = (start + max).min(findings.len());
+    let mut counts = serde_json::Map::new();
+    for f in &findings {
+        let n = counts.get(&f.severity).and_then(Value::as_u64).unwrap_or(0);
+        counts.insert(f.severity.clone(), json!(n + 1));
+    }
+    let page: Vec<Value> = findings[start..end]
+        .iter()
+        .map(|f| {
+            let mut attrs = vec![
+                json!({"key": "package_name", "value": f.package}),
+                json!({"key": "package_version", "value": f.version}),
+            ];
+            if let Some(fixed) = &f.fixed_in {
+                attrs.push(json!({"key": "fixed_in", "value": fixed}));
+            }
+            attrs.push(json!({"key": "layer", "value": f.layer.to_string()}));
+            attrs.push(json!({"key": "severity_source", "value": f.severity_source}));
+            let uri = if f.name.starts_with("CVE-") {
+                format!("https://www.cve.org/CVERecord?id={}", f.name)
+            } else {
+                format!("https://osv.dev/vulnerability/{}", f.record_id)
+            };
+            json!({ "name": f.name, "uri": uri, "severity": f.severity, "attributes": attrs })
+        })
+        .collect();
+    let mut out = json!({
+        "registryId": registry_id(st), "repositoryName": i.repository_name,
+        "imageId": { "imageDigest": digest, "imageTag": id.tag },
+        "imageScanStatus": { "status": scan.status, "description": scan.description },
+    });
+    if scan.status == "COMPLETE" {
+        out["imageScanFindings"] = json!({
+            "findings": page,
+            "findingSeverityCounts": counts,
+            "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
+        });
+        if end < findings.len() {
+            out["nextToken"] = json!(end.to_string());
+        }
     }
     Ok(out)
 }

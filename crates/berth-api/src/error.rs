@@ -58,6 +58,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | RegistryPolicyNotFound(_)
         | LifecyclePolicyNotFound(_)
         | LifecyclePolicyPreviewNotFound(_)
+        | ScanNotFound(_)
         | InvalidLayerPart { .. }
         | NoSuchEntity(_)
         | EntityAlreadyExists(_)
@@ -113,6 +114,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
         RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
         RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
         LifecyclePolicyNotFound(_) => "LifecyclePolicyNotFoundException",
+        ScanNotFound(_) => "ScanNotFoundException",
         LifecyclePolicyPreviewNotFound(_) => "LifecyclePolicyPreviewNotFoundException",
         Internal(_) | Busy(_) => "ServerException",
     }

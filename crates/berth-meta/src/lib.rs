@@ -12,12 +12,14 @@ mod gc;
 mod iam;
 mod lifecycle;
 mod migrate;
+mod scan;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
 pub use gc::{GcMark, GcSweep};
 pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersionRow};
 pub use lifecycle::PreviewRow;
+pub use scan::{ScanRow, VulnRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -47,6 +47,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0007_gc.sql"),
         postgres: include_str!("../migrations/0007_gc.sql"),
     },
+    Migration {
+        version: 8,
+        sqlite: include_str!("../migrations/0008_scan.sql"),
+        postgres: include_str!("../migrations/0008_scan.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Inventory, Kind, Package};
 use crate::osv::{Record, Verdict, verdict};
 use crate::version::Ecosystem;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The record's id, or its CVE alias when it has one (what ECR users look for).
     pub name: String,
@@ -41,6 +41,15 @@ pub fn python_name(n: &str) -> String {
         }
     }
     out
+}
+
+/// The (OSV ecosystem, package name) pairs an inventory's packages are looked up under.
+pub fn lookup_keys(inv: &Inventory) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> =
+        inv.packages.iter().filter_map(|p| key(inv, p)).map(|(e, n, _)| (e, n)).collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// The OSV ecosystem string and package name a package is looked up under.

@@ -705,6 +705,24 @@ impl Registry {
     // ---- images ----
 
     /// Resolves an image id to its manifest; the failure (as BatchGetImage reports it) otherwise.
+    /// The digest an image id names in repository `key` (`ImageNotFoundException` if none).
+    pub async fn image_digest(&self, key: &str, id: &ImageId) -> Result<String> {
+        let (_, row) = self.repository(key).await?;
+        match self.resolve(row.id, id).await? {
+            Ok(m) => Ok(m.digest.clone()),
+            Err(f) => {
+                let (registry, name) = self.split_key(key);
+                Err(Error::ImageNotFound(format!(
+                    "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository \
+                     with name '{name}' in the registry with id '{registry}' ({})",
+                    id.digest.as_deref().unwrap_or("null"),
+                    id.tag.as_deref().unwrap_or("null"),
+                    f.reason
+                )))
+            }
+        }
+    }
+
     async fn resolve(&self, repo_id: i64, id: &ImageId) -> Result<Result<Arc<Manifest>, ImageFailure>> {
         let fail = |code, reason: String| Ok(Err(ImageFailure { id: id.clone(), code, reason }));
         if id.digest.is_none() && id.tag.is_none() {

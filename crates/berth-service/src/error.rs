@@ -92,6 +92,9 @@ pub enum Error {
     RegistryPolicyNotFound(String),
     #[error("{0}")]
     LifecyclePolicyNotFound(String),
+    /// No scan of that image exists (yet).
+    #[error("{0}")]
+    ScanNotFound(String),
     #[error("{0}")]
     LifecyclePolicyPreviewNotFound(String),
     /// Too many failed authentication attempts from this address or for this key.

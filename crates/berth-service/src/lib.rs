@@ -11,6 +11,7 @@ mod fsck;
 pub mod gc;
 pub mod iam;
 pub mod lifecycle;
+pub mod scan;
 pub mod throttle;
 mod upload;
 
@@ -330,7 +331,17 @@ impl Registry {
             Reference::Digest(d) => (None, Some(d)),
         };
         let repo_id = self.ensure_repo(repo).await?;
-        Ok(self.store_manifest(repo, repo_id, tag, digest, content_type, body).await?.0)
+        let put = self.store_manifest(repo, repo_id, tag, digest, content_type, body).await?.0;
+        self.scan_on_push(repo, &put.digest.to_string()).await;
+        Ok(put)
+    }
+
+    /// Starts a scan of a pushed image when its repository scans on push (never fails the push).
+    async fn scan_on_push(&self, repo: &RepoName, digest: &str) {
+        let on = matches!(self.meta.get_repo(repo.as_str()).await, Ok(Some(r)) if r.settings.scan_on_push);
+        if on && let Err(e) = self.start_image_scan(repo.as_str(), digest).await {
+            tracing::warn!(repository = %repo, %digest, error = %e, "could not start the scan on push");
+        }
     }
 
     /// Validates and stores a manifest, tagging it `tag`; `digest`, if given, must be its digest.

@@ -42,6 +42,9 @@ enum Command {
     /// uploads untouched for `upload_ttl`, while the registry keeps serving (`serve` also runs it
     /// every `gc_interval`).
     Gc(GcArgs),
+    /// Vulnerability data: `berth vulndb import PATH` imports OSV records (a .json file or a
+    /// directory of them); `berth vulndb status` lists what was imported and when.
+    Vulndb(VulndbArgs),
     /// Accounts on this server besides the configured one: `berth account create 111122223333`
     /// adds one and prints its root access key (shown only then); `berth account list`.
     Account(AccountArgs),
@@ -71,6 +74,16 @@ struct GcArgs {
     /// Override `gc_grace` (e.g. 10m, 0s).
     #[arg(long, value_name = "DURATION")]
     grace: Option<String>,
+}
+
+#[derive(Args)]
+struct VulndbArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = ["import", "status"])]
+    action: String,
+    /// What to import (for import).
+    path: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -150,6 +163,10 @@ fn main() -> ExitCode {
         Command::Serve(c) => ("serve", c),
         Command::Fsck(c) => ("fsck", c),
         Command::GetLoginPassword(c) => ("get-login-password", c),
+        Command::Vulndb(v) => {
+            VULNDB.set((v.action, v.path)).ok();
+            ("vulndb", v.common)
+        }
         Command::Gc(g) => {
             GC.set((g.dry_run, g.grace)).ok();
             ("gc", g.common)
@@ -199,6 +216,7 @@ fn main() -> ExitCode {
             "account" => account(cfg).await,
             "lifecycle" => lifecycle(cfg).await,
             "gc" => gc(cfg).await,
+            "vulndb" => vulndb(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -226,6 +244,39 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+}
+
+static VULNDB: std::sync::OnceLock<(String, Option<PathBuf>)> = std::sync::OnceLock::new();
+
+async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
+    let (action, path) = VULNDB.get().cloned().ok_or("internal: vulndb arguments missing")?;
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let r = match (action.as_str(), path) {
+        ("import", Some(p)) => {
+            let r = registry.import_osv(&p).await.map_err(|e| e.to_string())?;
+            println!("imported {} record(s) from {} file(s): {} package entries stored", r.records, r.files, r.entries);
+            for (eco, n) in &r.skipped {
+                println!("skipped {n} entries of ecosystem {eco} (not supported)");
+            }
+            for u in &r.unreadable {
+                println!("not an OSV record: {u}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ("import", None) => Err("berth vulndb import needs a path (an OSV .json file or a directory)".to_string()),
+        _ => {
+            let sources = registry.meta().vuln_sources().await.map_err(|e| e.to_string())?;
+            let now = berth_meta::now_ms();
+            for (name, at, n) in sources {
+                let days = (now - at) / 86_400_000;
+                let stale = if days >= 7 { "  (stale: import newer data)" } else { "" };
+                println!("{name}  {n} entries  imported {}{stale}", berth_core::time::format_rfc3339(at / 1000));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    registry.meta().close().await;
+    r
 }
 
 static GC: std::sync::OnceLock<(bool, Option<String>)> = std::sync::OnceLock::new();
