@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use crate::{Meta, Result, claim_blob_in, now_ms};
+use crate::{Meta, Result, now_ms};
 
 /// Blobs a sweep may delete: condemned before `$1`, still candidates, still unreferenced.
 macro_rules! doomed {
@@ -34,11 +34,33 @@ pub struct GcSweep {
 }
 
 impl Meta {
-    /// Records that a blob is about to be stored (before its file is committed), reviving it if
-    /// condemned; [`crate::MetaError::BlobDeleting`] while a collection deletes it.
-    pub async fn claim_blob(&self, digest: &str, size: i64) -> Result<()> {
+    /// Before a blob's file is put in place: revives the blob if collection condemned it, and
+    /// fails with [`crate::MetaError::BlobDeleting`] while a collection deletes it. A blob not
+    /// recorded yet stays unrecorded until its file is in place (a crash in between then leaves
+    /// only an unrecorded file, never a record without its file).
+    pub async fn claim_blob(&self, digest: &str) -> Result<()> {
         let digest = digest.to_string();
-        self.write_tx(Box::new(move |c| Box::pin(async move { claim_blob_in(c, &digest, size).await }))).await
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE blobs SET state = 'live', condemned_at = NULL WHERE digest = $1 AND state = 'condemned'",
+                )
+                .bind(digest.as_str())
+                .execute(&mut *c)
+                .await?;
+                let state: Option<String> = sqlx::query("SELECT state FROM blobs WHERE digest = $1")
+                    .bind(digest.as_str())
+                    .fetch_optional(&mut *c)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                if state.as_deref() == Some("deleting") {
+                    return Err(crate::MetaError::BlobDeleting(digest));
+                }
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// Condemns every live candidate no manifest references; forgets candidates that are

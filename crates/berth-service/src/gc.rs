@@ -8,7 +8,9 @@
 //!    `deleting` in one transaction; their files are deleted; then their rows.
 //!
 //! Anything that needs a blob revives it first, in the transaction that relies on it: storing or
-//! mounting it makes it `live` (and waits while it is `deleting`, then stores it anew); a manifest
+//! mounting it makes it `live` (and waits while it is `deleting`, then stores it anew; a blob not
+//! recorded yet is recorded only once its file is in place, so a crash cannot leave a record
+//! without a file); a manifest
 //! push makes the blobs it references `live`, and treats a `deleting` one as missing — the client
 //! gets MANIFEST_BLOB_UNKNOWN and uploads it again. So no manifest can reference a deleted blob,
 //! and a push needs the grace period (default an hour) between uploading a layer and pushing the
@@ -138,10 +140,10 @@ pub struct GcReport {
 impl Registry {
     /// Records a blob about to be stored; while a collection is deleting it, waits (up to 10 s)
     /// for the deletion to finish, so the new copy is never deleted under the pusher.
-    pub(crate) async fn claim_blob(&self, digest: &berth_core::Digest, size: u64) -> Result<()> {
+    pub(crate) async fn claim_blob(&self, digest: &berth_core::Digest) -> Result<()> {
         let key = digest.to_string();
         for _ in 0..50 {
-            match self.meta.claim_blob(&key, size as i64).await {
+            match self.meta.claim_blob(&key).await {
                 Err(berth_meta::MetaError::BlobDeleting(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
                 r => return r.map_err(Error::from),
             }

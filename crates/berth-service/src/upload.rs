@@ -200,7 +200,7 @@ impl Registry {
         if actual != *digest {
             return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest} as given")));
         }
-        self.claim_blob(digest, size).await?;
+        self.claim_blob(digest).await?;
         match self.blobs.commit_upload(id, digest, size).await {
             Ok(()) => {}
             // A crash after the rename and before the metadata commit leaves exactly this.
@@ -244,7 +244,7 @@ impl Registry {
                     "uploaded content has digest {actual}, not {digest} as given"
                 )));
             }
-            self.claim_blob(digest, size).await?;
+            self.claim_blob(digest).await?;
             self.blobs.commit_upload(&id, digest, size).await?;
             self.meta.link_blob(repo_id, &digest.to_string(), size as i64).await?;
             Ok(size)
