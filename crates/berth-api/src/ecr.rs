@@ -799,7 +799,7 @@ async fn describe_images(st: &AppState, v: Value) -> R {
         .registry
         .describe_images(&i.repository_name, ids.as_deref(), status, i.next_token.as_deref(), i.max_results)
         .await?;
-    let details: Vec<Value> = page
+    let mut details: Vec<Value> = page
         .items
         .iter()
         .map(|img| {
@@ -827,6 +827,24 @@ async fn describe_images(st: &AppState, v: Value) -> R {
             d
         })
         .collect();
+    // The scan status and summary of each image that was scanned, as ECR shows them.
+    for d in &mut details {
+        let digest = d["imageDigest"].as_str().unwrap_or_default().to_string();
+        if let Some((scan, findings)) = st.registry.image_scan(&i.repository_name, &digest).await? {
+            d["imageScanStatus"] = json!({ "status": scan.status, "description": scan.description });
+            if scan.status == "COMPLETE" {
+                let mut counts = serde_json::Map::new();
+                for f in &findings {
+                    let n = counts.get(&f.severity).and_then(Value::as_u64).unwrap_or(0);
+                    counts.insert(f.severity.clone(), json!(n + 1));
+                }
+                d["imageScanFindingsSummary"] = json!({
+                    "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
+                    "findingSeverityCounts": counts,
+                });
+            }
+        }
+    }
     Ok(paged(json!({ "imageDetails": details }), page.next))
 }
 

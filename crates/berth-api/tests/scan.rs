@@ -118,6 +118,13 @@ async fn scans_and_findings(s: Server) {
     assert_eq!(attr(ssl, "fixed_in").as_deref(), Some("3.0.11-1~deb12u2"));
     assert_eq!(attr(&f["findings"][0], "fixed_in"), None, "unfixed");
     assert!(ssl["uri"].as_str().unwrap().contains("CVE-2023-5363"));
+    // DescribeImages shows the scan's status and summary.
+    let d = s.ecr_ok("DescribeImages", json!({"repositoryName": "deb"})).await;
+    assert_eq!(d["imageDetails"][0]["imageScanStatus"]["status"], "COMPLETE");
+    assert_eq!(
+        d["imageDetails"][0]["imageScanFindingsSummary"]["findingSeverityCounts"],
+        json!({"CRITICAL": 1, "HIGH": 1})
+    );
     // Pages.
     let p = s
         .ecr_ok(
