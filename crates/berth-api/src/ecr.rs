@@ -833,11 +833,7 @@ async fn describe_images(st: &AppState, v: Value) -> R {
         if let Some((scan, findings)) = st.registry.image_scan(&i.repository_name, &digest).await? {
             d["imageScanStatus"] = json!({ "status": scan.status, "description": scan.description });
             if scan.status == "COMPLETE" {
-                let mut counts = serde_json::Map::new();
-                for f in &findings {
-                    let n = counts.get(&f.severity).and_then(Value::as_u64).unwrap_or(0);
-                    counts.insert(f.severity.clone(), json!(n + 1));
-                }
+                let counts = severity_counts(&findings);
                 d["imageScanFindingsSummary"] = json!({
                     "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
                     "findingSeverityCounts": counts,
@@ -1354,6 +1350,16 @@ async fn get_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
 
 // ---- image scanning ----
 
+/// ECR's `findingSeverityCounts`: findings per severity.
+fn severity_counts(findings: &[berth_service::scan::Finding]) -> Value {
+    let mut counts = serde_json::Map::new();
+    for f in findings {
+        let n = counts.get(&f.severity).and_then(Value::as_u64).unwrap_or(0);
+        counts.insert(f.severity.clone(), json!(n + 1));
+    }
+    Value::Object(counts)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ScanIn {
@@ -1407,11 +1413,7 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
         })?,
     };
     let end = (start + max).min(findings.len());
-    let mut counts = serde_json::Map::new();
-    for f in &findings {
-        let n = counts.get(&f.severity).and_then(Value::as_u64).unwrap_or(0);
-        counts.insert(f.severity.clone(), json!(n + 1));
-    }
+    let counts = severity_counts(&findings);
     let page: Vec<Value> = findings[start..end]
         .iter()
         .map(|f| {

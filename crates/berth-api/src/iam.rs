@@ -364,7 +364,7 @@ impl Call<'_> {
                 self.allow(action, "*").await?;
                 let k = kind.expect("entity action");
                 let list = r.entities(a, k, self.opt("PathPrefix")).await?;
-                entity_list(x, &format!("{}s", title(k)), &list);
+                entity_list(x, &format!("{}s", k.capitalized()), &list);
             }
             "DeleteUser" | "DeleteGroup" | "DeleteRole" => {
                 self.allow(action, &res).await?;
@@ -576,16 +576,8 @@ fn lower_first(s: &str) -> String {
     c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
-fn title(k: Kind) -> &'static str {
-    match k {
-        Kind::User => "User",
-        Kind::Group => "Group",
-        Kind::Role => "Role",
-    }
-}
-
 fn entity_fields(x: &mut Xml, e: &Entity) {
-    let t = title(e.kind);
+    let t = e.kind.capitalized();
     x.el("Path", &e.path)
         .el(&format!("{t}Name"), &e.name)
         .el(&format!("{t}Id"), &e.id)
@@ -601,7 +593,7 @@ fn entity_fields(x: &mut Xml, e: &Entity) {
 }
 
 fn entity_xml(x: &mut Xml, e: &Entity) {
-    let t = title(e.kind);
+    let t = e.kind.capitalized();
     x.open(t);
     entity_fields(x, e);
     x.close(t);

@@ -92,11 +92,12 @@ impl Kind {
         }
     }
 
-    fn title(self) -> &'static str {
+    /// `User`, `Group`, `Role`: as IAM's field names and messages write them.
+    pub fn capitalized(self) -> &'static str {
         match self {
-            Kind::User => "user",
-            Kind::Group => "group",
-            Kind::Role => "role",
+            Kind::User => "User",
+            Kind::Group => "Group",
+            Kind::Role => "Role",
         }
     }
 
@@ -258,7 +259,7 @@ fn random_id(prefix: &str) -> String {
 }
 
 fn no_such(kind: Kind, name: &str) -> Error {
-    Error::NoSuchEntity(format!("The {} with name {name} cannot be found.", kind.title()))
+    Error::NoSuchEntity(format!("The {} with name {name} cannot be found.", kind.as_str()))
 }
 
 /// IAM names: letters, digits and `+=,.@_-`.
@@ -578,7 +579,7 @@ impl Registry {
 
     pub async fn create_entity(&self, account: &str, new: NewEntity<'_>) -> Result<Entity> {
         let NewEntity { kind, name, path, trust_policy, description, max_session } = new;
-        check_name(&format!("{}Name", capital(kind)), name, kind.max_name())?;
+        check_name(&format!("{}Name", kind.capitalized()), name, kind.max_name())?;
         let path = path.unwrap_or("/");
         check_path(path)?;
         if kind == Kind::Role {
@@ -596,7 +597,7 @@ impl Registry {
             )));
         }
         if self.meta.entity(account, kind.as_str(), name).await?.is_some() {
-            return Err(Error::EntityAlreadyExists(format!("{} with name {name} already exists.", capital(kind))));
+            return Err(Error::EntityAlreadyExists(format!("{} with name {name} already exists.", kind.capitalized())));
         }
         let row = EntityRow {
             account: account.to_string(),
@@ -610,7 +611,7 @@ impl Registry {
             created_at: berth_meta::now_ms(),
         };
         if !self.meta.create_entity(&row).await? {
-            return Err(Error::EntityAlreadyExists(format!("{} with name {name} already exists.", capital(kind))));
+            return Err(Error::EntityAlreadyExists(format!("{} with name {name} already exists.", kind.capitalized())));
         }
         self.iam_changed();
         Ok(to_entity(row, kind))
@@ -761,7 +762,7 @@ impl Registry {
     pub async fn inline_policy(&self, account: &str, kind: Kind, owner: &str, name: &str) -> Result<String> {
         let e = self.entity(account, kind, owner).await?;
         self.meta.inline_policy(account, kind.as_str(), &e.name, name).await?.ok_or_else(|| {
-            Error::NoSuchEntity(format!("The {} policy with name {name} cannot be found.", kind.title()))
+            Error::NoSuchEntity(format!("The {} policy with name {name} cannot be found.", kind.as_str()))
         })
     }
 
@@ -773,7 +774,7 @@ impl Registry {
     pub async fn delete_inline_policy(&self, account: &str, kind: Kind, owner: &str, name: &str) -> Result<()> {
         let e = self.entity(account, kind, owner).await?;
         if !self.meta.delete_inline_policy(account, kind.as_str(), &e.name, name).await? {
-            return Err(Error::NoSuchEntity(format!("The {} policy with name {name} cannot be found.", kind.title())));
+            return Err(Error::NoSuchEntity(format!("The {} policy with name {name} cannot be found.", kind.as_str())));
         }
         self.iam_changed();
         Ok(())
@@ -1110,14 +1111,6 @@ fn check_session_name(s: &str) -> Result<()> {
             "1 validation error detected: Value '{s}' at 'roleSessionName' failed to satisfy constraint: Member must \
              satisfy regular expression pattern: [\\w+=,.@-]* and have length between 2 and 64"
         )))
-    }
-}
-
-fn capital(kind: Kind) -> &'static str {
-    match kind {
-        Kind::User => "User",
-        Kind::Group => "Group",
-        Kind::Role => "Role",
     }
 }
 

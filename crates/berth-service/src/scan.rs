@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use berth_core::{Digest, ManifestKind, RepoName, parse_manifest};
 use berth_meta::ScanRow;
-use berth_scan::matcher::{self, Finding};
+use berth_scan::matcher;
+pub use berth_scan::matcher::Finding;
 use berth_scan::osv::Record;
 use berth_scan::version::Ecosystem;
 use bytes::Bytes;
