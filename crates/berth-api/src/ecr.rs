@@ -285,12 +285,17 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(st, v).await,
         "StartImageScan" => start_image_scan(st, v).await,
         "DescribeImageScanFindings" => describe_image_scan_findings(st, v).await,
+        "PutRegistryScanningConfiguration" => put_registry_scanning(st, v).await,
+        "GetRegistryScanningConfiguration" => get_registry_scanning(st).await,
+        "BatchGetRepositoryScanningConfiguration" => batch_get_repository_scanning(st, v).await,
+        "PutRepositoryScanPolicy" => put_repository_scan_policy(st, v).await,
+        "GetRepositoryScanPolicy" => get_repository_scan_policy(st, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
 }
 
-const OPERATIONS: [&str; 40] = [
+const OPERATIONS: [&str; 45] = [
     "CreateRepository",
     "DescribeRepositories",
     "DeleteRepository",
@@ -331,6 +336,12 @@ const OPERATIONS: [&str; 40] = [
     "GetLifecyclePolicyPreview",
     "StartImageScan",
     "DescribeImageScanFindings",
+    "PutRegistryScanningConfiguration",
+    "GetRegistryScanningConfiguration",
+    "BatchGetRepositoryScanningConfiguration",
+    // Berth's own (not in ECR): a repository's scan policy.
+    "PutRepositoryScanPolicy",
+    "GetRepositoryScanPolicy",
 ];
 
 fn is_known(op: &str) -> bool {
@@ -1375,7 +1386,7 @@ async fn start_image_scan(st: &AppState, v: Value) -> R {
     st.registry.check_registry_id(i.registry_id.as_deref())?;
     let id = ImageId::from(i.image_id);
     let digest = st.registry.image_digest(&i.repository_name, &id).await?;
-    st.registry.start_image_scan(&i.repository_name, &digest).await?;
+    st.registry.start_image_scan(&i.repository_name, &digest, true).await?;
     Ok(json!({
         "registryId": registry_id(st), "repositoryName": i.repository_name,
         "imageId": { "imageDigest": digest, "imageTag": id.tag },
@@ -1450,4 +1461,122 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
         }
     }
     Ok(out)
+}
+
+// ---- scanning configuration ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleIn {
+    scan_frequency: String,
+    repository_filters: Vec<FilterIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FilterIn {
+    filter: String,
+    filter_type: String,
+}
+
+fn registry_scanning_json(c: &berth_service::scan_config::RegistryScanning) -> Value {
+    let rules: Vec<Value> = c
+        .rules
+        .iter()
+        .map(|r| {
+            let filters: Vec<Value> =
+                r.filters.iter().map(|f| json!({ "filter": f, "filterType": "WILDCARD" })).collect();
+            json!({ "scanFrequency": r.scan_frequency, "repositoryFilters": filters })
+        })
+        .collect();
+    json!({ "scanType": c.scan_type, "rules": rules })
+}
+
+async fn put_registry_scanning(st: &AppState, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        scan_type: Option<String>,
+        #[serde(default)]
+        rules: Vec<RuleIn>,
+    }
+    let i: In = input(v)?;
+    let mut rules = Vec::new();
+    for r in i.rules {
+        if let Some(f) = r.repository_filters.iter().find(|f| f.filter_type != "WILDCARD") {
+            return Err(Error::Validation(format!("filterType must be WILDCARD, not {:?}", f.filter_type)));
+        }
+        rules.push(berth_service::scan_config::ScanRule {
+            scan_frequency: r.scan_frequency,
+            filters: r.repository_filters.into_iter().map(|f| f.filter).collect(),
+        });
+    }
+    let c = berth_service::scan_config::RegistryScanning { scan_type: i.scan_type.unwrap_or("BASIC".into()), rules };
+    let c = st.registry.put_registry_scanning(c).await?;
+    Ok(json!({ "registryScanningConfiguration": registry_scanning_json(&c) }))
+}
+
+async fn get_registry_scanning(st: &AppState) -> R {
+    let c = st.registry.registry_scanning().await?;
+    Ok(json!({ "registryId": registry_id(st), "scanningConfiguration": registry_scanning_json(&c) }))
+}
+
+async fn batch_get_repository_scanning(st: &AppState, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        repository_names: Vec<String>,
+    }
+    let i: In = input(v)?;
+    if i.repository_names.is_empty() || i.repository_names.len() > 25 {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'Member must have length between 1 \
+             and 25', got {}",
+            i.repository_names.len()
+        )));
+    }
+    let (mut configs, mut failures) = (Vec::new(), Vec::new());
+    for key in &i.repository_names {
+        match st.registry.repository(key).await {
+            Ok((_, row)) => {
+                let r = st.registry.repository_view(row);
+                let s = st.registry.repository_scanning(&r.name, r.row.settings.scan_on_push).await?;
+                let filters: Vec<Value> =
+                    s.applied_filters.iter().map(|f| json!({ "filter": f, "filterType": "WILDCARD" })).collect();
+                configs.push(json!({
+                    "repositoryArn": r.arn, "repositoryName": key, "scanOnPush": s.scan_on_push,
+                    "scanFrequency": s.frequency, "appliedScanFilters": filters,
+                }));
+            }
+            Err(Error::RepositoryNotFound(_)) => failures.push(json!({
+                "repositoryName": key, "failureCode": "REPOSITORY_NOT_FOUND",
+                "failureReason": "REPOSITORY_NOT_FOUND",
+            })),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json!({ "scanningConfigurations": configs, "failures": failures }))
+}
+
+async fn put_repository_scan_policy(st: &AppState, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        repository_name: String,
+        scan_policy: berth_service::scan_config::ScanPolicy,
+    }
+    let i: In = input(v)?;
+    let p = st.registry.put_scan_policy(&i.repository_name, i.scan_policy).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "scanPolicy": p }))
+}
+
+async fn get_repository_scan_policy(st: &AppState, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        repository_name: String,
+    }
+    let i: In = input(v)?;
+    let p = st.registry.scan_policy(&i.repository_name).await?;
+    Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "scanPolicy": p }))
 }

@@ -39,7 +39,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         ImageNotFound(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ImageDigestMismatch(_) | InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
         Unauthorized(_) | InvalidToken(_) | ExpiredToken(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        AccessDenied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+        AccessDenied(_) | PullBlocked(_) => (StatusCode::FORBIDDEN, "DENIED"),
         Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         // Control-plane errors reach OCI clients only through shared code paths.
         RepositoryAlreadyExists(_)
@@ -59,6 +59,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | LifecyclePolicyNotFound(_)
         | LifecyclePolicyPreviewNotFound(_)
         | ScanNotFound(_)
+        | UnsupportedImage(_)
         | InvalidLayerPart { .. }
         | NoSuchEntity(_)
         | EntityAlreadyExists(_)
@@ -106,9 +107,10 @@ pub fn ecr_type(e: &Error) -> &'static str {
         Unauthorized(_) | InvalidToken(_) => "UnrecognizedClientException",
         ExpiredToken(_) => "ExpiredTokenException",
         AccessDenied(_) => "AccessDeniedException",
-        NoSuchEntity(_) | EntityAlreadyExists(_) | DeleteConflict(_) | LimitExceeded(_) | InvalidInput(_) => {
-            "InvalidParameterException"
-        }
+        LimitExceeded(_) => "LimitExceededException",
+        UnsupportedImage(_) => "UnsupportedImageTypeException",
+        PullBlocked(_) => "AccessDeniedException",
+        NoSuchEntity(_) | EntityAlreadyExists(_) | DeleteConflict(_) | InvalidInput(_) => "InvalidParameterException",
         MalformedPolicyDocument(_) => "InvalidParameterException",
         Throttled(_) => "ThrottlingException",
         RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",

@@ -406,6 +406,7 @@ async fn get_manifest(
         .into());
     }
     if *method == Method::GET {
+        st.registry.check_pull(&repo, &m.digest).await?;
         st.registry.record_pull(&repo, &m.digest);
     }
     let mut res = Response::new(if *method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) });

@@ -156,3 +156,245 @@ async fn scans_and_findings(s: Server) {
     assert!(v["imageScanStatus"]["description"].as_str().unwrap().contains("layer 0"), "{v}");
 }
 both!(scans_and_findings);
+
+fn write_record(dir: &std::path::Path, file: &str, id: &str, package: &str, fixed: &str, urgency: &str) {
+    let r = json!({"id": id, "modified": "2026-01-01T00:00:00Z", "affected": [{
+        "package": {"ecosystem": "Debian:12", "name": package},
+        "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}],
+        "ecosystem_specific": {"urgency": urgency}}]});
+    std::fs::write(dir.join(file), r.to_string()).unwrap();
+}
+
+fn finding_names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v["imageScanFindings"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+/// New data is matched against stored inventories without a rescan; what appears and what
+/// disappears is recorded as an audit event.
+async fn rematch_on_new_data(s: Server) {
+    let dir = tempfile::tempdir().unwrap();
+    write_record(dir.path(), "a.json", "CVE-2030-0001", "openssl", "3.0.11-1~deb12u2", "high");
+    s.registry.import_osv(dir.path()).await.unwrap();
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "cont", "imageScanningConfiguration": {"scanOnPush": true}}))
+        .await;
+    push_debian_image(&s, "cont", "1").await;
+    assert_eq!(finding_names(&wait_complete(&s, "cont", "1").await), ["CVE-2030-0001"]);
+
+    // The record is corrected (fixed earlier: no longer a finding) and another appears.
+    write_record(dir.path(), "a.json", "CVE-2030-0001", "openssl", "3.0.10-1", "high");
+    write_record(dir.path(), "b.json", "CVE-2030-0002", "zlib", "1:1.2.13.dfsg-2", "low");
+    s.registry.import_osv(dir.path()).await.unwrap();
+    let r = s.registry.rematch_all().await.unwrap();
+    assert_eq!((r.images, r.changed, r.appeared, r.disappeared), (1, 1, 1, 1));
+    let v =
+        s.ecr_ok("DescribeImageScanFindings", json!({"repositoryName": "cont", "imageId": {"imageTag": "1"}})).await;
+    assert_eq!(finding_names(&v), ["CVE-2030-0002"], "{v}");
+    assert_eq!(v["imageScanFindings"]["findingSeverityCounts"], json!({"LOW": 1}));
+    let events = s
+        .registry
+        .audit_events(&berth_meta::AuditFilter {
+            event_name: Some("ImageScanFindingsChanged".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let detail = events[0].detail.as_deref().unwrap();
+    assert!(detail.contains("+CVE-2030-0002 (zlib1g") && detail.contains("-CVE-2030-0001 (libssl3"), "{detail}");
+    // Nothing new: nothing changes.
+    let r = s.registry.rematch_all().await.unwrap();
+    assert_eq!((r.images, r.changed), (1, 0));
+}
+both!(rematch_on_new_data);
+
+/// A scan is a durable job: one whose node stopped mid-scan is taken up once its claim lapses;
+/// one a live node holds is left to it.
+async fn scans_survive_restarts(s: Server) {
+    let dir = tempfile::tempdir().unwrap();
+    write_record(dir.path(), "a.json", "CVE-2030-0001", "openssl", "3.0.11-1~deb12u2", "high");
+    s.registry.import_osv(dir.path()).await.unwrap();
+    let s = s.restart_with_scanners(0).await; // this node queues scans but runs none
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "jobs"})).await;
+    let d1 = push_debian_image(&s, "jobs", "dead").await;
+    s.ecr_ok("StartImageScan", json!({"repositoryName": "jobs", "imageId": {"imageTag": "dead"}})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v =
+        s.ecr_ok("DescribeImageScanFindings", json!({"repositoryName": "jobs", "imageId": {"imageTag": "dead"}})).await;
+    assert_eq!(v["imageScanStatus"]["status"], "IN_PROGRESS", "no worker runs here");
+    // A node claims it and dies mid-scan (its claim ends in a second and is never renewed).
+    let now = berth_meta::now_ms();
+    let job = s.meta.claim_scan("dead-node", now, now + 1000).await.unwrap().expect("the queued scan");
+    assert_eq!((job.digest.as_str(), job.attempts), (d1.as_str(), 1));
+    // Another scan held by a live node (a long claim).
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "jobs2"})).await;
+    push_debian_image(&s, "jobs2", "held").await;
+    s.ecr_ok("StartImageScan", json!({"repositoryName": "jobs2", "imageId": {"imageTag": "held"}})).await;
+    let held = s.meta.claim_scan("live-node", now, now + 600_000).await.unwrap();
+    assert!(held.is_some(), "{:?}", s.meta.scan_queue(now).await);
+    assert_eq!(s.registry.scan_queue().await.unwrap(), (2, 2));
+
+    let s = s.restart().await; // now with scan workers
+    let mut done = None;
+    for _ in 0..200 {
+        let v = s
+            .ecr_ok("DescribeImageScanFindings", json!({"repositoryName": "jobs", "imageId": {"imageTag": "dead"}}))
+            .await;
+        if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
+            done = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = done.expect("the abandoned scan was taken up again");
+    assert_eq!(v["imageScanStatus"]["status"], "COMPLETE", "{v}");
+    assert_eq!(finding_names(&v), ["CVE-2030-0001"]);
+    let v = s
+        .ecr_ok("DescribeImageScanFindings", json!({"repositoryName": "jobs2", "imageId": {"imageTag": "held"}}))
+        .await;
+    assert_eq!(v["imageScanStatus"]["status"], "IN_PROGRESS", "a live node's claim is respected");
+    // The dead node's late result does not overwrite the newer one.
+    let stale = berth_meta::ScanRow { status: "FAILED".into(), ..Default::default() };
+    assert!(!s.meta.finish_scan(&job, &stale).await.unwrap());
+}
+both!(scans_survive_restarts);
+
+/// Registry scanning rules decide scan on push for matching repositories; each repository's
+/// configuration says which filter applied.
+async fn registry_scanning_configuration(s: Server) {
+    let v = s.ecr_ok("GetRegistryScanningConfiguration", json!({})).await;
+    assert_eq!(v["scanningConfiguration"], json!({"scanType": "BASIC", "rules": []}));
+    let (t, m) = s
+        .ecr_err(
+            "PutRegistryScanningConfiguration",
+            json!({"scanType": "BASIC", "rules": [{"scanFrequency": "CONTINUOUS_SCAN",
+                "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}]}),
+        )
+        .await;
+    assert_eq!(t, "ValidationException", "{m}");
+    let (t, _) = s
+        .ecr_err(
+            "PutRegistryScanningConfiguration",
+            json!({"scanType": "BASIC", "rules": [{"scanFrequency": "SCAN_ON_PUSH",
+                "repositoryFilters": [{"filter": "Prod*", "filterType": "WILDCARD"}]}]}),
+        )
+        .await;
+    assert_eq!(t, "ValidationException");
+    let c = json!({"scanType": "ENHANCED", "rules": [
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "prod/*", "filterType": "WILDCARD"}]},
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "prod/critical*", "filterType": "WILDCARD"}]}]});
+    s.ecr_ok("PutRegistryScanningConfiguration", c.clone()).await;
+    assert_eq!(s.ecr_ok("GetRegistryScanningConfiguration", json!({})).await["scanningConfiguration"], c);
+
+    for r in ["prod/web", "prod/critical-db", "dev/web"] {
+        s.ecr_ok("CreateRepository", json!({"repositoryName": r})).await;
+    }
+    let v = s
+        .ecr_ok(
+            "BatchGetRepositoryScanningConfiguration",
+            json!({"repositoryNames": ["prod/web", "prod/critical-db", "dev/web", "nope"]}),
+        )
+        .await;
+    let c = &v["scanningConfigurations"];
+    assert_eq!(c[0]["scanFrequency"], "SCAN_ON_PUSH");
+    assert_eq!(c[0]["appliedScanFilters"], json!([{"filter": "prod/*", "filterType": "WILDCARD"}]));
+    assert_eq!(c[1]["scanFrequency"], "CONTINUOUS_SCAN");
+    assert_eq!((c[2]["scanFrequency"].as_str(), c[2]["scanOnPush"].as_bool()), (Some("MANUAL"), Some(false)));
+    assert_eq!(v["failures"][0]["failureCode"], "REPOSITORY_NOT_FOUND");
+    assert_eq!(v["failures"][0]["repositoryName"], "nope");
+
+    // A push to a repository a rule matches is scanned; one to another is not.
+    push_debian_image(&s, "prod/web", "1").await;
+    push_debian_image(&s, "dev/web", "1").await;
+    assert_eq!(wait_complete(&s, "prod/web", "1").await["imageScanStatus"]["status"], "COMPLETE");
+    let (t, _) = s
+        .ecr_err("DescribeImageScanFindings", json!({"repositoryName": "dev/web", "imageId": {"imageTag": "1"}}))
+        .await;
+    assert_eq!(t, "ScanNotFoundException");
+}
+both!(registry_scanning_configuration);
+
+/// The scan policy: pulls of images with findings at or above a severity are refused (with the
+/// findings named), exceptions let them through, unfixed findings can be hidden.
+async fn scan_policy_blocks_pulls(s: Server) {
+    let dir = osv_dir();
+    s.registry.import_osv(dir.path()).await.unwrap();
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "gate", "imageScanningConfiguration": {"scanOnPush": true}}))
+        .await;
+    let digest = push_debian_image(&s, "gate", "1").await;
+    wait_complete(&s, "gate", "1").await;
+    let pull = |r: &str| s.req(reqwest::Method::GET, &format!("/v2/gate/manifests/{r}")).send();
+    assert_eq!(pull("1").await.unwrap().status(), StatusCode::OK);
+
+    let (t, _) = s
+        .ecr_err(
+            "PutRepositoryScanPolicy",
+            json!({"repositoryName": "gate", "scanPolicy": {"blockPullsAtSeverity": "SEVERE"}}),
+        )
+        .await;
+    assert_eq!(t, "InvalidParameterException");
+    let (t, _) = s
+        .ecr_err("PutRepositoryScanPolicy", json!({"repositoryName": "gate", "scanPolicy": {"blockPulls": "HIGH"}}))
+        .await;
+    assert_eq!(t, "InvalidParameterException", "unknown fields are refused");
+    s.ecr_ok(
+        "PutRepositoryScanPolicy",
+        json!({"repositoryName": "gate", "scanPolicy": {"blockPullsAtSeverity": "CRITICAL"}}),
+    )
+    .await;
+    for r in ["1", digest.as_str()] {
+        let res = pull(r).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        let m = body["errors"][0]["message"].as_str().unwrap();
+        assert!(m.contains("CVE-2023-45853") && m.contains("CRITICAL"), "{m}");
+    }
+    // HEAD still resolves the digest; the blobs are not gated.
+    assert_eq!(s.req(reqwest::Method::HEAD, "/v2/gate/manifests/1").send().await.unwrap().status(), StatusCode::OK);
+    // An exception for the critical one; HIGH now blocks on the other.
+    s.ecr_ok(
+        "PutRepositoryScanPolicy",
+        json!({"repositoryName": "gate", "scanPolicy": {"blockPullsAtSeverity": "CRITICAL", "ignoredVulnerabilities": ["CVE-2023-45853"]}}),
+    )
+    .await;
+    assert_eq!(pull("1").await.unwrap().status(), StatusCode::OK);
+    s.ecr_ok(
+        "PutRepositoryScanPolicy",
+        json!({"repositoryName": "gate", "scanPolicy": {"blockPullsAtSeverity": "HIGH", "ignoredVulnerabilities": ["CVE-2023-45853"]}}),
+    )
+    .await;
+    assert_eq!(pull("1").await.unwrap().status(), StatusCode::FORBIDDEN);
+    // Hiding unfixed findings: the zlib one (no fix) leaves the findings and stops counting.
+    s.ecr_ok(
+        "PutRepositoryScanPolicy",
+        json!({"repositoryName": "gate", "scanPolicy": {"blockPullsAtSeverity": "CRITICAL", "hideUnfixed": true}}),
+    )
+    .await;
+    assert_eq!(pull("1").await.unwrap().status(), StatusCode::OK);
+    let v = wait_complete(&s, "gate", "1").await;
+    assert_eq!(finding_names(&v), ["CVE-2023-5363"]);
+    let g = s.ecr_ok("GetRepositoryScanPolicy", json!({"repositoryName": "gate"})).await;
+    assert_eq!(g["scanPolicy"]["hideUnfixed"], true);
+    // Unscanned images pass unless the policy says otherwise.
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "gate2"})).await;
+    push_debian_image(&s, "gate2", "1").await;
+    let pull2 = || s.req(reqwest::Method::GET, "/v2/gate2/manifests/1").send();
+    assert_eq!(pull2().await.unwrap().status(), StatusCode::OK);
+    s.ecr_ok("PutRepositoryScanPolicy", json!({"repositoryName": "gate2", "scanPolicy": {"blockUnscanned": true}}))
+        .await;
+    let res = pull2().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.unwrap().contains("never scanned"));
+    // The empty policy removes it.
+    s.ecr_ok("PutRepositoryScanPolicy", json!({"repositoryName": "gate2", "scanPolicy": {}})).await;
+    assert_eq!(pull2().await.unwrap().status(), StatusCode::OK);
+}
+both!(scan_policy_blocks_pulls);

@@ -19,7 +19,7 @@ pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, Tem
 pub use gc::{GcMark, GcSweep};
 pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersionRow};
 pub use lifecycle::PreviewRow;
-pub use scan::{ScanRow, VulnRow};
+pub use scan::{ScanJob, ScanRow, StoredScan, VulnRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -756,6 +756,7 @@ pub(crate) async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, di
         "DELETE FROM tags WHERE repo_id = $1 AND manifest_digest = $2",
         "DELETE FROM manifest_blobs WHERE repo_id = $1 AND manifest_digest = $2",
         "DELETE FROM manifest_children WHERE repo_id = $1 AND parent_digest = $2",
+        "DELETE FROM image_scans WHERE repo_id = $1 AND digest = $2",
     ] {
         sqlx::query(table).bind(repo_id).bind(digest).execute(&mut *c).await?;
     }

@@ -52,6 +52,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0008_scan.sql"),
         postgres: include_str!("../migrations/0008_scan.sql"),
     },
+    Migration {
+        version: 9,
+        sqlite: include_str!("../migrations/0009_scan_jobs.sql"),
+        postgres: include_str!("../migrations/0009_scan_jobs.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

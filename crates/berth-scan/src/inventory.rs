@@ -2,15 +2,16 @@
 //! (`var/lib/dpkg/status`, distroless `status.d/`), Alpine packages (`lib/apk/db/installed`),
 //! Python distributions (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`) and npm packages
 //! (`node_modules/**/package.json`). Each package records the layer that installed it.
-//! Not yet: RPM databases, Go and Rust (`cargo auditable`) binaries, Java archives.
+//! Executables: Go modules and toolchain, Rust crates (`cargo auditable`), see [`crate::binaries`].
+//! Not yet: RPM databases, Java archives.
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::layers::Image;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Os {
     /// `debian`, `ubuntu`, `alpine`, ...
     pub id: String,
@@ -18,15 +19,19 @@ pub struct Os {
     pub codename: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     Deb,
     Apk,
     Python,
     Npm,
+    /// A Go module (or `stdlib`, the toolchain's standard library) compiled into a binary.
+    Go,
+    /// A crate compiled into a Rust binary (`cargo auditable`).
+    Crate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     pub kind: Kind,
     pub name: String,
@@ -40,7 +45,7 @@ pub struct Package {
     pub path: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     pub os: Option<Os>,
     pub packages: Vec<Package>,
@@ -147,6 +152,29 @@ pub fn inventory(img: &Image) -> Inventory {
     let mut paths: Vec<(&str, &crate::layers::File)> = img.files().collect();
     paths.sort_by(|a, b| a.0.cmp(b.0));
     for (path, file) in paths {
+        if let Some(b) = &file.binary {
+            let mut add = |kind, name: &str, version: &str| {
+                inv.packages.push(Package {
+                    kind,
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    source_name: None,
+                    source_version: None,
+                    layer: file.layer,
+                    path: path.to_string(),
+                })
+            };
+            if let Some(v) = &b.go_version {
+                add(Kind::Go, "stdlib", v);
+            }
+            for (m, v) in &b.go_modules {
+                add(Kind::Go, m, v);
+            }
+            for (c, v) in &b.crates {
+                add(Kind::Crate, c, v);
+            }
+            continue;
+        }
         let text = String::from_utf8_lossy(&file.data);
         if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
             for (name, version, sname, sver) in dpkg_packages(&text) {

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
 
+use crate::binaries::MAX_BINARY;
+
 /// Largest file an analyzer reads (a dpkg status database is a few MiB).
 pub const MAX_FILE: u64 = 64 * 1024 * 1024;
 
@@ -20,6 +22,8 @@ pub struct File {
     /// Index of the layer that wrote it (0 = the base layer).
     pub layer: usize,
     pub data: Vec<u8>,
+    /// For an executable: what it records about its build (its bytes are not kept).
+    pub binary: Option<crate::binaries::BinaryInfo>,
 }
 
 /// Whether an analyzer reads this path (relative, no leading `/`).
@@ -72,7 +76,7 @@ impl Image {
         let mut archive = tar::Archive::new(reader);
         let mut whiteouts: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
-        let mut written: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        let mut written: Vec<(String, Option<File>)> = Vec::new();
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let path = normalize(&entry.path().map_err(bad)?.to_string_lossy());
@@ -89,10 +93,24 @@ impl Image {
                 continue;
             }
             let kind = entry.header().entry_type();
+            let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
             if kind.is_file() && interesting(&path) && entry.size() <= MAX_FILE {
                 let mut data = Vec::with_capacity(entry.size() as usize);
                 entry.read_to_end(&mut data).map_err(bad)?;
-                written.push((path, Some(data)));
+                written.push((path, Some(File { layer: index, data, binary: None })));
+            } else if kind.is_file() && executable && (64..=MAX_BINARY).contains(&entry.size()) {
+                // Only ELF files are read whole (one at a time), and only what they record is kept.
+                let mut head = [0u8; 4];
+                entry.read_exact(&mut head).map_err(bad)?;
+                let binary = if crate::binaries::is_elf(&head) {
+                    let mut data = Vec::with_capacity(entry.size() as usize);
+                    data.extend_from_slice(&head);
+                    entry.read_to_end(&mut data).map_err(bad)?;
+                    crate::binaries::analyze(&data)
+                } else {
+                    None
+                };
+                written.push((path, binary.map(|b| File { layer: index, data: Vec::new(), binary: Some(b) })));
             } else {
                 // Anything else at a path hides what lower layers had there.
                 written.push((path, None));
@@ -103,11 +121,13 @@ impl Image {
             !whiteouts.iter().any(|w| p == w || p.starts_with(&format!("{w}/")))
                 && !opaque.iter().any(|d| p.starts_with(d.as_str()))
         });
-        for (path, data) in written {
-            match data {
-                Some(data) => {
-                    self.history.push((path.clone(), index, data.clone()));
-                    self.files.insert(path, File { layer: index, data });
+        for (path, file) in written {
+            match file {
+                Some(file) => {
+                    if file.binary.is_none() {
+                        self.history.push((path.clone(), index, file.data.clone()));
+                    }
+                    self.files.insert(path, file);
                 }
                 None => {
                     self.files.remove(&path);

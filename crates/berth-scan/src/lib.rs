@@ -4,6 +4,7 @@
 //! matching an inventory against OSV records (`matcher`) and CVSS v3 base scores (`cvss`).
 //! Matching is only ever done within one ecosystem, with its own order.
 
+pub mod binaries;
 pub mod cvss;
 pub mod inventory;
 pub mod layers;

@@ -76,6 +76,8 @@ fn key(inv: &Inventory, p: &Package) -> Option<(String, String, String)> {
         }
         Kind::Python => Some(("PyPI".into(), python_name(&p.name), p.version.clone())),
         Kind::Npm => Some(("npm".into(), p.name.clone(), p.version.clone())),
+        Kind::Go => Some(("Go".into(), p.name.clone(), p.version.clone())),
+        Kind::Crate => Some(("crates.io".into(), p.name.clone(), p.version.clone())),
     }
 }
 

@@ -124,6 +124,12 @@ pub enum Error {
     InvalidToken(String),
     #[error("{0}")]
     ExpiredToken(String),
+    /// Not a container image (an artifact): nothing to scan.
+    #[error("{0}")]
+    UnsupportedImage(String),
+    /// The repository's scan policy refuses pulls of this image.
+    #[error("{0}")]
+    PullBlocked(String),
     /// Try again shortly (garbage collection is deleting this very blob).
     #[error("{0}")]
     Busy(String),

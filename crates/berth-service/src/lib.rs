@@ -12,6 +12,7 @@ pub mod gc;
 pub mod iam;
 pub mod lifecycle;
 pub mod scan;
+pub mod scan_config;
 pub mod throttle;
 mod upload;
 
@@ -60,6 +61,11 @@ pub struct Registry {
     /// Signs STS session tokens; the other derives a session's secret from its token.
     sessions: Arc<berth_crypto::token::TokenKey>,
     session_secrets: Arc<berth_crypto::token::TokenKey>,
+    /// Wakes an idle scan worker of this node when a scan is queued here.
+    scan_wake: Arc<tokio::sync::Notify>,
+    /// This process's name in scan-job claims.
+    node: Arc<str>,
+    scan_policies: Arc<scan_config::PolicyCache>,
 }
 
 /// The registry's identity and start-up choices.
@@ -78,6 +84,8 @@ pub struct Settings {
     /// Other accounts' registries answer on `<account-id>.<account_domain>` (None: only
     /// through the ECR API's `registryId`).
     pub account_domain: Option<String>,
+    /// Least time between two manual scans of one image (ECR: one a day).
+    pub manual_scan_interval: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -89,6 +97,7 @@ impl Default for Settings {
             create_on_push: true,
             seal_key: berth_crypto::seal::SealKey::generate(),
             account_domain: None,
+            manual_scan_interval: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -186,6 +195,9 @@ impl Registry {
             counters: Arc::default(),
             sessions: Arc::new(master.derive("sts-session")),
             session_secrets: Arc::new(master.derive("sts-session-secret")),
+            scan_wake: Arc::default(),
+            node: hex::encode(&berth_crypto::random_bytes()[..8]).into(),
+            scan_policies: Arc::new(scan_config::PolicyCache::new(cache_enabled)),
         };
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {
@@ -338,8 +350,9 @@ impl Registry {
 
     /// Starts a scan of a pushed image when its repository scans on push (never fails the push).
     async fn scan_on_push(&self, repo: &RepoName, digest: &str) {
-        let on = matches!(self.meta.get_repo(repo.as_str()).await, Ok(Some(r)) if r.settings.scan_on_push);
-        if on && let Err(e) = self.start_image_scan(repo.as_str(), digest).await {
+        let own = matches!(self.meta.get_repo(repo.as_str()).await, Ok(Some(r)) if r.settings.scan_on_push);
+        let on = own || matches!(self.repository_scanning(repo.name(), false).await, Ok(r) if r.scan_on_push);
+        if on && let Err(e) = self.start_image_scan(repo.as_str(), digest, false).await {
             tracing::warn!(repository = %repo, %digest, error = %e, "could not start the scan on push");
         }
     }

@@ -1,13 +1,16 @@
 //! Image scanning: importing OSV vulnerability data, and scans that read an image's layers (as
 //! streams, never whole), take its package inventory and match it against the imported data.
-//! A scan runs as a background task; its state (`IN_PROGRESS`, `COMPLETE`, `FAILED`) and findings
-//! are stored with the image.
+//! A scan is a durable job: its row (`IN_PROGRESS`) is claimed by a worker of some node for a
+//! lease the worker renews, so a scan whose node stops is taken up again by another (or the same,
+//! restarted) node. Its outcome (`COMPLETE`, `FAILED`, `UNSUPPORTED_IMAGE`), findings and package
+//! inventory are stored with the image; new data is matched against stored inventories.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use berth_core::{Digest, ManifestKind, RepoName, parse_manifest};
-use berth_meta::ScanRow;
+use berth_meta::{ScanJob, ScanRow};
+use berth_scan::inventory::Inventory;
 use berth_scan::matcher;
 pub use berth_scan::matcher::Finding;
 use berth_scan::osv::Record;
@@ -15,7 +18,34 @@ use berth_scan::version::Ecosystem;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::audit::AuditEvent;
 use crate::{Error, Registry, Result};
+
+/// How long a claim on a scan job lasts unless renewed (a third of it between renewals): how
+/// soon a scan whose node died is taken up by another worker.
+pub const SCAN_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an idle worker looks for jobs queued elsewhere.
+const SCAN_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Claims of one job before it is marked FAILED (a node that dies on it every time).
+const MAX_SCAN_ATTEMPTS: i64 = 3;
+/// Config media types of container images (anything else, e.g. an artifact, is not scanned).
+const IMAGE_CONFIGS: [&str; 2] =
+    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
+struct Scanned {
+    inventories: Vec<Inventory>,
+    findings: Vec<Finding>,
+}
+
+/// What matching the stored inventories again changed.
+#[derive(Debug, Clone, Default)]
+pub struct RematchReport {
+    pub images: usize,
+    pub changed: usize,
+    pub appeared: usize,
+    pub disappeared: usize,
+    pub elapsed: std::time::Duration,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportReport {
@@ -116,70 +146,248 @@ impl Registry {
         Ok(report)
     }
 
-    /// Starts a scan of image `digest` in repository `key` (ECR's StartImageScan); it runs in the
-    /// background.
-    pub async fn start_image_scan(&self, key: &str, digest: &str) -> Result<ScanRow> {
+    /// Queues a scan of image `digest` in repository `key` (ECR's StartImageScan, and scan on
+    /// push); a scan worker runs it. A manual scan of an image scanned less than
+    /// `manual_scan_interval` ago is refused (ECR allows one a day).
+    pub async fn start_image_scan(&self, key: &str, digest: &str, manual: bool) -> Result<()> {
         let (repo, row) = self.repository(key).await?;
         self.get_manifest(&repo, digest).await?;
-        let scan = ScanRow {
-            status: "IN_PROGRESS".into(),
-            description: Some("The scan is in progress.".into()),
-            findings: None,
-            packages: None,
-            started_at: berth_meta::now_ms(),
-            completed_at: None,
-        };
-        self.meta.put_scan(row.id, digest, &scan).await?;
-        let me = self.clone();
-        let digest = digest.to_string();
-        tokio::spawn(async move {
-            let done = match me.run_scan(&repo, &digest).await {
-                Ok((findings, packages)) => ScanRow {
-                    status: "COMPLETE".into(),
-                    description: Some("The scan was completed successfully.".into()),
-                    findings: serde_json::to_string(&findings).ok(),
-                    packages: Some(packages as i64),
-                    completed_at: Some(berth_meta::now_ms()),
-                    ..scan
-                },
-                Err(e) => ScanRow {
-                    status: "FAILED".into(),
-                    description: Some(e.to_string()),
-                    completed_at: Some(berth_meta::now_ms()),
-                    ..scan
-                },
-            };
-            if let Err(e) = me.meta.put_scan(row.id, &digest, &done).await {
-                tracing::error!(error = %e, "could not store a scan result");
+        let now = berth_meta::now_ms();
+        if manual && let Some(prev) = self.meta.scan(row.id, digest).await? {
+            if prev.status == "IN_PROGRESS" {
+                return Ok(()); // already queued: one job is enough
             }
-        });
-        Ok(ScanRow { status: "IN_PROGRESS".into(), ..Default::default() })
+            let wait = self.settings.manual_scan_interval.as_millis() as i64;
+            if now - prev.started_at < wait {
+                return Err(Error::LimitExceeded(format!(
+                    "The scan quota per image has been exceeded: image {digest} was scanned at {}; it can be \
+                     scanned again after {} (manual_scan_interval). New vulnerability data is matched against \
+                     stored inventories without a rescan.",
+                    berth_core::time::format_rfc3339(prev.started_at / 1000),
+                    berth_core::time::format_rfc3339((prev.started_at + wait) / 1000)
+                )));
+            }
+        }
+        self.meta.queue_scan(row.id, digest, now).await?;
+        self.scan_wake.notify_one();
+        Ok(())
     }
 
-    /// The stored scan of an image, and its findings.
+    /// The stored scan of an image, and its findings (without the unfixed ones when the
+    /// repository's scan policy hides them).
     pub async fn image_scan(&self, key: &str, digest: &str) -> Result<Option<(ScanRow, Vec<Finding>)>> {
         let (_, row) = self.repository(key).await?;
         let Some(scan) = self.meta.scan(row.id, digest).await? else { return Ok(None) };
-        let findings = scan.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+        let mut findings: Vec<Finding> =
+            scan.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+        let policy = self.scan_policy_of(row.id).await?;
+        if policy.hide_unfixed {
+            findings.retain(|f| f.fixed_in.is_some());
+        }
         Ok(Some((scan, findings)))
     }
 
-    /// Inventories and matches an image (each platform of an index); returns the findings and
-    /// how many packages were found.
-    async fn run_scan(&self, repo: &RepoName, digest: &str) -> Result<(Vec<Finding>, usize)> {
+    /// Starts `n` scan workers on this node (0: this node queues scans but runs none).
+    pub fn spawn_scan_workers(&self, n: usize) {
+        for _ in 0..n {
+            let me = self.clone();
+            tokio::spawn(async move { me.scan_worker().await });
+        }
+    }
+
+    async fn scan_worker(&self) {
+        loop {
+            let now = berth_meta::now_ms();
+            match self.meta.claim_scan(&self.node, now, now + SCAN_LEASE.as_millis() as i64).await {
+                Ok(Some(job)) => self.run_job(job).await,
+                Ok(None) => {
+                    // Jobs queued on other nodes, or whose node died, are found by polling.
+                    tokio::select! {
+                        _ = self.scan_wake.notified() => {}
+                        _ = tokio::time::sleep(SCAN_POLL) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not claim a scan job");
+                    tokio::time::sleep(SCAN_POLL).await;
+                }
+            }
+        }
+    }
+
+    async fn run_job(&self, job: ScanJob) {
+        let started = std::time::Instant::now();
+        // Keep the claim alive while the scan runs; a node that dies stops renewing it.
+        let renew = {
+            let (meta, job, node) = (self.meta.clone(), job.clone(), self.node.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SCAN_LEASE / 3).await;
+                    let until = berth_meta::now_ms() + SCAN_LEASE.as_millis() as i64;
+                    if !matches!(meta.renew_scan(&job, &node, until).await, Ok(true)) {
+                        break;
+                    }
+                }
+            })
+        };
+        let outcome = if job.attempts > MAX_SCAN_ATTEMPTS {
+            Err(Error::Internal(format!(
+                "the scan was given up after {MAX_SCAN_ATTEMPTS} attempts (each ended without a result: the node \
+                 running it stopped)"
+            )))
+        } else {
+            match RepoName::parse_key(&job.repo) {
+                Ok(repo) => self.scan_image(&repo, &job.digest).await,
+                Err(e) => Err(e.into()),
+            }
+        };
+        renew.abort();
+        let now = berth_meta::now_ms();
+        let row = match outcome {
+            Ok(scanned) => {
+                let n = scanned.inventories.iter().map(|i| i.packages.len()).sum::<usize>();
+                tracing::info!(
+                    repository = %job.repo, digest = %job.digest, packages = n, findings = scanned.findings.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "image scanned"
+                );
+                ScanRow {
+                    status: "COMPLETE".into(),
+                    description: Some("The scan was completed successfully.".into()),
+                    findings: serde_json::to_string(&scanned.findings).ok(),
+                    packages: Some(n as i64),
+                    started_at: job.started_at,
+                    completed_at: Some(now),
+                    inventory: serde_json::to_string(&scanned.inventories).ok(),
+                }
+            }
+            Err(Error::UnsupportedImage(why)) => ScanRow {
+                status: "UNSUPPORTED_IMAGE".into(),
+                description: Some(why),
+                started_at: job.started_at,
+                completed_at: Some(now),
+                ..Default::default()
+            },
+            Err(e) => {
+                tracing::warn!(repository = %job.repo, digest = %job.digest, error = %e, "scan failed");
+                ScanRow {
+                    status: "FAILED".into(),
+                    description: Some(e.to_string()),
+                    started_at: job.started_at,
+                    completed_at: Some(now),
+                    ..Default::default()
+                }
+            }
+        };
+        if let Err(e) = self.meta.finish_scan(&job, &row).await {
+            tracing::error!(error = %e, "could not store a scan result");
+        }
+    }
+
+    /// Scans queued or running: (all, held by a live claim).
+    pub async fn scan_queue(&self) -> Result<(i64, i64)> {
+        Ok(self.meta.scan_queue(berth_meta::now_ms()).await?)
+    }
+
+    /// Matches every stored inventory against the vulnerability data as it is now (continuous
+    /// scanning, without reading layers again); each image whose findings change gets an
+    /// `ImageScanFindingsChanged` audit event naming what appeared and what disappeared.
+    pub async fn rematch_all(&self) -> Result<RematchReport> {
+        let started = std::time::Instant::now();
+        let mut report = RematchReport::default();
+        let mut after = None;
+        loop {
+            let page = self.meta.scans_with_inventory(after.clone(), 200).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.repo_id, last.digest.clone()));
+            for s in page {
+                let Some(inv) = s.inventory.as_deref().and_then(|i| serde_json::from_str::<Vec<Inventory>>(i).ok())
+                else {
+                    continue;
+                };
+                report.images += 1;
+                let new = self.match_inventories(&inv).await?;
+                let old: Vec<Finding> =
+                    s.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+                let key = |f: &Finding| (f.name.clone(), f.package.clone(), f.version.clone(), f.fixed_in.clone());
+                let old_keys: BTreeSet<_> = old.iter().map(key).collect();
+                let new_keys: BTreeSet<_> = new.iter().map(key).collect();
+                if old_keys == new_keys && old == new {
+                    continue;
+                }
+                let appeared: Vec<_> = new_keys.difference(&old_keys).collect();
+                let gone: Vec<_> = old_keys.difference(&new_keys).collect();
+                report.changed += 1;
+                report.appeared += appeared.len();
+                report.disappeared += gone.len();
+                let json = serde_json::to_string(&new).map_err(|e| Error::Internal(e.to_string()))?;
+                self.meta.set_findings(s.repo_id, &s.digest, &json).await?;
+                if appeared.is_empty() && gone.is_empty() {
+                    continue; // only severities or sources changed
+                }
+                let show = |v: &[&(String, String, String, Option<String>)], sign: char| {
+                    v.iter().map(|(n, p, ver, _)| format!("{sign}{n} ({p} {ver})")).collect::<Vec<_>>()
+                };
+                let mut detail = show(&appeared, '+');
+                detail.extend(show(&gone, '-'));
+                self.audit(AuditEvent {
+                    name: "ImageScanFindingsChanged".into(),
+                    principal: Some("berth:scanner".into()),
+                    resource: Some(format!("{}@{}", self.repository_arn(&s.repo), s.digest)),
+                    allowed: true,
+                    detail: Some(detail.join(", ")),
+                    ..Default::default()
+                })
+                .await;
+            }
+        }
+        self.flush_audit().await;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Findings of inventories (an index's platforms) against the stored records.
+    async fn match_inventories(&self, inventories: &[Inventory]) -> Result<Vec<Finding>> {
+        let mut all = Vec::new();
+        for inv in inventories {
+            let mut records: Vec<Record> = Vec::new();
+            for (eco, name) in matcher::lookup_keys(inv) {
+                for json in self.meta.vuln_records(&eco, &name).await? {
+                    if let Ok(r) = serde_json::from_str(&json) {
+                        records.push(r);
+                    }
+                }
+            }
+            let index = matcher::Index::new(&records);
+            all.extend(matcher::findings(inv, &index));
+        }
+        all.sort_by(|a, b| (&a.name, &a.package, &a.version).cmp(&(&b.name, &b.package, &b.version)));
+        all.dedup_by(|a, b| a.name == b.name && a.package == b.package && a.version == b.version);
+        Ok(all)
+    }
+
+    /// Inventories an image (each platform of an index) and matches it.
+    async fn scan_image(&self, repo: &RepoName, digest: &str) -> Result<Scanned> {
+        let mut inventories = Vec::new();
+        self.inventories(repo, digest, &mut inventories).await?;
+        let findings = self.match_inventories(&inventories).await?;
+        Ok(Scanned { inventories, findings })
+    }
+
+    async fn inventories(&self, repo: &RepoName, digest: &str, out: &mut Vec<Inventory>) -> Result<()> {
         let m = self.get_manifest(repo, digest).await?;
         let parsed = parse_manifest(&m.content, Some(&m.media_type))?;
         if parsed.kind == ManifestKind::Index {
-            let mut all = Vec::new();
-            let mut packages = 0;
             for child in &parsed.children {
-                let (f, n) = Box::pin(self.run_scan(repo, &child.digest.to_string())).await?;
-                all.extend(f);
-                packages += n;
+                Box::pin(self.inventories(repo, &child.digest.to_string(), out)).await?;
             }
-            all.sort_by(|a, b| (&a.name, &a.package).cmp(&(&b.name, &b.package)));
-            all.dedup_by(|a, b| a.name == b.name && a.package == b.package);
-            return Ok((all, packages));
+            return Ok(());
+        }
+        let config = parsed.blobs.first().map(|d| d.media_type.as_str()).unwrap_or_default();
+        if !IMAGE_CONFIGS.contains(&config) {
+            return Err(Error::UnsupportedImage(format!(
+                "The operation is not supported for this image: {digest} is not a container image (config media \
+                 type {config:?})"
+            )));
         }
         // The config is the first blob; the layers follow.
         let layers: Vec<Digest> = parsed.blobs.iter().skip(1).map(|d| d.digest.clone()).collect();
@@ -203,16 +411,7 @@ impl Registry {
             r.map_err(|e| Error::InvalidLayer(format!("{layer}: {e}")))?;
             image = img;
         }
-        let inv = berth_scan::inventory::inventory(&image);
-        let mut records: Vec<Record> = Vec::new();
-        for (eco, name) in matcher::lookup_keys(&inv) {
-            for json in self.meta.vuln_records(&eco, &name).await? {
-                if let Ok(r) = serde_json::from_str(&json) {
-                    records.push(r);
-                }
-            }
-        }
-        let index = matcher::Index::new(&records);
-        Ok((matcher::findings(&inv, &index), inv.packages.len()))
+        out.push(berth_scan::inventory::inventory(&image));
+        Ok(())
     }
 }

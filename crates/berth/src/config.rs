@@ -49,6 +49,10 @@ pub struct Config {
     pub gc_grace: String,
     /// How long an upload may sit untouched before garbage collection removes it.
     pub upload_ttl: String,
+    /// Scans this node runs at once (0: it queues scans but leaves them to other nodes).
+    pub scan_workers: usize,
+    /// Least time between two manual scans (StartImageScan) of one image; ECR allows one a day.
+    pub manual_scan_interval: String,
 }
 
 impl Default for Config {
@@ -69,6 +73,8 @@ impl Default for Config {
             gc_interval: "1h".into(),
             gc_grace: "1h".into(),
             upload_ttl: "24h".into(),
+            scan_workers: 2,
+            manual_scan_interval: "24h".into(),
         }
     }
 }
@@ -86,7 +92,7 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-pub const ENV_KEYS: [&str; 15] = [
+pub const ENV_KEYS: [&str; 17] = [
     "listen",
     "data_dir",
     "database_url",
@@ -102,6 +108,8 @@ pub const ENV_KEYS: [&str; 15] = [
     "gc_interval",
     "gc_grace",
     "upload_ttl",
+    "scan_workers",
+    "manual_scan_interval",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -170,6 +178,10 @@ impl Config {
         self.lifecycle_every()?;
         self.gc_every()?;
         self.gc_options()?;
+        duration("manual_scan_interval", &self.manual_scan_interval)?;
+        if self.scan_workers > 64 {
+            return Err(format!("invalid configuration: scan_workers must be 0 to 64, not {}", self.scan_workers));
+        }
         Ok(self)
     }
 

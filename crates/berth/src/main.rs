@@ -242,6 +242,7 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         create_on_push: cfg.create_on_push,
         seal_key: credentials::secrets_key(cfg)?,
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
+        manual_scan_interval: config::duration("manual_scan_interval", &cfg.manual_scan_interval)?,
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
 }
@@ -261,6 +262,16 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
             for u in &r.unreadable {
                 println!("not an OSV record: {u}");
             }
+            // Continuous scanning: stored inventories meet the new data now.
+            let m = registry.rematch_all().await.map_err(|e| e.to_string())?;
+            println!(
+                "matched {} scanned image(s) again in {:.2} s: {} changed ({} finding(s) appeared, {} disappeared)",
+                m.images,
+                m.elapsed.as_secs_f64(),
+                m.changed,
+                m.appeared,
+                m.disappeared
+            );
             Ok(ExitCode::SUCCESS)
         }
         ("import", None) => Err("berth vulndb import needs a path (an OSV .json file or a directory)".to_string()),
@@ -513,6 +524,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         }
     });
+    registry.spawn_scan_workers(cfg.scan_workers);
     if let Some(every) = cfg.gc_every()? {
         let collector = registry.clone();
         let opts = cfg.gc_options()?;

@@ -98,6 +98,16 @@ impl Server {
     }
 
     pub async fn start_on(dir: tempfile::TempDir, db_url: String, options: berth_api::Options) -> Server {
+        Self::start_on_with_scanners(dir, db_url, options, 2).await
+    }
+
+    /// A server running `scanners` scan workers (0: scans stay queued).
+    pub async fn start_on_with_scanners(
+        dir: tempfile::TempDir,
+        db_url: String,
+        options: berth_api::Options,
+        scanners: usize,
+    ) -> Server {
         let meta = Meta::connect(&db_url).await.unwrap();
         let blobs = FsBlobStore::open(dir.path()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -107,12 +117,14 @@ impl Server {
             account_domain: Some(ACCOUNT_DOMAIN.into()),
             // Fixed, so keys created before a restart still open after it.
             seal_key: berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap(),
+            manual_scan_interval: std::time::Duration::ZERO,
             ..Settings::default()
         };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
         let key2 = AccessKey { id: AKID2.into(), secret: SECRET2.into(), principal: settings.root_arn() };
         let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key, key2]).await.unwrap();
         let app = berth_api::router(registry.clone(), options);
+        registry.spawn_scan_workers(scanners);
         let service = registry.clone();
         // As `berth serve` does, but often, so tests see pull times promptly.
         tokio::spawn(async move {
@@ -131,10 +143,14 @@ impl Server {
 
     /// Stops this server and starts another on the same storage.
     pub async fn restart(self) -> Server {
+        self.restart_with_scanners(2).await
+    }
+
+    pub async fn restart_with_scanners(self, scanners: usize) -> Server {
         self.task.abort();
         let _ = self.task.await;
         self.meta.close().await;
-        Self::start_on(self.dir, self.db_url, self.options).await
+        Self::start_on_with_scanners(self.dir, self.db_url, self.options, scanners).await
     }
 
     /// Signs and sends an ECR API call; returns the status and the JSON body.

@@ -74,9 +74,10 @@ pub fn compare(a: &str, b: &str) -> Option<Ordering> {
     Some(cmp(&parse(a)?, &parse(b)?))
 }
 
-/// Orders two Go module versions (`v1.2.3`, `v0.0.0-20191109021931-daa7c04131f5`).
+/// Orders two Go module versions (`v1.2.3`, `v0.0.0-20191109021931-daa7c04131f5`; OSV writes
+/// them without the `v`).
 pub fn compare_go(a: &str, b: &str) -> Option<Ordering> {
-    let a = a.trim().strip_prefix('v')?;
-    let b = b.trim().strip_prefix('v')?;
+    let a = a.trim().strip_prefix('v').unwrap_or(a.trim());
+    let b = b.trim().strip_prefix('v').unwrap_or(b.trim());
     Some(cmp(&parse(a)?, &parse(b)?))
 }

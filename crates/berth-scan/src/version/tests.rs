@@ -141,7 +141,7 @@ fn semantic_and_go() {
             ("v0.3.8", "v0.10.0", Less),
         ],
     );
-    assert_eq!(go("1.2.3", "v1.2.3"), None, "Go versions start with v");
+    assert_eq!(go("1.2.3", "v1.2.3"), Some(Equal), "OSV writes Go versions without the v");
     assert_eq!(semver("1.2", "1.2.0"), None);
 }
 
