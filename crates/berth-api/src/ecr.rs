@@ -1459,6 +1459,9 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
         if end < findings.len() {
             out["nextToken"] = json!(end.to_string());
         }
+    } else {
+        // Paginating clients (the aws CLI) merge `imageScanFindings.findings` and fail without it.
+        out["imageScanFindings"] = json!({ "findings": [], "findingSeverityCounts": {} });
     }
     Ok(out)
 }

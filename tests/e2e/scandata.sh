@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Issue 7's data set: real images built offline and real vulnerability facts, exact findings
+# both ways, with the aws CLI, skopeo and docker.
+#  - debian/minbase: a `debootstrap --variant=minbase bookworm` rootfs (gzip), Python packages
+#    from `pip install --no-deps --target` (gzip), npm packages from `npm install --ignore-scripts`
+#    (uncompressed), Debian's fzf (a Go binary) and a binary carrying a `cargo auditable` section
+#    (zstd), and a layer whiting out one Python package (zstd).
+#  - alpine/synthetic: an apk database.
+#  - OSV records: from the rootfs's changelog.Debian.gz files and the newer bookworm-security
+#    versions' changelogs (tests/e2e/debian_osv.py): CVEs fixed after the installed version must
+#    be reported (with the first fixed version), CVEs fixed at or before it never; plus records
+#    for the Python, npm, Go, Rust and Alpine packages, each with a must-not-report twin.
+# Then: scan on push, exact findings, a scan whose server is killed mid-scan finishes after a
+# restart, StartImageScan's quota, new data matched without a rescan, and a pull-blocking policy
+# refusing `docker pull` until the findings are excepted.
+source "$(dirname "$0")/lib.sh"
+need aws "pip install awscli"; need skopeo "apt-get install skopeo"; need debootstrap "apt-get install debootstrap"
+need npm "the machine's Node.js"; need objcopy "apt-get install binutils"; need zstd "apt-get install zstd"
+[ -x /usr/bin/fzf ] || fail "/usr/bin/fzf missing (apt-get install fzf: the Go binary under test)"
+W=$E2E_WORK/scandata; rm -rf "$W"; mkdir -p "$W"/{L1,L2,L3,L4,osv,apk}
+ROOTFS=$E2E_WORK/cache/bookworm
+if [ ! -f "$ROOTFS/.complete" ]; then
+  step "debootstrap --variant=minbase bookworm (once per machine)"
+  rm -rf "$ROOTFS"; mkdir -p "$(dirname "$ROOTFS")"
+  debootstrap --variant=minbase bookworm "$ROOTFS" http://deb.debian.org/debian >"$W/debootstrap.log" 2>&1 \
+    || { tail "$W/debootstrap.log"; fail "debootstrap"; }
+  touch "$ROOTFS/.complete"
+fi
+NPKG=$(grep -c '^Status: install ok installed' "$ROOTFS/var/lib/dpkg/status")
+step "rootfs has $NPKG Debian packages"
+apt-cache madison libc6 | grep -q bookworm-security || apt-get update -qq
+
+step "OSV records from the Debian changelogs (installed and newer bookworm-security versions)"
+python3 "$ROOT/tests/e2e/debian_osv.py" "$ROOTFS" "$W/osv" "$W/debs" >"$W/expected-debian.json" || fail "debian_osv.py"
+
+step "layers: Python, npm, Go and Rust binaries, a whiteout"
+PY=usr/local/lib/python3.11/dist-packages
+pip install -q --no-deps --target "$W/L1/$PY" urllib3==1.26.4 idna==2.10 six==1.16.0 >/dev/null 2>&1 || fail "pip install"
+(cd "$W/L2" && mkdir -p srv/app && npm install -s --ignore-scripts --no-audit --no-fund --prefix srv/app lodash@4.17.20 minimist@1.2.6 >/dev/null 2>&1) \
+  || fail "npm install"
+mkdir -p "$W/L3/usr/local/bin"; cp /usr/bin/fzf "$W/L3/usr/local/bin/fzf"
+printf '{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true},{"name":"smallvec","version":"1.6.0","source":"crates.io"}]}' \
+  | python3 -c 'import sys,zlib; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))' >"$W/deps.zlib"
+objcopy --add-section .dep-v0="$W/deps.zlib" /bin/true "$W/L3/usr/local/bin/rustapp"
+mkdir -p "$W/L4/$PY"; touch "$W/L4/$PY/.wh.idna-2.10.dist-info" "$W/L4/$PY/.wh.idna"
+GOV=$(python3 -c 'import re,sys; b=open("/usr/bin/fzf","rb").read(); print(re.search(rb"go(1\.\d+(\.\d+)?)", b[b.find(b"\xff Go buildinf:"):]).group(1).decode())')
+
+rec() { # FILE ID ALIAS ECOSYSTEM PACKAGE FIXED [CVSS]
+  python3 - "$@" <<'PY'
+import json, sys
+f, id_, alias, eco, pkg, fixed = sys.argv[1:7]
+r = {"id": id_, "modified": "2026-11-01T00:00:00Z", "affected": [{"package": {"ecosystem": eco, "name": pkg},
+     "ranges": [{"type": "SEMVER" if eco in ("npm", "Go", "crates.io") else "ECOSYSTEM",
+                 "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]}
+if alias != "-": r["aliases"] = [alias]
+if len(sys.argv) > 7: r["severity"] = [{"type": "CVSS_V3", "score": sys.argv[7]}]
+json.dump(r, open(f, "w"))
+PY
+}
+O=$W/osv
+rec "$O/py1.json" PYSEC-2021-108 CVE-2021-33503 PyPI urllib3 1.26.5 "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"
+rec "$O/py2.json" CVE-2024-3651 - PyPI idna 3.7 "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"   # whited out: never
+rec "$O/py3.json" PYSEC-TEST-0001 - PyPI six 1.16.0                                                # fixed as installed: never
+rec "$O/npm1.json" GHSA-35jh-r3h4-6jhm CVE-2021-23337 npm lodash 4.17.21 "CVSS:3.1/AV:N/AC:L/PR:H/UI:N/S:U/C:H/I:H/A:H"
+rec "$O/npm2.json" GHSA-xvch-5gv4-984h CVE-2021-44906 npm minimist 1.2.6                          # never
+rec "$O/go1.json" GO-2023-1751 CVE-2023-29400 Go stdlib 1.99.0
+rec "$O/go2.json" GO-TEST-0001 - Go stdlib 1.2.0                                                   # never
+rec "$O/rs1.json" RUSTSEC-2021-0003 CVE-2021-25900 crates.io smallvec 1.6.1 "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+rec "$O/rs2.json" RUSTSEC-TEST-0001 - crates.io smallvec 1.0.0                                     # never
+rec "$O/apk1.json" CVE-2023-6129 - Alpine:v3.19 openssl 3.1.4-r3
+rec "$O/apk2.json" CVE-2023-42363 - Alpine:v3.19 busybox 1.36.1-r15                               # never (installed)
+mkdir -p "$W/apk/etc" "$W/apk/lib/apk/db"
+printf 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n' >"$W/apk/etc/os-release"
+printf 'P:musl\nV:1.2.4_git20230717-r4\no:musl\n\nP:busybox\nV:1.36.1-r15\no:busybox\n\nP:libcrypto3\nV:3.1.4-r1\no:openssl\n\nP:libssl3\nV:3.1.4-r1\no:openssl\n\n' \
+  >"$W/apk/lib/apk/db/installed"
+
+start_berth scandata
+E=(--endpoint-url "$ECR_URL" --output json)
+"$BERTH" vulndb import "$O" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$W/import.out" 2>/dev/null || fail "import: $(cat "$W/import.out")"
+step "$(head -1 "$W/import.out")"
+
+step "build and push the images (skopeo), scan on push"
+python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-debian" 1 "gz:$ROOTFS" "gz:$W/L1" "tar:$W/L2" "zstd:$W/L3" "zstd:$W/L4" >/dev/null
+python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-alpine" 1 "gz:$W/apk" >/dev/null
+for r in debian/minbase alpine/synthetic; do
+  aws ecr create-repository --repository-name $r --image-scanning-configuration scanOnPush=true "${E[@]}" >/dev/null
+done
+push() { skopeo copy -q --dest-tls-verify=false --dest-creds "AWS:$BERTH_PASSWORD" "oci:$1:1" "docker://$REG/$2" >/dev/null || fail "skopeo copy $2"; }
+push "$W/oci-debian" debian/minbase:1
+push "$W/oci-alpine" alpine/synthetic:1
+for r in debian/minbase alpine/synthetic; do
+  aws ecr wait image-scan-complete --repository-name $r --image-id imageTag=1 "${E[@]}" || fail "waiter $r"
+  aws ecr describe-image-scan-findings --repository-name $r --image-id imageTag=1 "${E[@]}" >"$W/findings-${r%%/*}.json"
+done
+
+step "exact findings, both ways"
+python3 - "$W" "$GOV" "$NPKG" <<'PY' || fail "findings differ"
+import json, sys
+w, gov, npkg = sys.argv[1], sys.argv[2], int(sys.argv[3])
+exp = json.load(open(f"{w}/expected-debian.json"))
+def got(name):
+    f = json.load(open(f"{w}/findings-{name}.json"))
+    assert f["imageScanStatus"]["status"] == "COMPLETE", f["imageScanStatus"]
+    out = {}
+    for x in f["imageScanFindings"]["findings"]:
+        a = {k["key"]: k["value"] for k in x["attributes"]}
+        out[(x["name"], a["package_name"])] = (a["package_version"], a.get("fixed_in"), x["severity"])
+    return out, f["imageScanFindings"]["findingSeverityCounts"]
+deb, counts = got("debian")
+want = {(c, p): (v, fix) for c, p, v, fix in exp["findings"]}
+gv = tuple(int(x) for x in gov.split("."))
+want[("CVE-2021-33503", "urllib3")] = ("1.26.4", "1.26.5")
+want[("CVE-2021-23337", "lodash")] = ("4.17.20", "4.17.21")
+want[("CVE-2023-29400", "stdlib")] = (gov, "1.99.0")
+want[("CVE-2021-25900", "smallvec")] = ("1.6.0", "1.6.1")
+missing = sorted(set(want) - set(deb)); extra = sorted(set(deb) - set(want))
+assert not missing and not extra, f"missing {missing[:20]} extra {extra[:20]}"
+for k, (v, fix) in want.items():
+    assert deb[k][:2] == (v, fix), (k, deb[k], v, fix)
+assert deb[("CVE-2021-23337", "lodash")][2] == "HIGH" and deb[("CVE-2021-25900", "smallvec")][2] == "CRITICAL", deb
+apk, _ = got("alpine")
+assert set(apk) == {("CVE-2023-6129", "libcrypto3"), ("CVE-2023-6129", "libssl3")}, apk
+print(f"  debian/minbase: {len(deb)} findings = {len(exp['findings'])} Debian (from {exp['records']} changelog records, "
+      f"{exp['negative']} of them fixed at or before the installed version) + 4 Python/npm/Go/Rust; {counts}")
+print(f"  alpine/synthetic: {len(apk)} findings")
+PY
+grep -o 'image scanned.*' "$E2E_WORK/scandata.log" | sed 's/^/  /'
+n=$(grep 'image scanned' "$E2E_WORK/scandata.log" | grep debian/minbase | grep -o 'packages=[0-9]*' | cut -d= -f2)
+[ "$n" = $((NPKG + 2 + 2 + 1 + 1)) ] || fail "debian/minbase: $n packages, want $NPKG deb + urllib3 six + lodash minimist + stdlib + smallvec"
+
+step "StartImageScan again within a day: LimitExceededException"
+out=$(aws ecr start-image-scan --repository-name debian/minbase --image-id imageTag=1 "${E[@]}" 2>&1) && fail "second scan allowed"
+grep -q LimitExceededException <<<"$out" || fail "quota: $out"
+
+step "new data: matched against the stored inventory, no rescan, an event"
+rec "$O/new.json" CVE-2099-0001 - Debian:12 zlib 1:9.9-1
+"$BERTH" vulndb import "$O/new.json" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$W/import2.out" 2>/dev/null
+grep -q "1 changed (1 finding(s) appeared, 0 disappeared)" "$W/import2.out" || fail "rematch: $(cat "$W/import2.out")"
+aws ecr describe-image-scan-findings --repository-name debian/minbase --image-id imageTag=1 "${E[@]}" >"$W/findings2.json"
+jq -e '[.imageScanFindings.findings[] | select(.name=="CVE-2099-0001") | .attributes[] | select(.key=="package_name") | .value] == ["zlib1g"]' \
+  "$W/findings2.json" >/dev/null || fail "the new finding is not shown: $(head -c 600 "$W/findings2.json")"
+"$BERTH" audit --event ImageScanFindingsChanged --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null | grep -q "+CVE-2099-0001 (zlib1g" \
+  || fail "no ImageScanFindingsChanged event"
+
+step "kill -9 in the middle of a scan; after a restart the scan completes"
+aws ecr create-repository --repository-name debian/copy "${E[@]}" >/dev/null
+push "$W/oci-debian" debian/copy:1
+aws ecr start-image-scan --repository-name debian/copy --image-id imageTag=1 "${E[@]}" >/dev/null
+sleep 0.3
+kill -9 "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null || true
+grep 'image scanned' "$E2E_WORK/scandata.log" | grep -q debian/copy && fail "the scan finished before the kill: nothing tested"
+"$BERTH" serve --listen "$REG" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >>"$E2E_WORK/scandata.log" 2>&1 &
+BERTH_PID=$!
+wait_http "http://$REG/v2/"
+s=$(aws ecr describe-image-scan-findings --repository-name debian/copy --image-id imageTag=1 "${E[@]}" --query imageScanStatus.status --output text)
+[ "$s" = IN_PROGRESS ] || fail "after the restart: $s"
+t0=$(date +%s)
+aws ecr wait image-scan-complete --repository-name debian/copy --image-id imageTag=1 "${E[@]}" || fail "the interrupted scan never completed"
+step "  taken up again and completed $(( $(date +%s) - t0 )) s after the restart (the dead node's claim lasts 30 s)"
+[ "$(aws ecr describe-image-scan-findings --repository-name debian/copy --image-id imageTag=1 "${E[@]}" --query 'length(imageScanFindings.findings)')" \
+  = "$(jq '.imageScanFindings.findings | length + 1' "$W/findings-debian.json")" ] || fail "the resumed scan's findings differ"
+
+step "scan policy: docker pull refused at HIGH, allowed with the findings excepted"
+# Debian's Docker 20.10 cannot unpack zstd layers: the same image with gzip layers, scanned on push.
+python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-gz" 1 "gz:$ROOTFS" "gz:$W/L1" "tar:$W/L2" "gz:$W/L3" "gz:$W/L4" >/dev/null
+push "$W/oci-gz" debian/minbase:gz
+aws ecr wait image-scan-complete --repository-name debian/minbase --image-id imageTag=gz "${E[@]}" || fail "waiter gz"
+start_dockerd
+printf %s "$BERTH_PASSWORD" | docker login --username AWS --password-stdin "$REG" >/dev/null 2>&1
+python3 "$ROOT/tests/e2e/ecr_call.py" "$ECR_URL" PutRepositoryScanPolicy \
+  '{"repositoryName":"debian/minbase","scanPolicy":{"blockPullsAtSeverity":"HIGH"}}' >/dev/null || fail "PutRepositoryScanPolicy"
+out=$(docker pull "$REG/debian/minbase:gz" 2>&1) && fail "pull of a vulnerable image allowed"
+grep -q "refused" <<<"$out" && grep -q "HIGH or higher" <<<"$out" || fail "docker's message: $out"
+step "  docker: $(grep -o 'pulls of.*' <<<"$out" | head -c 160)…"
+ignore=$(jq -c '[.imageScanFindings.findings[] | select(.severity=="HIGH" or .severity=="CRITICAL") | .name]' "$W/findings-debian.json")
+python3 "$ROOT/tests/e2e/ecr_call.py" "$ECR_URL" PutRepositoryScanPolicy \
+  "{\"repositoryName\":\"debian/minbase\",\"scanPolicy\":{\"blockPullsAtSeverity\":\"HIGH\",\"ignoredVulnerabilities\":$ignore}}" >/dev/null
+docker pull -q "$REG/debian/minbase:gz" >/dev/null || fail "pull with the exceptions"
+v=$(docker run --rm --network none "$REG/debian/minbase:gz" cat /etc/debian_version) || fail "docker run"
+step "  pulled and ran: Debian $v"
+docker rmi -f "$REG/debian/minbase:gz" >/dev/null 2>&1 || true
+docker logout "$REG" >/dev/null
+echo "PASS scandata"
