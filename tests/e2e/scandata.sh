@@ -57,7 +57,8 @@ if len(sys.argv) > 7: r["severity"] = [{"type": "CVSS_V3", "score": sys.argv[7]}
 json.dump(r, open(f, "w"))
 PY
 }
-O=$W/osv
+O=$W/extra   # zipped below, as OSV publishes its all.zip
+mkdir -p "$O"
 rec "$O/py1.json" PYSEC-2021-108 CVE-2021-33503 PyPI urllib3 1.26.5 "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"
 rec "$O/py2.json" CVE-2024-3651 - PyPI idna 3.7 "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"   # whited out: never
 rec "$O/py3.json" PYSEC-TEST-0001 - PyPI six 1.16.0                                                # fixed as installed: never
@@ -69,6 +70,15 @@ rec "$O/rs1.json" RUSTSEC-2021-0003 CVE-2021-25900 crates.io smallvec 1.6.1 "CVS
 rec "$O/rs2.json" RUSTSEC-TEST-0001 - crates.io smallvec 1.0.0                                     # never
 rec "$O/apk1.json" CVE-2023-6129 - Alpine:v3.19 openssl 3.1.4-r3
 rec "$O/apk2.json" CVE-2023-42363 - Alpine:v3.19 busybox 1.36.1-r15                               # never (installed)
+echo '{"id":"HEX-1","affected":[{"package":{"ecosystem":"Hex","name":"plug"},"versions":["1.0.0"]}]}' >"$O/hex.json"
+python3 - "$O" "$W/osv/all.zip" <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as z:
+    for f in sorted(os.listdir(sys.argv[1])):
+        z.write(os.path.join(sys.argv[1], f), f)
+    z.writestr("README.txt", "not a record")
+PY
+O=$W/osv
 mkdir -p "$W/apk/etc" "$W/apk/lib/apk/db"
 printf 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n' >"$W/apk/etc/os-release"
 printf 'P:musl\nV:1.2.4_git20230717-r4\no:musl\n\nP:busybox\nV:1.36.1-r15\no:busybox\n\nP:libcrypto3\nV:3.1.4-r1\no:openssl\n\nP:libssl3\nV:3.1.4-r1\no:openssl\n\n' \
@@ -78,6 +88,9 @@ start_berth scandata
 E=(--endpoint-url "$ECR_URL" --output json)
 "$BERTH" vulndb import "$O" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$W/import.out" 2>/dev/null || fail "import: $(cat "$W/import.out")"
 step "$(head -1 "$W/import.out")"
+nd=$(jq .records "$W/expected-debian.json")
+grep -q "imported $((nd + 12)) record(s) from $((nd + 1)) file(s): $((nd + 11)) package entries" "$W/import.out" \
+  && grep -q "skipped 1 entries of ecosystem Hex" "$W/import.out" || fail "import ($nd .json files and all.zip with 12 records): $(cat "$W/import.out")"
 
 step "build and push the images (skopeo), scan on push"
 python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-debian" 1 "gz:$ROOTFS" "gz:$W/L1" "tar:$W/L2" "zstd:$W/L3" "zstd:$W/L4" >/dev/null

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use berth_core::{Digest, ManifestKind, RepoName, parse_manifest};
-use berth_meta::{ScanJob, ScanRow};
+use berth_meta::{ScanJob, ScanRow, VulnRow};
 use berth_scan::inventory::Inventory;
 use berth_scan::matcher;
 pub use berth_scan::matcher::Finding;
@@ -81,68 +81,134 @@ impl std::io::Read for ChannelReader {
     }
 }
 
-fn json_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// OSV files under `path`: `.json` records and `.zip` archives of them (OSV's `all.zip`).
+fn osv_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     if path.is_dir() {
         let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<std::io::Result<_>>()?;
         entries.sort_by_key(|e| e.path());
         for e in entries {
-            json_files(&e.path(), out)?;
+            osv_files(&e.path(), out)?;
         }
-    } else if path.extension().is_some_and(|e| e == "json") {
+    } else if path.extension().is_some_and(|e| e == "json" || e == "zip") {
         out.push(path.to_path_buf());
     }
     Ok(())
 }
 
+/// Largest single record read (OSV records are kilobytes).
+const MAX_RECORD: u64 = 16 << 20;
+
+/// Reads the records of one file, or of each `.json` member of a zip archive, into `sink`.
+fn read_osv_file(path: &Path, sink: &mut dyn FnMut(String, std::io::Result<Vec<u8>>)) {
+    use std::io::Read;
+    let name = path.display().to_string();
+    if path.extension().is_some_and(|e| e == "json") {
+        sink(name, std::fs::read(path));
+        return;
+    }
+    let archive = std::fs::File::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| format!("not a zip archive: {e}")));
+    let mut archive = match archive {
+        Ok(a) => a,
+        Err(e) => return sink(name, Err(std::io::Error::other(e))),
+    };
+    for i in 0..archive.len() {
+        let mut member = match archive.by_index(i) {
+            Ok(m) => m,
+            Err(e) => {
+                sink(format!("{name}[{i}]"), Err(std::io::Error::other(e.to_string())));
+                continue;
+            }
+        };
+        let Ok(inner) = member.name().map(|n| n.to_string()) else { continue };
+        if !member.is_file() || !inner.ends_with(".json") {
+            continue;
+        }
+        let member_name = format!("{name}:{inner}");
+        let mut data = Vec::with_capacity(member.size().min(MAX_RECORD) as usize);
+        let r = (&mut member).take(MAX_RECORD + 1).read_to_end(&mut data).and_then(|_| {
+            if data.len() as u64 > MAX_RECORD {
+                Err(std::io::Error::other("larger than 16 MiB"))
+            } else {
+                Ok(std::mem::take(&mut data))
+            }
+        });
+        sink(member_name, r);
+    }
+}
+
+/// Adds a record's rows (one per affected package of an ecosystem Berth orders) to `batch`;
+/// returns how many.
+fn stage(record: &Record, json: &[u8], batch: &mut Vec<VulnRow>, skipped: &mut BTreeMap<String, usize>) -> usize {
+    let json = String::from_utf8_lossy(json).into_owned();
+    let mut n = 0;
+    for a in &record.affected {
+        let Some(p) = &a.package else { continue };
+        if Ecosystem::from_osv(&p.ecosystem).is_none() {
+            *skipped.entry(p.ecosystem.split(':').next().unwrap_or_default().to_string()).or_default() += 1;
+            continue;
+        }
+        let name = if p.ecosystem == "PyPI" { matcher::python_name(&p.name) } else { p.name.clone() };
+        batch.push((record.id.clone(), p.ecosystem.clone(), name, json.clone(), record.modified.clone()));
+        n += 1;
+    }
+    n
+}
+
 impl Registry {
-    /// Imports OSV records from a JSON file or a directory of them (idempotent: a record
-    /// replaces its earlier copy).
+    /// Imports OSV records from a JSON file, a zip archive of them (OSV publishes one per
+    /// ecosystem, `all.zip`) or a directory of either (idempotent: a record replaces its earlier
+    /// copy). Records of ecosystems Berth cannot order are counted and skipped.
     pub async fn import_osv(&self, path: &Path) -> Result<ImportReport> {
         let mut files = Vec::new();
-        json_files(path, &mut files)
+        osv_files(path, &mut files)
             .map_err(|e| Error::InvalidParameter(format!("cannot read {}: {e}", path.display())))?;
         if files.is_empty() {
-            return Err(Error::InvalidParameter(format!("{} holds no .json OSV records", path.display())));
+            return Err(Error::InvalidParameter(format!(
+                "{} holds no OSV records (.json files or .zip archives of them)",
+                path.display()
+            )));
         }
         let source = path.display().to_string();
         let mut report = ImportReport { files: files.len(), ..Default::default() };
-        let mut batch = Vec::new();
         for f in files {
-            let text = match std::fs::read(&f) {
-                Ok(t) => t,
-                Err(e) => {
-                    report.unreadable.push(format!("{}: {e}", f.display()));
-                    continue;
+            // Parsing is blocking work; the batches are written as they fill.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<VulnRow>>(2);
+            let worker = tokio::task::spawn_blocking(move || {
+                let mut report = ImportReport::default();
+                let mut batch = Vec::new();
+                read_osv_file(&f, &mut |name, data| {
+                    let parsed = data
+                        .map_err(|e| e.to_string())
+                        .and_then(|d| serde_json::from_slice::<Record>(&d).map(|r| (r, d)).map_err(|e| e.to_string()));
+                    match parsed {
+                        Ok((record, json)) => {
+                            report.records += 1;
+                            report.entries += stage(&record, &json, &mut batch, &mut report.skipped);
+                        }
+                        Err(e) => report.unreadable.push(format!("{name}: {e}")),
+                    }
+                    if batch.len() >= 1000 {
+                        let _ = tx.blocking_send(std::mem::take(&mut batch));
+                    }
+                });
+                if !batch.is_empty() {
+                    let _ = tx.blocking_send(batch);
                 }
-            };
-            let record: Record = match serde_json::from_slice(&text) {
-                Ok(r) => r,
-                Err(e) => {
-                    report.unreadable.push(format!("{}: {e}", f.display()));
-                    continue;
-                }
-            };
-            report.records += 1;
-            let json = String::from_utf8_lossy(&text).to_string();
-            for a in &record.affected {
-                let Some(p) = &a.package else { continue };
-                if Ecosystem::from_osv(&p.ecosystem).is_none() {
-                    *report
-                        .skipped
-                        .entry(p.ecosystem.split(':').next().unwrap_or_default().to_string())
-                        .or_default() += 1;
-                    continue;
-                }
-                let name = if p.ecosystem == "PyPI" { matcher::python_name(&p.name) } else { p.name.clone() };
-                batch.push((record.id.clone(), p.ecosystem.clone(), name, json.clone(), record.modified.clone()));
+                report
+            });
+            while let Some(batch) = rx.recv().await {
+                self.meta.put_vuln_records(&source, batch).await?;
             }
-            if batch.len() >= 1000 {
-                report.entries += batch.len();
-                self.meta.put_vuln_records(&source, std::mem::take(&mut batch)).await?;
+            let r = worker.await.map_err(|e| Error::Internal(e.to_string()))?;
+            report.records += r.records;
+            report.entries += r.entries;
+            report.unreadable.extend(r.unreadable);
+            for (k, v) in r.skipped {
+                *report.skipped.entry(k).or_default() += v;
             }
         }
-        report.entries += batch.len();
-        self.meta.put_vuln_records(&source, batch).await?;
         Ok(report)
     }
 
