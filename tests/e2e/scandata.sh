@@ -84,6 +84,7 @@ printf 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n' >"$W/apk/etc/os-rel
 printf 'P:musl\nV:1.2.4_git20230717-r4\no:musl\n\nP:busybox\nV:1.36.1-r15\no:busybox\n\nP:libcrypto3\nV:3.1.4-r1\no:openssl\n\nP:libssl3\nV:3.1.4-r1\no:openssl\n\n' \
   >"$W/apk/lib/apk/db/installed"
 
+export BERTH_SBOM_REFERRERS=true   # each scan attaches its CycloneDX SBOM as a referrer
 start_berth scandata
 E=(--endpoint-url "$ECR_URL" --output json)
 "$BERTH" vulndb import "$O" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$W/import.out" 2>/dev/null || fail "import: $(cat "$W/import.out")"
@@ -140,6 +141,21 @@ PY
 grep -o 'image scanned.*' "$E2E_WORK/scandata.log" | sed 's/^/  /'
 n=$(grep 'image scanned' "$E2E_WORK/scandata.log" | grep debian/minbase | grep -o 'packages=[0-9]*' | cut -d= -f2)
 [ "$n" = $((NPKG + 2 + 2 + 1 + 1)) ] || fail "debian/minbase: $n packages, want $NPKG deb + urllib3 six + lodash minimist + stdlib + smallvec"
+
+step "the SBOM: through the API and attached to the image as an OCI referrer"
+D=$(jq -r .imageId.imageDigest "$W/findings-debian.json")
+python3 "$ROOT/tests/e2e/ecr_call.py" "$ECR_URL" GetImageSbom '{"repositoryName":"debian/minbase","imageId":{"imageTag":"1"}}' >"$W/sbom.json" \
+  || fail "GetImageSbom: $(cat "$W/sbom.json")"
+[ "$(jq '.sbom.components | length' "$W/sbom.json")" = $((n + 1)) ] || fail "SBOM components: want $n packages and the OS"
+jq -e '[.sbom.components[].purl | strings] | any(test("^pkg:deb/debian/perl-base@[^?]+[?]distro=debian-12&upstream=perl($|%40)"))' "$W/sbom.json" >/dev/null \
+  || fail "no perl-base purl naming its source"
+curl -fsS -H "Authorization: $BERTH_BASIC" "http://$REG/v2/debian/minbase/referrers/$D" >"$W/referrers.json" || fail "referrers"
+[ "$(jq -r '[.manifests[] | select(.artifactType=="application/vnd.cyclonedx+json")] | length' "$W/referrers.json")" = 1 ] \
+  || fail "SBOM referrer: $(cat "$W/referrers.json")"
+R=$(jq -r '.manifests[0].digest' "$W/referrers.json")
+L=$(curl -fsS -H "Authorization: $BERTH_BASIC" -H "Accept: application/vnd.oci.image.manifest.v1+json" "http://$REG/v2/debian/minbase/manifests/$R" | jq -r '.layers[0].digest')
+curl -fsS -H "Authorization: $BERTH_BASIC" "http://$REG/v2/debian/minbase/blobs/$L" | jq -e '.bomFormat == "CycloneDX" and (.components | length) > 90' >/dev/null \
+  || fail "the attached SBOM"
 
 step "StartImageScan again within a day: LimitExceededException"
 out=$(aws ecr start-image-scan --repository-name debian/minbase --image-id imageTag=1 "${E[@]}" 2>&1) && fail "second scan allowed"

@@ -290,12 +290,13 @@ async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -
         "BatchGetRepositoryScanningConfiguration" => batch_get_repository_scanning(st, v).await,
         "PutRepositoryScanPolicy" => put_repository_scan_policy(st, v).await,
         "GetRepositoryScanPolicy" => get_repository_scan_policy(st, v).await,
+        "GetImageSbom" => get_image_sbom(st, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
 }
 
-const OPERATIONS: [&str; 45] = [
+const OPERATIONS: [&str; 46] = [
     "CreateRepository",
     "DescribeRepositories",
     "DeleteRepository",
@@ -342,6 +343,7 @@ const OPERATIONS: [&str; 45] = [
     // Berth's own (not in ECR): a repository's scan policy.
     "PutRepositoryScanPolicy",
     "GetRepositoryScanPolicy",
+    "GetImageSbom",
 ];
 
 fn is_known(op: &str) -> bool {
@@ -1391,6 +1393,20 @@ async fn start_image_scan(st: &AppState, v: Value) -> R {
         "registryId": registry_id(st), "repositoryName": i.repository_name,
         "imageId": { "imageDigest": digest, "imageTag": id.tag },
         "imageScanStatus": { "status": "IN_PROGRESS", "description": "The scan is in progress." },
+    }))
+}
+
+/// Berth's own: the CycloneDX SBOM of a scanned image.
+async fn get_image_sbom(st: &AppState, v: Value) -> R {
+    let i: ScanIn = input(v)?;
+    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    let id = ImageId::from(i.image_id);
+    let digest = st.registry.image_digest(&i.repository_name, &id).await?;
+    let sbom = st.registry.image_sbom(&i.repository_name, &digest).await?;
+    Ok(json!({
+        "registryId": registry_id(st), "repositoryName": i.repository_name,
+        "imageId": { "imageDigest": digest, "imageTag": id.tag },
+        "sbomFormat": "CycloneDX 1.5", "sbom": sbom,
     }))
 }
 

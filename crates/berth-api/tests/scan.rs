@@ -125,6 +125,20 @@ async fn scans_and_findings(s: Server) {
         d["imageDetails"][0]["imageScanFindingsSummary"]["findingSeverityCounts"],
         json!({"CRITICAL": 1, "HIGH": 1})
     );
+    // The SBOM of the scanned image: the OS and the three packages with purls naming their source.
+    let b = s.ecr_ok("GetImageSbom", json!({"repositoryName": "deb", "imageId": {"imageTag": "12"}})).await;
+    assert_eq!(
+        (b["sbomFormat"].as_str(), b["imageId"]["imageDigest"].as_str()),
+        (Some("CycloneDX 1.5"), Some(digest.as_str()))
+    );
+    let comps = b["sbom"]["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 4, "{b}");
+    assert!(
+        comps.iter().any(|c| c["purl"] == "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?distro=debian-12&upstream=openssl")
+    );
+    assert_eq!(b["sbom"]["metadata"]["component"]["version"], digest);
+    let (t, _) = s.ecr_err("GetImageSbom", json!({"repositoryName": "deb", "imageId": {"imageTag": "nope"}})).await;
+    assert_eq!(t, "ImageNotFoundException");
     // Pages.
     let p = s
         .ecr_ok(

@@ -10,4 +10,5 @@ pub mod inventory;
 pub mod layers;
 pub mod matcher;
 pub mod osv;
+pub mod sbom;
 pub mod version;

@@ -86,6 +86,8 @@ pub struct Settings {
     pub account_domain: Option<String>,
     /// Least time between two manual scans of one image (ECR: one a day).
     pub manual_scan_interval: std::time::Duration,
+    /// Attach each completed scan's CycloneDX SBOM to the image as an OCI referrer.
+    pub sbom_referrers: bool,
 }
 
 impl Default for Settings {
@@ -98,6 +100,7 @@ impl Default for Settings {
             seal_key: berth_crypto::seal::SealKey::generate(),
             account_domain: None,
             manual_scan_interval: std::time::Duration::from_secs(24 * 3600),
+            sbom_referrers: false,
         }
     }
 }

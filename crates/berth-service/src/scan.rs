@@ -32,6 +32,18 @@ const MAX_SCAN_ATTEMPTS: i64 = 3;
 const IMAGE_CONFIGS: [&str; 2] =
     ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
 
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The artifact type of SBOM referrers, and the annotation marking the ones Berth attached.
+pub const SBOM_TYPE: &str = "application/vnd.cyclonedx+json";
+const SBOM_ANNOTATION: &str = "dev.berth.sbom";
+
+/// A UUID (version 4 layout) derived from the image and scan time, so an SBOM's serial number
+/// is stable for one scan.
+fn serial(digest: &str, at: i64) -> String {
+    let h = berth_crypto::sha256_hex(format!("{digest}@{at}").as_bytes());
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
 struct Scanned {
     inventories: Vec<Inventory>,
     findings: Vec<Finding>,
@@ -344,9 +356,77 @@ impl Registry {
                 }
             }
         };
-        if let Err(e) = self.meta.finish_scan(&job, &row).await {
-            tracing::error!(error = %e, "could not store a scan result");
+        match self.meta.finish_scan(&job, &row).await {
+            Ok(true) if row.status == "COMPLETE" && self.settings.sbom_referrers => {
+                if let Err(e) = self.attach_sbom(&job.repo, &job.digest).await {
+                    tracing::warn!(repository = %job.repo, digest = %job.digest, error = %e, "could not attach the SBOM");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not store a scan result"),
         }
+    }
+
+    /// The CycloneDX SBOM of an image, from its last completed scan's inventory.
+    pub async fn image_sbom(&self, key: &str, digest: &str) -> Result<serde_json::Value> {
+        let (repo, row) = self.repository(key).await?;
+        let scan = self.meta.scan(row.id, digest).await?;
+        let Some((scan, inventory)) = scan.and_then(|s| s.inventory.clone().map(|i| (s, i))) else {
+            return Err(Error::ScanNotFound(format!(
+                "no completed scan of {digest} in repository '{}': the SBOM comes from a scan's inventory \
+                 (StartImageScan)",
+                repo.name()
+            )));
+        };
+        let inventories: Vec<Inventory> =
+            serde_json::from_str(&inventory).map_err(|e| Error::Internal(format!("stored inventory: {e}")))?;
+        let at = scan.completed_at.unwrap_or(scan.started_at);
+        Ok(berth_scan::sbom::cyclonedx(
+            &inventories,
+            &format!("{}/{}", self.settings.public_host(), repo.name()),
+            digest,
+            &serial(digest, at),
+            &berth_core::time::format_rfc3339(at / 1000),
+        ))
+    }
+
+    /// Attaches an image's SBOM to it as an OCI referrer (artifact type
+    /// `application/vnd.cyclonedx+json`), replacing the one an earlier scan attached.
+    async fn attach_sbom(&self, key: &str, digest: &str) -> Result<()> {
+        let sbom = self.image_sbom(key, digest).await?;
+        let repo = RepoName::parse_key(key)?;
+        let repo_id = self.existing_repo(&repo).await?;
+        let subject = self.get_manifest(&repo, digest).await?;
+        let body = serde_json::to_vec(&sbom).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut blobs = Vec::new();
+        for data in [Bytes::from(body), Bytes::from_static(b"{}")] {
+            let d = berth_crypto::digest_of(berth_core::Algorithm::Sha256, &data);
+            let size = data.len();
+            let stream = futures_util::stream::once(async move { Ok(data) }).boxed();
+            self.push_blob(&repo, &d, stream).await?;
+            blobs.push((d, size));
+        }
+        let created = sbom["metadata"]["timestamp"].clone();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": SBOM_TYPE,
+            "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": blobs[1].0.to_string(), "size": 2 },
+            "layers": [{ "mediaType": SBOM_TYPE, "digest": blobs[0].0.to_string(), "size": blobs[0].1 }],
+            "subject": { "mediaType": subject.media_type, "digest": digest, "size": subject.content.len() },
+            "annotations": { "org.opencontainers.image.created": created, SBOM_ANNOTATION: "cyclonedx" },
+        });
+        let previous = self.referrers(&repo, &digest.parse()?, Some(SBOM_TYPE)).await?;
+        for m in previous["manifests"].as_array().into_iter().flatten() {
+            if m["annotations"][SBOM_ANNOTATION].is_string()
+                && let Some(d) = m["digest"].as_str()
+            {
+                self.delete_manifest(&repo, d).await?;
+            }
+        }
+        let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store_manifest(&repo, repo_id, None, None, Some(OCI_MANIFEST), &body).await?;
+        Ok(())
     }
 
     /// Scans queued or running: (all, held by a live claim).

@@ -53,6 +53,8 @@ pub struct Config {
     pub scan_workers: usize,
     /// Least time between two manual scans (StartImageScan) of one image; ECR allows one a day.
     pub manual_scan_interval: String,
+    /// Attach each completed scan's CycloneDX SBOM to the image as an OCI referrer.
+    pub sbom_referrers: bool,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             upload_ttl: "24h".into(),
             scan_workers: 2,
             manual_scan_interval: "24h".into(),
+            sbom_referrers: false,
         }
     }
 }
@@ -92,7 +95,7 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-pub const ENV_KEYS: [&str; 17] = [
+pub const ENV_KEYS: [&str; 18] = [
     "listen",
     "data_dir",
     "database_url",
@@ -110,6 +113,7 @@ pub const ENV_KEYS: [&str; 17] = [
     "upload_ttl",
     "scan_workers",
     "manual_scan_interval",
+    "sbom_referrers",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {

@@ -243,6 +243,7 @@ async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Res
         seal_key: credentials::secrets_key(cfg)?,
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
         manual_scan_interval: config::duration("manual_scan_interval", &cfg.manual_scan_interval)?,
+        sbom_referrers: cfg.sbom_referrers,
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
 }
@@ -283,6 +284,8 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
                 let stale = if days >= 7 { "  (stale: import newer data)" } else { "" };
                 println!("{name}  {n} entries  imported {}{stale}", berth_core::time::format_rfc3339(at / 1000));
             }
+            let (queued, running) = registry.scan_queue().await.map_err(|e| e.to_string())?;
+            println!("scans queued or running: {queued} ({running} held by a running worker)");
             Ok(ExitCode::SUCCESS)
         }
     };
