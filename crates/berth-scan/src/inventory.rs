@@ -45,6 +45,31 @@ pub struct Package {
     pub path: String,
 }
 
+impl Package {
+    /// A package that is its own source (language packages, binaries' modules).
+    pub fn plain(kind: Kind, name: &str, version: &str, layer: usize, path: &str) -> Package {
+        Package {
+            kind,
+            name: name.to_string(),
+            version: version.to_string(),
+            source_name: None,
+            source_version: None,
+            layer,
+            path: path.to_string(),
+        }
+    }
+
+    /// For tests: a package in layer 0, with an optional (source name, source version).
+    #[cfg(test)]
+    pub(crate) fn test(kind: Kind, name: &str, version: &str, source: Option<(&str, &str)>) -> Package {
+        Package {
+            source_name: source.map(|s| s.0.into()),
+            source_version: source.map(|s| s.1.into()),
+            ..Package::plain(kind, name, version, 0, "x")
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     pub os: Option<Os>,
@@ -154,15 +179,7 @@ pub fn inventory(img: &Image) -> Inventory {
     for (path, file) in paths {
         if let Some(b) = &file.binary {
             let mut add = |kind, name: &str, version: &str| {
-                inv.packages.push(Package {
-                    kind,
-                    name: name.to_string(),
-                    version: version.to_string(),
-                    source_name: None,
-                    source_version: None,
-                    layer: file.layer,
-                    path: path.to_string(),
-                })
+                inv.packages.push(Package::plain(kind, name, version, file.layer, path))
             };
             if let Some(v) = &b.go_version {
                 add(Kind::Go, "stdlib", v);
@@ -209,15 +226,7 @@ pub fn inventory(img: &Image) -> Inventory {
             let head = text.split("\n\n").next().unwrap_or_default();
             let field = |k: &str| head.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()));
             if let (Some(name), Some(version)) = (field("Name:"), field("Version:")) {
-                inv.packages.push(Package {
-                    kind: Kind::Python,
-                    name,
-                    version,
-                    source_name: None,
-                    source_version: None,
-                    layer: file.layer,
-                    path: path.to_string(),
-                });
+                inv.packages.push(Package::plain(Kind::Python, &name, &version, file.layer, path));
             }
         } else if path.ends_with("package.json") {
             let v: serde_json::Value = match serde_json::from_slice(&file.data) {
@@ -225,15 +234,7 @@ pub fn inventory(img: &Image) -> Inventory {
                 Err(_) => continue,
             };
             if let (Some(name), Some(version)) = (v["name"].as_str(), v["version"].as_str()) {
-                inv.packages.push(Package {
-                    kind: Kind::Npm,
-                    name: name.to_string(),
-                    version: version.to_string(),
-                    source_name: None,
-                    source_version: None,
-                    layer: file.layer,
-                    path: path.to_string(),
-                });
+                inv.packages.push(Package::plain(Kind::Npm, name, version, file.layer, path));
             }
         }
     }

@@ -125,15 +125,7 @@ mod tests {
     use crate::inventory::Package;
 
     fn pkg(kind: Kind, name: &str, version: &str, source: Option<(&str, &str)>) -> Package {
-        Package {
-            kind,
-            name: name.into(),
-            version: version.into(),
-            source_name: source.map(|s| s.0.into()),
-            source_version: source.map(|s| s.1.into()),
-            layer: 0,
-            path: "x".into(),
-        }
+        Package::test(kind, name, version, source)
     }
 
     #[test]
