@@ -548,7 +548,11 @@ impl Registry {
             });
             let mut stream = body.stream;
             while let Some(chunk) = stream.next().await {
-                if tx.send(chunk).await.is_err() {
+                // A copy: the store's chunks are views of a file mapping that it unmaps two
+                // chunks behind, which would be ahead of a reader this many chunks behind — the
+                // reader would fault pages back in that nothing unmaps (RSS growing with the
+                // layer). 16 MiB in flight at most.
+                if tx.send(chunk.map(|c| Bytes::copy_from_slice(&c))).await.is_err() {
                     break; // the reader stopped (an error it reports)
                 }
             }
