@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 
 # ---- what the tests need ----
-APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip debootstrap fzf binutils zstd)
+APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip debootstrap fzf binutils zstd rpm)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

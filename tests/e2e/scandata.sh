@@ -5,7 +5,8 @@
 #    from `pip install --no-deps --target` (gzip), npm packages from `npm install --ignore-scripts`
 #    (uncompressed), Debian's fzf (a Go binary) and a binary carrying a `cargo auditable` section
 #    (zstd), and a layer whiting out one Python package (zstd).
-#  - alpine/synthetic: an apk database.
+#  - alpine/synthetic: an apk database; rocky/synthetic: an rpmdb.sqlite written by Debian's
+#    rpm (`rpmbuild`, then `rpm --justdb -i`).
 #  - OSV records: from the rootfs's changelog.Debian.gz files and the newer bookworm-security
 #    versions' changelogs (tests/e2e/debian_osv.py): CVEs fixed after the installed version must
 #    be reported (with the first fixed version), CVEs fixed at or before it never; plus records
@@ -15,7 +16,7 @@
 # refusing `docker pull` until the findings are excepted.
 source "$(dirname "$0")/lib.sh"
 need aws "pip install awscli"; need skopeo "apt-get install skopeo"; need debootstrap "apt-get install debootstrap"
-need npm "the machine's Node.js"; need objcopy "apt-get install binutils"; need zstd "apt-get install zstd"
+need npm "the machine's Node.js"; need rpmbuild "apt-get install rpm"; need objcopy "apt-get install binutils"; need zstd "apt-get install zstd"
 [ -x /usr/bin/fzf ] || fail "/usr/bin/fzf missing (apt-get install fzf: the Go binary under test)"
 W=$E2E_WORK/scandata; rm -rf "$W"; mkdir -p "$W"/{L1,L2,L3,L4,osv,apk}
 ROOTFS=$E2E_WORK/cache/bookworm
@@ -70,6 +71,8 @@ rec "$O/rs1.json" RUSTSEC-2021-0003 CVE-2021-25900 crates.io smallvec 1.6.1 "CVS
 rec "$O/rs2.json" RUSTSEC-TEST-0001 - crates.io smallvec 1.0.0                                     # never
 rec "$O/apk1.json" CVE-2023-6129 - Alpine:v3.19 openssl 3.1.4-r3
 rec "$O/apk2.json" CVE-2023-42363 - Alpine:v3.19 busybox 1.36.1-r15                               # never (installed)
+rec "$O/rpm1.json" RLSA-2099:0001 CVE-2099-1001 "Rocky Linux:9" hello 1:1.2-4.el9
+rec "$O/rpm2.json" RLSA-2099:0002 CVE-2099-1002 "Rocky Linux:9" hello 1:1.2-3.el9                  # never (installed)
 echo '{"id":"HEX-1","affected":[{"package":{"ecosystem":"Hex","name":"plug"},"versions":["1.0.0"]}]}' >"$O/hex.json"
 python3 - "$O" "$W/osv/all.zip" <<'PY'
 import os, sys, zipfile
@@ -79,6 +82,13 @@ with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("README.txt", "not a record")
 PY
 O=$W/osv
+mkdir -p "$W/rpm/etc" "$W/rpm/var/lib/rpm" "$W/rpmbuild"
+printf 'NAME="Rocky Linux"\nID=rocky\nVERSION_ID=9.3\n' >"$W/rpm/etc/os-release"
+printf 'Name: hello\nVersion: 1.2\nRelease: 3.el9\nEpoch: 1\nSummary: t\nLicense: MIT\nBuildArch: noarch\n%%description\nt\n%%package -n libhello\nSummary: l\n%%description -n libhello\nl\n%%files\n%%files -n libhello\n' >"$W/hello.spec"
+rpmbuild -bb --quiet --define "_topdir $W/rpmbuild" "$W/hello.spec" >/dev/null 2>&1 || fail rpmbuild
+rpm --dbpath "$W/rpm/var/lib/rpm" --initdb
+rpm --dbpath "$W/rpm/var/lib/rpm" --justdb --nodeps --ignorearch --ignoreos -i "$W"/rpmbuild/RPMS/noarch/*.rpm >/dev/null 2>&1 || fail "rpm --justdb"
+rm -f "$W"/rpm/var/lib/rpm/rpmdb.sqlite-* "$W"/rpm/var/lib/rpm/.rpm.lock
 mkdir -p "$W/apk/etc" "$W/apk/lib/apk/db"
 printf 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n' >"$W/apk/etc/os-release"
 printf 'P:musl\nV:1.2.4_git20230717-r4\no:musl\n\nP:busybox\nV:1.36.1-r15\no:busybox\n\nP:libcrypto3\nV:3.1.4-r1\no:openssl\n\nP:libssl3\nV:3.1.4-r1\no:openssl\n\n' \
@@ -90,19 +100,21 @@ E=(--endpoint-url "$ECR_URL" --output json)
 "$BERTH" vulndb import "$O" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$W/import.out" 2>/dev/null || fail "import: $(cat "$W/import.out")"
 step "$(head -1 "$W/import.out")"
 nd=$(jq .records "$W/expected-debian.json")
-grep -q "imported $((nd + 12)) record(s) from $((nd + 1)) file(s): $((nd + 11)) package entries" "$W/import.out" \
-  && grep -q "skipped 1 entries of ecosystem Hex" "$W/import.out" || fail "import ($nd .json files and all.zip with 12 records): $(cat "$W/import.out")"
+grep -q "imported $((nd + 14)) record(s) from $((nd + 1)) file(s): $((nd + 13)) package entries" "$W/import.out" \
+  && grep -q "skipped 1 entries of ecosystem Hex" "$W/import.out" || fail "import ($nd .json files and all.zip with 14 records): $(cat "$W/import.out")"
 
 step "build and push the images (skopeo), scan on push"
 python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-debian" 1 "gz:$ROOTFS" "gz:$W/L1" "tar:$W/L2" "zstd:$W/L3" "zstd:$W/L4" >/dev/null
 python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-alpine" 1 "gz:$W/apk" >/dev/null
-for r in debian/minbase alpine/synthetic; do
+python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-rocky" 1 "gz:$W/rpm" >/dev/null
+for r in debian/minbase alpine/synthetic rocky/synthetic; do
   aws ecr create-repository --repository-name $r --image-scanning-configuration scanOnPush=true "${E[@]}" >/dev/null
 done
 push() { skopeo copy -q --dest-tls-verify=false --dest-creds "AWS:$BERTH_PASSWORD" "oci:$1:1" "docker://$REG/$2" >/dev/null || fail "skopeo copy $2"; }
 push "$W/oci-debian" debian/minbase:1
 push "$W/oci-alpine" alpine/synthetic:1
-for r in debian/minbase alpine/synthetic; do
+push "$W/oci-rocky" rocky/synthetic:1
+for r in debian/minbase alpine/synthetic rocky/synthetic; do
   aws ecr wait image-scan-complete --repository-name $r --image-id imageTag=1 "${E[@]}" || fail "waiter $r"
   aws ecr describe-image-scan-findings --repository-name $r --image-id imageTag=1 "${E[@]}" >"$W/findings-${r%%/*}.json"
 done
@@ -134,9 +146,12 @@ for k, (v, fix) in want.items():
 assert deb[("CVE-2021-23337", "lodash")][2] == "HIGH" and deb[("CVE-2021-25900", "smallvec")][2] == "CRITICAL", deb
 apk, _ = got("alpine")
 assert set(apk) == {("CVE-2023-6129", "libcrypto3"), ("CVE-2023-6129", "libssl3")}, apk
+rpm, _ = got("rocky")
+assert rpm == {("CVE-2099-1001", "hello"): ("1:1.2-3.el9", "1:1.2-4.el9", "UNDEFINED"),
+               ("CVE-2099-1001", "libhello"): ("1:1.2-3.el9", "1:1.2-4.el9", "UNDEFINED")}, rpm
 print(f"  debian/minbase: {len(deb)} findings = {len(exp['findings'])} Debian (from {exp['records']} changelog records, "
       f"{exp['negative']} of them fixed at or before the installed version) + 4 Python/npm/Go/Rust; {counts}")
-print(f"  alpine/synthetic: {len(apk)} findings")
+print(f"  alpine/synthetic: {len(apk)} findings; rocky/synthetic: {len(rpm)} findings")
 PY
 grep -o 'image scanned.*' "$E2E_WORK/scandata.log" | sed 's/^/  /'
 n=$(grep 'image scanned' "$E2E_WORK/scandata.log" | grep debian/minbase | grep -o 'packages=[0-9]*' | cut -d= -f2)

@@ -3,7 +3,7 @@
 //! Python distributions (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`) and npm packages
 //! (`node_modules/**/package.json`). Each package records the layer that installed it.
 //! Executables: Go modules and toolchain, Rust crates (`cargo auditable`), see [`crate::binaries`].
-//! Not yet: RPM databases, Java archives.
+//! RPM databases (`rpmdb.sqlite`, see [`crate::rpm`]). Not yet: Java archives.
 
 use std::collections::HashMap;
 
@@ -29,6 +29,8 @@ pub enum Kind {
     Go,
     /// A crate compiled into a Rust binary (`cargo auditable`).
     Crate,
+    /// An RPM package (version `[epoch:]version-release`).
+    Rpm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +207,19 @@ pub fn inventory(img: &Image) -> Inventory {
                     source_version: sver,
                     layer,
                     path: path.to_string(),
+                });
+            }
+        } else if path.ends_with("rpm/rpmdb.sqlite") {
+            let Some(pkgs) = crate::rpm::packages(&file.data) else { continue };
+            // The first layer whose copy of the database lists the package installed it.
+            let copies: Vec<(usize, Vec<crate::rpm::RpmPackage>)> =
+                img.history(path).map(|(l, d)| (l, crate::rpm::packages(d).unwrap_or_default())).collect();
+            for p in pkgs {
+                let layer = copies.iter().find(|(_, c)| c.contains(&p)).map_or(file.layer, |(l, _)| *l);
+                inv.packages.push(Package {
+                    source_version: p.source.as_ref().map(|_| p.evr.clone()),
+                    source_name: p.source,
+                    ..Package::plain(Kind::Rpm, &p.name, &p.evr, layer, path)
                 });
             }
         } else if path == "lib/apk/db/installed" {

@@ -31,6 +31,7 @@ pub fn interesting(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     matches!(path, "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status" | "lib/apk/db/installed")
         || path.starts_with("var/lib/dpkg/status.d/")
+        || matches!(path, "var/lib/rpm/rpmdb.sqlite" | "usr/lib/sysimage/rpm/rpmdb.sqlite")
         || (name == "METADATA" && path.contains(".dist-info/"))
         || (name == "PKG-INFO" && path.contains(".egg-info/"))
         || (name == "package.json" && path.contains("node_modules/"))

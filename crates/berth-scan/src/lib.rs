@@ -10,5 +10,7 @@ pub mod inventory;
 pub mod layers;
 pub mod matcher;
 pub mod osv;
+pub mod rpm;
 pub mod sbom;
+mod sqlite;
 pub mod version;

@@ -46,10 +46,38 @@ pub fn python_name(n: &str) -> String {
 /// The (OSV ecosystem, package name) pairs an inventory's packages are looked up under.
 pub fn lookup_keys(inv: &Inventory) -> Vec<(String, String)> {
     let mut keys: Vec<(String, String)> =
-        inv.packages.iter().filter_map(|p| key(inv, p)).map(|(e, n, _)| (e, n)).collect();
+        inv.packages.iter().flat_map(|p| keys_of(inv, p)).map(|(e, n, _)| (e, n)).collect();
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// The OSV ecosystem release key of an RPM distribution (`Rocky Linux:9`, `AlmaLinux:9`,
+/// `Mageia:9`, `openSUSE:Leap 15.5`); Red Hat's own product streams are not derived.
+fn rpm_ecosystem(os: &crate::inventory::Os) -> Option<String> {
+    let v = os.version_id.as_deref()?;
+    let major = v.split('.').next()?;
+    Some(match os.id.as_str() {
+        "rocky" => format!("Rocky Linux:{major}"),
+        "almalinux" => format!("AlmaLinux:{major}"),
+        "mageia" => format!("Mageia:{major}"),
+        "opensuse-leap" => format!("openSUSE:Leap {v}"),
+        _ => return None,
+    })
+}
+
+/// The (OSV ecosystem, package name, version) keys a package is looked up under: RPM packages
+/// under their source package and their own name (advisories name either).
+fn keys_of(inv: &Inventory, p: &Package) -> Vec<(String, String, String)> {
+    if p.kind == Kind::Rpm {
+        let Some(eco) = inv.os.as_ref().and_then(rpm_ecosystem) else { return Vec::new() };
+        let mut k = vec![(eco.clone(), p.name.clone(), p.version.clone())];
+        if let Some(src) = p.source_name.as_ref().filter(|s| **s != p.name) {
+            k.push((eco, src.clone(), p.version.clone()));
+        }
+        return k;
+    }
+    key(inv, p).into_iter().collect()
 }
 
 /// The OSV ecosystem string and package name a package is looked up under.
@@ -78,6 +106,7 @@ fn key(inv: &Inventory, p: &Package) -> Option<(String, String, String)> {
         Kind::Npm => Some(("npm".into(), p.name.clone(), p.version.clone())),
         Kind::Go => Some(("Go".into(), p.name.clone(), p.version.clone())),
         Kind::Crate => Some(("crates.io".into(), p.name.clone(), p.version.clone())),
+        Kind::Rpm => None, // several keys: see keys_of
     }
 }
 
@@ -144,23 +173,24 @@ fn normalize(s: &str) -> Option<String> {
 pub fn findings(inv: &Inventory, index: &Index) -> Vec<Finding> {
     let mut out = Vec::new();
     for p in &inv.packages {
-        let Some((eco, name, version)) = key(inv, p) else { continue };
-        let Some(ecosystem) = Ecosystem::from_osv(&eco) else { continue };
-        let Some(candidates) = index.by_package.get(&(eco.clone(), name.clone())) else { continue };
-        for (r, i) in candidates {
-            if let Verdict::Affected { fixed } = verdict(&r.affected[*i], ecosystem, &version) {
-                let (severity, severity_source) = severity(r, *i);
-                let cve = r.aliases.iter().find(|a| a.starts_with("CVE-")).cloned();
-                out.push(Finding {
-                    name: if r.id.starts_with("CVE-") { r.id.clone() } else { cve.unwrap_or_else(|| r.id.clone()) },
-                    record_id: r.id.clone(),
-                    package: p.name.clone(),
-                    version: p.version.clone(),
-                    fixed_in: fixed,
-                    severity,
-                    severity_source,
-                    layer: p.layer,
-                });
+        for (eco, name, version) in keys_of(inv, p) {
+            let Some(ecosystem) = Ecosystem::from_osv(&eco) else { continue };
+            let Some(candidates) = index.by_package.get(&(eco.clone(), name.clone())) else { continue };
+            for (r, i) in candidates {
+                if let Verdict::Affected { fixed } = verdict(&r.affected[*i], ecosystem, &version) {
+                    let (severity, severity_source) = severity(r, *i);
+                    let cve = r.aliases.iter().find(|a| a.starts_with("CVE-")).cloned();
+                    out.push(Finding {
+                        name: if r.id.starts_with("CVE-") { r.id.clone() } else { cve.unwrap_or_else(|| r.id.clone()) },
+                        record_id: r.id.clone(),
+                        package: p.name.clone(),
+                        version: p.version.clone(),
+                        fixed_in: fixed,
+                        severity,
+                        severity_source,
+                        layer: p.layer,
+                    });
+                }
             }
         }
     }

@@ -59,6 +59,14 @@ pub fn purl(p: &crate::inventory::Package, os: Option<&Os>) -> String {
             format!("pkg:golang/{}@{}", path.join("/"), enc(&p.version))
         }
         Kind::Crate => format!("pkg:cargo/{}@{}", enc(&p.name), enc(&p.version)),
+        Kind::Rpm => {
+            if let Some(src) = &p.source_name {
+                q.push(format!("upstream={}", enc(src)));
+            }
+            q.extend(distro(os).map(|d| format!("distro={d}")));
+            let ns = os.map_or("redhat", |o| o.id.as_str());
+            format!("pkg:rpm/{ns}/{}@{}", enc(&p.name), enc(&p.version))
+        }
     };
     q.sort();
     if q.is_empty() { base } else { format!("{base}?{}", q.join("&")) }
