@@ -26,7 +26,8 @@ rec CVE-2099-0003 "2.36-1" >"$P/ctx/osv/older.json"          # fixed long before
 "$BERTH" vulndb import "$P/ctx/osv" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$P/import.out" 2>/dev/null \
   || fail "vulndb import: $(cat "$P/import.out")"
 grep -q "imported 3 record" "$P/import.out" || fail "import: $(cat "$P/import.out")"
-"$BERTH" vulndb status --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null | grep -q "3 entries" || fail "vulndb status"
+status=$("$BERTH" vulndb status --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null) || fail "vulndb status"
+grep -q "3 entries" <<<"$status" && grep -q "scans queued or running: 0" <<<"$status" || fail "vulndb status: $status"
 
 step "push an image with the real package database to a scan-on-push repository"
 aws ecr create-repository --repository-name scanned --image-scanning-configuration scanOnPush=true "${E[@]}" >/dev/null

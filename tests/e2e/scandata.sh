@@ -40,6 +40,22 @@ pip install -q --no-deps --target "$W/L1/$PY" urllib3==1.26.4 idna==2.10 six==1.
 (cd "$W/L2" && mkdir -p srv/app && npm install -s --ignore-scripts --no-audit --no-fund --prefix srv/app lodash@4.17.20 minimist@1.2.6 >/dev/null 2>&1) \
   || fail "npm install"
 mkdir -p "$W/L3/usr/local/bin"; cp /usr/bin/fzf "$W/L3/usr/local/bin/fzf"
+# Java: Debian's log4j-core jar (Maven coordinates in META-INF/maven), and a Spring-Boot-style
+# jar nesting a jackson-databind jar.
+(mkdir -p "$W/log4j" && cd "$W/log4j" && apt-get download -qq -o APT::Sandbox::User=root liblog4j2-java >/dev/null 2>&1 \
+  && dpkg-deb -x liblog4j2-java_*.deb x) || fail "apt-get download liblog4j2-java"
+mkdir -p "$W/L3/usr/share/java" "$W/L3/srv/app"
+cp "$W"/log4j/x/usr/share/java/log4j-core-2*.jar "$W/L3/usr/share/java/"
+python3 - "$W/L3/srv/app/app.jar" <<'PY'
+import io, sys, zipfile
+inner = io.BytesIO()
+with zipfile.ZipFile(inner, "w") as z:
+    z.writestr("META-INF/maven/com.fasterxml.jackson.core/jackson-databind/pom.properties",
+               "version=2.9.8\ngroupId=com.fasterxml.jackson.core\nartifactId=jackson-databind\n")
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+    z.writestr("BOOT-INF/lib/jackson-databind-2.9.8.jar", inner.getvalue(), compress_type=zipfile.ZIP_STORED)
+PY
 printf '{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true},{"name":"smallvec","version":"1.6.0","source":"crates.io"}]}' \
   | python3 -c 'import sys,zlib; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))' >"$W/deps.zlib"
 objcopy --add-section .dep-v0="$W/deps.zlib" /bin/true "$W/L3/usr/local/bin/rustapp"
@@ -71,6 +87,8 @@ rec "$O/rs1.json" RUSTSEC-2021-0003 CVE-2021-25900 crates.io smallvec 1.6.1 "CVS
 rec "$O/rs2.json" RUSTSEC-TEST-0001 - crates.io smallvec 1.0.0                                     # never
 rec "$O/apk1.json" CVE-2023-6129 - Alpine:v3.19 openssl 3.1.4-r3
 rec "$O/apk2.json" CVE-2023-42363 - Alpine:v3.19 busybox 1.36.1-r15                               # never (installed)
+rec "$O/mvn1.json" GHSA-cmfg-87vq-g5g4 CVE-2019-12086 Maven com.fasterxml.jackson.core:jackson-databind 2.9.9 "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"
+rec "$O/mvn2.json" GHSA-jfh8-c2jp-5v3q CVE-2021-44228 Maven org.apache.logging.log4j:log4j-core 2.15.0   # never (2.19 installed)
 rec "$O/rpm1.json" RLSA-2099:0001 CVE-2099-1001 "Rocky Linux:9" hello 1:1.2-4.el9
 rec "$O/rpm2.json" RLSA-2099:0002 CVE-2099-1002 "Rocky Linux:9" hello 1:1.2-3.el9                  # never (installed)
 echo '{"id":"HEX-1","affected":[{"package":{"ecosystem":"Hex","name":"plug"},"versions":["1.0.0"]}]}' >"$O/hex.json"
@@ -100,8 +118,8 @@ E=(--endpoint-url "$ECR_URL" --output json)
 "$BERTH" vulndb import "$O" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$W/import.out" 2>/dev/null || fail "import: $(cat "$W/import.out")"
 step "$(head -1 "$W/import.out")"
 nd=$(jq .records "$W/expected-debian.json")
-grep -q "imported $((nd + 14)) record(s) from $((nd + 1)) file(s): $((nd + 13)) package entries" "$W/import.out" \
-  && grep -q "skipped 1 entries of ecosystem Hex" "$W/import.out" || fail "import ($nd .json files and all.zip with 14 records): $(cat "$W/import.out")"
+grep -q "imported $((nd + 16)) record(s) from $((nd + 1)) file(s): $((nd + 15)) package entries" "$W/import.out" \
+  && grep -q "skipped 1 entries of ecosystem Hex" "$W/import.out" || fail "import ($nd .json files and all.zip with 16 records): $(cat "$W/import.out")"
 
 step "build and push the images (skopeo), scan on push"
 python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-debian" 1 "gz:$ROOTFS" "gz:$W/L1" "tar:$W/L2" "zstd:$W/L3" "zstd:$W/L4" >/dev/null
@@ -139,6 +157,7 @@ want[("CVE-2021-33503", "urllib3")] = ("1.26.4", "1.26.5")
 want[("CVE-2021-23337", "lodash")] = ("4.17.20", "4.17.21")
 want[("CVE-2023-29400", "stdlib")] = (gov, "1.99.0")
 want[("CVE-2021-25900", "smallvec")] = ("1.6.0", "1.6.1")
+want[("CVE-2019-12086", "com.fasterxml.jackson.core:jackson-databind")] = ("2.9.8", "2.9.9")
 missing = sorted(set(want) - set(deb)); extra = sorted(set(deb) - set(want))
 assert not missing and not extra, f"missing {missing[:20]} extra {extra[:20]}"
 for k, (v, fix) in want.items():
@@ -150,12 +169,12 @@ rpm, _ = got("rocky")
 assert rpm == {("CVE-2099-1001", "hello"): ("1:1.2-3.el9", "1:1.2-4.el9", "UNDEFINED"),
                ("CVE-2099-1001", "libhello"): ("1:1.2-3.el9", "1:1.2-4.el9", "UNDEFINED")}, rpm
 print(f"  debian/minbase: {len(deb)} findings = {len(exp['findings'])} Debian (from {exp['records']} changelog records, "
-      f"{exp['negative']} of them fixed at or before the installed version) + 4 Python/npm/Go/Rust; {counts}")
+      f"{exp['negative']} of them fixed at or before the installed version) + 5 Python/npm/Go/Rust/Java; {counts}")
 print(f"  alpine/synthetic: {len(apk)} findings; rocky/synthetic: {len(rpm)} findings")
 PY
 grep -o 'image scanned.*' "$E2E_WORK/scandata.log" | sed 's/^/  /'
 n=$(grep 'image scanned' "$E2E_WORK/scandata.log" | grep debian/minbase | grep -o 'packages=[0-9]*' | cut -d= -f2)
-[ "$n" = $((NPKG + 2 + 2 + 1 + 1)) ] || fail "debian/minbase: $n packages, want $NPKG deb + urllib3 six + lodash minimist + stdlib + smallvec"
+[ "$n" = $((NPKG + 2 + 2 + 1 + 1 + 2)) ] || fail "debian/minbase: $n packages, want $NPKG deb + urllib3 six + lodash minimist + stdlib + smallvec + log4j-core jackson-databind"
 
 step "the SBOM: through the API and attached to the image as an OCI referrer"
 D=$(jq -r .imageId.imageDigest "$W/findings-debian.json")
@@ -183,7 +202,8 @@ grep -q "1 changed (1 finding(s) appeared, 0 disappeared)" "$W/import2.out" || f
 aws ecr describe-image-scan-findings --repository-name debian/minbase --image-id imageTag=1 "${E[@]}" >"$W/findings2.json"
 jq -e '[.imageScanFindings.findings[] | select(.name=="CVE-2099-0001") | .attributes[] | select(.key=="package_name") | .value] == ["zlib1g"]' \
   "$W/findings2.json" >/dev/null || fail "the new finding is not shown: $(head -c 600 "$W/findings2.json")"
-"$BERTH" audit --event ImageScanFindingsChanged --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null | grep -q "+CVE-2099-0001 (zlib1g" \
+events=$("$BERTH" audit --event ImageScanFindingsChanged --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null)
+grep -q "+CVE-2099-0001 (zlib1g" <<<"$events" \
   || fail "no ImageScanFindingsChanged event"
 
 step "kill -9 in the middle of a scan; after a restart the scan completes"

@@ -16,11 +16,14 @@ pub struct BinaryInfo {
     pub go_modules: Vec<(String, String)>,
     /// Crates (name, version) from `cargo auditable`, runtime dependencies from crates.io only.
     pub crates: Vec<(String, String)>,
+    /// Maven artifacts (`group:artifact`, version) of a Java archive.
+    #[serde(default)]
+    pub maven: Vec<(String, String)>,
 }
 
 impl BinaryInfo {
     pub fn is_empty(&self) -> bool {
-        self.go_version.is_none() && self.go_modules.is_empty() && self.crates.is_empty()
+        self.go_version.is_none() && self.go_modules.is_empty() && self.crates.is_empty() && self.maven.is_empty()
     }
 }
 

@@ -3,7 +3,7 @@
 //! Python distributions (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`) and npm packages
 //! (`node_modules/**/package.json`). Each package records the layer that installed it.
 //! Executables: Go modules and toolchain, Rust crates (`cargo auditable`), see [`crate::binaries`].
-//! RPM databases (`rpmdb.sqlite`, see [`crate::rpm`]). Not yet: Java archives.
+//! RPM databases (`rpmdb.sqlite`, see [`crate::rpm`]), Java archives (see [`crate::java`]).
 
 use std::collections::HashMap;
 
@@ -31,6 +31,8 @@ pub enum Kind {
     Crate,
     /// An RPM package (version `[epoch:]version-release`).
     Rpm,
+    /// A Maven artifact in a Java archive (`group:artifact`).
+    Maven,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +193,9 @@ pub fn inventory(img: &Image) -> Inventory {
             }
             for (c, v) in &b.crates {
                 add(Kind::Crate, c, v);
+            }
+            for (a, v) in &b.maven {
+                add(Kind::Maven, a, v);
             }
             continue;
         }

@@ -99,6 +99,12 @@ impl Image {
                 let mut data = Vec::with_capacity(entry.size() as usize);
                 entry.read_to_end(&mut data).map_err(bad)?;
                 written.push((path, Some(File { layer: index, data, binary: None })));
+            } else if kind.is_file() && crate::java::is_archive(&path) && entry.size() <= MAX_FILE {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut data).map_err(bad)?;
+                let maven = crate::java::packages(&data);
+                let binary = (!maven.is_empty()).then(|| crate::binaries::BinaryInfo { maven, ..Default::default() });
+                written.push((path, binary.map(|b| File { layer: index, data: Vec::new(), binary: Some(b) })));
             } else if kind.is_file() && executable && (64..=MAX_BINARY).contains(&entry.size()) {
                 // Only ELF files are read whole (one at a time), and only what they record is kept.
                 let mut head = [0u8; 4];

@@ -7,6 +7,7 @@
 pub mod binaries;
 pub mod cvss;
 pub mod inventory;
+pub mod java;
 pub mod layers;
 pub mod matcher;
 pub mod osv;

@@ -106,6 +106,7 @@ fn key(inv: &Inventory, p: &Package) -> Option<(String, String, String)> {
         Kind::Npm => Some(("npm".into(), p.name.clone(), p.version.clone())),
         Kind::Go => Some(("Go".into(), p.name.clone(), p.version.clone())),
         Kind::Crate => Some(("crates.io".into(), p.name.clone(), p.version.clone())),
+        Kind::Maven => Some(("Maven".into(), p.name.clone(), p.version.clone())),
         Kind::Rpm => None, // several keys: see keys_of
     }
 }

@@ -59,6 +59,10 @@ pub fn purl(p: &crate::inventory::Package, os: Option<&Os>) -> String {
             format!("pkg:golang/{}@{}", path.join("/"), enc(&p.version))
         }
         Kind::Crate => format!("pkg:cargo/{}@{}", enc(&p.name), enc(&p.version)),
+        Kind::Maven => match p.name.split_once(':') {
+            Some((g, a)) => format!("pkg:maven/{}/{}@{}", enc(g), enc(a), enc(&p.version)),
+            None => format!("pkg:maven/{}@{}", enc(&p.name), enc(&p.version)),
+        },
         Kind::Rpm => {
             if let Some(src) = &p.source_name {
                 q.push(format!("upstream={}", enc(src)));

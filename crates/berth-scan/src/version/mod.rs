@@ -6,12 +6,14 @@ use std::cmp::Ordering;
 
 mod apk;
 mod dpkg;
+mod maven;
 mod pep440;
 mod rpm;
 mod semver;
 
 pub use apk::compare as apk;
 pub use dpkg::compare as dpkg;
+pub use maven::compare as maven;
 pub use pep440::compare as pep440;
 pub use rpm::compare as rpm;
 pub use semver::{compare as semver, compare_go as go};
@@ -27,6 +29,7 @@ pub enum Ecosystem {
     Npm,
     CratesIo,
     Go,
+    Maven,
 }
 
 impl Ecosystem {
@@ -42,6 +45,7 @@ impl Ecosystem {
             "npm" => Ecosystem::Npm,
             "crates.io" => Ecosystem::CratesIo,
             "Go" => Ecosystem::Go,
+            "Maven" => Ecosystem::Maven,
             _ => return None,
         })
     }
@@ -55,6 +59,7 @@ impl Ecosystem {
             Ecosystem::PyPI => pep440(a, b),
             Ecosystem::Npm | Ecosystem::CratesIo => semver(a, b),
             Ecosystem::Go => go(a, b),
+            Ecosystem::Maven => maven(a, b),
         }
     }
 }
