@@ -191,6 +191,15 @@ fn main() -> ExitCode {
             ("audit", a.common)
         }
     };
+    if cmd != "serve" {
+        // A reader that stops early (`berth audit | head`) ends a listing quietly, as with other
+        // Unix tools, instead of a panic on the broken pipe. (`serve` keeps SIGPIPE ignored.)
+        // SAFETY: before any thread exists; restores the default disposition.
+        #[cfg(unix)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let cfg = match common.load() {
         Ok(c) => c,
         Err(e) => {
