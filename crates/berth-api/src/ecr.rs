@@ -1472,6 +1472,9 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
             "findingSeverityCounts": counts,
             "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
         });
+        if let Some(at) = st.registry.vulnerability_data_updated_at().await? {
+            out["imageScanFindings"]["vulnerabilitySourceUpdatedAt"] = ts(at);
+        }
         if end < findings.len() {
             out["nextToken"] = json!(end.to_string());
         }

@@ -103,6 +103,7 @@ async fn scans_and_findings(s: Server) {
     let names: Vec<&str> = f["findings"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["CVE-2023-45853", "CVE-2023-5363"], "{v}");
     assert_eq!(f["findingSeverityCounts"], json!({"CRITICAL": 1, "HIGH": 1}));
+    assert!(f["vulnerabilitySourceUpdatedAt"].as_f64().unwrap() > 1.7e9, "when the data was imported: {f}");
     let ssl = &f["findings"][1];
     assert_eq!(ssl["severity"], "HIGH");
     let attr = |x: &Value, k: &str| {

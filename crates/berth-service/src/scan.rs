@@ -429,6 +429,11 @@ impl Registry {
         Ok(())
     }
 
+    /// When vulnerability data was last imported (ms), if ever.
+    pub async fn vulnerability_data_updated_at(&self) -> Result<Option<i64>> {
+        Ok(self.meta.vuln_sources().await?.iter().map(|s| s.1).max())
+    }
+
     /// Scans queued or running: (all, held by a live claim).
     pub async fn scan_queue(&self) -> Result<(i64, i64)> {
         Ok(self.meta.scan_queue(berth_meta::now_ms()).await?)
