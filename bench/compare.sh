@@ -22,26 +22,11 @@ fi
 # shellcheck disable=SC2206
 ARGS+=(${BENCH_ARGS:-})
 
-"$BIN/berth" serve --listen 127.0.0.1:5201 --data-dir "$OUT/berth-data" --log warn >"$OUT/berth.log" 2>&1 &
-BP=$!
-cat >"$OUT/dist.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: $OUT/dist-data}
-  delete: {enabled: true}
-http: {addr: 127.0.0.1:5202}
-YML
-docker-registry serve "$OUT/dist.yml" >"$OUT/dist.log" 2>&1 &
-DP=$!
-trap 'kill $BP $DP 2>/dev/null; wait 2>/dev/null' EXIT
-for p in 5201 5202; do
-  for _ in $(seq 50); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/v2/")" != 000 ] && break; sleep 0.2; done
-done
+source "$ROOT/bench/lib.sh"
+start_pair 5201 5202
 sleep 1
 # Berth is measured as deployed: authentication on, every request carrying the docker login
-# password (Basic). Distribution runs without authentication.
-BERTH_PW=$("$BIN/berth" get-login-password --data-dir "$OUT/berth-data")
+# password (Basic, $BERTH_PW from start_pair). Distribution runs without authentication.
 
 {
   echo "== machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

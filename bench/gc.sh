@@ -15,23 +15,9 @@ command -v docker-registry >/dev/null || { echo "missing docker-registry: apt-ge
 cargo build --release -q --workspace --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 
-BERTH_GC_INTERVAL=off "$BIN/berth" serve --listen 127.0.0.1:5211 --data-dir "$OUT/berth-data" --log warn >"$OUT/berth.log" 2>&1 &
-BP=$!
-cat >"$OUT/dist.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: $OUT/dist-data}
-  delete: {enabled: true}
-http: {addr: 127.0.0.1:5212}
-YML
-docker-registry serve "$OUT/dist.yml" >"$OUT/dist.log" 2>&1 &
-DP=$!
-trap 'kill $BP $DP 2>/dev/null; wait 2>/dev/null' EXIT
-for p in 5211 5212; do
-  for _ in $(seq 50); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/v2/")" != 000 ] && break; sleep 0.2; done
-done
-BERTH_PW=$("$BIN/berth" get-login-password --data-dir "$OUT/berth-data")
+source "$ROOT/bench/lib.sh"
+export BERTH_GC_INTERVAL=off   # only the timed run collects
+start_pair 5211 5212
 BASIC="Basic $(printf 'AWS:%s' "$BERTH_PW" | base64 -w0)"
 
 fill() { # URL AUTH

@@ -194,20 +194,22 @@ impl Meta {
         .await
     }
 
-    /// Sets (`Some`) or removes (`None`) the repository policy.
-    pub async fn set_repo_policy(&self, repo_id: i64, policy: Option<&str>) -> Result<()> {
-        let policy = policy.map(str::to_string);
+    /// Runs `update` (`UPDATE repositories SET <column> = $1 WHERE id = $2`) for one of the
+    /// repository's optional text columns (the policies).
+    pub(crate) async fn set_repo_column(&self, repo_id: i64, update: &'static str, value: Option<&str>) -> Result<()> {
+        let value = value.map(str::to_string);
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
-                sqlx::query("UPDATE repositories SET policy = $1 WHERE id = $2")
-                    .bind(policy.as_deref())
-                    .bind(repo_id)
-                    .execute(&mut *c)
-                    .await?;
+                sqlx::query(update).bind(value.as_deref()).bind(repo_id).execute(&mut *c).await?;
                 Ok(())
             })
         }))
         .await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the repository policy.
+    pub async fn set_repo_policy(&self, repo_id: i64, policy: Option<&str>) -> Result<()> {
+        self.set_repo_column(repo_id, "UPDATE repositories SET policy = $1 WHERE id = $2", policy).await
     }
 
     pub async fn delete_setting(&self, name: &str) -> Result<bool> {

@@ -17,18 +17,7 @@ pub struct PreviewRow {
 
 impl Meta {
     pub async fn set_lifecycle_policy(&self, repo_id: i64, policy: Option<&str>) -> Result<()> {
-        let policy = policy.map(str::to_string);
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                sqlx::query("UPDATE repositories SET lifecycle_policy = $1 WHERE id = $2")
-                    .bind(policy.as_deref())
-                    .bind(repo_id)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
-            })
-        }))
-        .await
+        self.set_repo_column(repo_id, "UPDATE repositories SET lifecycle_policy = $1 WHERE id = $2", policy).await
     }
 
     /// The policy text and when it was last evaluated.

@@ -276,9 +276,11 @@ impl Meta {
         Ok((r.try_get(0)?, r.try_get(1)?))
     }
 
+    /// An image's scan, without its inventory (the findings are what is shown; read the inventory
+    /// with [`Meta::scan_inventory`]).
     pub async fn scan(&self, repo_id: i64, digest: &str) -> Result<Option<ScanRow>> {
         let row = sqlx::query(
-            "SELECT status, description, findings, packages, started_at, completed_at, inventory FROM image_scans \
+            "SELECT status, description, findings, packages, started_at, completed_at FROM image_scans \
              WHERE repo_id = $1 AND digest = $2",
         )
         .bind(repo_id)
@@ -293,10 +295,23 @@ impl Meta {
                 packages: r.try_get(3)?,
                 started_at: r.try_get(4)?,
                 completed_at: r.try_get(5)?,
-                inventory: r.try_get(6)?,
+                inventory: None,
             })
         })
         .transpose()
+    }
+
+    /// The inventory a completed scan took, and when it completed (ms).
+    pub async fn scan_inventory(&self, repo_id: i64, digest: &str) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query(
+            "SELECT completed_at, inventory FROM image_scans WHERE repo_id = $1 AND digest = $2 \
+             AND status = 'COMPLETE' AND inventory IS NOT NULL",
+        )
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| Ok((r.try_get::<Option<i64>, _>(0)?.unwrap_or_default(), r.try_get(1)?))).transpose()
     }
 
     /// The scan of an image, or else of an index that holds it (an index's scan covers its
@@ -314,6 +329,15 @@ impl Meta {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
+    /// A repository's id and scan policy by its key, in one query (the pull path).
+    pub async fn repo_scan_policy(&self, name: &str) -> Result<Option<(i64, Option<String>)>> {
+        let row = sqlx::query("SELECT id, scan_policy FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
     /// A repository's scan policy (JSON: pull blocking, hidden unfixed findings).
     pub async fn scan_policy(&self, repo_id: i64) -> Result<Option<String>> {
         let row = sqlx::query("SELECT scan_policy FROM repositories WHERE id = $1")
@@ -324,17 +348,6 @@ impl Meta {
     }
 
     pub async fn set_scan_policy(&self, repo_id: i64, policy: Option<&str>) -> Result<()> {
-        let policy = policy.map(str::to_string);
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                sqlx::query("UPDATE repositories SET scan_policy = $1 WHERE id = $2")
-                    .bind(policy.as_deref())
-                    .bind(repo_id)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
-            })
-        }))
-        .await
+        self.set_repo_column(repo_id, "UPDATE repositories SET scan_policy = $1 WHERE id = $2", policy).await
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use berth_core::{Digest, ManifestKind, RepoName, parse_manifest};
+use berth_core::{Digest, ManifestKind, RepoName, media, parse_manifest};
 use berth_meta::{ScanJob, ScanRow, VulnRow};
 use berth_scan::inventory::Inventory;
 use berth_scan::matcher;
@@ -32,7 +32,6 @@ const MAX_SCAN_ATTEMPTS: i64 = 3;
 const IMAGE_CONFIGS: [&str; 2] =
     ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The artifact type of SBOM referrers, and the annotation marking the ones Berth attached.
 pub const SBOM_TYPE: &str = "application/vnd.cyclonedx+json";
 const SBOM_ANNOTATION: &str = "dev.berth.sbom";
@@ -40,9 +39,14 @@ const SBOM_ANNOTATION: &str = "dev.berth.sbom";
 /// A UUID (version 4 layout) derived from the image and scan time, so an SBOM's serial number
 /// is stable for one scan.
 fn serial(digest: &str, at: i64) -> String {
-    let h = berth_crypto::sha256_hex(format!("{digest}@{at}").as_bytes());
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    let h = berth_crypto::digest_of(berth_core::Algorithm::Sha256, format!("{digest}@{at}").as_bytes());
+    let mut bytes = [0u8; 16];
+    hex::decode_to_slice(&h.hex()[..32], &mut bytes).expect("a sha256 digest is hex");
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
+
+/// OSV records read so far, by (ecosystem, package).
+type RecordCache = std::collections::HashMap<(String, String), Vec<Record>>;
 
 struct Scanned {
     inventories: Vec<Inventory>,
@@ -370,8 +374,7 @@ impl Registry {
     /// The CycloneDX SBOM of an image, from its last completed scan's inventory.
     pub async fn image_sbom(&self, key: &str, digest: &str) -> Result<serde_json::Value> {
         let (repo, row) = self.repository(key).await?;
-        let scan = self.meta.scan(row.id, digest).await?;
-        let Some((scan, inventory)) = scan.and_then(|s| s.inventory.clone().map(|i| (s, i))) else {
+        let Some((at, inventory)) = self.meta.scan_inventory(row.id, digest).await? else {
             return Err(Error::ScanNotFound(format!(
                 "no completed scan of {digest} in repository '{}': the SBOM comes from a scan's inventory \
                  (StartImageScan)",
@@ -380,7 +383,6 @@ impl Registry {
         };
         let inventories: Vec<Inventory> =
             serde_json::from_str(&inventory).map_err(|e| Error::Internal(format!("stored inventory: {e}")))?;
-        let at = scan.completed_at.unwrap_or(scan.started_at);
         Ok(berth_scan::sbom::cyclonedx(
             &inventories,
             &format!("{}/{}", self.settings.public_host(), repo.name()),
@@ -409,9 +411,9 @@ impl Registry {
         let created = sbom["metadata"]["timestamp"].clone();
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
+            "mediaType": media::OCI_MANIFEST,
             "artifactType": SBOM_TYPE,
-            "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": blobs[1].0.to_string(), "size": 2 },
+            "config": { "mediaType": media::OCI_EMPTY, "digest": blobs[1].0.to_string(), "size": 2 },
             "layers": [{ "mediaType": SBOM_TYPE, "digest": blobs[0].0.to_string(), "size": blobs[0].1 }],
             "subject": { "mediaType": subject.media_type, "digest": digest, "size": subject.content.len() },
             "annotations": { "org.opencontainers.image.created": created, SBOM_ANNOTATION: "cyclonedx" },
@@ -425,7 +427,7 @@ impl Registry {
             }
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store_manifest(&repo, repo_id, None, None, Some(OCI_MANIFEST), &body).await?;
+        self.store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body).await?;
         Ok(())
     }
 
@@ -445,6 +447,7 @@ impl Registry {
     pub async fn rematch_all(&self) -> Result<RematchReport> {
         let started = std::time::Instant::now();
         let mut report = RematchReport::default();
+        let mut records = RecordCache::new();
         let mut after = None;
         loop {
             let page = self.meta.scans_with_inventory(after.clone(), 200).await?;
@@ -456,7 +459,7 @@ impl Registry {
                     continue;
                 };
                 report.images += 1;
-                let new = self.match_inventories(&inv).await?;
+                let new = self.match_inventories(&inv, &mut records).await?;
                 let old: Vec<Finding> =
                     s.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
                 let key = |f: &Finding| (f.name.clone(), f.package.clone(), f.version.clone(), f.fixed_in.clone());
@@ -496,19 +499,20 @@ impl Registry {
         Ok(report)
     }
 
-    /// Findings of inventories (an index's platforms) against the stored records.
-    async fn match_inventories(&self, inventories: &[Inventory]) -> Result<Vec<Finding>> {
+    /// Findings of inventories (an index's platforms) against the stored records; `records`
+    /// keeps what was read by (ecosystem, package), so a pass over many images reads each once.
+    async fn match_inventories(&self, inventories: &[Inventory], records: &mut RecordCache) -> Result<Vec<Finding>> {
         let mut all = Vec::new();
         for inv in inventories {
-            let mut records: Vec<Record> = Vec::new();
-            for (eco, name) in matcher::lookup_keys(inv) {
-                for json in self.meta.vuln_records(&eco, &name).await? {
-                    if let Ok(r) = serde_json::from_str(&json) {
-                        records.push(r);
-                    }
+            let mut mine: Vec<Record> = Vec::new();
+            for key in matcher::lookup_keys(inv) {
+                if !records.contains_key(&key) {
+                    let rows = self.meta.vuln_records(&key.0, &key.1).await?;
+                    records.insert(key.clone(), rows.iter().filter_map(|j| serde_json::from_str(j).ok()).collect());
                 }
+                mine.extend(records[&key].iter().cloned());
             }
-            let index = matcher::Index::new(&records);
+            let index = matcher::Index::new(&mine);
             all.extend(matcher::findings(inv, &index));
         }
         all.sort_by(|a, b| (&a.name, &a.package, &a.version).cmp(&(&b.name, &b.package, &b.version)));
@@ -520,7 +524,7 @@ impl Registry {
     async fn scan_image(&self, repo: &RepoName, digest: &str) -> Result<Scanned> {
         let mut inventories = Vec::new();
         self.inventories(repo, digest, &mut inventories).await?;
-        let findings = self.match_inventories(&inventories).await?;
+        let findings = self.match_inventories(&inventories, &mut RecordCache::new()).await?;
         Ok(Scanned { inventories, findings })
     }
 

@@ -168,6 +168,12 @@ impl PolicyCache {
     }
 }
 
+fn parse_policy(stored: Option<String>) -> Result<Option<ScanPolicy>> {
+    stored
+        .map(|s| serde_json::from_str(&s).map_err(|e| Error::Internal(format!("stored scan policy: {e}"))))
+        .transpose()
+}
+
 impl Registry {
     pub async fn registry_scanning(&self) -> Result<RegistryScanning> {
         match self.meta.setting(REGISTRY_SCANNING).await? {
@@ -216,10 +222,7 @@ impl Registry {
         {
             return Ok(p.clone().unwrap_or_default());
         }
-        let p = match self.meta.scan_policy(repo_id).await? {
-            Some(s) => Some(serde_json::from_str(&s).map_err(|e| Error::Internal(format!("stored scan policy: {e}")))?),
-            None => None,
-        };
+        let p = parse_policy(self.meta.scan_policy(repo_id).await?)?;
         if self.scan_policies.enabled {
             self.scan_policies.map.lock().unwrap().insert(repo_id, p.clone());
         }
@@ -247,8 +250,14 @@ impl Registry {
 
     /// Refuses a pull of image `digest` that the repository's scan policy blocks.
     pub async fn check_pull(&self, repo: &berth_core::RepoName, digest: &str) -> Result<()> {
-        let id = self.existing_repo(repo).await?;
-        let policy = self.scan_policy_of(id).await?;
+        let (id, policy) = if self.scan_policies.enabled {
+            let id = self.existing_repo(repo).await?;
+            (id, self.scan_policy_of(id).await?)
+        } else {
+            // Nothing is cached: one query for both on every pull.
+            let Some((id, text)) = self.meta.repo_scan_policy(repo.as_str()).await? else { return Ok(()) };
+            (id, parse_policy(text)?.unwrap_or_default())
+        };
         if policy.block_pulls_at_severity.is_none() && !policy.block_unscanned {
             return Ok(());
         }
