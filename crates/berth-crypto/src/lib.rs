@@ -10,10 +10,11 @@ use berth_core::{Algorithm, Digest};
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256, Sha512};
 
-/// 32 bytes from the operating system's random source.
+/// 32 bytes from the operating system's random source (through aws-lc, the one crypto library
+/// besides `sha2`, which stays for its saveable hash state).
 pub fn random_bytes() -> [u8; 32] {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source is available");
+    aws_lc_rs::rand::fill(&mut b).expect("the OS random source is available");
     b
 }
 
@@ -30,6 +31,11 @@ pub fn random_string(alphabet: &[u8], len: usize) -> String {
         }
     }
     out
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

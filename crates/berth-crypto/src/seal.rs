@@ -3,12 +3,12 @@
 //! database alone reveals no secret. Each value is bound to what it belongs to through the
 //! associated data, so a sealed secret moved to another row does not open.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-const PREFIX: &str = "s1:";
+/// What every sealed value starts with.
+pub const PREFIX: &str = "s1:";
 
 /// The key secrets are sealed with. Its `Debug` never shows the key.
 #[derive(Clone)]
@@ -33,20 +33,21 @@ impl SealKey {
         &self.0
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(&self.0.into())
+    fn cipher(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("a 256-bit key"))
     }
 
-    /// `s1:<base64(nonce ‖ ciphertext ‖ tag)>`.
+    /// `s1:<base64(nonce ‖ ciphertext ‖ tag)>`; a fresh random nonce each time (values sealed
+    /// under one key are few: secrets, not content).
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&crate::random_bytes()[..12]);
-        let ct = self
-            .cipher()
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
+        let mut buf = plaintext.to_vec();
+        self.cipher()
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
             .expect("AES-GCM encrypts any input below 64 GiB");
         let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&buf);
         format!("{PREFIX}{}", STANDARD.encode(out))
     }
 
@@ -58,7 +59,10 @@ impl SealKey {
         }
         let (nonce, ct) = raw.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().ok()?;
-        self.cipher().decrypt(&Nonce::from(nonce), Payload { msg: ct, aad }).ok()
+        let mut buf = ct.to_vec();
+        let n = self.cipher().open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf).ok()?.len();
+        buf.truncate(n);
+        Some(buf)
     }
 }
 

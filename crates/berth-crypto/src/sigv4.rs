@@ -4,12 +4,10 @@
 //! Verification is two steps so the caller can look the secret up in between:
 //! [`parse_authorization`] reads the header, then [`verify`] checks scope, clock and signature.
 
-use hmac::{KeyInit, Mac};
+use aws_lc_rs::hmac as mac;
 use sha2::{Digest as _, Sha256};
 
 use berth_core::time::{format_amz_date, parse_amz_date};
-
-type HmacSha256 = hmac::Hmac<Sha256>;
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -158,9 +156,7 @@ pub fn verify(auth: &Authorization, secret: &str, req: &Request, expect: &Expect
             auth.region
         )));
     }
-    if !auth.signed_headers.iter().any(|h| h == "host") {
-        return Err(SigError::Invalid("'Host' must be a 'SignedHeader' in the AWS Authorization.".into()));
-    }
+    check_signed_headers(auth, req)?;
     let amz_date = req.header("x-amz-date").ok_or_else(|| {
         SigError::Incomplete(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into(),
@@ -192,7 +188,15 @@ pub fn verify(auth: &Authorization, secret: &str, req: &Request, expect: &Expect
     }
     let content_sha = req.header("x-amz-content-sha256");
     let payload_hash = match content_sha {
-        Some(v) if v == UNSIGNED_PAYLOAD || v == STREAMING_PAYLOAD => v.to_string(),
+        // Berth's APIs act on the body: a request whose body the signature does not cover could
+        // be replayed with another body. (Only S3 takes unsigned payloads, and Berth has no S3.)
+        Some(v) if v == UNSIGNED_PAYLOAD => {
+            return Err(SigError::Invalid(
+                "UNSIGNED-PAYLOAD is not accepted here: sign the payload (x-amz-content-sha256 must be its SHA-256)"
+                    .into(),
+            ));
+        }
+        Some(v) if v == STREAMING_PAYLOAD => v.to_string(),
         Some(v) => {
             let actual = hex::encode(Sha256::digest(req.body));
             if !v.eq_ignore_ascii_case(&actual) {
@@ -208,13 +212,39 @@ pub fn verify(auth: &Authorization, secret: &str, req: &Request, expect: &Expect
     let scope = auth.scope();
     let to_sign = string_to_sign(amz_date, &scope, &canonical);
     let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(to_sign.as_bytes());
-    mac.verify_slice(&auth.signature).map_err(|_| SigError::Mismatch)?;
+    mac::verify(&mac::Key::new(mac::HMAC_SHA256, &key), to_sign.as_bytes(), &auth.signature)
+        .map_err(|_| SigError::Mismatch)?;
     if content_sha == Some(STREAMING_PAYLOAD) {
         return decode_chunked(req.body, &key, amz_date, &scope, &auth.signature);
     }
     Ok(req.body.to_vec())
+}
+
+/// Headers that decide what a request does: `host` and `x-amz-date` always, and the others
+/// whenever the request carries them (the operation in `x-amz-target`, the body's type, which
+/// selects the API, the session token, the payload hash). An unsigned one could be swapped
+/// under a valid signature.
+const MUST_SIGN: [(&str, &str); 5] = [
+    ("x-amz-date", "X-Amz-Date"),
+    ("x-amz-target", "X-Amz-Target"),
+    ("content-type", "Content-Type"),
+    ("x-amz-security-token", "X-Amz-Security-Token"),
+    ("x-amz-content-sha256", "X-Amz-Content-Sha256"),
+];
+
+fn check_signed_headers(auth: &Authorization, req: &Request) -> Result<(), SigError> {
+    let signed = |name: &str| auth.signed_headers.iter().any(|h| h == name);
+    let required =
+        |shown: &str| SigError::Incomplete(format!("'{shown}' must be a 'SignedHeader' in the AWS Authorization."));
+    if !signed("host") {
+        return Err(required("Host"));
+    }
+    for (name, shown) in MUST_SIGN {
+        if req.header(name).is_some() && !signed(name) {
+            return Err(required(shown));
+        }
+    }
+    Ok(())
 }
 
 /// Signs a request: returns the `Authorization` header value. The request must already carry
@@ -247,9 +277,8 @@ fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
 }
 
 pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
+    let tag = mac::sign(&mac::Key::new(mac::HMAC_SHA256, key), msg);
+    tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
 }
 
 fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
@@ -358,9 +387,8 @@ fn decode_chunked(body: &[u8], key: &[u8; 32], amz_date: &str, scope: &str, seed
             hex::encode(Sha256::digest(data))
         );
         let expected = hex::decode(sig.trim()).map_err(|_| bad("chunk signature"))?;
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(to_sign.as_bytes());
-        mac.verify_slice(&expected).map_err(|_| SigError::Mismatch)?;
+        mac::verify(&mac::Key::new(mac::HMAC_SHA256, key), to_sign.as_bytes(), &expected)
+            .map_err(|_| SigError::Mismatch)?;
         prev = sig.trim().to_string();
         out.extend_from_slice(data);
         rest = &rest[size + 2..];

@@ -138,7 +138,8 @@ fn valid_requests_verify() {
 }
 
 #[test]
-fn unsigned_payload_verifies_headers_only() {
+fn unsigned_payload_is_refused() {
+    // The body would not be covered: a captured request could be replayed with another body.
     let body = b"{}";
     let s = oracle_sign(
         "http://127.0.0.1:5000/",
@@ -149,18 +150,49 @@ fn unsigned_payload_verifies_headers_only() {
         "us-east-1",
         "ecr",
     );
-    assert_eq!(s.verify().unwrap(), body);
-    let mut t = oracle_sign(
-        "http://127.0.0.1:5000/",
-        body,
-        SignableBody::UnsignedPayload,
-        true,
-        SystemTime::now(),
-        "us-east-1",
-        "ecr",
-    );
-    *t.header_mut("x-amz-target") = "AmazonEC2ContainerRegistry_V20150921.DeleteRepository".into();
-    assert_eq!(t.verify().unwrap_err(), SigError::Mismatch);
+    let e = s.verify().unwrap_err();
+    assert!(e.to_string().contains("UNSIGNED-PAYLOAD"), "{e}");
+}
+
+#[test]
+fn headers_that_decide_the_request_must_be_signed() {
+    let body = br#"{"repositoryNames":["a"]}"#;
+    // Signed by our own signer with a chosen header list (AWS's signer always signs them all).
+    let sign_with = |names: &[&str], extra: &[(&str, &str)]| {
+        let date = berth_core::time::format_amz_date(now());
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), "127.0.0.1:5000".into()),
+            ("content-type".into(), "application/x-amz-json-1.1".into()),
+            ("x-amz-date".into(), date),
+            ("x-amz-target".into(), TARGET.into()),
+        ];
+        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let req = sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body };
+        let auth = sigv4::sign(&req, AKID, SECRET, "us-east-1", "ecr", names).unwrap();
+        headers.push(("authorization".into(), auth));
+        Signed { method: "POST".into(), path: "/".into(), query: None, headers, body: body.to_vec() }
+    };
+    let all = ["content-type", "host", "x-amz-date", "x-amz-target"];
+    assert!(sign_with(&all, &[]).verify().is_ok());
+    for (left_out, shown) in [
+        ("x-amz-target", "X-Amz-Target"),
+        ("content-type", "Content-Type"),
+        ("host", "Host"),
+        ("x-amz-date", "X-Amz-Date"),
+    ] {
+        let names: Vec<&str> = all.iter().copied().filter(|n| *n != left_out).collect();
+        let e = sign_with(&names, &[]).verify().unwrap_err();
+        assert_eq!(e.aws_type(), "IncompleteSignatureException", "{left_out}");
+        assert!(e.to_string().contains(&format!("'{shown}' must be a 'SignedHeader'")), "{e}");
+    }
+    // A session token sent but not signed.
+    let e = sign_with(&all, &[("x-amz-security-token", "tok")]).verify().unwrap_err();
+    assert!(e.to_string().contains("X-Amz-Security-Token"), "{e}");
+    // The swap the unsigned target allowed: same signature, another operation.
+    let mut s = sign_with(&["content-type", "host", "x-amz-date"], &[]);
+    *s.header_mut("x-amz-target") = "AmazonEC2ContainerRegistry_V20150921.DescribeImages".into();
+    assert!(s.verify().is_err());
 }
 
 #[test]
