@@ -6,18 +6,18 @@
 //! token carrying the scopes asked for. Which of the two the 401 challenge advertises is a setting;
 //! both are always accepted.
 
-use std::collections::HashMap;
-
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use berth_core::RepoName;
 use berth_service::{AuditEvent, Error, Principal, Scope, Who};
 use serde_json::json;
 
 use crate::error::{ApiError, error_response};
+use crate::request::{Endpoint, OciRequest, Resource};
 use crate::{AppState, Challenge};
 
 /// What a `/v2/` request needs.
@@ -27,36 +27,36 @@ enum Need {
     Login,
     /// The catalog: a credential (each repository is filtered by what the caller may see).
     Catalog,
-    /// An `ecr:` action on a repository, and the Docker token scope action that carries it.
-    Repo { name: String, action: &'static str, scope: &'static str },
+    /// An `ecr:` action on the request's repository, and the Docker token scope action that
+    /// carries it.
+    Repo { action: &'static str, scope: &'static str },
+    /// A path no route serves: nothing to decide.
+    Nothing,
 }
 
 /// The ECR action each OCI request performs, as ECR maps them.
-fn need(method: &Method, path: &str) -> Option<Need> {
-    let rest = path.strip_prefix("/v2/")?;
-    if rest.is_empty() {
-        return Some(Need::Login);
-    }
-    if rest == "_catalog" {
-        return Some(Need::Catalog);
-    }
-    let target = crate::oci::parse_path(rest)?;
-    use crate::oci::Target::*;
-    let read = matches!(*method, Method::GET | Method::HEAD);
-    let (action, scope) = match (&target, method) {
-        (Manifest(..), _) if read => ("ecr:BatchGetImage", "pull"),
-        (Manifest(..), &Method::DELETE) => ("ecr:BatchDeleteImage", "delete"),
-        (Manifest(..), _) => ("ecr:PutImage", "push"),
-        (Blob(..), &Method::HEAD) => ("ecr:BatchCheckLayerAvailability", "pull"),
-        (Blob(..), &Method::GET) => ("ecr:GetDownloadUrlForLayer", "pull"),
-        (Blob(..), _) => ("ecr:BatchDeleteImage", "delete"),
-        (Uploads(..), &Method::POST) => ("ecr:InitiateLayerUpload", "push"),
-        (Uploads(..), &Method::PUT) => ("ecr:CompleteLayerUpload", "push"),
-        (Uploads(..), _) => ("ecr:UploadLayerPart", "push"),
-        (Tags(..), _) => ("ecr:ListImages", "pull"),
-        (Referrers(..), _) => ("ecr:ListImageReferrers", "pull"),
+fn need(method: &Method, endpoint: &Endpoint) -> Need {
+    let resource = match endpoint {
+        Endpoint::Base => return Need::Login,
+        Endpoint::Catalog => return Need::Catalog,
+        Endpoint::Unknown => return Need::Nothing,
+        Endpoint::Repo(r) => &r.resource,
     };
-    Some(Need::Repo { name: target.name().to_string(), action, scope })
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let (action, scope) = match (resource, method) {
+        (Resource::Manifest(_), _) if read => ("ecr:BatchGetImage", "pull"),
+        (Resource::Manifest(_), &Method::DELETE) => ("ecr:BatchDeleteImage", "delete"),
+        (Resource::Manifest(_), _) => ("ecr:PutImage", "push"),
+        (Resource::Blob(_), &Method::HEAD) => ("ecr:BatchCheckLayerAvailability", "pull"),
+        (Resource::Blob(_), &Method::GET) => ("ecr:GetDownloadUrlForLayer", "pull"),
+        (Resource::Blob(_), _) => ("ecr:BatchDeleteImage", "delete"),
+        (Resource::Uploads, &Method::POST) => ("ecr:InitiateLayerUpload", "push"),
+        (Resource::Uploads | Resource::Upload(_), &Method::PUT) => ("ecr:CompleteLayerUpload", "push"),
+        (Resource::Uploads | Resource::Upload(_), _) => ("ecr:UploadLayerPart", "push"),
+        (Resource::Tags, _) => ("ecr:ListImages", "pull"),
+        (Resource::Referrers(_), _) => ("ecr:ListImageReferrers", "pull"),
+    };
+    Need::Repo { action, scope }
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<Result<String, Error>> {
@@ -94,7 +94,8 @@ async fn credentials(st: &AppState, headers: &HeaderMap) -> Result<(Option<Princ
     }
 }
 
-/// [`credentials`], refused while this address is throttled, and counted when they fail.
+/// [`credentials`]; a failure is counted against the address, and answered as throttled once
+/// that address has failed too often. Valid credentials are never throttled.
 async fn checked_credentials(
     st: &AppState,
     headers: &HeaderMap,
@@ -103,9 +104,7 @@ async fn checked_credentials(
     if headers.get(header::AUTHORIZATION).is_none() {
         return Ok((None, None));
     }
-    let throttle = st.registry.throttle();
-    throttle.check(ip, None)?;
-    credentials(st, headers).await.inspect_err(|_| throttle.failed(ip, None))
+    credentials(st, headers).await.map_err(|e| st.registry.throttle().refuse(ip, e))
 }
 
 fn host(headers: &HeaderMap) -> Option<&str> {
@@ -113,7 +112,8 @@ fn host(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn who(principal: Option<Principal>, req: &Request) -> Who {
-    Who { principal, source_ip: crate::peer_ip(req.extensions()), secure: false, ..Default::default() }
+    let ext = req.extensions();
+    Who { principal, source_ip: crate::peer_ip(ext), secure: crate::serve::is_secure(ext), ..Default::default() }
 }
 
 /// Base URL clients reached us at, for the token realm.
@@ -127,20 +127,20 @@ fn base_url(st: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
-fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
+fn challenge(st: &AppState, req: &Request, parsed: &OciRequest, message: &str) -> Response {
     let base = base_url(st, req.headers());
     let value = match st.options.challenge {
         Challenge::Basic => format!("Basic realm=\"{base}/\",service=\"berth\""),
         Challenge::Bearer => {
             let service = st.registry.settings().public_host().to_string();
             let mut v = format!("Bearer realm=\"{base}/token\",service=\"{service}\"");
-            match need(req.method(), req.uri().path()) {
+            match (need(req.method(), &parsed.endpoint), parsed.repo()) {
                 // Ask for pull and push together on writes, as Distribution does.
-                Some(Need::Repo { name, scope, .. }) => {
+                (Need::Repo { scope, .. }, Some(r)) => {
                     let actions = if scope == "pull" { "pull".to_string() } else { format!("pull,{scope}") };
-                    v.push_str(&format!(",scope=\"repository:{name}:{actions}\""));
+                    v.push_str(&format!(",scope=\"repository:{}:{actions}\"", r.name));
                 }
-                Some(Need::Catalog) => v.push_str(",scope=\"registry:catalog:*\""),
+                (Need::Catalog, _) => v.push_str(",scope=\"registry:catalog:*\""),
                 _ => {}
             }
             v
@@ -153,8 +153,9 @@ fn challenge(st: &AppState, req: &Request, message: &str) -> Response {
     res
 }
 
-/// Middleware on `/v2/`: decides each request by its credentials, the ECR action it performs
-/// and the repository's policy. Unauthenticated requests that no policy allows get a challenge;
+/// Middleware on `/v2/`: parses the request once ([`OciRequest`]), decides it by its
+/// credentials, the ECR action it performs and the repository's policy, and hands the parsed
+/// request to the handler. Unauthenticated requests that no policy allows get a challenge;
 /// authenticated ones a 403.
 pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let registry = match st.registry.registry_for_host(host(req.headers())).await {
@@ -162,21 +163,30 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
         Err(e) => return ApiError(e).into_response(),
     };
     // Requests name repositories as clients know them; decisions are about their keys.
-    let mut need = need(req.method(), req.uri().path());
-    if let Some(Need::Repo { name, .. }) = &mut need {
-        *name = st.registry.repo_key(&registry, name);
-    }
-    req.extensions_mut().insert(RegistryId(registry));
+    let account = (registry != st.registry.settings().registry_id).then(|| registry.clone());
+    let parsed = OciRequest::parse(req.method(), req.uri().path(), req.uri().query(), registry, |n| {
+        n.clone().in_account(account.as_deref())
+    });
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return ApiError(e).into_response(),
+    };
     let had_credentials = req.headers().contains_key(header::AUTHORIZATION);
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let source_ip = crate::peer_ip(req.extensions());
+    let need = need(req.method(), &parsed.endpoint);
     let name = match &need {
-        Some(Need::Repo { action, .. }) => action.trim_start_matches("ecr:"),
-        Some(Need::Catalog) => "Catalog",
+        Need::Repo { action, .. } => action.trim_start_matches("ecr:"),
+        Need::Catalog => "Catalog",
         _ => "Login",
     };
+    let resource = parsed.repo().map(|r| st.registry.repository_arn(r.key.as_str()));
     let mut out = Outcome::default();
-    let res = decide(&st, req, next, need.as_ref(), &mut out).await;
+    let res = decide(&st, &mut req, parsed, &need, &mut out).await;
+    let res = match res {
+        None => next.run(req).await,
+        Some(refusal) => refusal,
+    };
     // Every write and every refusal is recorded (a credential-less ping is just the handshake);
     // allowed reads are not, so a pull builds no event.
     let refused = !out.allowed && (had_credentials || name != "Login");
@@ -186,26 +196,15 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
             name: name.to_string(),
             principal: out.principal.map(|p| p.arn),
             source_ip,
-            resource: match &need {
-                Some(Need::Repo { name, .. }) => Some(st.registry.repository_arn(name)),
-                _ => None,
-            },
+            resource,
             allowed: out.allowed,
             error,
-            detail: None,
+            detail: out.detail,
         };
         st.registry.audit(event).await;
     }
     res
 }
-
-/// The registry (account id) a `/v2/` request is for, from its host name.
-#[derive(Clone)]
-pub(crate) struct RegistryId(pub String);
-
-/// The caller of a catalog request: the listing holds only what it may see.
-#[derive(Clone)]
-pub(crate) struct Viewer(pub Who);
 
 /// What authorization decided, for the audit log.
 #[derive(Default)]
@@ -213,103 +212,93 @@ struct Outcome {
     allowed: bool,
     principal: Option<Principal>,
     error: Option<String>,
+    detail: Option<String>,
 }
 
-/// Runs the request if allowed.
-async fn decide(st: &AppState, req: Request, next: Next, need: Option<&Need>, out: &mut Outcome) -> Response {
+/// Decides the request; when allowed, puts the parsed request (the very values decided on) into
+/// its extensions for the handler. `Some` is the refusal to send.
+async fn decide(
+    st: &AppState,
+    req: &mut Request,
+    mut parsed: OciRequest,
+    need: &Need,
+    out: &mut Outcome,
+) -> Option<Response> {
     let (principal, scopes) = match checked_credentials(st, req.headers(), crate::peer_ip(req.extensions())).await {
         Ok(c) => c,
         Err(e) => {
             out.error = Some(e.to_string());
-            return match e {
+            return Some(match e {
                 e @ Error::Throttled(_) => ApiError(e).into_response(),
-                e => challenge(st, &req, &e.to_string()),
-            };
+                e => challenge(st, req, &parsed, &e.to_string()),
+            });
         }
     };
     let anonymous = principal.is_none();
-    if anonymous && scopes.is_none() && st.options.anonymous {
+    let allow = |req: &mut Request, parsed: OciRequest, out: &mut Outcome, principal: Option<Principal>| {
         out.allowed = true;
-        return next.run(req).await;
-    }
-    let (name, action, scope) = match need {
-        None => {
-            out.allowed = true;
-            out.principal = principal;
-            return next.run(req).await;
-        }
-        Some(Need::Login | Need::Catalog) if anonymous => {
-            return challenge(st, &req, "authentication required");
-        }
-        Some(Need::Login) => {
-            out.allowed = true;
-            out.principal = principal;
-            return next.run(req).await;
-        }
-        Some(Need::Catalog) => {
-            out.allowed = true;
-            out.principal = principal.clone();
-            let mut req = req;
-            let w = who(principal, &req);
-            req.extensions_mut().insert(Viewer(w));
-            return next.run(req).await;
-        }
-        Some(Need::Repo { name, action, scope }) => (name, *action, *scope),
+        out.principal = principal;
+        req.extensions_mut().insert(parsed);
+        None
     };
+    if anonymous && scopes.is_none() && st.options.anonymous {
+        return allow(req, parsed, out, None);
+    }
+    let (action, scope) = match need {
+        Need::Nothing => return allow(req, parsed, out, principal),
+        Need::Login | Need::Catalog if anonymous => {
+            return Some(challenge(st, req, &parsed, "authentication required"));
+        }
+        Need::Login => return allow(req, parsed, out, principal),
+        Need::Catalog => {
+            parsed.viewer = Some(who(principal.clone(), req));
+            return allow(req, parsed, out, principal);
+        }
+        Need::Repo { action, scope } => (*action, *scope),
+    };
+    let key = parsed.repo().map(|r| r.key.as_str().to_string()).unwrap_or_default();
     if let Some(scopes) = &scopes
-        && !scopes.iter().any(|s| s.allows("repository", name, scope))
+        && !scopes.iter().any(|s| s.allows("repository", &key, scope))
     {
         let msg = format!(
-            "the token does not grant repository:{name}:{scope}: no policy allows it for this caller, or one denies it"
+            "the token does not grant repository:{key}:{scope}: no policy allows it for this caller, or one denies it"
         );
         out.error = Some(msg.clone());
         out.principal = principal;
-        return challenge(st, &req, &msg);
+        return Some(challenge(st, req, &parsed, &msg));
     }
-    let w = who(principal, &req);
-    if let Err(e) = st.registry.check_access(&w, action, name).await {
+    let w = who(principal, req);
+    if let Err(e) = st.registry.check_access(&w, action, &key).await {
         out.error = Some(e.to_string());
         out.principal = w.principal;
-        return match e {
-            Error::AccessDenied(_) if anonymous => challenge(st, &req, "authentication required"),
+        return Some(match e {
+            Error::AccessDenied(_) if anonymous => challenge(st, req, &parsed, "authentication required"),
             e => ApiError(e).into_response(),
+        });
+    }
+    // A mount also reads the source repository: without pull there, the handler starts a plain
+    // upload instead. The source is the one decoded value the handler would read.
+    if *req.method() == Method::POST
+        && let Some(from) = parsed.query.get("mount").and(parsed.query.get("from"))
+    {
+        let source =
+            RepoName::parse(from).ok().map(|n| n.in_account(berth_core::split_repo_key(&key).0).as_str().to_string());
+        let readable = match &source {
+            Some(s) => st.registry.check_access(&w, "ecr:GetDownloadUrlForLayer", s).await.is_ok(),
+            None => false,
         };
-    }
-    // A mount also reads the source repository: without pull there, upload instead.
-    let registry = crate::oci::registry_of(st, &req);
-    let req = match mount_source(&req) {
-        Some(from)
-            if berth_core::RepoName::parse(&from).is_err()
-                || st
-                    .registry
-                    .check_access(&w, "ecr:GetDownloadUrlForLayer", &st.registry.repo_key(&registry, &from))
-                    .await
-                    .is_err() =>
-        {
-            without_mount(req)
+        let shown = source.as_deref().map_or(from, |s| berth_core::split_repo_key(s).1);
+        out.detail = Some(if readable {
+            format!("mount from {shown}")
+        } else {
+            format!("mount from {shown} refused (no pull permission there): uploading instead")
+        });
+        if !readable {
+            parsed.query.remove("mount");
+            parsed.query.remove("from");
         }
-        _ => req,
-    };
-    out.allowed = true;
-    out.principal = w.principal;
-    next.run(req).await
-}
-
-fn mount_source(req: &Request) -> Option<String> {
-    let q = req.uri().query()?;
-    if !q.split('&').any(|kv| kv.starts_with("mount=")) {
-        return None;
     }
-    q.split('&').find_map(|kv| kv.strip_prefix("from=")).map(str::to_string)
-}
-
-fn without_mount(mut req: Request) -> Request {
-    let uri = req.uri().clone();
-    let path = uri.path().to_string();
-    if let Ok(u) = path.parse() {
-        *req.uri_mut() = u;
-    }
-    req
+    allow(req, parsed, out, w.principal)
 }
 
 /// `GET /token?service=..&scope=..`: exchanges the Basic login for a bearer token.
@@ -318,24 +307,19 @@ pub async fn token(State(st): State<AppState>, req: Request) -> Response {
         Query::<Vec<(String, String)>>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
     // Without credentials the token is anonymous: it carries what public repositories allow.
     let ip = crate::peer_ip(req.extensions());
-    let throttle = st.registry.throttle();
-    let login = basic_password(req.headers());
-    if login.is_some()
-        && let Err(e) = throttle.check(ip, None)
-    {
-        return ApiError(e).into_response();
-    }
+    let login = match basic_password(req.headers()) {
+        Some(Ok(pw)) => Some(st.registry.check_login(&pw).await),
+        Some(Err(e)) => Some(Err(e)),
+        None => None,
+    };
     let (principal, not_after) = match login {
-        Some(Ok(pw)) => match st.registry.check_login(&pw).await {
-            Ok((p, e)) => (Some(p), e),
-            Err(e) => {
-                throttle.failed(ip, None);
-                return basic_401(&st, &req, &e.to_string());
-            }
-        },
+        Some(Ok((p, e))) => (Some(p), e),
+        // A valid login always gets its token; failures count against the address only.
         Some(Err(e)) => {
-            throttle.failed(ip, None);
-            return basic_401(&st, &req, &e.to_string());
+            return match st.registry.throttle().refuse(ip, e) {
+                e @ Error::Throttled(_) => ApiError(e).into_response(),
+                e => basic_401(&st, &req, &e.to_string()),
+            };
         }
         None => (None, i64::MAX),
     };
@@ -406,22 +390,48 @@ fn basic_401(st: &AppState, req: &Request, message: &str) -> Response {
     res
 }
 
-/// `GET /berth/layers/<name>/<digest>?expires=..&signature=..`: a layer by signed URL.
-pub async fn download(State(st): State<AppState>, req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    let q: HashMap<String, String> =
-        Query::<HashMap<String, String>>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
-    let Some((name, digest)) = path.strip_prefix("/berth/layers/").and_then(|r| r.rsplit_once('/')) else {
-        return error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+/// `/metrics` for callers with credentials (`metrics_auth`): an access key as Basic user and
+/// password (what a Prometheus `basic_auth` holds), the `docker login` password, or a bearer
+/// token. Failures count against the address like any other.
+pub async fn metrics_with_credentials(State(st): State<AppState>, req: Request) -> Response {
+    let ip = crate::peer_ip(req.extensions());
+    let ok = match metrics_caller(&st, req.headers()).await {
+        Ok(p) => p.is_some(),
+        Err(e) => {
+            if let e @ Error::Throttled(_) = st.registry.throttle().refuse(ip, e) {
+                return ApiError(e).into_response();
+            }
+            false
+        }
     };
-    let (Some(expires), Some(sig)) = (q.get("expires"), q.get("signature")) else {
-        return error_response(StatusCode::FORBIDDEN, "DENIED", "the URL must carry expires and signature");
-    };
-    if let Err(e) = st.registry.auth().check_download(name, digest, expires, sig) {
-        return error_response(StatusCode::FORBIDDEN, "DENIED", &e.to_string());
+    if ok {
+        return crate::metrics(State(st)).await;
     }
-    let method = req.method().clone();
-    crate::oci::get_blob(&st, name, digest, &method, req.headers()).await.unwrap_or_else(IntoResponse::into_response)
+    let mut res = error_response(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "metrics need credentials: Basic with an access key id and secret, or a login password or token",
+    );
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth metrics\""));
+    res
+}
+
+async fn metrics_caller(st: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, Error> {
+    if let Some(t) = bearer(headers) {
+        return Ok(st.registry.check_bearer(t).await?.0);
+    }
+    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else { return Ok(None) };
+    let bad = || Error::Unauthorized("malformed Basic credentials".into());
+    let decoded = STANDARD.decode(b64.trim()).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
+    let (user, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    if user == "AWS" {
+        return Ok(Some(st.registry.check_login(secret).await?.0));
+    }
+    match st.registry.signing_key(user, None).await? {
+        Some((expected, p)) if berth_crypto::constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok(Some(p)),
+        _ => Err(Error::Unauthorized("unknown access key or wrong secret".into())),
+    }
 }
 
 #[cfg(test)]
@@ -430,12 +440,15 @@ mod tests {
 
     #[test]
     fn actions_of_requests() {
-        let n = |m: Method, p: &str| match need(&m, p) {
-            Some(Need::Repo { name, action, scope }) => format!("{name} {action} {scope}"),
-            other => format!("{other:?}"),
+        let n = |m: Method, p: &str| {
+            let parsed = OciRequest::parse(&m, p, None, "000000000000".into(), |n: &RepoName| n.clone()).unwrap();
+            match need(&m, &parsed.endpoint) {
+                Need::Repo { action, scope } => format!("{} {action} {scope}", parsed.repo().unwrap().name),
+                other => format!("{other:?}"),
+            }
         };
-        assert_eq!(n(Method::GET, "/v2/"), "Some(Login)");
-        assert_eq!(n(Method::GET, "/v2/_catalog"), "Some(Catalog)");
+        assert_eq!(n(Method::GET, "/v2/"), "Login");
+        assert_eq!(n(Method::GET, "/v2/_catalog"), "Catalog");
         assert_eq!(n(Method::GET, "/v2/a/b/manifests/latest"), "a/b ecr:BatchGetImage pull");
         assert_eq!(n(Method::HEAD, "/v2/a/blobs/sha256:x"), "a ecr:BatchCheckLayerAvailability pull");
         assert_eq!(n(Method::GET, "/v2/a/blobs/sha256:x"), "a ecr:GetDownloadUrlForLayer pull");
@@ -445,5 +458,6 @@ mod tests {
         assert_eq!(n(Method::PUT, "/v2/a/manifests/1"), "a ecr:PutImage push");
         assert_eq!(n(Method::DELETE, "/v2/a/manifests/sha256:x"), "a ecr:BatchDeleteImage delete");
         assert_eq!(n(Method::GET, "/v2/a/tags/list"), "a ecr:ListImages pull");
+        assert_eq!(n(Method::GET, "/v2/a/b/c"), "Nothing");
     }
 }

@@ -4,11 +4,9 @@
 //! [`parse_path`] splits it from the right: the last segment is a digest, tag or upload id (none
 //! of which contain `/`), and the segment(s) before it say which resource it is.
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -20,14 +18,9 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::{ApiError, error_response};
+use crate::request::{OciRequest, Query, Resource};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
-type Params = HashMap<String, String>;
-
-/// Query parameters, parsed only by the endpoints that take any.
-fn params(req: &Request) -> Params {
-    Query::<Params>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default()
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -50,109 +43,79 @@ fn unsupported() -> Response {
     error_response(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not supported on this endpoint")
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Target<'a> {
-    Blob(&'a str, &'a str),
-    Uploads(&'a str, &'a str),
-    Manifest(&'a str, &'a str),
-    Tags(&'a str),
-    Referrers(&'a str, &'a str),
+/// The request as the authorization middleware parsed and decided it.
+fn parsed(req: &mut Request) -> Result<OciRequest> {
+    // Every `/v2/` route runs behind that middleware, which always leaves its parse here.
+    req.extensions_mut()
+        .remove::<OciRequest>()
+        .ok_or_else(|| ApiError(Error::Internal("a /v2/ request reached its handler without being parsed".into())))
 }
 
-impl<'a> Target<'a> {
-    /// The same target in repository `name` (a key).
-    fn with_name<'b>(self, name: &'b str) -> Target<'b>
-    where
-        'a: 'b,
-    {
-        match self {
-            Target::Blob(_, d) => Target::Blob(name, d),
-            Target::Uploads(_, u) => Target::Uploads(name, u),
-            Target::Manifest(_, r) => Target::Manifest(name, r),
-            Target::Tags(_) => Target::Tags(name),
-            Target::Referrers(_, d) => Target::Referrers(name, d),
-        }
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        match self {
-            Target::Blob(n, _)
-            | Target::Uploads(n, _)
-            | Target::Manifest(n, _)
-            | Target::Tags(n)
-            | Target::Referrers(n, _) => n,
-        }
-    }
-}
-
-pub(crate) fn parse_path(rest: &str) -> Option<Target<'_>> {
-    let (prefix, last) = rest.rsplit_once('/')?;
-    if let Some(name) = prefix.strip_suffix("/blobs/uploads") {
-        return Some(Target::Uploads(name, last));
-    }
-    let (name, kind) = prefix.rsplit_once('/')?;
-    match (kind, last) {
-        ("blobs", _) => Some(Target::Blob(name, last)),
-        ("manifests", _) => Some(Target::Manifest(name, last)),
-        ("referrers", _) => Some(Target::Referrers(name, last)),
-        ("tags", "list") => Some(Target::Tags(name)),
-        _ => None,
-    }
-}
-
-async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    let rest = &path["/v2/".len()..];
-    let Some(target) = parse_path(rest) else {
+async fn dispatch(State(st): State<AppState>, mut req: Request) -> Response {
+    let parsed = match parsed(&mut req) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Some(target) = parsed.repo() else {
         return not_found().await;
     };
-    // A bad name is the first thing to report, whatever the method.
-    if let Err(e) = berth_core::RepoName::parse(target.name()) {
-        return ApiError(e.into()).into_response();
-    }
-    // The registry the host names (see auth::require); handlers get the repository's key.
-    let registry = registry_of(&st, &req);
-    let key = st.registry.repo_key(&registry, target.name());
-    let target = target.with_name(&key);
+    // Handlers get the repository's key (the name in the registry the host names).
+    let name = target.key.as_str();
+    let q = &parsed.query;
     let method = req.method().clone();
-    let r = match target {
-        Target::Blob(name, digest) => match method {
+    let r = match &target.resource {
+        Resource::Blob(digest) => match method {
             Method::GET | Method::HEAD => get_blob(&st, name, digest, &method, req.headers()).await,
             Method::DELETE => delete_blob(&st, name, digest).await,
             _ => return unsupported(),
         },
-        Target::Uploads(name, id) => match (method, id.is_empty()) {
-            (Method::POST, true) => start_upload(&st, name, params(&req), req).await,
-            (Method::PATCH, false) => patch_upload(&st, name, id, req).await,
-            (Method::PUT, false) => put_upload(&st, name, id, params(&req), req).await,
-            (Method::GET, false) => upload_status(&st, name, id).await,
-            (Method::DELETE, false) => cancel_upload(&st, name, id).await,
+        Resource::Uploads => match method {
+            Method::POST => start_upload(&st, name, q, req).await,
             _ => return unsupported(),
         },
-        Target::Manifest(name, reference) => match method {
+        Resource::Upload(id) => match method {
+            Method::PATCH => patch_upload(&st, name, id, req).await,
+            Method::PUT => put_upload(&st, name, id, q, req).await,
+            Method::GET => upload_status(&st, name, id).await,
+            Method::DELETE => cancel_upload(&st, name, id).await,
+            _ => return unsupported(),
+        },
+        Resource::Manifest(reference) => match method {
             Method::GET | Method::HEAD => get_manifest(&st, name, reference, &method, req.headers()).await,
-            Method::PUT => put_manifest(&st, name, reference, req).await,
+            Method::PUT => put_manifest(&st, name, reference, q, req).await,
             Method::DELETE => delete_manifest(&st, name, reference).await,
             _ => return unsupported(),
         },
-        Target::Tags(name) => match method {
-            Method::GET => list_tags(&st, name, params(&req)).await,
+        Resource::Tags => match method {
+            Method::GET => list_tags(&st, name, q).await,
             _ => return unsupported(),
         },
-        Target::Referrers(name, digest) => match method {
-            Method::GET => referrers(&st, name, digest, params(&req)).await,
+        Resource::Referrers(digest) => match method {
+            Method::GET => referrers(&st, name, digest, q).await,
             _ => return unsupported(),
         },
     };
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The registry (account id) of a `/v2/` request, as the auth middleware found it from the host.
-pub(crate) fn registry_of(st: &AppState, req: &Request) -> String {
-    req.extensions()
-        .get::<crate::auth::RegistryId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| st.registry.settings().registry_id.clone())
+/// `GET /berth/layers/<name>/<digest>?expires=..&signature=..`: a layer by signed URL.
+pub async fn download(State(st): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let q = match Query::parse(req.uri().query(), &[]) {
+        Ok(q) => q,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let Some((name, digest)) = path.strip_prefix("/berth/layers/").and_then(|r| r.rsplit_once('/')) else {
+        return error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    };
+    let (Some(expires), Some(sig)) = (q.get("expires"), q.get("signature")) else {
+        return error_response(StatusCode::FORBIDDEN, "DENIED", "the URL must carry expires and signature");
+    };
+    if let Err(e) = st.registry.auth().check_download(name, digest, expires, sig) {
+        return error_response(StatusCode::FORBIDDEN, "DENIED", &e.to_string());
+    }
+    let method = req.method().clone();
+    get_blob(&st, name, digest, &method, req.headers()).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn repo(name: &str) -> Result<RepoName> {
@@ -290,7 +253,7 @@ fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Res
     }
 }
 
-async fn start_upload(st: &AppState, name: &str, q: Params, req: Request) -> Result<Response> {
+async fn start_upload(st: &AppState, name: &str, q: &Query, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     if let Some(mount) = q.get("mount") {
         let digest = parse_digest(mount)?;
@@ -344,7 +307,7 @@ async fn patch_upload(st: &AppState, name: &str, id: &str, req: Request) -> Resu
     upload_result(r, name, id)
 }
 
-async fn put_upload(st: &AppState, name: &str, id: &str, q: Params, req: Request) -> Result<Response> {
+async fn put_upload(st: &AppState, name: &str, id: &str, q: &Query, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     let r = async {
         let digest = q.get("digest").ok_or_else(|| {
@@ -397,6 +360,11 @@ async fn get_manifest(
     headers: &HeaderMap,
 ) -> Result<Response> {
     let repo = repo(name)?;
+    // A reference that cannot name a manifest names none: not found, as Distribution answers
+    // (a PUT to it is still refused as invalid).
+    if berth_core::Reference::parse(reference).is_err() {
+        return Err(Error::ManifestUnknown(format!("{reference} (not a valid tag or digest)")).into());
+    }
     let m = st.registry.get_manifest(&repo, reference).await?;
     if refuses(headers, &m.media_type) {
         return Err(Error::ManifestUnknown(format!(
@@ -418,12 +386,27 @@ async fn get_manifest(
     Ok(res)
 }
 
-async fn put_manifest(st: &AppState, name: &str, reference: &str, req: Request) -> Result<Response> {
+/// Most `tag` parameters one manifest PUT may set.
+const MAX_TAG_PARAMS: usize = 100;
+
+async fn put_manifest(st: &AppState, name: &str, reference: &str, q: &Query, req: Request) -> Result<Response> {
     let repo = repo(name)?;
+    // `?tag=a&tag=b` on a PUT by digest sets those tags too (how clients tag a manifest whose
+    // digest is not sha256, which a PUT by tag cannot name).
+    let tags: Vec<&str> = q.all("tag").collect();
+    if !tags.is_empty() && !reference.contains(':') {
+        return Err(Error::TagInvalid(berth_core::NameError::InvalidTag(
+            "tag query parameters apply to a PUT by digest, not by tag".into(),
+        ))
+        .into());
+    }
+    if tags.len() > MAX_TAG_PARAMS {
+        return Err(Error::InvalidParameter(format!("at most {MAX_TAG_PARAMS} tag parameters per PUT")).into());
+    }
     let limit = berth_core::manifest::MAX_MANIFEST_SIZE;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = read_limited(req.into_body(), limit).await?;
-    let put = st.registry.put_manifest(&repo, reference, content_type.as_deref(), &body).await?;
+    let put = st.registry.put_manifest(&repo, reference, &tags, content_type.as_deref(), &body).await?;
     let digest = put.digest.to_string();
     let mut res = (
         StatusCode::CREATED,
@@ -436,6 +419,9 @@ async fn put_manifest(st: &AppState, name: &str, reference: &str, req: Request) 
         .into_response();
     if let Some(s) = put.subject {
         res.headers_mut().insert("oci-subject", hv(&s.to_string()));
+    }
+    for t in &tags {
+        res.headers_mut().append("oci-tag", hv(t));
     }
     Ok(res)
 }
@@ -472,7 +458,7 @@ async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Result<R
 
 // ---- discovery ----
 
-fn page_params(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<&str>), Error> {
+fn page_params(q: &Query) -> Result<(Option<usize>, Option<&str>), Error> {
     let n = match q.get("n") {
         None => None,
         Some(s) => Some(
@@ -480,7 +466,7 @@ fn page_params(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<&st
                 .map_err(|_| Error::PaginationInvalid(format!("n must be a non-negative integer, not {s:?}")))?,
         ),
     };
-    Ok((n, q.get("last").map(String::as_str)))
+    Ok((n, q.get("last")))
 }
 
 fn with_next_link(mut res: Response, path: &str, n: usize, last: Option<&String>) -> Response {
@@ -503,9 +489,9 @@ fn encode_query(s: &str) -> String {
         .collect()
 }
 
-async fn list_tags(st: &AppState, name: &str, q: Params) -> Result<Response> {
+async fn list_tags(st: &AppState, name: &str, q: &Query) -> Result<Response> {
     let repo = repo(name)?;
-    let (n, last) = page_params(&q)?;
+    let (n, last) = page_params(q)?;
     let page = st.registry.list_tags(&repo, last, n).await?;
     let body = json!({ "name": repo.name(), "tags": page.items });
     let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
@@ -513,42 +499,25 @@ async fn list_tags(st: &AppState, name: &str, q: Params) -> Result<Response> {
     Ok(with_next_link(res, &format!("/v2/{}/tags/list", client_name(name)), page.items.len(), next))
 }
 
-async fn catalog(State(st): State<AppState>, req: Request) -> Response {
-    let q = params(&req);
-    let viewer = req.extensions().get::<crate::auth::Viewer>().cloned();
-    let registry = registry_of(&st, &req);
+async fn catalog(State(st): State<AppState>, mut req: Request) -> Response {
     let r: Result<Response> = async {
-        let (n, last) = page_params(&q)?;
-        let mut page = st.registry.catalog(&registry, last, n).await?;
-        let next_after = page.items.last().cloned();
-        if let Some(crate::auth::Viewer(w)) = &viewer {
-            // Only repositories the caller may describe or pull from (a page may come out short;
-            // the Link header still continues after the last name scanned).
-            let mut visible = Vec::with_capacity(page.items.len());
-            for name in page.items.drain(..) {
-                if st.registry.decide(w, "ecr:DescribeRepositories", &name).await?.allowed()
-                    || st.registry.decide(w, "ecr:BatchGetImage", &name).await?.allowed()
-                {
-                    visible.push(name);
-                }
-            }
-            page.items = visible;
-        }
+        let parsed = parsed(&mut req)?;
+        let (n, last) = page_params(&parsed.query)?;
+        let page = st.registry.catalog(parsed.viewer.as_ref(), &parsed.registry, last, n).await?;
         let names: Vec<&str> = page.items.iter().map(|k| client_name(k)).collect();
         let body = json!({ "repositories": names });
         let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
-        let next_after = next_after.map(|k| client_name(&k).to_string());
-        let next = if page.more { next_after.as_ref() } else { None };
-        Ok(with_next_link(res, "/v2/_catalog", page.items.len().max(n.unwrap_or(0)), next))
+        let next = if page.more { names.last().map(|n| n.to_string()) } else { None };
+        Ok(with_next_link(res, "/v2/_catalog", page.items.len(), next.as_ref()))
     }
     .await;
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn referrers(st: &AppState, name: &str, digest: &str, q: Params) -> Result<Response> {
+async fn referrers(st: &AppState, name: &str, digest: &str, q: &Query) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
-    let filter = q.get("artifactType").map(String::as_str).filter(|s| !s.is_empty());
+    let filter = q.get("artifactType").filter(|s| !s.is_empty());
     let index = st.registry.referrers(&repo, &digest, filter).await?;
     let mut res = ([(header::CONTENT_TYPE, media::OCI_INDEX)], index.to_string()).into_response();
     if filter.is_some() {
@@ -560,18 +529,6 @@ async fn referrers(st: &AppState, name: &str, digest: &str, q: Params) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_split_from_the_right() {
-        assert_eq!(parse_path("a/b/blobs/sha256:x"), Some(Target::Blob("a/b", "sha256:x")));
-        assert_eq!(parse_path("a/blobs/uploads/"), Some(Target::Uploads("a", "")));
-        assert_eq!(parse_path("a/blobs/uploads/u1"), Some(Target::Uploads("a", "u1")));
-        assert_eq!(parse_path("blobs/manifests/latest"), Some(Target::Manifest("blobs", "latest")));
-        assert_eq!(parse_path("a/manifests/x/tags/list"), Some(Target::Tags("a/manifests/x")));
-        assert_eq!(parse_path("a/referrers/sha256:x"), Some(Target::Referrers("a", "sha256:x")));
-        assert_eq!(parse_path("a/tags/other"), None);
-        assert_eq!(parse_path("a"), None);
-    }
 
     #[test]
     fn ranges() {

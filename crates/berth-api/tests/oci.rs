@@ -243,8 +243,16 @@ async fn image_manifests(s: Server) {
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
     let r = s.req(Method::GET, "/v2/norepo/manifests/v1").send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into()));
-    let r = s.req(Method::GET, "/v2/img/manifests/-bad-tag").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A reference that cannot exist is not found on GET and HEAD (as the conformance suite and
+    // Distribution have it); a PUT to it is still refused as invalid.
+    for bad in ["-bad-tag", ".INVALID_MANIFEST_NAME", "sha256:nothex"] {
+        let r = s.req(Method::GET, &format!("/v2/img/manifests/{bad}")).send().await.unwrap();
+        assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()), "GET {bad}");
+        let r = s.req(Method::HEAD, &format!("/v2/img/manifests/{bad}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "HEAD {bad}");
+    }
+    let r = s.put_manifest("img", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &m).await;
+    assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "TAG_INVALID".into()));
     // Nothing of the failed pushes was tagged.
     let tags: Value = s.req(Method::GET, "/v2/img/tags/list").send().await.unwrap().json().await.unwrap();
     assert_eq!(tags["tags"], json!(["v1"]));
@@ -284,9 +292,26 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
     // Nested index.
     let outer = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_INDEX, "digest": id, "size": index.len()}]})).unwrap();
     assert_eq!(s.put_manifest("multi", "nested", OCI_INDEX, &outer).await.status(), StatusCode::CREATED);
-    // An index over a manifest the repository lacks.
-    let stray = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"?"), "size": 1}]})).unwrap();
-    let r = s.put_manifest("multi", "stray", OCI_INDEX, &stray).await;
+    // A sparse index: one platform pushed, the other absent (a mirror of one platform). Accepted
+    // and served; the absent child is simply not found; fsck notes it without calling it damage.
+    let absent = sha256(b"never pushed");
+    let sparse = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc(&amd, am.len(), "amd64"), {"mediaType": OCI_MANIFEST, "digest": absent, "size": 1, "platform": {"os": "linux", "architecture": "s390x"}}]})).unwrap();
+    let r = s.put_manifest("multi", "sparse", OCI_INDEX, &sparse).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "a sparse index is accepted");
+    let r = s.req(Method::GET, "/v2/multi/manifests/sparse").header("accept", OCI_INDEX).send().await.unwrap();
+    assert_eq!((r.status(), r.bytes().await.unwrap().to_vec()), (StatusCode::OK, sparse.clone()));
+    let r = s.req(Method::GET, &format!("/v2/multi/manifests/{absent}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let report = s.registry.fsck(|_| {}).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.sparse_children.iter().any(|n| n.contains(&absent)), "{:?}", report.sparse_children);
+    // Its present child is still protected from deletion; an image manifest without its layers is
+    // still refused.
+    let r = s.req(Method::DELETE, &format!("/v2/multi/manifests/{amd}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let mut lacking: Value = serde_json::from_slice(&am).unwrap();
+    lacking["layers"][0]["digest"] = json!(sha256(b"no such layer"));
+    let r = s.put_manifest("multi", "lacking", OCI_MANIFEST, &serde_json::to_vec(&lacking).unwrap()).await;
     assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into()));
     // The empty index.
     let empty = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;

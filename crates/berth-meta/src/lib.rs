@@ -108,6 +108,9 @@ pub struct NewManifest<'a> {
     pub content: &'a [u8],
     pub blobs: &'a [String],
     pub children: &'a [String],
+    /// Refuse the manifest when a child (of an index) is not in the repository. Off for OCI
+    /// pushes, which may mirror one platform of a multi-arch image (a sparse index).
+    pub require_children: bool,
     pub tag: Option<&'a str>,
     /// Refuse to move `tag` if it already names another manifest.
     pub immutable_tag: bool,
@@ -388,6 +391,7 @@ impl Meta {
             content: m.content.to_vec(),
             blobs: m.blobs.to_vec(),
             children: m.children.to_vec(),
+            require_children: m.require_children,
             tag: m.tag.map(str::to_string),
             immutable_tag: m.immutable_tag,
         };
@@ -615,6 +619,7 @@ struct OwnedManifest {
     content: Vec<u8>,
     blobs: Vec<String>,
     children: Vec<String>,
+    require_children: bool,
     tag: Option<String>,
     immutable_tag: bool,
 }
@@ -655,8 +660,7 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
             missing.push(format!("blob {b}"));
         }
     }
-    for ch in &m.children {
-        // An index may list itself only by mistake; a manifest cannot contain its own digest.
+    for ch in m.children.iter().filter(|_| m.require_children) {
         let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(ch.as_str())

@@ -37,6 +37,7 @@ fn manifest<'a>(digest: &'a str, blobs: &'a [String], children: &'a [String], ta
         content: b"{}",
         blobs,
         children,
+        require_children: true,
         tag,
         immutable_tag: false,
     }

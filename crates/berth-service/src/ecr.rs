@@ -12,7 +12,7 @@ use berth_meta::{ImageRow, MetaError, RepoRow, RepoSettings, TemplateRow};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Manifest, Registry, Result};
+use crate::{Error, Manifest, Registry, Result, Who};
 
 pub const MUTABILITY: [&str; 4] = ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"];
 pub const ENCRYPTION_TYPES: [&str; 3] = ["AES256", "KMS", "KMS_DSSE"];
@@ -483,14 +483,17 @@ impl Registry {
         Ok(self.repository_view(row))
     }
 
-    /// Named repositories (each must exist), or a page of all of them.
+    /// Named repositories (each must exist and be describable by `who`), or a page of the ones
+    /// `who` may describe; the token continues after the last one shown ([`crate::visible_page`]).
     pub async fn describe_repositories(
         &self,
+        who: &Who,
         registry: &str,
         names: Option<&[String]>,
         token: Option<&str>,
         max: Option<i64>,
     ) -> Result<Paged<Repository>> {
+        const ACTION: &str = "ecr:DescribeRepositories";
         if let Some(names) = names {
             if max.is_some() || token.is_some() {
                 return Err(Error::InvalidParameter(
@@ -502,6 +505,7 @@ impl Registry {
             }
             let mut items = Vec::new();
             for n in names {
+                self.check_access(who, ACTION, n).await?;
                 items.push(self.repository_view(self.repository(n).await?.1));
             }
             return Ok(Paged { items, next: None });
@@ -509,9 +513,17 @@ impl Registry {
         let limit = check_max(max, 1000)?;
         let after = decode_token(token)?;
         let prefix = self.repo_key(registry, "");
-        let rows = self.meta.list_repo_rows(&prefix, after.as_deref(), limit + 1).await?;
-        let page = paged(rows, limit, |r| r.name.clone());
-        Ok(Paged { items: page.items.into_iter().map(|r| self.repository_view(r)).collect(), next: page.next })
+        let prefix = &prefix;
+        let (rows, more) = crate::visible_page(
+            after,
+            limit as usize,
+            |after, n| Box::pin(async move { Ok(self.meta.list_repo_rows(prefix, after.as_deref(), n).await?) }),
+            |r: &RepoRow| r.name.clone(),
+            |k| Box::pin(async move { Ok(self.decide(who, ACTION, &k).await?.allowed()) }),
+        )
+        .await?;
+        let next = if more { rows.last().map(|r| encode_token(&r.name)) } else { None };
+        Ok(Paged { items: rows.into_iter().map(|r| self.repository_view(r)).collect(), next })
     }
 
     pub async fn delete_repository(&self, name: &str, force: bool) -> Result<Repository> {
@@ -847,7 +859,15 @@ impl Registry {
             })
             .transpose()?;
         let (put, outcome) = self
-            .store_manifest(&repo, row.id, tag, digest.as_ref(), media_type, manifest.as_bytes())
+            .store_manifest(
+                &repo,
+                row.id,
+                tag,
+                digest.as_ref(),
+                media_type,
+                manifest.as_bytes(),
+                crate::Children::Required,
+            )
             .await
             .map_err(|e| match e {
                 Error::DigestInvalid(m) if digest.is_some() => Error::ImageDigestMismatch(m),
@@ -1112,7 +1132,7 @@ impl Registry {
                 "{d} (The layer does not exist in the repository with name '{name}')"
             )));
         }
-        let q = self.auth.sign_download(&row.name, &d.to_string());
+        let q = self.auth().sign_download(&row.name, &d.to_string());
         Ok(format!("{}/berth/layers/{}/{d}?{q}", self.settings.public_url.trim_end_matches('/'), row.name))
     }
 }

@@ -25,6 +25,7 @@ use berth_core::manifest::MAX_MANIFEST_SIZE;
 use berth_core::{Algorithm, Digest, Reference, RepoName, parse_manifest};
 use berth_meta::{Backend, ManifestRow, Meta, NewManifest, PutOutcome};
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 pub use access::Who;
@@ -47,7 +48,8 @@ pub struct Registry {
     busy_uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     cache: Arc<cache::Cache>,
     settings: Arc<Settings>,
-    auth: Arc<Auth>,
+    /// Everything derived from the token-signing key; replaced whole when it is rotated.
+    tokens: Arc<std::sync::RwLock<Arc<Tokens>>>,
     /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
     /// write per pull would make every pull a database write (ECR, too, records them lazily).
     pulls: Arc<Mutex<HashMap<String, HashMap<String, i64>>>>,
@@ -58,15 +60,25 @@ pub struct Registry {
     /// One garbage collection at a time in this process.
     gc_lock: Arc<tokio::sync::Mutex<()>>,
     counters: Arc<gc::Counters>,
-    /// Signs STS session tokens; the other derives a session's secret from its token.
-    sessions: Arc<berth_crypto::token::TokenKey>,
-    session_secrets: Arc<berth_crypto::token::TokenKey>,
     /// Wakes an idle scan worker of this node when a scan is queued here.
     scan_wake: Arc<tokio::sync::Notify>,
     /// This process's name in scan-job claims.
     node: Arc<str>,
     scan_policies: Arc<scan_config::PolicyCache>,
 }
+
+/// The keys derived from the stored token-signing key.
+pub(crate) struct Tokens {
+    /// The setting as stored (sealed), to notice a rotation by another process.
+    stored: String,
+    auth: Arc<Auth>,
+    /// Signs STS session tokens; the other derives a session's secret from its token.
+    sessions: berth_crypto::token::TokenKey,
+    session_secrets: berth_crypto::token::TokenKey,
+}
+
+/// The associated data the token-signing key is sealed with.
+const TOKEN_KEY_AAD: &[u8] = b"berth settings token_key";
 
 /// The registry's identity and start-up choices.
 #[derive(Debug, Clone)]
@@ -148,6 +160,15 @@ impl From<ManifestRow> for Manifest {
     }
 }
 
+/// Whether an index's child manifests must already be in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Children {
+    /// ECR's PutImage: ReferencedImagesNotFound otherwise.
+    Required,
+    /// OCI pushes: a sparse index (some platforms only) is accepted, as Harbor and Zot do.
+    MayBeAbsent,
+}
+
 pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
@@ -173,12 +194,10 @@ impl Registry {
     /// Opens the registry service over its stores: loads (or creates, once for all nodes) the
     /// token-signing key, and on first start adds the default creation template.
     pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, settings: Settings, keys: Vec<AccessKey>) -> Result<Self> {
-        let fresh = hex::encode(berth_crypto::random_bytes());
+        let fresh = settings.seal_key.seal(berth_crypto::token::TokenKey::generate().as_bytes(), TOKEN_KEY_AAD);
         let stored = meta.setting_or_init("token_key", &fresh).await?;
-        let master = hex::decode(&stored)
-            .ok()
-            .and_then(|b| berth_crypto::token::TokenKey::from_bytes(&b))
-            .ok_or_else(|| Error::Internal("stored token key is corrupt".into()))?;
+        let stored = Self::seal_legacy_token_key(&meta, &settings, stored).await?;
+        let tokens = Self::derive_tokens(&settings, stored, keys)?;
         // Only one node can use a SQLite database, so only there can this process see every write.
         let cache_enabled = meta.backend() == Backend::Sqlite;
         let cache = Arc::new(cache::Cache::new(cache_enabled));
@@ -187,7 +206,7 @@ impl Registry {
             blobs,
             busy_uploads: Arc::default(),
             cache,
-            auth: Arc::new(Auth::new(&master, keys)),
+            tokens: Arc::new(std::sync::RwLock::new(Arc::new(tokens))),
             settings: Arc::new(settings),
             pulls: Arc::default(),
             access: Arc::new(access::AccessCache::new(cache_enabled)),
@@ -196,8 +215,6 @@ impl Registry {
             iam: Arc::new(iam::IamCache::new(cache_enabled)),
             gc_lock: Arc::default(),
             counters: Arc::default(),
-            sessions: Arc::new(master.derive("sts-session")),
-            session_secrets: Arc::new(master.derive("sts-session-secret")),
             scan_wake: Arc::default(),
             node: hex::encode(&berth_crypto::random_bytes()[..8]).into(),
             scan_policies: Arc::new(scan_config::PolicyCache::new(cache_enabled)),
@@ -224,8 +241,70 @@ impl Registry {
         &self.settings
     }
 
-    pub fn auth(&self) -> &Auth {
-        &self.auth
+    /// The token issuer and checker in force now (a rotation replaces it).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.tokens().auth.clone()
+    }
+
+    pub(crate) fn tokens(&self) -> Arc<Tokens> {
+        self.tokens.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn derive_tokens(settings: &Settings, stored: String, keys: Vec<AccessKey>) -> Result<Tokens> {
+        let raw = settings.seal_key.open(&stored, TOKEN_KEY_AAD).ok_or_else(|| {
+            Error::Internal(
+                "the stored token-signing key does not open with this secrets key: every node must use the same \
+                 secrets key (BERTH_SECRETS_KEY or <data_dir>/secrets.key) as the one that sealed it"
+                    .into(),
+            )
+        })?;
+        let master = berth_crypto::token::TokenKey::from_bytes(&raw)
+            .ok_or_else(|| Error::Internal("the stored token-signing key is corrupt".into()))?;
+        Ok(Tokens {
+            stored,
+            auth: Arc::new(Auth::new(&master, keys)),
+            sessions: master.derive("sts-session"),
+            session_secrets: master.derive("sts-session-secret"),
+        })
+    }
+
+    /// Data directories from before the key was sealed hold it as plain hex: seal it in place.
+    async fn seal_legacy_token_key(meta: &Meta, settings: &Settings, stored: String) -> Result<String> {
+        if stored.starts_with(berth_crypto::seal::PREFIX) {
+            return Ok(stored);
+        }
+        let raw = hex::decode(stored.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| Error::Internal("the stored token-signing key is corrupt".into()))?;
+        let sealed = settings.seal_key.seal(&raw, TOKEN_KEY_AAD);
+        meta.put_setting("token_key", &sealed).await?;
+        tracing::info!("sealed the token-signing key stored in plain text by an earlier version");
+        Ok(sealed)
+    }
+
+    /// Replaces the token-signing key: every login password, bearer token, STS session and
+    /// layer URL issued before stops working (here at once; on other processes when they next
+    /// [`Registry::refresh_token_key`]).
+    pub async fn rotate_token_key(&self) -> Result<()> {
+        let sealed = self.settings.seal_key.seal(berth_crypto::token::TokenKey::generate().as_bytes(), TOKEN_KEY_AAD);
+        self.meta.put_setting("token_key", &sealed).await?;
+        self.refresh_token_key().await?;
+        Ok(())
+    }
+
+    /// Picks up a token-signing key rotated by another process; whether it changed.
+    pub async fn refresh_token_key(&self) -> Result<bool> {
+        let Some(stored) = self.meta.setting("token_key").await? else { return Ok(false) };
+        let current = self.tokens();
+        if stored == current.stored {
+            return Ok(false);
+        }
+        let keys = current.auth.static_keys();
+        let fresh = Arc::new(Self::derive_tokens(&self.settings, stored, keys)?);
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        tracing::info!("the token-signing key was rotated: tokens issued before are no longer accepted");
+        Ok(true)
     }
 
     pub fn throttle(&self) -> &throttle::Throttle {
@@ -333,20 +412,31 @@ impl Registry {
 
     // ---- manifests ----
 
+    /// Stores a manifest pushed by tag or by digest; `extra_tags` (a PUT by digest's `tag`
+    /// parameters) are set on it as well, each like a PUT by that tag.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &str,
+        extra_tags: &[&str],
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<PutManifest> {
         let reference = Reference::parse(reference)?;
+        let extra: Vec<berth_core::Tag> =
+            extra_tags.iter().map(|t| berth_core::Tag::parse(t)).collect::<Result<_, _>>()?;
         let (tag, digest) = match &reference {
             Reference::Tag(t) => (Some(t.as_str()), None),
             Reference::Digest(d) => (None, Some(d)),
         };
         let repo_id = self.ensure_repo(repo).await?;
-        let put = self.store_manifest(repo, repo_id, tag, digest, content_type, body).await?.0;
+        let first = tag.or(extra.first().map(|t| t.as_str()));
+        // An index may name children that are not here (a mirror of some platforms only).
+        let sparse = Children::MayBeAbsent;
+        let put = self.store_manifest(repo, repo_id, first, digest, content_type, body, sparse).await?.0;
+        for t in extra.iter().skip(usize::from(tag.is_none())) {
+            self.store_manifest(repo, repo_id, Some(t.as_str()), Some(&put.digest), content_type, body, sparse).await?;
+        }
         self.scan_on_push(repo, &put.digest.to_string()).await;
         Ok(put)
     }
@@ -361,6 +451,7 @@ impl Registry {
     }
 
     /// Validates and stores a manifest, tagging it `tag`; `digest`, if given, must be its digest.
+    #[allow(clippy::too_many_arguments)] // each is one field of the push; a struct would only rename them
     pub(crate) async fn store_manifest(
         &self,
         repo: &RepoName,
@@ -369,6 +460,7 @@ impl Registry {
         digest: Option<&Digest>,
         content_type: Option<&str>,
         body: &[u8],
+        children: Children,
     ) -> Result<(PutManifest, PutOutcome)> {
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(Error::ManifestTooLarge(body.len()));
@@ -389,6 +481,7 @@ impl Registry {
             .filter(|b| !b.media_type.contains("foreign") && !b.media_type.contains("nondistributable"))
             .map(|b| b.digest.to_string())
             .collect();
+        let children_rule = children;
         let children: Vec<String> = parsed.children.iter().map(|c| c.digest.to_string()).collect();
         if children.contains(&digest.to_string()) {
             return Err(Error::ManifestInvalid("an index cannot contain itself".into()));
@@ -416,6 +509,7 @@ impl Registry {
                     content: body,
                     blobs: &blobs,
                     children: &children,
+                    require_children: children_rule == Children::Required,
                     tag,
                     immutable_tag,
                 },
@@ -483,14 +577,35 @@ impl Registry {
         Ok(Page { items, more })
     }
 
-    /// Repository keys of `registry` after the name `last`.
-    pub async fn catalog(&self, registry: &str, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+    /// Repository keys of `registry` after the name `last` that `viewer` may describe or pull
+    /// from (`None`: every one). See [`visible_page`] for why a page never ends on a hidden name.
+    pub async fn catalog(
+        &self,
+        viewer: Option<&Who>,
+        registry: &str,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Page> {
         let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
         let prefix = self.repo_key(registry, "");
-        let last = last.map(|l| self.repo_key(registry, l));
-        let mut items = self.meta.list_repos(&prefix, last.as_deref(), limit as i64 + 1).await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
+        let after = last.map(|l| self.repo_key(registry, l));
+        let prefix = &prefix;
+        let (items, more) = visible_page(
+            after,
+            limit,
+            |after, n| Box::pin(async move { Ok(self.meta.list_repos(prefix, after.as_deref(), n).await?) }),
+            String::clone,
+            |k| {
+                Box::pin(async move {
+                    match viewer {
+                        None => Ok(true),
+                        Some(w) => Ok(self.decide(w, "ecr:DescribeRepositories", &k).await?.allowed()
+                            || self.decide(w, "ecr:BatchGetImage", &k).await?.allowed()),
+                    }
+                })
+            },
+        )
+        .await?;
         Ok(Page { items, more })
     }
 
@@ -522,6 +637,43 @@ impl Registry {
             "mediaType": berth_core::media::OCI_INDEX,
             "manifests": manifests,
         }))
+    }
+}
+
+/// Up to `limit` items after the cursor `after` that pass `visible`, read from `fetch` in
+/// batches, and whether another visible one follows. Hidden items are skipped, never returned
+/// as the last of a page: the cursor a client continues from (`Link`'s `last`, a `nextToken`) is
+/// always an item it was shown, so paging reveals nothing about the names it may not see.
+pub(crate) async fn visible_page<'a, T: Send + 'a>(
+    mut after: Option<String>,
+    limit: usize,
+    mut fetch: impl FnMut(Option<String>, i64) -> BoxFuture<'a, Result<Vec<T>>> + Send,
+    key: impl Fn(&T) -> String + Send,
+    mut visible: impl FnMut(String) -> BoxFuture<'a, Result<bool>> + Send,
+) -> Result<(Vec<T>, bool)> {
+    if limit == 0 {
+        return Ok((Vec::new(), false));
+    }
+    // One more than a page tells whether more follow; at least a modest batch when most are hidden.
+    let batch = (limit + 1).max(100);
+    let mut out = Vec::new();
+    loop {
+        let rows = fetch(after.take(), batch as i64).await?;
+        let last_batch = rows.len() < batch;
+        for row in rows {
+            let k = key(&row);
+            after = Some(k.clone());
+            if visible(k).await? {
+                out.push(row);
+                if out.len() > limit {
+                    out.truncate(limit);
+                    return Ok((out, true));
+                }
+            }
+        }
+        if last_batch {
+            return Ok((out, false));
+        }
     }
 }
 

@@ -427,7 +427,8 @@ impl Registry {
             }
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body).await?;
+        self.store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body, crate::Children::Required)
+            .await?;
         Ok(())
     }
 
@@ -533,7 +534,11 @@ impl Registry {
         let parsed = parse_manifest(&m.content, Some(&m.media_type))?;
         if parsed.kind == ManifestKind::Index {
             for child in &parsed.children {
-                Box::pin(self.inventories(repo, &child.digest.to_string(), out)).await?;
+                // A sparse index lists platforms that were never pushed here: nothing to scan.
+                match Box::pin(self.inventories(repo, &child.digest.to_string(), out)).await {
+                    Err(Error::ManifestUnknown(_)) => {}
+                    r => r?,
+                }
             }
             return Ok(());
         }

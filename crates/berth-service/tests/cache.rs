@@ -51,7 +51,7 @@ async fn tag_moves_and_deletes_are_never_served_stale() {
             })
             .collect();
         let want = round % manifests.len();
-        reg.put_manifest(&repo, "moving", None, &manifests[want]).await.unwrap();
+        reg.put_manifest(&repo, "moving", &[], None, &manifests[want]).await.unwrap();
         // Once the write has returned, every read sees it.
         let got = reg.get_manifest(&repo, "moving").await.unwrap();
         assert_eq!(got.digest, digests[want], "round {round}: stale tag served");
@@ -66,7 +66,7 @@ async fn tag_moves_and_deletes_are_never_served_stale() {
     reg.delete_manifest(&repo, "moving").await.unwrap();
     assert!(matches!(reg.get_manifest(&repo, "moving").await, Err(Error::ManifestUnknown(_))));
     let last = &digests[199 % manifests.len()];
-    reg.put_manifest(&repo, "again", None, &manifests[199 % manifests.len()]).await.unwrap();
+    reg.put_manifest(&repo, "again", &[], None, &manifests[199 % manifests.len()]).await.unwrap();
     reg.get_manifest(&repo, "again").await.unwrap();
     reg.get_manifest(&repo, last).await.unwrap();
     reg.delete_manifest(&repo, last).await.unwrap();
