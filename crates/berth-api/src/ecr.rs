@@ -3,28 +3,25 @@
 //! SigV4 (service `ecr`). Each operation reads its input shape from the botocore model, calls the
 //! registry service, and writes the output shape; errors become `{"__type","message"}`.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_crypto::sigv4;
 use berth_service::ecr::{
     ImageFailure, ImageId, LayerCheck, MutabilityFilter, NewRepository, ResourceTag, StoredTemplate, TagStatus,
     Template, parse_tag_status,
 };
-use berth_service::{AuditEvent, Error, Principal, Repository, Who};
+use berth_service::{Error, Principal, Repository, Who};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::aws::Refusal;
 use crate::error::{ecr_error_response, ecr_response};
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
-/// Largest request body: an UploadLayerPart of 20 MiB, base64-encoded, with room for the JSON.
-const MAX_BODY: usize = 30 * 1024 * 1024;
 
 type R = Result<Value, Error>;
 
@@ -54,48 +51,26 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
             None,
         );
     };
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(m) => return ecr_error_response("SerializationException", &m, None),
-    };
-    let Some(headers) = header_pairs(&parts.headers) else {
-        return ecr_error_response("IncompleteSignatureException", "header values must be ASCII", None);
-    };
-    let hdrs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let sreq = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &hdrs,
-        body: &body,
-    };
-    let ip = crate::peer_ip(&parts.extensions);
-    let mut event = AuditEvent {
-        name: op.clone(),
-        principal: None,
-        source_ip: ip,
-        resource: None,
-        allowed: false,
-        error: None,
-        detail: None,
-    };
-    let principal = match authenticate(st, &sreq, ip, "ecr").await {
-        Ok(p) => p,
-        Err(Ok(e)) => {
+    let mut event = crate::aws::event(&op, &parts);
+    let ip = event.source_ip;
+    let signed = match crate::aws::authenticate(st, &parts, body, body_limit(&op), |_| "ecr").await {
+        Ok(s) => s,
+        Err(Refusal::Sig(e)) => {
             event.error = Some(format!("{}: {e}", e.aws_type()));
             st.registry.audit(event).await;
             return ecr_error_response(e.aws_type(), &e.to_string(), None);
         }
-        Err(Err(e)) => {
+        Err(Refusal::Service(e)) => {
             event.error = Some(format!("{}: {e}", crate::error::ecr_type(&e)));
             st.registry.audit(event).await;
             return ecr_response(&e);
         }
     };
-    event.principal = Some(principal.0.arn.clone());
-    let payload = principal.1;
-    let principal = principal.0;
-    let mut who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false, ..Default::default() };
+    event.principal = Some(signed.principal.arn.clone());
+    let payload = signed.payload;
+    let principal = signed.principal;
+    let secure = crate::serve::is_secure(&parts.extensions);
+    let mut who = Who { principal: Some(principal.clone()), source_ip: ip, secure, ..Default::default() };
     let input: Value = if payload.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -152,68 +127,14 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     }
 }
 
-/// The headers as text, for signature checks; `None` if a value is not ASCII.
-pub(crate) fn header_pairs(headers: &axum::http::HeaderMap) -> Option<Vec<(String, String)>> {
-    headers.iter().map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
-}
-
-async fn read_body(body: Body) -> Result<Vec<u8>, String> {
-    use futures_util::TryStreamExt;
-    let mut out = Vec::new();
-    let mut s = body.into_data_stream();
-    while let Some(chunk) = s.try_next().await.map_err(|e| format!("reading the request body: {e}"))? {
-        if out.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the request body is larger than {MAX_BODY} bytes"));
-        }
-        out.extend_from_slice(&chunk);
+/// Largest body each operation takes: an UploadLayerPart carries up to 20 MiB base64-encoded, a
+/// PutImage a manifest of up to 4 MiB as a JSON string; everything else is small.
+fn body_limit(op: &str) -> usize {
+    match op {
+        "UploadLayerPart" => 30 * 1024 * 1024,
+        "PutImage" => 12 * 1024 * 1024,
+        _ => 1024 * 1024,
     }
-    Ok(out)
-}
-
-/// The signer and the payload; a signature failure (counted against the address and key), or
-/// a refusal because earlier failures were too many.
-type AuthResult = Result<(Principal, Vec<u8>), Result<sigv4::SigError, Error>>;
-
-pub(crate) async fn authenticate(
-    st: &AppState,
-    req: &sigv4::Request<'_>,
-    ip: Option<std::net::IpAddr>,
-    service: &str,
-) -> AuthResult {
-    let throttle = st.registry.throttle();
-    let auth = match sigv4::parse_authorization(req) {
-        Ok(a) => a,
-        Err(e) => {
-            throttle.check(ip, None).map_err(Err)?;
-            throttle.failed(ip, None);
-            return Err(Ok(e));
-        }
-    };
-    let akid = auth.access_key_id.as_str();
-    throttle.check(ip, Some(akid)).map_err(Err)?;
-    let token = req.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-amz-security-token")).map(|(_, v)| *v);
-    let key = match st.registry.signing_key(akid, token).await {
-        Ok(k) => k,
-        Err(e) => {
-            throttle.failed(ip, Some(akid));
-            return Err(Err(e));
-        }
-    };
-    let verified = match key {
-        None => Err(sigv4::SigError::UnknownKey),
-        Some((secret, principal)) => {
-            let s = st.registry.settings();
-            let now = berth_service::auth::now_secs();
-            // IAM is global: the SDKs sign it for us-east-1 whatever the configured region.
-            let region = if service == "iam" && auth.region == "us-east-1" { "us-east-1" } else { &s.region };
-            sigv4::verify(&auth, &secret, req, &sigv4::Expect { region, service, now })
-                .map(|payload| (principal, payload))
-        }
-    };
-    verified.map_err(|e| {
-        throttle.failed(ip, Some(akid));
-        Ok(e)
-    })
 }
 
 fn input<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
@@ -380,18 +301,27 @@ async fn registry_of(st: &AppState, p: &Principal, v: &mut Value) -> Result<Stri
             if r.account_exists(&own).await? { own } else { r.settings().registry_id.clone() }
         }
     };
-    let qualify = |n: &mut Value| {
-        if let Some(name) = n.as_str()
-            && berth_core::RepoName::parse(name).is_ok()
-        {
+    // Clients name repositories without an account: a name is checked here, once, and becomes
+    // the key; `:` is not part of any name (it would address another account's key).
+    let qualify = |field: &str, n: &mut Value| -> Result<(), Error> {
+        if let Some(name) = n.as_str() {
+            if berth_core::RepoName::parse(name).is_err() {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid parameter at '{field}' failed to satisfy constraint: 'must satisfy regular expression \
+                     '(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*'', got '{name}'"
+                )));
+            }
             *n = Value::String(r.repo_key(&registry, name));
         }
+        Ok(())
     };
     if let Some(n) = v.get_mut("repositoryName") {
-        qualify(n);
+        qualify("repositoryName", n)?;
     }
     if let Some(Value::Array(names)) = v.get_mut("repositoryNames") {
-        names.iter_mut().for_each(qualify);
+        for n in names.iter_mut() {
+            qualify("repositoryNames", n)?;
+        }
     }
     Ok(registry)
 }
@@ -569,21 +499,17 @@ struct DescribeRepositoriesIn {
 async fn describe_repositories(st: &AppState, who: &Who, v: Value) -> R {
     let i: DescribeRepositoriesIn = input(v)?;
     st.registry.check_registry_id(i.registry_id.as_deref())?;
-    const ACTION: &str = "ecr:DescribeRepositories";
-    for name in i.repository_names.iter().flatten() {
-        st.registry.check_access(who, ACTION, name).await?;
-    }
     let page = st
         .registry
-        .describe_repositories(&registry_id(st), i.repository_names.as_deref(), i.next_token.as_deref(), i.max_results)
+        .describe_repositories(
+            who,
+            &registry_id(st),
+            i.repository_names.as_deref(),
+            i.next_token.as_deref(),
+            i.max_results,
+        )
         .await?;
-    let mut repos: Vec<Value> = Vec::with_capacity(page.items.len());
-    // Without names, the listing holds what the caller may describe (a page may come out short).
-    for r in &page.items {
-        if st.registry.decide(who, ACTION, &r.row.name).await?.allowed() {
-            repos.push(repo_json(r));
-        }
-    }
+    let repos: Vec<Value> = page.items.iter().map(repo_json).collect();
     Ok(paged(json!({ "repositories": repos }), page.next))
 }
 

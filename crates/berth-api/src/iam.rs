@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_crypto::sigv4;
 use berth_service::iam::{Entity, KeyInfo, Kind, ManagedPolicy, NewEntity, PolicyVersion};
-use berth_service::{AuditEvent, Error, Principal, Registry, Who};
+use berth_service::{Error, Principal, Registry, Who};
 
 use crate::AppState;
+use crate::aws::Refusal;
 use crate::error::iam_code;
 
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -129,66 +129,46 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
 
 async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error_xml(
-                IAM_NS,
-                request_id,
-                StatusCode::BAD_REQUEST,
-                "InvalidInput",
-                &format!("the request body is larger than {MAX_BODY} bytes"),
-            );
+    // The service is known from the Action, in the body: the one read below, once signed.
+    let mut action = String::new();
+    let signed = crate::aws::authenticate(st, &parts, body, MAX_BODY, |body| {
+        action =
+            form_urlencoded::parse(body).find(|(k, _)| k == "Action").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        if is_sts(&action) { "sts" } else { "iam" }
+    })
+    .await;
+    let mut event = crate::aws::event(&action, &parts);
+    let ns = if is_sts(&action) { STS_NS } else { IAM_NS };
+    let (principal, params) = match signed {
+        Ok(s) => {
+            let params: HashMap<String, String> = form_urlencoded::parse(&s.payload).into_owned().collect();
+            // What runs is what was signed: the Action of the verified payload, for the service
+            // the signature was checked for.
+            let signed_action = params.get("Action").cloned().unwrap_or_default();
+            if is_sts(&signed_action) != is_sts(&action) {
+                let e = Error::InvalidInput("the Action of the payload does not match the signed service".into());
+                return error_response(ns, request_id, &e);
+            }
+            action = signed_action;
+            event.name = action.clone();
+            (s.principal, params)
         }
-    };
-    let params: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-    let action = params.get("Action").cloned().unwrap_or_default();
-    let sts = is_sts(&action);
-    let ns = if sts { STS_NS } else { IAM_NS };
-    let Some(headers) = crate::ecr::header_pairs(&parts.headers) else {
-        return error_xml(
-            ns,
-            request_id,
-            StatusCode::BAD_REQUEST,
-            "IncompleteSignature",
-            "header values must be ASCII",
-        );
-    };
-    let hdrs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let sreq = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &hdrs,
-        body: &body,
-    };
-    let ip = crate::peer_ip(&parts.extensions);
-    let mut event = AuditEvent {
-        name: action.clone(),
-        principal: None,
-        source_ip: ip,
-        resource: None,
-        allowed: false,
-        error: None,
-        detail: None,
-    };
-    let service = if sts { "sts" } else { "iam" };
-    let principal = match crate::ecr::authenticate(st, &sreq, ip, service).await {
-        Ok((p, _)) => p,
-        Err(Ok(e)) => {
+        Err(Refusal::Sig(e)) => {
             event.error = Some(format!("{}: {e}", e.aws_type()));
             st.registry.audit(event).await;
             let code = e.aws_type().trim_end_matches("Exception");
             return error_xml(ns, request_id, StatusCode::FORBIDDEN, code, &e.to_string());
         }
-        Err(Err(e)) => {
+        Err(Refusal::Service(e)) => {
             event.error = Some(format!("{}: {e}", iam_code(&e).1));
             st.registry.audit(event).await;
             return error_response(ns, request_id, &e);
         }
     };
+    let ip = event.source_ip;
     event.principal = Some(principal.arn.clone());
-    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure: false, ..Default::default() };
+    let secure = crate::serve::is_secure(&parts.extensions);
+    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure, ..Default::default() };
     let account = Registry::principal_account(&principal);
     let call = Call { st, who: &who, p: &principal, account: &account, params: &params };
     let mut x = Xml::default();

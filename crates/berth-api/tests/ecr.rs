@@ -869,28 +869,30 @@ async fn anonymous_bearer_tokens_carry_public_scopes_only() {
     assert!(header(&r, "www-authenticate").contains("scope=\"repository:open:pull,push\""));
 }
 
+/// A client whose requests come from `ip` (any 127.x address reaches the loopback server).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_authentication_is_throttled() {
-    let s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Bearer).await.unwrap();
-    // Ten bad signatures for one key: that key is refused, even correctly signed; the other is not.
-    for _ in 0..10 {
+async fn failures_are_throttled_never_valid_credentials() {
+    let mut s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Bearer).await.unwrap();
+    // Twelve requests signed with a wrong secret naming the victim's key id, from twelve
+    // addresses: the victim's own calls still go through (they used to be throttled for 60 s).
+    for i in 0..12 {
+        s.http = client_from(&format!("127.0.0.{}", 10 + i));
         let (_, v) = s.ecr_signed("DescribeRegistry", json!({}), AKID, "not-the-secret-not-the-secret", |_| {}).await;
-        assert_eq!(v["__type"], "InvalidSignatureException");
+        assert_eq!(v["__type"], "InvalidSignatureException", "{v}");
     }
+    s.http = reqwest::Client::new();
     let (st, v) = s.ecr("DescribeRegistry", json!({})).await;
-    assert_eq!((st, v["__type"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "ThrottlingException"), "{v}");
-    let (st, _) = s.ecr_signed("DescribeRegistry", json!({}), AKID2, SECRET2, |_| {}).await;
-    assert_eq!(st, StatusCode::OK, "another key from the same address still works");
-    let pw = {
-        let r = s.ecr_signed("GetAuthorizationToken", json!({}), AKID2, SECRET2, |_| {}).await.1;
-        let t = r["authorizationData"][0]["authorizationToken"].as_str().unwrap().to_string();
-        let d = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
-        String::from_utf8(d).unwrap().strip_prefix("AWS:").unwrap().to_string()
-    };
-    // Bad logins from one address: past the limit that address is refused, good login or not.
+    assert_eq!(st, StatusCode::OK, "the victim's valid call: {v}");
+    let pw = login_password(&s).await;
+
+    // Fifty-odd bad bearer tokens from one address: that address's failures are now throttled...
     let mut throttled = false;
     for _ in 0..60 {
-        let r = s.req(Method::GET, "/v2/").basic_auth("AWS", Some("b1.wrong.wrong")).send().await.unwrap();
+        let r = s.req(Method::GET, "/v2/").bearer_auth("b1.wrong.wrong").send().await.unwrap();
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
             throttled = true;
             let body: Value = r.json().await.unwrap();
@@ -900,11 +902,38 @@ async fn failed_authentication_is_throttled() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
     assert!(throttled, "no throttling after 60 failed logins");
+    let (_, v) = s.ecr_signed("DescribeRegistry", json!({}), AKID, "not-the-secret-not-the-secret", |_| {}).await;
+    assert_eq!(v["__type"], "ThrottlingException", "a failure from the throttled address: {v}");
+    // ...but valid credentials from that same address are not: SigV4, Basic and a bearer token.
+    let (st, v) = s.ecr("DescribeRegistry", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "a correctly signed call from the throttled address: {v}");
     let r = s.req(Method::GET, "/v2/").basic_auth("AWS", Some(&pw)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.status(), StatusCode::OK, "a valid login from the throttled address");
+    let r = s.req(Method::GET, "/token?service=berth&scope=repository:tp:pull,push").basic_auth("AWS", Some(&pw));
+    let token = r.send().await.unwrap().json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let r = s.req(Method::POST, "/v2/tp/blobs/uploads/").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "a valid bearer token from the throttled address");
+    // Other addresses' failures get their own answer, not the throttled one.
+    let other = client_from("127.0.0.77");
+    let r = other.get(format!("{}/v2/", s.base)).bearer_auth("b1.wrong.wrong").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // Anonymous requests carry no credentials to guess with: not throttled.
     let r = s.req(Method::GET, "/v2/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The audit log names the valid caller of the push, not "anonymous".
+    s.registry.flush_audit().await;
+    let rows = s
+        .meta
+        .audit_events(&berth_meta::AuditFilter {
+            event_name: Some("InitiateLayerUpload".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert_eq!(rows[0].principal.as_deref(), Some("arn:aws:iam::000000000000:root"), "{:?}", rows[0]);
+    assert_eq!(rows[0].decision, "allow");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

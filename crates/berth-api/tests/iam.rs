@@ -213,10 +213,6 @@ async fn managed_policy_versions(s: Server) {
 }
 both!(managed_policy_versions);
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
 async fn roles_and_sessions(s: Server) {
     let root = Creds::root();
     let carol = new_user(&s, "carol").await;
@@ -293,8 +289,11 @@ async fn roles_and_sessions(s: Server) {
     assert_eq!(code, "InvalidClientTokenId");
 
     // An expired session: a token signed with the server's own key but ended a minute ago.
-    let master = s.meta.setting("token_key").await.unwrap().unwrap();
-    let key = berth_crypto::token::TokenKey::from_bytes(&unhex(&master)).unwrap().derive("sts-session");
+    // (The stored key is sealed: only the secrets key, which the test server is given, opens it.)
+    let sealed = s.meta.setting("token_key").await.unwrap().unwrap();
+    let seal = berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap();
+    let master = seal.open(&sealed, b"berth settings token_key").expect("the token key is sealed");
+    let key = berth_crypto::token::TokenKey::from_bytes(&master).unwrap().derive("sts-session");
     let past = berth_service::auth::now_secs() - 60;
     let claims = json!({"a": session.akid, "r": role, "i": "AROAXXXX", "s": "old", "e": past});
     let expired = Creds { token: Some(key.sign(claims.to_string().as_bytes())), ..session.clone() };

@@ -125,6 +125,11 @@ impl Auth {
         self.keys.get(id)
     }
 
+    /// The access keys given at start (the configured root key), to carry over a rotation.
+    pub fn static_keys(&self) -> Vec<AccessKey> {
+        self.keys.values().cloned().collect()
+    }
+
     pub fn principal_of(&self, key: &AccessKey) -> Principal {
         Principal { arn: key.principal.clone(), access_key_id: key.id.clone(), expires: None }
     }
@@ -204,14 +209,14 @@ impl Auth {
 impl crate::Registry {
     /// Checks a `docker login` password and that the key it was issued to still stands.
     pub async fn check_login(&self, password: &str) -> Result<(Principal, i64)> {
-        let (p, e) = self.auth.check_login(password)?;
+        let (p, e) = self.auth().check_login(password)?;
         self.check_standing(&p, "authorization token").await?;
         Ok((p, e))
     }
 
     /// [`Auth::check_bearer`], and that the key it was issued to still stands.
     pub async fn check_bearer(&self, token: &str) -> Result<(Option<Principal>, Vec<Scope>)> {
-        let (p, scopes) = self.auth.check_bearer(token)?;
+        let (p, scopes) = self.auth().check_bearer(token)?;
         if let Some(p) = &p {
             self.check_standing(p, "bearer token").await?;
         }

@@ -415,8 +415,9 @@ impl Registry {
 
     /// The secret and principal of an access key; `None` when unknown or inactive.
     pub(crate) async fn resolve_key(&self, akid: &str) -> Result<Option<(String, Principal)>> {
-        if let Some(k) = self.auth.key(akid) {
-            return Ok(Some((k.secret.clone(), self.auth.principal_of(k))));
+        let auth = self.auth();
+        if let Some(k) = auth.key(akid) {
+            return Ok(Some((k.secret.clone(), auth.principal_of(k))));
         }
         if let Some(hit) = self.iam.get(&self.iam.keys, akid) {
             return Ok(hit.map(|r| (r.secret, r.principal)));
@@ -1067,7 +1068,7 @@ impl Registry {
             s: session.to_string(),
             e: expires,
         };
-        let token = self.sessions.sign(&serde_json::to_vec(&claims).expect("claims serialize"));
+        let token = self.tokens().sessions.sign(&serde_json::to_vec(&claims).expect("claims serialize"));
         let secret = self.session_secret(&token);
         Ok(Session {
             access_key_id: akid,
@@ -1081,14 +1082,14 @@ impl Registry {
 
     fn session_secret(&self, token: &str) -> String {
         use base64::Engine;
-        let mac = berth_crypto::sigv4::hmac(self.session_secrets.as_bytes(), token.as_bytes());
+        let mac = berth_crypto::sigv4::hmac(self.tokens().session_secrets.as_bytes(), token.as_bytes());
         base64::engine::general_purpose::STANDARD.encode(mac)[..40].to_string()
     }
 
     /// The secret and principal of temporary credentials, from their session token.
     pub(crate) fn resolve_session(&self, akid: &str, token: &str) -> Result<(String, Principal)> {
         let bad = || Error::InvalidToken("The security token included in the request is invalid.".into());
-        let payload = self.sessions.verify(token).ok_or_else(bad)?;
+        let payload = self.tokens().sessions.verify(token).ok_or_else(bad)?;
         let c: SessionClaims = serde_json::from_slice(&payload).map_err(|_| bad())?;
         if c.a != akid {
             return Err(bad());

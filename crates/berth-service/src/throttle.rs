@@ -1,79 +1,66 @@
-//! Throttling of failed authentication: failures are counted per source address and per access
-//! key over a sliding window; past a limit, requests from that address (or naming that key) are
-//! refused until the failures age out. Other addresses and keys are unaffected. Per node, in
-//! memory: an attacker spreading over nodes gets at most the limit per node.
+//! Throttling of failed authentication. Only failures are counted, per source address over a
+//! sliding window; past the limit, further failures from that address are answered "throttled"
+//! instead of with their own error. Valid credentials are never refused here, whatever the address
+//! or key has seen: counting by access key id or refusing a throttled address outright would let
+//! anyone who knows a key id (or shares an address) lock its owner out. Per node, in memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::Error;
 
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Failures one access key may cause per window.
-pub const KEY_LIMIT: usize = 10;
-/// Failures one address may cause per window (higher: several users may share an address).
+/// Failures one address may cause per window before its failures are answered as throttled
+/// (high enough for several users behind one address).
 pub const IP_LIMIT: usize = 50;
-/// Addresses and keys tracked at most; past it, the oldest failures are forgotten first.
+/// Addresses tracked at most; past it, the oldest failures are forgotten first.
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Default)]
 pub struct Throttle {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-fn keys(ip: Option<IpAddr>, key: Option<&str>) -> impl Iterator<Item = (String, usize)> {
-    ip.map(|i| (format!("ip {i}"), IP_LIMIT)).into_iter().chain(key.map(|k| (format!("key {k}"), KEY_LIMIT)))
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
 impl Throttle {
-    /// Refuses a request from `ip` (naming access key `key`) while either is over its limit.
-    pub fn check(&self, ip: Option<IpAddr>, key: Option<&str>) -> Result<()> {
-        self.check_at(ip, key, Instant::now())
+    /// Records that a request from `ip` failed authentication with `e`; returns the error to
+    /// answer with: `e`, or a throttling error once the address is past its limit.
+    pub fn refuse(&self, ip: Option<IpAddr>, e: Error) -> Error {
+        self.failure(ip).unwrap_or(e)
     }
 
-    pub fn failed(&self, ip: Option<IpAddr>, key: Option<&str>) {
-        self.failed_at(ip, key, Instant::now())
+    /// Records a failed authentication from `ip`; the throttling error to answer with instead of
+    /// the failure's own, once the address is past its limit.
+    pub fn failure(&self, ip: Option<IpAddr>) -> Option<Error> {
+        self.failed_at(ip, Instant::now()).map(|wait| {
+            Error::Throttled(format!(
+                "too many failed authentication attempts from this address; retry in {} s",
+                wait.as_secs().max(1)
+            ))
+        })
     }
 
-    fn check_at(&self, ip: Option<IpAddr>, key: Option<&str>, now: Instant) -> Result<()> {
+    /// Counts a failure; `Some(wait)` when the address is now past its limit.
+    fn failed_at(&self, ip: Option<IpAddr>, now: Instant) -> Option<Duration> {
+        let ip = ip?;
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, limit) in keys(ip, key) {
-            if let Some(q) = map.get_mut(&k) {
-                while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-                    q.pop_front();
-                }
-                if q.len() >= limit {
-                    let wait = q.front().map_or(WINDOW, |t| WINDOW.saturating_sub(now.duration_since(*t)));
-                    let what = k.split_once(' ').map_or(k.as_str(), |(kind, _)| kind);
-                    return Err(Error::Throttled(format!(
-                        "too many failed authentication attempts from this {}; retry in {} s",
-                        if what == "ip" { "address" } else { "access key" },
-                        wait.as_secs().max(1)
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn failed_at(&self, ip: Option<IpAddr>, key: Option<&str>, now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED {
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
             if map.len() >= MAX_TRACKED {
                 map.clear();
             }
         }
-        for (k, limit) in keys(ip, key) {
-            let q = map.entry(k).or_default();
-            q.push_back(now);
-            // Only the newest `limit` failures matter for the decision.
-            while q.len() > limit {
-                q.pop_front();
-            }
+        let q = map.entry(ip).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            q.pop_front();
         }
+        q.push_back(now);
+        // Only the newest `IP_LIMIT + 1` failures matter for the decision.
+        while q.len() > IP_LIMIT + 1 {
+            q.pop_front();
+        }
+        (q.len() > IP_LIMIT).then(|| q.front().map_or(WINDOW, |t| WINDOW.saturating_sub(now.duration_since(*t))))
     }
 }
 
@@ -82,24 +69,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_per_key_and_address_and_recovery() {
+    fn only_the_failing_address_is_throttled_and_it_recovers() {
         let t = Throttle::default();
         let now = Instant::now();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let other_ip: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..KEY_LIMIT {
-            assert!(t.check_at(Some(ip), Some("AKIAONE"), now).is_ok());
-            t.failed_at(Some(ip), Some("AKIAONE"), now);
-        }
-        assert!(matches!(t.check_at(Some(ip), Some("AKIAONE"), now), Err(Error::Throttled(_))));
-        assert!(t.check_at(Some(other_ip), Some("AKIAONE"), now).is_err(), "the key is throttled everywhere");
-        assert!(t.check_at(Some(ip), Some("AKIATWO"), now).is_ok(), "another key from the same address is not");
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..IP_LIMIT {
-            t.failed_at(Some(ip), None, now);
+            assert!(t.failed_at(Some(ip), now).is_none());
         }
-        assert!(t.check_at(Some(ip), Some("AKIATWO"), now).is_err(), "the address is now over its limit");
-        assert!(t.check_at(Some(other_ip), Some("AKIATWO"), now).is_ok(), "other addresses are not");
-        let later = now + WINDOW;
-        assert!(t.check_at(Some(ip), Some("AKIAONE"), later).is_ok(), "failures age out");
+        assert!(t.failed_at(Some(ip), now).is_some(), "past the limit");
+        assert!(t.failed_at(Some(other), now).is_none(), "other addresses are not");
+        assert!(t.failed_at(Some(ip), now + WINDOW + Duration::from_secs(1)).is_none(), "failures age out");
+        let e = t.refuse(Some(other), Error::Unauthorized("bad".into()));
+        assert!(matches!(e, Error::Unauthorized(_)), "the own error below the limit");
+        assert!(
+            t.refuse(None, Error::Unauthorized("x".into())).to_string().contains('x'),
+            "no address: never throttled"
+        );
     }
 }

@@ -55,6 +55,25 @@ pub struct Config {
     pub manual_scan_interval: String,
     /// Attach each completed scan's CycloneDX SBOM to the image as an OCI referrer.
     pub sbom_referrers: bool,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; with `tls_key`. Re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Longest a client may take to send a request's headers (and, with TLS, its handshake).
+    pub header_timeout: String,
+    /// Longest a request body may go without a byte arriving.
+    pub body_timeout: String,
+    /// Longest a keep-alive connection may sit idle between requests.
+    pub idle_timeout: String,
+    /// Most connections served at once (more wait to be accepted; logged when reached).
+    pub max_connections: usize,
+    /// `/metrics` needs credentials (an access key as Basic user/password, or a login password).
+    pub metrics_auth: bool,
+    /// Serve `/metrics` on this address instead of the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Space kept free in the data directory so deletes and garbage collection work when the
+    /// disk fills (`64MiB`, `1GiB`, `0` off).
+    pub disk_reserve: String,
 }
 
 impl Default for Config {
@@ -78,6 +97,15 @@ impl Default for Config {
             scan_workers: 2,
             manual_scan_interval: "24h".into(),
             sbom_referrers: false,
+            tls_cert: None,
+            tls_key: None,
+            header_timeout: "10s".into(),
+            body_timeout: "60s".into(),
+            idle_timeout: "90s".into(),
+            max_connections: 4096,
+            metrics_auth: false,
+            metrics_listen: None,
+            disk_reserve: "64MiB".into(),
         }
     }
 }
@@ -93,9 +121,15 @@ pub struct Overrides {
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
 }
 
-pub const ENV_KEYS: [&str; 18] = [
+pub const ENV_KEYS: [&str; 27] = [
     "listen",
     "data_dir",
     "database_url",
@@ -114,6 +148,15 @@ pub const ENV_KEYS: [&str; 18] = [
     "scan_workers",
     "manual_scan_interval",
     "sbom_referrers",
+    "tls_cert",
+    "tls_key",
+    "header_timeout",
+    "body_timeout",
+    "idle_timeout",
+    "max_connections",
+    "metrics_auth",
+    "metrics_listen",
+    "disk_reserve",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -145,6 +188,26 @@ pub fn duration(key: &str, s: &str) -> Result<std::time::Duration, String> {
         _ => return Err(bad()),
     };
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// `64MiB`, `1GiB`, `500MB`, `4096` (bytes), `0`.
+pub fn size(key: &str, s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("invalid configuration: {key} must be a size like 64MiB, 1GiB or 0, not {s:?}");
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// A duration of at least a second, or `off`.
@@ -186,7 +249,37 @@ impl Config {
         if self.scan_workers > 64 {
             return Err(format!("invalid configuration: scan_workers must be 0 to 64, not {}", self.scan_workers));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("invalid configuration: tls_cert and tls_key go together (give both, or neither)".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(format!(
+                "invalid configuration: max_connections must be 1 to 1000000, not {}",
+                self.max_connections
+            ));
+        }
+        self.limits()?;
+        self.disk_reserve_bytes()?;
         Ok(self)
+    }
+
+    /// Connection and request limits.
+    pub fn limits(&self) -> Result<berth_api::Limits, String> {
+        let positive = |key: &str, v: &str| match duration(key, v)? {
+            d if d.is_zero() => Err(format!("invalid configuration: {key} must be at least 1s")),
+            d => Ok(d),
+        };
+        Ok(berth_api::Limits {
+            header_timeout: positive("header_timeout", &self.header_timeout)?,
+            body_timeout: positive("body_timeout", &self.body_timeout)?,
+            idle_timeout: positive("idle_timeout", &self.idle_timeout)?,
+            max_connections: self.max_connections,
+        })
+    }
+
+    /// `disk_reserve` in bytes.
+    pub fn disk_reserve_bytes(&self) -> Result<u64, String> {
+        size("disk_reserve", &self.disk_reserve)
     }
 
     /// The lifecycle interval (`None`: off).
@@ -207,12 +300,14 @@ impl Config {
         })
     }
 
-    /// The public URL, defaulting to the listen address (`localhost` for a wildcard address).
+    /// The public URL, defaulting to the listen address (`localhost` for a wildcard address),
+    /// over https when TLS is on.
     pub fn public_url(&self) -> String {
+        let scheme = if self.tls_cert.is_some() { "https" } else { "http" };
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None if self.listen.ip().is_unspecified() => format!("http://localhost:{}", self.listen.port()),
-            None => format!("http://{}", self.listen),
+            None if self.listen.ip().is_unspecified() => format!("{scheme}://localhost:{}", self.listen.port()),
+            None => format!("{scheme}://{}", self.listen),
         }
     }
 
@@ -249,6 +344,23 @@ mod tests {
             let c = load(None, Overrides::default()).unwrap();
             assert!(c.allow_anonymous);
             assert_eq!(c.public_url(), "http://127.0.0.1:5000");
+            jail.set_env("BERTH_TLS_CERT", "/etc/berth/cert.pem");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("tls_cert and tls_key"));
+            jail.set_env("BERTH_TLS_KEY", "/etc/berth/key.pem");
+            let c = load(None, Overrides::default()).unwrap();
+            assert_eq!(c.public_url(), "https://127.0.0.1:5000", "https by default with TLS");
+            jail.set_env("BERTH_MAX_CONNECTIONS", "0");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("max_connections"));
+            jail.set_env("BERTH_MAX_CONNECTIONS", "100");
+            jail.set_env("BERTH_HEADER_TIMEOUT", "0s");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("header_timeout"));
+            jail.set_env("BERTH_HEADER_TIMEOUT", "5s");
+            jail.set_env("BERTH_DISK_RESERVE", "2GiB");
+            let c = load(None, Overrides::default()).unwrap();
+            assert_eq!(c.limits().unwrap().header_timeout.as_secs(), 5);
+            assert_eq!(c.disk_reserve_bytes().unwrap(), 2 << 30);
+            jail.set_env("BERTH_DISK_RESERVE", "lots");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("disk_reserve"));
             Ok(())
         });
     }

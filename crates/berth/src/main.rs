@@ -3,6 +3,7 @@
 
 mod config;
 mod credentials;
+mod datadir;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,18 @@ enum Command {
     /// Accounts on this server besides the configured one: `berth account create 111122223333`
     /// adds one and prints its root access key (shown only then); `berth account list`.
     Account(AccountArgs),
+    /// Server keys: `berth keys rotate-token-key` replaces the key that signs login passwords,
+    /// bearer tokens, STS sessions and layer URLs; everything it signed stops working (running
+    /// servers notice within seconds) and clients log in again.
+    Keys(KeysArgs),
+}
+
+#[derive(Args)]
+struct KeysArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = ["rotate-token-key"])]
+    action: String,
 }
 
 #[derive(Args)]
@@ -146,18 +159,38 @@ struct Common {
     /// Log filter: error, warn, info, debug, trace, or per module [default: info] [env: BERTH_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain, leaf first (with --tls-key; re-read on
+    /// SIGHUP) [env: BERTH_TLS_CERT].
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert [env: BERTH_TLS_KEY].
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Serve /v2/ without credentials: for local experiments only (the TOML key
+    /// `allow_anonymous = true`) [env: BERTH_ALLOW_ANONYMOUS].
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 impl Common {
     fn load(self) -> Result<Config, String> {
         config::load(
             self.config.as_deref(),
-            Overrides { listen: self.listen, data_dir: self.data_dir, database_url: self.database_url, log: self.log },
+            Overrides {
+                listen: self.listen,
+                data_dir: self.data_dir,
+                database_url: self.database_url,
+                log: self.log,
+                tls_cert: self.tls_cert,
+                tls_key: self.tls_key,
+                allow_anonymous: self.allow_anonymous.then_some(true),
+            },
         )
     }
 }
 
 fn main() -> ExitCode {
+    datadir::private_umask();
     let cli = Cli::parse();
     let (cmd, common) = match cli.command {
         Command::Serve(c) => ("serve", c),
@@ -179,6 +212,7 @@ fn main() -> ExitCode {
             ACCOUNT.set((a.action, a.id)).ok();
             ("account", a.common)
         }
+        Command::Keys(k) => ("keys", k.common),
         Command::Audit(a) => {
             let filter = match audit_filter(&a) {
                 Ok(f) => f,
@@ -226,6 +260,7 @@ fn main() -> ExitCode {
             "lifecycle" => lifecycle(cfg).await,
             "gc" => gc(cfg).await,
             "vulndb" => vulndb(cfg).await,
+            "keys" => keys(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -239,8 +274,7 @@ fn main() -> ExitCode {
 }
 
 async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Result<Registry, String> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
+    datadir::prepare(cfg, false)?;
     let blobs = FsBlobStore::open(&cfg.data_dir)
         .map_err(|e| format!("cannot open blob storage in {}: {e}", cfg.data_dir.display()))?;
     let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
@@ -270,7 +304,7 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
                 println!("skipped {n} entries of ecosystem {eco} (not supported)");
             }
             for u in &r.unreadable {
-                println!("not an OSV record: {u}");
+                eprintln!("berth: not an OSV record: {u}");
             }
             // Continuous scanning: stored inventories meet the new data now.
             let m = registry.rematch_all().await.map_err(|e| e.to_string())?;
@@ -282,7 +316,17 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
                 m.appeared,
                 m.disappeared
             );
-            Ok(ExitCode::SUCCESS)
+            // Anything that could not be read is a failed import, even if the rest went in.
+            if r.records == 0 || !r.unreadable.is_empty() {
+                eprintln!(
+                    "berth: {} of the input could not be imported ({} unreadable)",
+                    p.display(),
+                    r.unreadable.len()
+                );
+                Ok(ExitCode::FAILURE)
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
         }
         ("import", None) => Err("berth vulndb import needs a path (an OSV .json file or a directory)".to_string()),
         _ => {
@@ -342,6 +386,12 @@ static LIFECYCLE: std::sync::OnceLock<(Option<String>, bool)> = std::sync::OnceL
 async fn lifecycle(cfg: Config) -> Result<ExitCode, String> {
     let (only, dry_run) = LIFECYCLE.get().cloned().ok_or("internal: lifecycle arguments missing")?;
     let registry = open_registry(&cfg, Vec::new()).await?;
+    if let Some(name) = &only {
+        match registry.lifecycle_policy(name).await {
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     let reports = registry.run_lifecycles(only.as_deref(), dry_run).await.map_err(|e| e.to_string())?;
     let verb = if dry_run { "would expire" } else { "expired" };
     let mut total = 0;
@@ -389,6 +439,21 @@ async fn account(cfg: Config) -> Result<ExitCode, String> {
     r
 }
 
+async fn keys(cfg: Config) -> Result<ExitCode, String> {
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    registry.rotate_token_key().await.map_err(|e| e.to_string())?;
+    println!(
+        "rotated the token-signing key: every docker login password, bearer token, STS session and layer URL issued \
+         before now is refused (running servers pick the new key up within {} s); log in again",
+        TOKEN_KEY_REFRESH.as_secs()
+    );
+    registry.meta().close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How often `serve` looks for a token-signing key rotated by `berth keys` or another node.
+const TOKEN_KEY_REFRESH: Duration = Duration::from_secs(5);
+
 static AUDIT: std::sync::OnceLock<(berth_meta::AuditFilter, bool)> = std::sync::OnceLock::new();
 
 /// `--since 2h` or `--since 2026-11-27T08:00:00Z` → Unix milliseconds.
@@ -430,6 +495,7 @@ fn audit_filter(a: &AuditArgs) -> Result<berth_meta::AuditFilter, String> {
 
 async fn audit(cfg: Config) -> Result<ExitCode, String> {
     let (filter, json) = AUDIT.get().cloned().ok_or("internal: audit filter missing")?;
+    datadir::prepare(&cfg, false)?;
     let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
     let rows = meta.audit_events(&filter).await.map_err(|e| e.to_string())?;
     for r in &rows {
@@ -471,13 +537,35 @@ async fn login_password(cfg: Config) -> Result<ExitCode, String> {
 }
 
 async fn serve(cfg: Config) -> Result<ExitCode, String> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
+    datadir::prepare(&cfg, true)?;
     let root = credentials::root_key(&cfg)?;
     let registry = open_registry(&cfg, vec![root.key.clone()]).await?;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(berth_api::Tls::load(c, k)?),
+        _ => None,
+    };
+    let mut limits = cfg.limits()?;
+    // Connections and open blob files both take descriptors; keep some for the rest.
+    let fds = datadir::raise_fd_limit();
+    let room = fds.saturating_sub(128).max(16) as usize;
+    if limits.max_connections > room {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files_limit = fds,
+            using = room,
+            "max_connections is above what the open-files limit allows; raise `ulimit -n` to serve more"
+        );
+        limits.max_connections = room;
+    }
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} for /metrics: {e}"))?,
+        ),
+        None => None,
+    };
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or(cfg.data_dir.clone());
     let db = match &cfg.database_url {
         Some(u) if u.starts_with("postgres") => "PostgreSQL".to_string(),
@@ -485,8 +573,9 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     };
     let public = cfg.public_url();
     let host = registry.settings().public_host().to_string();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!("Berth {} is ready.", env!("CARGO_PKG_VERSION"));
-    println!("  listening on    http://{addr}  (OCI distribution API at /v2/, ECR API at POST /)");
+    println!("  listening on    {scheme}://{addr}  (OCI distribution API at /v2/, ECR API at POST /)");
     println!("  data directory  {}", data_dir.display());
     println!("  metadata        {db}");
     println!("  registry        {} in {} (public URL {public})", cfg.registry_id, cfg.region);
@@ -495,8 +584,17 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     } else {
         println!("  access          authentication required ({} challenge)", cfg.auth_challenge);
     }
+    match (&cfg.metrics_listen, cfg.metrics_auth) {
+        (Some(a), auth) => {
+            println!("  metrics         http://{a}/metrics{}", if auth { " (credentials required)" } else { "" })
+        }
+        (None, true) => println!("  metrics         /metrics (credentials required)"),
+        (None, false) => println!("  metrics         /metrics (open; metrics_auth = true to require credentials)"),
+    }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     match &root.source {
-        credentials::Source::Created(path) => {
+        // The secret goes to a terminal only: a log file or a journal keeps what is printed.
+        credentials::Source::Created(path) if terminal => {
             println!(
                 "  root access key created and saved to {} (mode 0600); the secret is shown only now:",
                 path.display()
@@ -505,12 +603,12 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             println!("    export AWS_SECRET_ACCESS_KEY={}", root.key.secret);
             println!("    export AWS_DEFAULT_REGION={}", cfg.region);
         }
-        credentials::Source::File(path) => {
+        credentials::Source::Created(path) | credentials::Source::File(path) => {
             let abs = std::fs::canonicalize(path).unwrap_or(path.clone());
             println!(
-                "  root access key {} (from {}; export AWS_SHARED_CREDENTIALS_FILE={} to use it)",
+                "  root access key {} saved in {} (mode 0600; export AWS_SHARED_CREDENTIALS_FILE={} to use it)",
                 root.key.id,
-                path.display(),
+                abs.display(),
                 abs.display()
             );
         }
@@ -521,10 +619,16 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     println!(
         "  aws ecr get-login-password --endpoint-url {public} | docker login --username AWS --password-stdin {host}"
     );
-    println!("  docker tag busybox {host}/hello:1 && docker push {host}/hello:1");
+    println!("  docker push {host}/hello:1   (after tagging an image {host}/hello:1; see the README)");
     let challenge =
         if cfg.auth_challenge == "bearer" { berth_api::Challenge::Bearer } else { berth_api::Challenge::Basic };
-    let app = berth_api::router(registry.clone(), berth_api::Options { anonymous: cfg.allow_anonymous, challenge });
+    let metrics = match (cfg.metrics_listen.is_some(), cfg.metrics_auth) {
+        (true, _) => berth_api::Metrics::Elsewhere,
+        (false, true) => berth_api::Metrics::Authenticated,
+        (false, false) => berth_api::Metrics::Open,
+    };
+    let options = berth_api::Options { anonymous: cfg.allow_anonymous, challenge, limits, metrics };
+    let app = berth_api::router(registry.clone(), options);
     // Pull times are written in batches.
     let flusher = registry.clone();
     tokio::spawn(async move {
@@ -536,6 +640,30 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         }
     });
+    // A key rotated by `berth keys rotate-token-key` (or on another node) takes effect here.
+    let refresher = registry.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TOKEN_KEY_REFRESH);
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresher.refresh_token_key().await {
+                tracing::error!(error = %e, "could not read the token-signing key");
+            }
+        }
+    });
+    if let Some(tls) = tls.clone() {
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key; new connections use them"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: could not reload the TLS certificate; keeping the old one")
+                    }
+                }
+            }
+        });
+    }
     registry.spawn_scan_workers(cfg.scan_workers);
     if let Some(every) = cfg.gc_every()? {
         let collector = registry.clone();
@@ -577,14 +705,24 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         });
     }
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // Connection info gives policies the client's address (`aws:SourceIp`).
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    let stop = tokio::sync::watch::channel(false);
+    if let Some(l) = metrics_listener {
+        let app = berth_api::metrics_router(registry.clone(), options, cfg.metrics_auth);
+        let mut stopped = stop.1.clone();
+        tokio::spawn(async move {
+            let until = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = berth_api::serve(l, app, limits, None, until).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop.0.send(true);
+    };
+    berth_api::serve(listener, app, limits, tls, shutdown).await.map_err(|e| format!("server error: {e}"))?;
     if let Err(e) = registry.flush_pulls().await {
         tracing::warn!(error = %e, "could not record pull times");
     }
@@ -632,6 +770,9 @@ async fn fsck(cfg: Config) -> Result<ExitCode, String> {
     );
     for b in &report.unrecorded_blobs {
         println!("note: stored blob {b} is not recorded in the metadata (left by an interrupted upload)");
+    }
+    for s in &report.sparse_children {
+        println!("note: {s}");
     }
     for p in &report.problems {
         println!("PROBLEM: {p}");

@@ -85,7 +85,7 @@ impl Server {
 
     /// Authentication required, as by default.
     pub async fn start_secure(db: Db, challenge: berth_api::Challenge) -> Option<Server> {
-        Self::start_with(db, berth_api::Options { anonymous: false, challenge }).await
+        Self::start_with(db, berth_api::Options { anonymous: false, challenge, ..Default::default() }).await
     }
 
     pub async fn start_with(db: Db, options: berth_api::Options) -> Option<Server> {
@@ -135,8 +135,10 @@ impl Server {
                 }
             }
         });
+        // The server loop `berth serve` runs, with its limits.
+        let limits = options.limits;
         let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
+            berth_api::serve(listener, app, limits, None, std::future::pending()).await.unwrap();
         });
         Server { base, options, http: Client::new(), dir, db_url, task, meta, registry: service }
     }
@@ -167,6 +169,19 @@ impl Server {
         secret: &str,
         tamper: impl FnOnce(&mut Vec<(String, String)>),
     ) -> (StatusCode, Value) {
+        self.ecr_signed_with(op, body, akid, secret, None, tamper).await
+    }
+
+    /// [`Server::ecr_signed`] with a session token, signed as the SDKs sign it.
+    pub async fn ecr_signed_with(
+        &self,
+        op: &str,
+        body: Value,
+        akid: &str,
+        secret: &str,
+        session_token: Option<&str>,
+        tamper: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> (StatusCode, Value) {
         let body = body.to_string();
         let host = self.base.trim_start_matches("http://").to_string();
         let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
@@ -177,18 +192,15 @@ impl Server {
             ("x-amz-date".into(), date),
             ("x-amz-target".into(), target),
         ];
+        let mut signed = vec!["content-type", "host", "x-amz-date", "x-amz-target"];
+        if let Some(t) = session_token {
+            headers.push(("x-amz-security-token".into(), t.to_string()));
+            signed.push("x-amz-security-token");
+        }
         let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let req =
             berth_crypto::sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body: body.as_bytes() };
-        let auth = berth_crypto::sigv4::sign(
-            &req,
-            akid,
-            secret,
-            "us-east-1",
-            "ecr",
-            &["content-type", "host", "x-amz-date", "x-amz-target"],
-        )
-        .unwrap();
+        let auth = berth_crypto::sigv4::sign(&req, akid, secret, "us-east-1", "ecr", &signed).unwrap();
         headers.push(("authorization".into(), auth));
         tamper(&mut headers);
         let mut rb = self.http.post(format!("{}/", self.base)).body(body);
@@ -240,13 +252,7 @@ impl Server {
 
     /// An ECR call with `creds` (temporary ones included).
     pub async fn ecr_as(&self, op: &str, body: Value, creds: &Creds) -> (StatusCode, Value) {
-        let token = creds.token.clone();
-        self.ecr_signed(op, body, &creds.akid, &creds.secret, move |h| {
-            if let Some(t) = token {
-                h.push(("x-amz-security-token".into(), t));
-            }
-        })
-        .await
+        self.ecr_signed_with(op, body, &creds.akid, &creds.secret, creds.token.as_deref(), |_| {}).await
     }
 
     /// An ECR call that must succeed.
@@ -332,6 +338,64 @@ pub async fn error_code(r: Response) -> (StatusCode, String) {
 
 pub fn header(r: &Response, name: &str) -> String {
     r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+impl Server {
+    /// An IAM user with an inline policy and an access key.
+    pub async fn iam_user(&self, name: &str, policy: &str) -> Creds {
+        let root = Creds::root();
+        let call = |params: Vec<(&'static str, String)>| async move {
+            let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (st, body) = self.query(&p, &Creds::root()).await;
+            assert_eq!(st, StatusCode::OK, "{p:?}: {body}");
+            body
+        };
+        call(vec![("Action", "CreateUser".into()), ("UserName", name.into())]).await;
+        call(vec![
+            ("Action", "PutUserPolicy".into()),
+            ("UserName", name.into()),
+            ("PolicyName", "p".into()),
+            ("PolicyDocument", policy.into()),
+        ])
+        .await;
+        let body = call(vec![("Action", "CreateAccessKey".into()), ("UserName", name.into())]).await;
+        let _ = root;
+        Creds {
+            akid: xml_field(&body, "AccessKeyId").unwrap(),
+            secret: xml_field(&body, "SecretAccessKey").unwrap(),
+            token: None,
+        }
+    }
+
+    /// The `docker login` password of `creds` (GetAuthorizationToken).
+    pub async fn login_as(&self, creds: &Creds) -> String {
+        use base64::Engine;
+        let (st, v) = self.ecr_as("GetAuthorizationToken", json!({}), creds).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let t = v["authorizationData"][0]["authorizationToken"].as_str().unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+        String::from_utf8(decoded).unwrap().strip_prefix("AWS:").unwrap().to_string()
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) and `body` exactly as
+    /// given, unnormalised, and returns the status and the whole response text.
+    pub async fn raw(&self, head: &str, body: &[u8]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n");
+        if !body.is_empty() || head.starts_with("POST") || head.starts_with("PUT") {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        c.write_all(req.as_bytes()).await.unwrap();
+        c.write_all(body).await.unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
 }
 
 /// Runs a test body against SQLite and against PostgreSQL.
