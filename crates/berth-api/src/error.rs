@@ -69,6 +69,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         | InvalidInput(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
         Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "DENIED"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
 }
@@ -107,7 +108,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
         Unauthorized(_) | InvalidToken(_) => "UnrecognizedClientException",
         ExpiredToken(_) => "ExpiredTokenException",
         AccessDenied(_) => "AccessDeniedException",
-        LimitExceeded(_) => "LimitExceededException",
+        LimitExceeded(_) | StorageFull(_) => "LimitExceededException",
         UnsupportedImage(_) => "UnsupportedImageTypeException",
         PullBlocked(_) => "AccessDeniedException",
         NoSuchEntity(_) | EntityAlreadyExists(_) | DeleteConflict(_) | InvalidInput(_) => "InvalidParameterException",
@@ -137,6 +138,7 @@ pub fn iam_code(e: &Error) -> (StatusCode, &'static str) {
         ExpiredToken(_) => (StatusCode::BAD_REQUEST, "ExpiredToken"),
         Throttled(_) => (StatusCode::BAD_REQUEST, "Throttling"),
         Internal(_) | Busy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure"),
+        StorageFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
         _ => (StatusCode::BAD_REQUEST, "InvalidInput"),
     }
 }

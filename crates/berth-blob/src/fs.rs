@@ -86,6 +86,8 @@ fn mapped_stream(
 #[derive(Clone)]
 pub struct FsBlobStore {
     root: Arc<PathBuf>,
+    /// Space held back for a full disk (`berth serve` only).
+    reserve: Option<Arc<crate::reserve::DiskReserve>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
@@ -119,7 +121,29 @@ impl FsBlobStore {
             fs::create_dir_all(root.join("blobs").join(alg.as_str()))?;
         }
         fs::create_dir_all(root.join("uploads"))?;
-        Ok(FsBlobStore { root: Arc::new(root) })
+        Ok(FsBlobStore { root: Arc::new(root), reserve: None })
+    }
+
+    /// Holds `bytes` of the data directory's filesystem in reserve for when the disk fills
+    /// (see [`crate::reserve`]).
+    pub fn with_reserve(mut self, bytes: u64) -> io::Result<Self> {
+        if bytes > 0 {
+            self.reserve = Some(Arc::new(crate::reserve::DiskReserve::open(&self.root, bytes)?));
+        }
+        Ok(self)
+    }
+
+    /// The reserve's size, when there is one.
+    pub fn reserve_size(&self) -> Option<u64> {
+        self.reserve.as_ref().map(|r| r.size())
+    }
+
+    /// A write that failed for lack of space gives up the reserve, so deletes can run.
+    fn note<T>(&self, r: Result<T>) -> Result<T> {
+        if let (Err(BlobError::StorageFull(_)), Some(reserve)) = (&r, &self.reserve) {
+            reserve.release();
+        }
+        r
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -134,12 +158,22 @@ impl FsBlobStore {
 }
 
 fn not_found_as<T>(r: io::Result<T>, e: BlobError) -> Result<T> {
-    r.map_err(|io| if io.kind() == io::ErrorKind::NotFound { e } else { BlobError::Io(io) })
+    r.map_err(|io| if io.kind() == io::ErrorKind::NotFound { e } else { io.into() })
 }
 
 struct FsWriter {
     file: Option<File>,
     len: u64,
+    reserve: Option<Arc<crate::reserve::DiskReserve>>,
+}
+
+impl FsWriter {
+    fn note<T>(&self, r: Result<T>) -> Result<T> {
+        if let (Err(BlobError::StorageFull(_)), Some(reserve)) = (&r, &self.reserve) {
+            reserve.release();
+        }
+        r
+    }
 }
 
 #[async_trait]
@@ -157,7 +191,9 @@ impl UploadWriter for FsWriter {
             }
             Ok(file)
         })
-        .await?;
+        .await
+        .map_err(BlobError::from);
+        let file = self.note(file)?;
         self.file = Some(file);
         self.len += n;
         Ok(())
@@ -165,7 +201,8 @@ impl UploadWriter for FsWriter {
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
         let file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
-        blocking(move || file.sync_data()).await?;
+        let synced = blocking(move || file.sync_data()).await.map_err(BlobError::from);
+        self.note(synced)?;
         Ok(self.len)
     }
 }
@@ -238,8 +275,8 @@ impl BlobStore for FsBlobStore {
 
     async fn create_upload(&self, id: &str) -> Result<()> {
         let path = self.upload_path(id)?;
-        blocking(move || OpenOptions::new().write(true).create_new(true).open(path).map(drop)).await?;
-        Ok(())
+        let r = blocking(move || OpenOptions::new().write(true).create_new(true).open(path).map(drop)).await;
+        self.note(r.map_err(BlobError::from))
     }
 
     async fn append_upload(&self, id: &str, offset: u64) -> Result<Box<dyn UploadWriter>> {
@@ -259,7 +296,7 @@ impl BlobStore for FsBlobStore {
         })
         .await;
         match not_found_as(r, BlobError::UploadNotFound(id.clone()))? {
-            Ok(file) => Ok(Box::new(FsWriter { file: Some(file), len: offset })),
+            Ok(file) => Ok(Box::new(FsWriter { file: Some(file), len: offset, reserve: self.reserve.clone() })),
             Err(actual) => Err(BlobError::UploadSize { id, expected: offset, actual }),
         }
     }
@@ -300,7 +337,7 @@ impl BlobStore for FsBlobStore {
             Ok(Ok(()))
         })
         .await;
-        match not_found_as(r, BlobError::UploadNotFound(id.clone()))? {
+        match self.note(not_found_as(r, BlobError::UploadNotFound(id.clone())))? {
             Ok(()) => Ok(()),
             Err(actual) => Err(BlobError::UploadSize { id, expected: size, actual }),
         }
@@ -312,6 +349,10 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn storage_full(&self) -> bool {
+        self.reserve.as_ref().is_some_and(|r| r.full())
     }
 }
 

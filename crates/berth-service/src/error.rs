@@ -133,6 +133,12 @@ pub enum Error {
     /// Try again shortly (garbage collection is deleting this very blob).
     #[error("{0}")]
     Busy(String),
+    /// The disk holding blobs or metadata is full: nothing new is stored until space is freed.
+    #[error(
+        "the registry's storage is full ({0}); nothing new is stored until space is freed: delete images or \
+         repositories (garbage collection then removes their blobs) or add space"
+    )]
+    StorageFull(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -178,6 +184,7 @@ impl From<MetaError> for Error {
             MetaError::UploadConflict(id) => {
                 Error::UploadInvalid(format!("upload {id} was modified by a concurrent request"))
             }
+            e if e.is_storage_full() => Error::StorageFull("the metadata database has no space left".into()),
             other => Error::Internal(other.to_string()),
         }
     }
@@ -188,6 +195,7 @@ impl From<BlobError> for Error {
         match e {
             BlobError::UploadNotFound(id) => Error::UploadUnknown(id),
             BlobError::BadUploadId(id) => Error::UploadUnknown(id),
+            BlobError::StorageFull(_) => Error::StorageFull("no space left for blobs".into()),
             other => Error::Internal(other.to_string()),
         }
     }

@@ -41,6 +41,10 @@ pub struct Counters {
     pub gc_last_ms: AtomicU64,
     pub lifecycle_runs: AtomicU64,
     pub lifecycle_expired: AtomicU64,
+    /// Audit events given up on (the database kept failing); shared with the audit writer.
+    pub audit_dropped: std::sync::Arc<AtomicU64>,
+    /// 1 while storage counts as full (new content refused).
+    pub storage_full: AtomicU64,
 }
 
 impl Counters {
@@ -100,6 +104,18 @@ impl Counters {
             "counter",
             "Images expired by lifecycle policies.",
             g(&self.lifecycle_expired).to_string(),
+        );
+        metric(
+            "berth_audit_events_dropped_total",
+            "counter",
+            "Audit events lost because the database kept failing.",
+            g(&self.audit_dropped).to_string(),
+        );
+        metric(
+            "berth_storage_full",
+            "gauge",
+            "1 while storage is full and pushes are refused.",
+            g(&self.storage_full).to_string(),
         );
         out
     }

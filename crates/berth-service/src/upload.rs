@@ -65,7 +65,22 @@ impl Registry {
         }
     }
 
+    /// New content is refused while storage is full; deletes, cancels and garbage collection
+    /// still run (on the space the reserve gave back).
+    pub(crate) fn check_space(&self) -> Result<()> {
+        let full = self.blobs.storage_full();
+        self.counters.storage_full.store(u64::from(full), std::sync::atomic::Ordering::Relaxed);
+        if full { Err(Error::StorageFull("the disk is full".into())) } else { Ok(()) }
+    }
+
+    /// Looks at the free space now (`serve` calls it every few seconds): gives up the reserve
+    /// when the disk is full, takes it back when space returns.
+    pub fn check_storage(&self) -> bool {
+        self.check_space().is_err()
+    }
+
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        self.check_space()?;
         let repo_id = self.ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.blobs.create_upload(&id).await?;
@@ -86,6 +101,7 @@ impl Registry {
         start: Option<u64>,
         body: BodyStream,
     ) -> Result<UploadStatus> {
+        self.check_space()?;
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
         let (offset, _) = self.append_locked(&row, start, body).await?;
@@ -168,7 +184,13 @@ impl Registry {
             Ok::<u64, Error>(written)
         };
         let (received, stored) = tokio::join!(receive, store);
-        // A body that broke off leaves bytes past the recorded length; the next append drops them.
+        if received.is_err() || stored.is_err() {
+            // Whatever was written past the recorded length goes now (not at the next append):
+            // on a full disk, those bytes are the space the next request needs.
+            if let Ok(w) = self.blobs.append_upload(id, offset).await {
+                drop(w);
+            }
+        }
         received?;
         let written = stored?;
         Ok((written, hasher))
@@ -184,6 +206,9 @@ impl Registry {
         start: Option<u64>,
         body: Option<BodyStream>,
     ) -> Result<u64> {
+        if body.is_some() {
+            self.check_space()?;
+        }
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
         let (size, hasher) = match body {
@@ -223,14 +248,17 @@ impl Registry {
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
-        self.meta.delete_upload(&row.id).await?;
+        // The file first: its space is what a full disk needs back, and a row left without its
+        // file is an upload nobody can continue, removed by garbage collection.
         self.blobs.delete_upload(&row.id).await?;
+        self.meta.delete_upload(&row.id).await?;
         Ok(())
     }
 
     /// A whole blob in one request. No upload session is recorded: the blob is hashed as it is
     /// written, then committed and linked in one metadata transaction.
     pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
+        self.check_space()?;
         let repo_id = self.ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.blobs.create_upload(&id).await?;
