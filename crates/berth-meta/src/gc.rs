@@ -144,9 +144,11 @@ impl Meta {
             Box::pin(async move {
                 let mut n = 0;
                 for d in &digests {
-                    for sql in
-                        ["DELETE FROM repo_blobs WHERE digest = $1", "DELETE FROM gc_candidates WHERE digest = $1"]
-                    {
+                    for sql in [
+                        "DELETE FROM repo_blobs WHERE digest = $1",
+                        "DELETE FROM gc_candidates WHERE digest = $1",
+                        "DELETE FROM layer_scans WHERE digest = $1",
+                    ] {
                         sqlx::query(sql).bind(d.as_str()).execute(&mut *c).await?;
                     }
                     n += sqlx::query("DELETE FROM blobs WHERE digest = $1 AND state = 'deleting'")

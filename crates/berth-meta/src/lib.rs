@@ -61,6 +61,21 @@ pub enum MetaError {
     Closed,
 }
 
+impl MetaError {
+    /// Whether the database failed for lack of disk space (SQLite's SQLITE_FULL, PostgreSQL's
+    /// class 53100 disk_full).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            MetaError::Db(sqlx::Error::Database(d)) => {
+                matches!(d.code().as_deref(), Some("13") | Some("53100")) || d.message().contains("disk is full")
+            }
+            MetaError::Db(sqlx::Error::Io(e)) => matches!(e.raw_os_error(), Some(28) | Some(122)),
+            MetaError::Commit(m) => m.contains("disk is full") || m.contains("No space left"),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
 pub fn now_ms() -> i64 {

@@ -57,6 +57,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0009_scan_jobs.sql"),
         postgres: include_str!("../migrations/0009_scan_jobs.sql"),
     },
+    Migration {
+        version: 10,
+        sqlite: include_str!("../migrations/0010_layer_scans.sqlite.sql"),
+        postgres: include_str!("../migrations/0010_layer_scans.postgres.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

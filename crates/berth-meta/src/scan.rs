@@ -78,6 +78,38 @@ impl Meta {
         .await
     }
 
+    /// A layer's stored scan made by analyzer version `analyzer`.
+    pub async fn layer_scan(&self, digest: &str, analyzer: i64) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT scan FROM layer_scans WHERE digest = $1 AND analyzer = $2")
+            .bind(digest)
+            .bind(analyzer)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    /// Stores (or replaces) a layer's scan.
+    pub async fn put_layer_scan(&self, digest: &str, analyzer: i64, scan: Vec<u8>) -> Result<()> {
+        let digest = digest.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO layer_scans (digest, analyzer, scan, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (digest) DO UPDATE SET analyzer = excluded.analyzer, scan = excluded.scan, \
+                     created_at = excluded.created_at",
+                )
+                .bind(digest.as_str())
+                .bind(analyzer)
+                .bind(scan.as_slice())
+                .bind(crate::now_ms())
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
+    }
+
     /// Records for a package of an ecosystem (`Debian:12`, `PyPI`, ...).
     pub async fn vuln_records(&self, ecosystem: &str, package: &str) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT record FROM vuln_records WHERE ecosystem = $1 AND package = $2")

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layers::Image;
+use crate::layers::{ApkEntry, DebEntry, Found, Image};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Os {
@@ -47,6 +47,11 @@ pub struct Package {
     pub layer: usize,
     /// The file it was read from.
     pub path: String,
+    /// For a language package or binary: the OS package that installed its files. Such a
+    /// package is matched through that OS package only (its distribution patches it and
+    /// publishes its own advisories), as Trivy does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Package {
@@ -60,6 +65,7 @@ impl Package {
             source_version: None,
             layer,
             path: path.to_string(),
+            owner: None,
         }
     }
 
@@ -105,8 +111,8 @@ fn paragraphs(text: &str) -> Vec<HashMap<&str, &str>> {
     out
 }
 
-/// Installed packages of a dpkg status text: (name, version, source name, source version).
-fn dpkg_packages(text: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+/// Installed packages of a dpkg status text.
+pub(crate) fn dpkg_packages(text: &str) -> Vec<DebEntry> {
     paragraphs(text)
         .into_iter()
         .filter(|p| p.get("Status").is_none_or(|s| s.ends_with(" installed")))
@@ -114,45 +120,53 @@ fn dpkg_packages(text: &str) -> Vec<(String, String, Option<String>, Option<Stri
             let name = p.get("Package")?.to_string();
             let version = p.get("Version")?.to_string();
             // `Source: name (version)` when the source version differs.
-            let (sname, sver) = match p.get("Source") {
+            let (source_name, source_version) = match p.get("Source") {
                 Some(s) => match s.split_once(' ') {
                     Some((n, v)) => (Some(n.to_string()), Some(v.trim_matches(['(', ')', ' ']).to_string())),
                     None => (Some(s.to_string()), Some(version.clone())),
                 },
                 None => (Some(name.clone()), Some(version.clone())),
             };
-            Some((name, version, sname, sver))
+            Some(DebEntry { name, version, source_name, source_version })
         })
         .collect()
 }
 
-/// Alpine's installed database: `P:` name, `V:` version, `o:` origin (source package).
-fn apk_records(text: &str) -> Vec<(String, String, Option<String>)> {
+/// Alpine's installed database: `P:` name, `V:` version, `o:` origin (source package), and the
+/// files each installed (`F:` a directory, `R:` a file in it).
+pub(crate) fn apk_records(text: &str) -> Vec<ApkEntry> {
     let mut out = Vec::new();
     let (mut name, mut version, mut origin) = (None, None, None);
-    let mut flush = |n: &mut Option<String>, v: &mut Option<String>, o: &mut Option<String>| {
-        if let (Some(n), Some(v)) = (n.take(), v.take()) {
-            out.push((n, v, o.take()));
+    let mut files = Vec::new();
+    let mut dir = String::new();
+    let mut flush = |n: &mut Option<String>, v: &mut Option<String>, o: &mut Option<String>, f: &mut Vec<String>| {
+        if let (Some(name), Some(version)) = (n.take(), v.take()) {
+            out.push(ApkEntry { name, version, origin: o.take(), files: std::mem::take(f) });
         }
         *o = None;
+        f.clear();
     };
     for line in text.lines() {
         if line.is_empty() {
-            flush(&mut name, &mut version, &mut origin);
+            flush(&mut name, &mut version, &mut origin, &mut files);
+            dir.clear();
             continue;
         }
         match line.split_once(':') {
             Some(("P", v)) => name = Some(v.to_string()),
             Some(("V", v)) => version = Some(v.to_string()),
             Some(("o", v)) => origin = Some(v.to_string()),
+            Some(("F", v)) => dir = v.trim_matches('/').to_string(),
+            Some(("R", v)) if dir.is_empty() => files.push(v.to_string()),
+            Some(("R", v)) => files.push(format!("{dir}/{v}")),
             _ => {}
         }
     }
-    flush(&mut name, &mut version, &mut origin);
+    flush(&mut name, &mut version, &mut origin, &mut files);
     out
 }
 
-fn os_release(text: &str) -> Option<Os> {
+pub(crate) fn os_release(text: &str) -> Option<Os> {
     let mut id = None;
     let (mut version_id, mut codename) = (None, None);
     for line in text.lines() {
@@ -168,94 +182,120 @@ fn os_release(text: &str) -> Option<Os> {
     Some(Os { id: id?, version_id, codename })
 }
 
-/// The first layer whose copy of `path` lists `(name, version)`, by `parse`.
-fn first_layer<T>(img: &Image, path: &str, parse: impl Fn(&str) -> Vec<T>, is: impl Fn(&T) -> bool) -> Option<usize> {
-    img.history(path).find(|(_, data)| parse(&String::from_utf8_lossy(data)).iter().any(&is)).map(|(l, _)| l)
+/// The first layer whose copy of `path` records a package `is` picks.
+fn first_layer(img: &Image, path: &str, is: impl Fn(&Found) -> bool) -> Option<usize> {
+    img.history(path).find(|(_, f)| is(f)).map(|(l, _)| l)
+}
+
+/// The OS package a `var/lib/dpkg/info/<pkg>[:arch].list` or `status.d/<pkg>.md5sums` file is
+/// about.
+fn dpkg_owner(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next()?;
+    let stem = name.strip_suffix(".list").or_else(|| name.strip_suffix(".md5sums"))?;
+    Some(stem.split(':').next().unwrap_or(stem))
 }
 
 /// Everything the analyzers find in the image as its last layer left it.
 pub fn inventory(img: &Image) -> Inventory {
     let mut inv = Inventory::default();
     let os = img.file("etc/os-release").or_else(|| img.file("usr/lib/os-release"));
-    inv.os = os.and_then(|f| os_release(&String::from_utf8_lossy(&f.data)));
-    let mut paths: Vec<(&str, &crate::layers::File)> = img.files().collect();
+    inv.os = os.and_then(|(_, f)| match f {
+        Found::Os(o) => Some(o.clone()),
+        _ => None,
+    });
+    let mut paths: Vec<(&str, usize, &Found)> = img.files().collect();
     paths.sort_by(|a, b| a.0.cmp(b.0));
-    for (path, file) in paths {
-        if let Some(b) = &file.binary {
-            let mut add = |kind, name: &str, version: &str| {
-                inv.packages.push(Package::plain(kind, name, version, file.layer, path))
-            };
-            if let Some(v) = &b.go_version {
-                add(Kind::Go, "stdlib", v);
+    // Which OS package installed each file, from the package managers' own file lists.
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for (path, _, f) in &paths {
+        match f {
+            Found::Owned(files) => {
+                if let Some(pkg) = dpkg_owner(path) {
+                    owners.extend(files.iter().map(|p| (p.as_str(), pkg)));
+                }
             }
-            for (m, v) in &b.go_modules {
-                add(Kind::Go, m, v);
+            Found::Apk(pkgs) => {
+                for p in pkgs {
+                    owners.extend(p.files.iter().map(|f| (f.as_str(), p.name.as_str())));
+                }
             }
-            for (c, v) in &b.crates {
-                add(Kind::Crate, c, v);
+            Found::Rpm(pkgs) => {
+                for p in pkgs {
+                    owners.extend(p.files.iter().map(|f| (f.as_str(), p.name.as_str())));
+                }
             }
-            for (a, v) in &b.maven {
-                add(Kind::Maven, a, v);
-            }
-            continue;
+            _ => {}
         }
-        let text = String::from_utf8_lossy(&file.data);
-        if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
-            for (name, version, sname, sver) in dpkg_packages(&text) {
-                let layer =
-                    first_layer(img, path, dpkg_packages, |p| p.0 == name && p.1 == version).unwrap_or(file.layer);
-                inv.packages.push(Package {
-                    kind: Kind::Deb,
-                    name,
-                    version,
-                    source_name: sname,
-                    source_version: sver,
-                    layer,
-                    path: path.to_string(),
-                });
+    }
+    // A language package's metadata file, or the `.dist-info`/`.egg-info` directory holding it.
+    let owner_of = |path: &str| {
+        let parent = path.rsplit_once('/').map(|(d, _)| d);
+        owners.get(path).or_else(|| parent.and_then(|d| owners.get(d))).map(|o| o.to_string())
+    };
+    for (path, layer, f) in paths.iter().copied() {
+        let mut lang = |kind, name: &str, version: &str| {
+            inv.packages.push(Package { owner: owner_of(path), ..Package::plain(kind, name, version, layer, path) })
+        };
+        match f {
+            Found::Binary(b) => {
+                if let Some(v) = &b.go_version {
+                    lang(Kind::Go, "stdlib", v);
+                }
+                for (m, v) in &b.go_modules {
+                    lang(Kind::Go, m, v);
+                }
+                for (c, v) in &b.crates {
+                    lang(Kind::Crate, c, v);
+                }
+                for (a, v) in &b.maven {
+                    lang(Kind::Maven, a, v);
+                }
             }
-        } else if path.ends_with("rpm/rpmdb.sqlite") {
-            let Some(pkgs) = crate::rpm::packages(&file.data) else { continue };
-            // The first layer whose copy of the database lists the package installed it.
-            let copies: Vec<(usize, Vec<crate::rpm::RpmPackage>)> =
-                img.history(path).map(|(l, d)| (l, crate::rpm::packages(d).unwrap_or_default())).collect();
-            for p in pkgs {
-                let layer = copies.iter().find(|(_, c)| c.contains(&p)).map_or(file.layer, |(l, _)| *l);
-                inv.packages.push(Package {
-                    source_version: p.source.as_ref().map(|_| p.evr.clone()),
-                    source_name: p.source,
-                    ..Package::plain(Kind::Rpm, &p.name, &p.evr, layer, path)
-                });
+            Found::Python { name, version } => lang(Kind::Python, name, version),
+            Found::Npm { name, version } => lang(Kind::Npm, name, version),
+            Found::Dpkg(pkgs) => {
+                for p in pkgs {
+                    let is = |f: &Found| matches!(f, Found::Dpkg(v) if v.iter().any(|q| q.name == p.name && q.version == p.version));
+                    inv.packages.push(Package {
+                        kind: Kind::Deb,
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        source_name: p.source_name.clone(),
+                        source_version: p.source_version.clone(),
+                        layer: first_layer(img, path, is).unwrap_or(layer),
+                        path: path.to_string(),
+                        owner: None,
+                    });
+                }
             }
-        } else if path == "lib/apk/db/installed" {
-            for (name, version, origin) in apk_records(&text) {
-                let layer =
-                    first_layer(img, path, apk_records, |p| p.0 == name && p.1 == version).unwrap_or(file.layer);
-                inv.packages.push(Package {
-                    kind: Kind::Apk,
-                    source_version: origin.as_ref().map(|_| version.clone()),
-                    source_name: origin,
-                    name,
-                    version,
-                    layer,
-                    path: path.to_string(),
-                });
+            Found::Rpm(pkgs) => {
+                for p in pkgs {
+                    let is =
+                        |f: &Found| matches!(f, Found::Rpm(v) if v.iter().any(|q| q.name == p.name && q.evr == p.evr));
+                    let layer = first_layer(img, path, is).unwrap_or(layer);
+                    inv.packages.push(Package {
+                        source_version: p.source.as_ref().map(|_| p.evr.clone()),
+                        source_name: p.source.clone(),
+                        ..Package::plain(Kind::Rpm, &p.name, &p.evr, layer, path)
+                    });
+                }
             }
-        } else if path.ends_with(".dist-info/METADATA") || path.ends_with(".egg-info/PKG-INFO") {
-            // The headers end at the first blank line; the body is the description.
-            let head = text.split("\n\n").next().unwrap_or_default();
-            let field = |k: &str| head.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()));
-            if let (Some(name), Some(version)) = (field("Name:"), field("Version:")) {
-                inv.packages.push(Package::plain(Kind::Python, &name, &version, file.layer, path));
+            Found::Apk(pkgs) => {
+                for p in pkgs {
+                    let is = |f: &Found| matches!(f, Found::Apk(v) if v.iter().any(|q| q.name == p.name && q.version == p.version));
+                    inv.packages.push(Package {
+                        kind: Kind::Apk,
+                        source_version: p.origin.as_ref().map(|_| p.version.clone()),
+                        source_name: p.origin.clone(),
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        layer: first_layer(img, path, is).unwrap_or(layer),
+                        path: path.to_string(),
+                        owner: None,
+                    });
+                }
             }
-        } else if path.ends_with("package.json") {
-            let v: serde_json::Value = match serde_json::from_slice(&file.data) {
-                Ok(v) => v,
-                Err(_) => continue,
-            };
-            if let (Some(name), Some(version)) = (v["name"].as_str(), v["version"].as_str()) {
-                inv.packages.push(Package::plain(Kind::Npm, name, version, file.layer, path));
-            }
+            Found::Os(_) | Found::Owned(_) => {}
         }
     }
     inv
@@ -351,6 +391,83 @@ Package: libcurl4\nStatus: install ok installed\nVersion: 7.88.1-10+deb12u5\nSou
         assert!(find("left-pad").is_none(), "whited out");
         assert!(find("x").is_none(), "opaque directory");
         assert_eq!(inv.packages.iter().filter(|p| p.kind == Kind::Deb).count(), 4);
+    }
+
+    #[test]
+    fn language_packages_an_os_package_installed_are_marked() {
+        let mut img = Image::new();
+        let status =
+            "Package: python3-urllib3\nStatus: install ok installed\nVersion: 1.26.12-1\nSource: python-urllib3\n";
+        let egg = "usr/lib/python3/dist-packages/urllib3-1.26.12.egg-info";
+        let list = format!("/.\n/usr\n/{egg}\n/{egg}/PKG-INFO\n/usr/lib/python3/dist-packages/urllib3/__init__.py\n");
+        img.add_layer(
+            &layer(&[
+                ("etc/os-release", Some("ID=debian\nVERSION_ID=\"12\"\n")),
+                ("var/lib/dpkg/status", Some(status)),
+                ("var/lib/dpkg/info/python3-urllib3.list", Some(&list)),
+                (&format!("{egg}/PKG-INFO"), Some("Name: urllib3\nVersion: 1.26.12\n")),
+                (
+                    "app/venv/lib/python3.11/site-packages/idna-2.10.dist-info/METADATA",
+                    Some("Name: idna\nVersion: 2.10\n"),
+                ),
+            ])[..],
+        )
+        .unwrap();
+        let inv = inventory(&img);
+        let find = |n: &str| inv.packages.iter().find(|p| p.name == n).unwrap();
+        assert_eq!(find("urllib3").owner.as_deref(), Some("python3-urllib3"), "installed by dpkg");
+        assert_eq!(find("idna").owner, None, "installed by pip");
+        // Only the pip-installed one is looked up in PyPI's advisories.
+        let keys = crate::matcher::lookup_keys(&inv);
+        assert!(keys.contains(&("PyPI".into(), "idna".into())));
+        assert!(!keys.contains(&("PyPI".into(), "urllib3".into())), "{keys:?}");
+        assert!(keys.contains(&("Debian:12".into(), "python-urllib3".into())));
+        // Alpine records which files a package installed too.
+        let db = "P:py3-six\nV:1.16.0-r9\no:py3-six\nF:usr/lib/python3.12/site-packages/six-1.16.0.dist-info\nR:METADATA\n\n";
+        let mut a = Image::new();
+        a.add_layer(
+            &layer(&[
+                ("lib/apk/db/installed", Some(db)),
+                (
+                    "usr/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA",
+                    Some("Name: six\nVersion: 1.16.0\n"),
+                ),
+            ])[..],
+        )
+        .unwrap();
+        let six = inventory(&a).packages.into_iter().find(|p| p.name == "six").unwrap();
+        assert_eq!(six.owner.as_deref(), Some("py3-six"));
+    }
+
+    #[test]
+    fn layer_scans_stack_like_the_layers_and_survive_a_round_trip() {
+        let base = layer(&[
+            ("var/lib/dpkg/status", Some(STATUS1)),
+            ("app/node_modules/a/package.json", Some(r#"{"name": "a", "version": "1.0.0"}"#)),
+            ("app/node_modules/ab/package.json", Some(r#"{"name": "ab", "version": "1.0.0"}"#)),
+            ("srv/node_modules/c/package.json", Some(r#"{"name": "c", "version": "1.0.0"}"#)),
+        ]);
+        // The upper layer replaces c's package.json with something no analyzer reads (a
+        // directory), and whites out `a` (not `ab`).
+        let upper = layer(&[("app/node_modules/.wh.a", Some("")), ("srv/node_modules/c/package.json/", None)]);
+        let scans: Vec<crate::layers::LayerScan> =
+            [&base, &upper].iter().enumerate().map(|(i, l)| crate::layers::scan_layer(&l[..], i).unwrap()).collect();
+        // What the cache stores comes back the same.
+        for sc in &scans {
+            assert_eq!(crate::layers::LayerScan::from_bytes(&sc.to_bytes()).as_ref(), Some(sc));
+        }
+        assert_eq!(crate::layers::LayerScan::from_bytes(b"damaged"), None);
+        let names = |img: &Image| {
+            let mut n: Vec<String> = inventory(img).packages.iter().map(|p| p.name.clone()).collect();
+            n.sort();
+            n
+        };
+        let stacked = Image::stack(&scans);
+        let mut read = Image::new();
+        read.add_layer(&base[..]).unwrap();
+        read.add_layer(&upper[..]).unwrap();
+        assert_eq!(names(&stacked), names(&read));
+        assert_eq!(names(&stacked), ["ab", "libc6", "libssl3"]);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Finding {
     /// Where the severity came from (`database_specific`, `ecosystem_specific`, `cvss`, `none`).
     pub severity_source: String,
     pub layer: usize,
+    /// The file the package was read from (two installed copies of one package are two findings).
+    #[serde(default)]
+    pub path: String,
 }
 
 /// PEP 503 name normalization.
@@ -67,8 +70,13 @@ fn rpm_ecosystem(os: &crate::inventory::Os) -> Option<String> {
 }
 
 /// The (OSV ecosystem, package name, version) keys a package is looked up under: RPM packages
-/// under their source package and their own name (advisories name either).
+/// under their source package and their own name (advisories name either). Language packages
+/// an OS package installed are not looked up at all: their distribution's advisories, matched
+/// on the OS package, cover them (a backported fix keeps the upstream version number).
 fn keys_of(inv: &Inventory, p: &Package) -> Vec<(String, String, String)> {
+    if p.owner.is_some() {
+        return Vec::new();
+    }
     if p.kind == Kind::Rpm {
         let Some(eco) = inv.os.as_ref().and_then(rpm_ecosystem) else { return Vec::new() };
         let mut k = vec![(eco.clone(), p.name.clone(), p.version.clone())];
@@ -190,13 +198,15 @@ pub fn findings(inv: &Inventory, index: &Index) -> Vec<Finding> {
                         severity,
                         severity_source,
                         layer: p.layer,
+                        path: p.path.clone(),
                     });
                 }
             }
         }
     }
-    out.sort_by(|a, b| (&a.name, &a.package).cmp(&(&b.name, &b.package)));
-    out.dedup_by(|a, b| a.name == b.name && a.package == b.package);
+    // One finding per vulnerability and installed copy (records that share a CVE collapse).
+    out.sort_by(|a, b| (&a.name, &a.package, &a.path, &a.version).cmp(&(&b.name, &b.package, &b.path, &b.version)));
+    out.dedup_by(|a, b| a.name == b.name && a.package == b.package && a.path == b.path && a.version == b.version);
     out
 }
 
@@ -259,5 +269,36 @@ mod tests {
         );
         assert_eq!(got[0].severity_source, "cvss");
         assert_eq!(python_name("Zope.Interface__x"), "zope-interface-x");
+    }
+
+    #[test]
+    fn two_installed_copies_are_two_findings() {
+        let copy = |v: &str, path: &str| Package { path: path.into(), ..pkg(Kind::Npm, "ms", v, None) };
+        let inv = Inventory {
+            os: None,
+            packages: vec![
+                copy("2.0.0", "app/node_modules/debug/node_modules/ms/package.json"),
+                copy("2.1.1", "app/node_modules/ms/package.json"),
+            ],
+        };
+        let records: Vec<Record> = serde_json::from_str(
+            r#"[{"id": "GHSA-w9mr-4mfr-499f", "aliases": ["CVE-2017-20162"],
+                 "affected": [{"package": {"ecosystem": "npm", "name": "ms"},
+                   "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "2.1.2"}]}]}]},
+                {"id": "CVE-2017-20162",
+                 "affected": [{"package": {"ecosystem": "npm", "name": "ms"},
+                   "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "2.1.2"}]}]}]}]"#,
+        )
+        .unwrap();
+        let got = findings(&inv, &Index::new(&records));
+        let seen: Vec<(&str, &str)> = got.iter().map(|f| (f.version.as_str(), f.path.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("2.0.0", "app/node_modules/debug/node_modules/ms/package.json"),
+                ("2.1.1", "app/node_modules/ms/package.json")
+            ],
+            "one per copy; the two records of one CVE count once per copy"
+        );
     }
 }

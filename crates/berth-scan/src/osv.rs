@@ -111,12 +111,39 @@ fn cmp(eco: Ecosystem, a: &str, b: &str) -> Option<Ordering> {
     }
 }
 
+/// Whether a range contradicts itself: an `introduced` whose closing event (the next `fixed`,
+/// `last_affected` or `limit` the data lists after it) sorts before it, such as `introduced 1.6,
+/// fixed 1.6b4`. Sorting such events would open a window that never closes ("affected from 1.6
+/// on"); the range is treated as empty instead, and [`inconsistent_ranges`] names it at import.
+pub fn is_inconsistent(range: &Range, eco: Ecosystem) -> bool {
+    let events = &range.events;
+    events.iter().enumerate().any(|(i, e)| {
+        let Event::Introduced(start) = e else { return false };
+        let closer = events[i + 1..].iter().find(|c| !matches!(c, Event::Introduced(_)));
+        closer.is_some_and(|c| cmp(eco, c.version(), start) == Some(Ordering::Less) && c.version() != "0")
+    })
+}
+
+/// The packages of a record whose ranges contradict themselves (see [`is_inconsistent`]).
+pub fn inconsistent_ranges(record: &Record) -> Vec<String> {
+    record
+        .affected
+        .iter()
+        .filter_map(|a| {
+            let p = a.package.as_ref()?;
+            let eco = Ecosystem::from_osv(&p.ecosystem)?;
+            let bad = a.ranges.iter().any(|r| (r.kind == "ECOSYSTEM" || r.kind == "SEMVER") && is_inconsistent(r, eco));
+            bad.then(|| format!("{}/{}", p.ecosystem, p.name))
+        })
+        .collect()
+}
+
 /// Whether `version` (of the entry's package, in ecosystem `eco`) is affected.
 pub fn verdict(entry: &Affected, eco: Ecosystem, version: &str) -> Verdict {
     let mut fixed_in = None;
     let mut affected = entry.versions.iter().any(|v| v == version);
     for range in &entry.ranges {
-        if range.kind != "ECOSYSTEM" && range.kind != "SEMVER" {
+        if (range.kind != "ECOSYSTEM" && range.kind != "SEMVER") || is_inconsistent(range, eco) {
             continue;
         }
         let mut events = range.events.clone();
@@ -194,6 +221,33 @@ mod tests {
         let unordered =
             entry(r#"{"ranges": [{"type": "ECOSYSTEM", "events": [{"fixed": "1.5-1"}, {"introduced": "1.0-1"}]}]}"#);
         assert_eq!(verdict(&unordered, Ecosystem::Debian, "1.2-1"), Verdict::Affected { fixed: Some("1.5-1".into()) });
+    }
+
+    #[test]
+    fn a_range_whose_fix_precedes_its_start_is_empty() {
+        // A PyPI record with `introduced 1.6, fixed 1.6b4`: sorted naively, "affected from 1.6 on".
+        let bad = entry(
+            r#"{"package": {"ecosystem": "PyPI", "name": "django"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.6"}, {"fixed": "1.6b4"}]}]}"#,
+        );
+        for v in ["1.6", "2.0", "4.2.1", "1.5"] {
+            assert_eq!(verdict(&bad, Ecosystem::PyPI, v), Verdict::NotAffected, "{v}");
+        }
+        assert!(is_inconsistent(&bad.ranges[0], Ecosystem::PyPI));
+        let r: Record = serde_json::from_str(&format!(
+            r#"{{"id": "PYSEC-2014-1", "affected": [{}]}}"#,
+            serde_json::to_string(&serde_json::json!({"package": {"ecosystem": "PyPI", "name": "django"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.6"}, {"fixed": "1.6b4"}]}]}))
+            .unwrap()
+        ))
+        .unwrap();
+        assert_eq!(inconsistent_ranges(&r), ["PyPI/django"]);
+        // Consistent ranges, including a fix listed before its introduction, are not flagged.
+        let fine =
+            entry(r#"{"ranges": [{"type": "ECOSYSTEM", "events": [{"fixed": "1.5-1"}, {"introduced": "1.0-1"}]}]}"#);
+        assert!(!is_inconsistent(&fine.ranges[0], Ecosystem::Debian));
+        let zero = entry(r#"{"ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.0"}, {"fixed": "0"}]}]}"#);
+        assert!(!is_inconsistent(&zero.ranges[0], Ecosystem::PyPI), "fixed 0 is OSV's 'never affected'");
     }
 
     #[test]

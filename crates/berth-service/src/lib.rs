@@ -201,6 +201,7 @@ impl Registry {
         // Only one node can use a SQLite database, so only there can this process see every write.
         let cache_enabled = meta.backend() == Backend::Sqlite;
         let cache = Arc::new(cache::Cache::new(cache_enabled));
+        let counters: Arc<gc::Counters> = Arc::default();
         let r = Registry {
             meta: meta.clone(),
             blobs,
@@ -211,10 +212,10 @@ impl Registry {
             pulls: Arc::default(),
             access: Arc::new(access::AccessCache::new(cache_enabled)),
             throttle: Arc::default(),
-            audit: audit::start(meta.clone()),
+            audit: audit::start(meta.clone(), counters.audit_dropped.clone()),
             iam: Arc::new(iam::IamCache::new(cache_enabled)),
             gc_lock: Arc::default(),
-            counters: Arc::default(),
+            counters,
             scan_wake: Arc::default(),
             node: hex::encode(&berth_crypto::random_bytes()[..8]).into(),
             scan_policies: Arc::new(scan_config::PolicyCache::new(cache_enabled)),
@@ -465,6 +466,7 @@ impl Registry {
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(Error::ManifestTooLarge(body.len()));
         }
+        self.check_space()?;
         let algorithm = digest.map_or(Algorithm::Sha256, |d| d.algorithm());
         let actual = berth_crypto::digest_of(algorithm, body);
         if let Some(d) = digest

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use berth_core::{Digest, ManifestKind, RepoName, media, parse_manifest};
 use berth_meta::{ScanJob, ScanRow, VulnRow};
 use berth_scan::inventory::Inventory;
+use berth_scan::layers::{ANALYZER_VERSION, LayerScan};
 use berth_scan::matcher;
 pub use berth_scan::matcher::Finding;
 use berth_scan::osv::Record;
@@ -73,6 +74,9 @@ pub struct ImportReport {
     pub skipped: BTreeMap<String, usize>,
     /// Files that are not OSV records (with why).
     pub unreadable: Vec<String>,
+    /// Records with a range that contradicts itself (a fix before its introduction), treated
+    /// as empty: `record id (ecosystem/package)`.
+    pub inconsistent: Vec<String>,
 }
 
 /// A blocking `Read` over chunks an async task sends (backpressure: a few chunks in flight).
@@ -201,6 +205,10 @@ impl Registry {
                     match parsed {
                         Ok((record, json)) => {
                             report.records += 1;
+                            for p in berth_scan::osv::inconsistent_ranges(&record) {
+                                tracing::warn!(record = %record.id, package = %p, "an OSV range's fix precedes its introduction: the range is treated as empty");
+                                report.inconsistent.push(format!("{} ({p})", record.id));
+                            }
                             report.entries += stage(&record, &json, &mut batch, &mut report.skipped);
                         }
                         Err(e) => report.unreadable.push(format!("{name}: {e}")),
@@ -221,6 +229,7 @@ impl Registry {
             report.records += r.records;
             report.entries += r.entries;
             report.unreadable.extend(r.unreadable);
+            report.inconsistent.extend(r.inconsistent);
             for (k, v) in r.skipped {
                 *report.skipped.entry(k).or_default() += v;
             }
@@ -516,9 +525,31 @@ impl Registry {
             let index = matcher::Index::new(&mine);
             all.extend(matcher::findings(inv, &index));
         }
-        all.sort_by(|a, b| (&a.name, &a.package, &a.version).cmp(&(&b.name, &b.package, &b.version)));
-        all.dedup_by(|a, b| a.name == b.name && a.package == b.package && a.version == b.version);
+        all.sort_by(|a, b| (&a.name, &a.package, &a.path, &a.version).cmp(&(&b.name, &b.package, &b.path, &b.version)));
+        all.dedup_by(|a, b| a.name == b.name && a.package == b.package && a.path == b.path && a.version == b.version);
         Ok(all)
+    }
+
+    /// Reads one layer blob into what the scanner needs of it (on a blocking thread, the blob
+    /// streamed to it: memory does not follow the layer's size).
+    async fn scan_layer(&self, layer: &Digest, index: usize) -> Result<LayerScan> {
+        let body = self.blobs.open(layer, None).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let reader = ChannelReader { rx, cur: Bytes::new() };
+        let worker = tokio::task::spawn_blocking(move || berth_scan::layers::scan_layer(reader, index));
+        let mut stream = body.stream;
+        while let Some(chunk) = stream.next().await {
+            // A copy: the store's chunks are views of a file mapping that it unmaps two chunks
+            // behind, which would be ahead of a reader this many chunks behind — the reader would
+            // fault pages back in that nothing unmaps (RSS growing with the layer). 16 MiB in
+            // flight at most.
+            if tx.send(chunk.map(|c| Bytes::copy_from_slice(&c))).await.is_err() {
+                break; // the reader stopped (an error it reports)
+            }
+        }
+        drop(tx);
+        let r = worker.await.map_err(|e| Error::Internal(e.to_string()))?;
+        r.map_err(|e| Error::InvalidLayer(format!("{layer}: {e}")))
     }
 
     /// Inventories an image (each platform of an index) and matches it.
@@ -549,32 +580,30 @@ impl Registry {
                  type {config:?})"
             )));
         }
-        // The config is the first blob; the layers follow.
+        // The config is the first blob; the layers follow. A layer scanned before (in any image)
+        // is not read again; the others are read in parallel.
         let layers: Vec<Digest> = parsed.blobs.iter().skip(1).map(|d| d.digest.clone()).collect();
-        let mut image = berth_scan::layers::Image::new();
-        for layer in layers {
-            let body = self.blobs.open(&layer, None).await?;
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            let reader = ChannelReader { rx, cur: Bytes::new() };
-            let worker = tokio::task::spawn_blocking(move || {
-                let r = image.add_layer(reader);
-                (image, r)
-            });
-            let mut stream = body.stream;
-            while let Some(chunk) = stream.next().await {
-                // A copy: the store's chunks are views of a file mapping that it unmaps two
-                // chunks behind, which would be ahead of a reader this many chunks behind — the
-                // reader would fault pages back in that nothing unmaps (RSS growing with the
-                // layer). 16 MiB in flight at most.
-                if tx.send(chunk.map(|c| Bytes::copy_from_slice(&c))).await.is_err() {
-                    break; // the reader stopped (an error it reports)
-                }
-            }
-            drop(tx);
-            let (img, r) = worker.await.map_err(|e| Error::Internal(e.to_string()))?;
-            r.map_err(|e| Error::InvalidLayer(format!("{layer}: {e}")))?;
-            image = img;
+        let mut scans: Vec<Option<LayerScan>> = Vec::with_capacity(layers.len());
+        for d in &layers {
+            let stored = self.meta.layer_scan(&d.to_string(), ANALYZER_VERSION).await?;
+            scans.push(stored.and_then(|b| LayerScan::from_bytes(&b)));
         }
+        let missing: Vec<usize> = (0..layers.len()).filter(|&i| scans[i].is_none()).collect();
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let read: Vec<(usize, Result<LayerScan>)> = futures_util::stream::iter(missing)
+            .map(|i| {
+                let d = layers[i].clone();
+                async move { (i, self.scan_layer(&d, i).await) }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        for (i, r) in read {
+            let scan = r?;
+            self.meta.put_layer_scan(&layers[i].to_string(), ANALYZER_VERSION, scan.to_bytes()).await?;
+            scans[i] = Some(scan);
+        }
+        let image = berth_scan::layers::Image::stack(scans.iter().flatten());
         out.push(berth_scan::inventory::inventory(&image));
         Ok(())
     }

@@ -317,6 +317,7 @@ mod tests {
             severity: severity.into(),
             severity_source: "cvss".into(),
             layer: 0,
+            path: "var/lib/dpkg/status".into(),
         }
     }
 
