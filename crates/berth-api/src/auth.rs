@@ -107,8 +107,9 @@ async fn checked_credentials(
     credentials(st, headers).await.map_err(|e| st.registry.throttle().refuse(ip, e))
 }
 
-fn host(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::HOST).and_then(|v| v.to_str().ok())
+/// The host a request was sent to: its Host header, or in HTTP/2 the URI's authority.
+fn host(req: &Request) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()))
 }
 
 fn who(principal: Option<Principal>, req: &Request) -> Who {
@@ -117,10 +118,12 @@ fn who(principal: Option<Principal>, req: &Request) -> Who {
 }
 
 /// Base URL clients reached us at, for the token realm.
-fn base_url(st: &AppState, headers: &HeaderMap) -> String {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+fn base_url(st: &AppState, req: &Request) -> String {
+    let headers = req.headers();
+    match host(req) {
         Some(host) => {
-            let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+            let direct = if crate::serve::is_secure(req.extensions()) { "https" } else { "http" };
+            let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or(direct);
             format!("{proto}://{host}")
         }
         None => st.registry.settings().public_url.trim_end_matches('/').to_string(),
@@ -128,7 +131,7 @@ fn base_url(st: &AppState, headers: &HeaderMap) -> String {
 }
 
 fn challenge(st: &AppState, req: &Request, parsed: &OciRequest, message: &str) -> Response {
-    let base = base_url(st, req.headers());
+    let base = base_url(st, req);
     let value = match st.options.challenge {
         Challenge::Basic => format!("Basic realm=\"{base}/\",service=\"berth\""),
         Challenge::Bearer => {
@@ -158,7 +161,7 @@ fn challenge(st: &AppState, req: &Request, parsed: &OciRequest, message: &str) -
 /// request to the handler. Unauthenticated requests that no policy allows get a challenge;
 /// authenticated ones a 403.
 pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let registry = match st.registry.registry_for_host(host(req.headers())).await {
+    let registry = match st.registry.registry_for_host(host(&req)).await {
         Ok(r) => r,
         Err(e) => return ApiError(e).into_response(),
     };
@@ -329,7 +332,7 @@ pub async fn token(State(st): State<AppState>, req: Request) -> Response {
         .flat_map(|(_, v)| v.split(' ').filter_map(Scope::parse).collect::<Vec<_>>())
         .collect();
     let w = who(principal.clone(), &req);
-    let registry = match st.registry.registry_for_host(host(req.headers())).await {
+    let registry = match st.registry.registry_for_host(host(&req)).await {
         Ok(r) => r,
         Err(e) => return ApiError(e).into_response(),
     };
@@ -382,7 +385,7 @@ async fn grant(st: &AppState, w: &Who, mut s: Scope) -> Option<Scope> {
 }
 
 fn basic_401(st: &AppState, req: &Request, message: &str) -> Response {
-    let base = base_url(st, req.headers());
+    let base = base_url(st, req);
     let mut res = error_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
     if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{base}/token\",service=\"berth\"")) {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -48,9 +48,20 @@ impl Default for BodyBudget {
     }
 }
 
-/// The headers as text, for signature checks; `None` if a value is not ASCII.
-fn header_pairs(headers: &axum::http::HeaderMap) -> Option<Vec<(String, String)>> {
-    headers.iter().map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
+/// The headers as text, for signature checks; `None` if a value is not ASCII. HTTP/2 sends the
+/// host as the `:authority` (in the URI), which clients sign as `host`.
+fn header_pairs(parts: &Parts) -> Option<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect::<Option<_>>()?;
+    if !parts.headers.contains_key(axum::http::header::HOST)
+        && let Some(a) = parts.uri.authority()
+    {
+        out.push(("host".into(), a.as_str().to_string()));
+    }
+    Some(out)
 }
 
 /// A failure, counted against the address: answered as throttled once it failed too often.
@@ -71,7 +82,7 @@ pub(crate) async fn authenticate(
     service: impl FnOnce(&[u8]) -> &'static str,
 ) -> Result<Signed, Refusal> {
     let ip = crate::peer_ip(&parts.extensions);
-    let Some(headers) = header_pairs(&parts.headers) else {
+    let Some(headers) = header_pairs(parts) else {
         return Err(refuse(st, ip, Refusal::Sig(sigv4::SigError::Incomplete("header values must be ASCII".into()))));
     };
     let hdrs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
@@ -129,7 +140,9 @@ async fn read_body<'a>(
         .await
         .ok()
         .and_then(Result::ok)
-        .ok_or_else(|| Error::Busy("the server is reading too many request bodies at once; retry shortly".into()))?;
+        .ok_or_else(|| {
+            Error::Throttled("the server is reading too many request bodies at once; retry shortly".into())
+        })?;
     // A stalled body ends in an error from the server's body timeout (see `serve`).
     let mut out = Vec::with_capacity(reserve.min(1 << 20));
     let mut stream = body.into_data_stream();

@@ -1373,6 +1373,7 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
             let mut attrs = vec![
                 json!({"key": "package_name", "value": f.package}),
                 json!({"key": "package_version", "value": f.version}),
+                json!({"key": "package_path", "value": f.path}),
             ];
             if let Some(fixed) = &f.fixed_in {
                 attrs.push(json!({"key": "fixed_in", "value": fixed}));

@@ -1,8 +1,10 @@
 //! The HTTP server: its own accept loop over hyper, so that slow or idle clients cannot hold the
 //! server's connections or file descriptors.
 //!
-//! - At most `max_connections` connections are served at once; past it, new ones wait in the
-//!   kernel's accept queue (and the first wait is logged) until one closes.
+//! - At most `max_connections` connections are served at once. At the limit, the connection
+//!   that has been idle (or sending a header) the longest is closed to make room, so a flood of
+//!   half-open connections cannot lock real clients out; when every connection is busy with a
+//!   request, new ones wait in the kernel's accept queue. Reaching the limit is logged.
 //! - A connection that has started a request must send its whole header within `header_timeout`;
 //!   one that sits idle between requests is closed after `idle_timeout`; a request body that
 //!   sends nothing for `body_timeout` fails.
@@ -122,6 +124,8 @@ struct ConnState {
     head_since: AtomicU64,
     /// HTTP/2 frames arrive between requests (pings, settings): only the idle rule applies.
     h2: AtomicBool,
+    /// Closes the connection to make room for a new one.
+    evict: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -132,6 +136,7 @@ impl ConnState {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             h2: AtomicBool::new(false),
+            evict: tokio::sync::Notify::new(),
         })
     }
 
@@ -159,6 +164,40 @@ impl ConnState {
         } else {
             (now - self.last_io.load(Ordering::Relaxed) > limits.idle_timeout.as_millis() as u64)
                 .then_some("idle keep-alive connection")
+        }
+    }
+}
+
+/// The connections being served, to choose one to close at the limit.
+#[derive(Default)]
+struct Conns(std::sync::Mutex<Vec<std::sync::Weak<ConnState>>>);
+
+impl Conns {
+    fn add(&self, c: &Arc<ConnState>) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() >= 64 && v.len().is_power_of_two() {
+            v.retain(|w| w.strong_count() > 0);
+        }
+        v.push(Arc::downgrade(c));
+    }
+
+    /// Closes the connection without a request in flight that has been quiet the longest;
+    /// whether there was one.
+    fn evict_one(&self) -> bool {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        let quiet = |c: &ConnState| c.now_ms().saturating_sub(c.last_io.load(Ordering::Relaxed));
+        let victim = v
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .max_by_key(|c| quiet(c));
+        match victim {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -270,7 +309,8 @@ impl LimitLog {
             *last = Some(Instant::now());
             tracing::warn!(
                 max_connections = max,
-                "connection limit reached: new connections wait until one closes (max_connections)"
+                "connection limit reached (max_connections): closing idle connections to make room; new ones wait \
+                 when every connection is busy"
             );
         }
     }
@@ -288,12 +328,15 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let limit_log = Arc::new(LimitLog { last: std::sync::Mutex::new(None) });
+    let conns = Arc::new(Conns::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 limit_log.warn(limits.max_connections);
+                // Make room by closing the quietest connection not serving a request.
+                conns.evict_one();
                 tokio::select! {
                     p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                     _ = &mut shutdown => break,
@@ -317,8 +360,10 @@ pub async fn serve(
         let app = app.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let state = ConnState::new();
+        conns.add(&state);
         tokio::spawn(async move {
-            serve_connection(tcp, peer, app, limits, tls, watcher).await;
+            serve_connection(tcp, peer, app, limits, tls, watcher, state).await;
             drop(permit);
         });
     }
@@ -334,8 +379,8 @@ async fn serve_connection(
     limits: Limits,
     tls: Option<Tls>,
     watcher: hyper_util::server::graceful::Watcher,
+    state: Arc<ConnState>,
 ) {
-    let state = ConnState::new();
     let secure = tls.is_some();
     let svc = {
         let state = state.clone();
@@ -356,10 +401,14 @@ async fn serve_connection(
     match tls {
         None => run(Watched { io: tcp, state: state.clone() }, svc, watcher, &state, &limits, peer).await,
         Some(tls) => {
-            let stream = match tokio::time::timeout(limits.header_timeout, tls.acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake not finished in time; closing"),
+            let handshake = tokio::time::timeout(limits.header_timeout, tls.acceptor.accept(tcp));
+            let stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake not finished in time; closing"),
+                },
+                _ = state.evict.notified() => return,
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 state.h2.store(true, Ordering::Relaxed);
@@ -393,6 +442,7 @@ async fn run<S, F>(
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         },
         why = watchdog(state, limits) => tracing::debug!(%peer, reason = why, "closing connection"),
+        _ = state.evict.notified() => tracing::debug!(%peer, "closing the quietest connection to make room"),
     }
 }
 

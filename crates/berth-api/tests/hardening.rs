@@ -291,7 +291,8 @@ async fn slow_headers_cannot_hold_the_server() {
     let started = Instant::now();
     let r = reqwest::Client::new().get(format!("{}/v2/", s.base)).timeout(Duration::from_secs(8)).send().await;
     assert_eq!(r.expect("the server stayed unreachable").status(), StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    // (At the limit the quietest connection is closed to make room: no need to wait for timeouts.)
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     for c in &mut held[..8] {
         assert!(closed_within(c, Duration::from_secs(3)).await, "a half-sent header was held open");
     }

@@ -274,9 +274,23 @@ fn main() -> ExitCode {
 }
 
 async fn open_registry(cfg: &Config, keys: Vec<berth_service::AccessKey>) -> Result<Registry, String> {
+    open_registry_with(cfg, keys, false).await
+}
+
+/// `reserve`: hold the space reserve for a full disk (only the serving process does).
+async fn open_registry_with(
+    cfg: &Config,
+    keys: Vec<berth_service::AccessKey>,
+    reserve: bool,
+) -> Result<Registry, String> {
     datadir::prepare(cfg, false)?;
-    let blobs = FsBlobStore::open(&cfg.data_dir)
+    let mut blobs = FsBlobStore::open(&cfg.data_dir)
         .map_err(|e| format!("cannot open blob storage in {}: {e}", cfg.data_dir.display()))?;
+    if reserve {
+        blobs = blobs
+            .with_reserve(cfg.disk_reserve_bytes()?)
+            .map_err(|e| format!("cannot check the free space in {}: {e}", cfg.data_dir.display()))?;
+    }
     let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
     let settings = Settings {
         registry_id: cfg.registry_id.clone(),
@@ -305,6 +319,9 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
             }
             for u in &r.unreadable {
                 eprintln!("berth: not an OSV record: {u}");
+            }
+            for i in &r.inconsistent {
+                println!("warning: {i}: a range's fix precedes its introduction; that range is treated as empty");
             }
             // Continuous scanning: stored inventories meet the new data now.
             let m = registry.rematch_all().await.map_err(|e| e.to_string())?;
@@ -539,7 +556,7 @@ async fn login_password(cfg: Config) -> Result<ExitCode, String> {
 async fn serve(cfg: Config) -> Result<ExitCode, String> {
     datadir::prepare(&cfg, true)?;
     let root = credentials::root_key(&cfg)?;
-    let registry = open_registry(&cfg, vec![root.key.clone()]).await?;
+    let registry = open_registry_with(&cfg, vec![root.key.clone()], true).await?;
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(berth_api::Tls::load(c, k)?),
         _ => None,
@@ -638,6 +655,15 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             if let Err(e) = flusher.flush_pulls().await {
                 tracing::warn!(error = %e, "could not record pull times");
             }
+        }
+    });
+    // A full disk releases the space reserve (so deletes and GC run); freed space takes it back.
+    let watcher = registry.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            watcher.check_storage();
         }
     });
     // A key rotated by `berth keys rotate-token-key` (or on another node) takes effect here.
