@@ -17,7 +17,7 @@ trap cleanup EXIT
 port=$(free_port)
 BERTH_DATA=$MNT/data
 REG=127.0.0.1:$port
-BERTH_GC_INTERVAL=off "$BERTH" serve --listen "$REG" --data-dir "$BERTH_DATA" --allow-anonymous >"$E2E_WORK/diskfull.log" 2>&1 &
+BERTH_GC_INTERVAL=off BERTH_ALLOW_ANONYMOUS=true "$BERTH" serve --listen "$REG" --data-dir "$BERTH_DATA" >"$E2E_WORK/diskfull.log" 2>&1 &
 BERTH_PID=$!
 wait_http "http://$REG/v2/"
 export AWS_SHARED_CREDENTIALS_FILE=$BERTH_DATA/root-credentials AWS_DEFAULT_REGION=us-east-1

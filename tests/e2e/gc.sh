@@ -72,7 +72,9 @@ sleep 0.05
 "$BERTH" gc --grace 0s --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$P/killed.out" 2>&1 &
 GCP=$!
 # Kill it right after its first batch: mid-sweep, with batches marked deleting and others not.
-for _ in $(seq 200); do grep -q "garbage collection progress" "$P/killed.out" && break; sleep 0.02; done
+# However slow the machine, wait for that first batch (not a fixed time); a batch takes far
+# longer than the poll, so the kill lands before the sweep can finish.
+while kill -0 $GCP 2>/dev/null && ! grep -q "garbage collection progress" "$P/killed.out"; do sleep 0.01; done
 kill -9 $GCP 2>/dev/null || true
 wait $GCP 2>/dev/null || true
 "$BERTH" fsck --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$P/fsck2.out" 2>&1 || fail "fsck after kill -9: $(tail "$P/fsck2.out")"

@@ -186,12 +186,14 @@ impl Conns {
     fn evict_one(&self) -> bool {
         let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
         v.retain(|w| w.strong_count() > 0);
-        let quiet = |c: &ConnState| c.now_ms().saturating_sub(c.last_io.load(Ordering::Relaxed));
+        // Quiet the longest; among equals (milliseconds are coarse), the oldest: a connection
+        // accepted a moment ago has not had the chance to send its request.
+        let key = |c: &ConnState| (c.now_ms().saturating_sub(c.last_io.load(Ordering::Relaxed)), c.born.elapsed());
         let victim = v
             .iter()
             .filter_map(|w| w.upgrade())
             .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
-            .max_by_key(|c| quiet(c));
+            .max_by_key(|c| key(c));
         match victim {
             Some(c) => {
                 c.evict.notify_one();

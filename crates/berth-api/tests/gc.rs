@@ -107,7 +107,7 @@ async fn pushes_revive_and_never_reference_deleted_blobs(s: Server) {
     let layer2 = b"second layer ".repeat(100);
     let l2 = s.push_blob("svc", &layer2).await;
     s.meta.gc_mark().await.unwrap();
-    let doomed = s.meta.gc_sweep(berth_meta::now_ms() + 1000, 100, false).await.unwrap();
+    let doomed = s.meta.gc_sweep(berth_meta::now_ms() + 1000, None, 100, false).await.unwrap();
     assert_eq!(doomed.blobs.iter().map(|b| b.0.clone()).collect::<Vec<_>>(), vec![l2.clone()]);
     let m2 = image_manifest(&c, config.len(), &[(l2.clone(), layer2.len())]);
     let r = s.put_manifest("svc", "v2", OCI_MANIFEST, &m2).await;

@@ -8,12 +8,18 @@ use sqlx::Row;
 
 use crate::{Meta, Result, now_ms};
 
-/// Blobs a sweep may delete: condemned before `$1`, still candidates, still unreferenced.
-macro_rules! doomed {
-    () => {
-        "state = 'condemned' AND condemned_at < $1 AND digest IN (SELECT digest FROM gc_candidates) \
-         AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
-    };
+/// Candidates are walked in digest order, this many at a time (a primary-key range scan).
+const PAGE: i64 = 1000;
+/// Each statement names at most this many blobs in an explicit list: small enough that a
+/// primary-key lookup is the cheapest plan whatever PostgreSQL guesses of a table it has no
+/// statistics for yet (with a long list and no statistics it chose to scan every row, per page:
+/// 49 s for a sweep that found nothing).
+const CHUNK: usize = 64;
+
+/// `$first, $first+1, ...` for `n` values: the only text formatted into a statement (values are
+/// always bound).
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// What a mark pass did.
@@ -27,10 +33,11 @@ pub struct GcMark {
     pub referenced: u64,
 }
 
-/// Blobs to delete now: digest and size.
+/// Blobs to delete now: digest and size; `next` continues the walk over candidates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSweep {
     pub blobs: Vec<(String, i64)>,
+    pub next: Option<String>,
 }
 
 impl Meta {
@@ -63,79 +70,141 @@ impl Meta {
         .await
     }
 
-    /// Condemns every live candidate no manifest references; forgets candidates that are
-    /// referenced (a later manifest deletion makes them candidates again).
-    pub async fn gc_mark(&self) -> Result<GcMark> {
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                let examined: i64 =
-                    sqlx::query("SELECT COUNT(*) FROM gc_candidates").fetch_one(&mut *c).await?.try_get(0)?;
-                let condemned = sqlx::query(
-                    "UPDATE blobs SET state = 'condemned', condemned_at = $1 WHERE state = 'live' \
-                     AND digest IN (SELECT digest FROM gc_candidates) \
-                     AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)",
-                )
-                .bind(now_ms())
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
-                // A blob condemned while a manifest referencing it was being stored.
-                sqlx::query(
-                    "UPDATE blobs SET state = 'live', condemned_at = NULL WHERE state = 'condemned' \
-                     AND digest IN (SELECT digest FROM gc_candidates) \
-                     AND EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)",
-                )
-                .execute(&mut *c)
-                .await?;
-                let referenced = sqlx::query(
-                    "DELETE FROM gc_candidates WHERE NOT EXISTS \
-                     (SELECT 1 FROM blobs b WHERE b.digest = gc_candidates.digest AND b.state <> 'live')",
-                )
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
-                Ok(GcMark { examined: examined as u64, condemned, referenced })
-            })
-        }))
-        .await
+    /// One page of candidates after `after`, in digest order.
+    async fn candidate_page(&self, after: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT digest FROM gc_candidates WHERE digest > $1 ORDER BY digest LIMIT $2")
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
-    /// Blobs condemned before `cutoff` (Unix ms) and still unreferenced, at most `limit`: marked
-    /// `deleting` (in `dry_run`, only listed). Also returns those a crashed collection left
-    /// `deleting`.
-    pub async fn gc_sweep(&self, cutoff: i64, limit: i64, dry_run: bool) -> Result<GcSweep> {
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                if dry_run {
-                    let rows = sqlx::query(concat!("SELECT digest, size FROM blobs WHERE ", doomed!(), " LIMIT $2"))
-                        .bind(cutoff)
-                        .bind(limit)
-                        .fetch_all(&mut *c)
-                        .await?;
-                    let blobs = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?;
-                    return Ok(GcSweep { blobs });
-                }
-                sqlx::query(concat!(
-                    // `state` is tested on the row itself too: on PostgreSQL an update that waited
-                    // for a manifest push reviving the blob re-checks it and leaves the blob alone.
-                    "UPDATE blobs SET state = 'deleting' WHERE state = 'condemned' AND digest IN \
-                     (SELECT digest FROM blobs WHERE ",
-                    doomed!(),
-                    " LIMIT $2)"
-                ))
-                .bind(cutoff)
-                .bind(limit)
-                .execute(&mut *c)
+    /// Condemns every live candidate no manifest references; forgets candidates that are
+    /// referenced (a later manifest deletion makes them candidates again). A page of
+    /// candidates per transaction.
+    pub async fn gc_mark(&self) -> Result<GcMark> {
+        let mut mark = GcMark::default();
+        let mut after = String::new();
+        loop {
+            let page = self.candidate_page(&after).await?;
+            let Some(last) = page.last().cloned() else { break };
+            let n = page.len();
+            mark.examined += n as u64;
+            let (condemned, referenced) = self
+                .write_tx(Box::new(move |c| {
+                    Box::pin(async move {
+                        let (mut condemned, mut referenced) = (0, 0);
+                        let now = now_ms();
+                        for chunk in page.chunks(CHUNK) {
+                            let list = placeholders(2, chunk.len());
+                            let condemn = format!(
+                                "UPDATE blobs SET state = 'condemned', condemned_at = $1 WHERE digest IN ({list}) \
+                                 AND state = 'live' \
+                                 AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
+                            );
+                            let mut q = sqlx::query(sqlx::AssertSqlSafe(condemn)).bind(now);
+                            for d in chunk {
+                                q = q.bind(d.as_str());
+                            }
+                            condemned += q.execute(&mut *c).await?.rows_affected();
+                            // A blob condemned while a manifest referencing it was being stored.
+                            let list1 = placeholders(1, chunk.len());
+                            let revive = format!(
+                                "UPDATE blobs SET state = 'live', condemned_at = NULL WHERE digest IN ({list1}) \
+                                 AND state = 'condemned' \
+                                 AND EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
+                            );
+                            let mut q = sqlx::query(sqlx::AssertSqlSafe(revive));
+                            for d in chunk {
+                                q = q.bind(d.as_str());
+                            }
+                            q.execute(&mut *c).await?;
+                            let forget = format!(
+                                "DELETE FROM gc_candidates WHERE digest IN ({list1}) AND NOT EXISTS \
+                                 (SELECT 1 FROM blobs b WHERE b.digest = gc_candidates.digest AND b.state <> 'live')"
+                            );
+                            let mut q = sqlx::query(sqlx::AssertSqlSafe(forget));
+                            for d in chunk {
+                                q = q.bind(d.as_str());
+                            }
+                            referenced += q.execute(&mut *c).await?.rows_affected();
+                        }
+                        Ok((condemned, referenced))
+                    })
+                }))
                 .await?;
-                let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state = 'deleting' LIMIT $1")
-                    .bind(limit)
-                    .fetch_all(&mut *c)
-                    .await?;
-                let blobs = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?;
-                Ok(GcSweep { blobs })
-            })
-        }))
-        .await
+            mark.condemned += condemned;
+            mark.referenced += referenced;
+            if (n as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+        Ok(mark)
+    }
+
+    /// Blobs condemned before `cutoff` (Unix ms) and still unreferenced, at most about `limit`,
+    /// walking candidates after `after`: marked `deleting` (in `dry_run`, only listed). The first
+    /// call (no `after`) also returns those a crashed collection left `deleting`.
+    pub async fn gc_sweep(&self, cutoff: i64, after: Option<&str>, limit: i64, dry_run: bool) -> Result<GcSweep> {
+        let mut out = Vec::new();
+        if after.is_none() && !dry_run {
+            let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state = 'deleting' LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+            for r in &rows {
+                out.push((r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        let mut cursor = after.unwrap_or_default().to_string();
+        while (out.len() as i64) < limit {
+            let page = self.candidate_page(&cursor).await?;
+            let Some(last) = page.last().cloned() else { return Ok(GcSweep { blobs: out, next: None }) };
+            let full = page.len() as i64 == PAGE;
+            let rows = self
+                .write_tx(Box::new(move |c| {
+                    Box::pin(async move {
+                        let mut out = Vec::new();
+                        for chunk in page.chunks(CHUNK) {
+                            let list = placeholders(2, chunk.len());
+                            // `state` is tested on the row itself: on PostgreSQL an update that
+                            // waited for a manifest push reviving the blob re-checks it and leaves
+                            // the blob alone.
+                            let sql = if dry_run {
+                                format!(
+                                    "SELECT digest, size FROM blobs WHERE digest IN ({list}) AND state = 'condemned' \
+                                     AND condemned_at < $1 \
+                                     AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
+                                )
+                            } else {
+                                format!(
+                                    "UPDATE blobs SET state = 'deleting' WHERE digest IN ({list}) \
+                                     AND state = 'condemned' AND condemned_at < $1 \
+                                     AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest) \
+                                     RETURNING digest, size"
+                                )
+                            };
+                            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff);
+                            for d in chunk {
+                                q = q.bind(d.as_str());
+                            }
+                            for r in q.fetch_all(&mut *c).await? {
+                                out.push((r.try_get(0)?, r.try_get(1)?));
+                            }
+                        }
+                        Ok::<Vec<(String, i64)>, crate::MetaError>(out)
+                    })
+                }))
+                .await?;
+            out.extend(rows);
+            cursor = last;
+            if !full {
+                return Ok(GcSweep { blobs: out, next: None });
+            }
+        }
+        Ok(GcSweep { blobs: out, next: Some(cursor) })
     }
 
     /// Forgets blobs whose files are deleted: their rows, repository links and candidacy.
@@ -143,19 +212,24 @@ impl Meta {
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
                 let mut n = 0;
-                for d in &digests {
+                for chunk in digests.chunks(CHUNK) {
+                    let list = placeholders(1, chunk.len());
                     for sql in [
-                        "DELETE FROM repo_blobs WHERE digest = $1",
-                        "DELETE FROM gc_candidates WHERE digest = $1",
-                        "DELETE FROM layer_scans WHERE digest = $1",
+                        format!("DELETE FROM repo_blobs WHERE digest IN ({list})"),
+                        format!("DELETE FROM gc_candidates WHERE digest IN ({list})"),
+                        format!("DELETE FROM layer_scans WHERE digest IN ({list})"),
+                        format!("DELETE FROM blobs WHERE digest IN ({list}) AND state = 'deleting'"),
                     ] {
-                        sqlx::query(sql).bind(d.as_str()).execute(&mut *c).await?;
+                        let last = sql.starts_with("DELETE FROM blobs");
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for d in chunk {
+                            q = q.bind(d.as_str());
+                        }
+                        let affected = q.execute(&mut *c).await?.rows_affected();
+                        if last {
+                            n += affected;
+                        }
                     }
-                    n += sqlx::query("DELETE FROM blobs WHERE digest = $1 AND state = 'deleting'")
-                        .bind(d.as_str())
-                        .execute(&mut *c)
-                        .await?
-                        .rows_affected();
                 }
                 Ok(n)
             })

@@ -62,6 +62,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0010_layer_scans.sqlite.sql"),
         postgres: include_str!("../migrations/0010_layer_scans.postgres.sql"),
     },
+    Migration {
+        version: 11,
+        sqlite: include_str!("../migrations/0011_gc_indexes.sql"),
+        postgres: include_str!("../migrations/0011_gc_indexes.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -175,7 +175,7 @@ impl Registry {
         let now = berth_meta::now_ms();
         let cutoff = now - opts.grace.as_millis() as i64;
         if opts.dry_run {
-            let sweep = self.meta.gc_sweep(cutoff, i64::MAX / 2, true).await?;
+            let sweep = self.meta.gc_sweep(cutoff, None, i64::MAX / 2, true).await?;
             report.deleted_blobs = sweep.blobs.len() as u64;
             report.deleted_bytes = sweep.blobs.iter().map(|(_, s)| *s as u64).sum();
             report.uploads_removed =
@@ -186,10 +186,16 @@ impl Registry {
         let mark = self.meta.gc_mark().await?;
         report.examined = mark.examined;
         report.condemned = mark.condemned;
+        let mut after: Option<String> = None;
         loop {
-            let sweep = self.meta.gc_sweep(cutoff, SWEEP_BATCH, false).await?;
+            let sweep = self.meta.gc_sweep(cutoff, after.as_deref(), SWEEP_BATCH, false).await?;
+            let last_page = sweep.next.is_none();
+            after = sweep.next;
             if sweep.blobs.is_empty() {
-                break;
+                if last_page {
+                    break;
+                }
+                continue;
             }
             let n = sweep.blobs.len();
             let results: Vec<(String, i64, bool)> = futures_util::stream::iter(sweep.blobs)
@@ -214,7 +220,7 @@ impl Registry {
             report.deleted_bytes += results.iter().filter(|r| r.2).map(|r| r.1 as u64).sum::<u64>();
             report.deleted_blobs += self.meta.gc_forget(done).await?;
             tracing::info!(deleted = report.deleted_blobs, bytes = report.deleted_bytes, "garbage collection progress");
-            if report.failed > 0 || (n as i64) < SWEEP_BATCH {
+            if report.failed > 0 || last_page {
                 break;
             }
         }
