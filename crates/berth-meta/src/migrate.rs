@@ -104,6 +104,12 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
             .await?;
         tracing::info!(version = m.version, "applied metadata migration");
     }
+    let applied = MIGRATIONS.iter().any(|m| m.version > current);
     tx.commit().await?;
+    // Migrations may bulk-load rows (0007 makes every blob a collection candidate): give the
+    // planner statistics for them now rather than at the next autovacuum.
+    if applied && backend == Backend::Postgres {
+        sqlx::query("ANALYZE").execute(pool).await?;
+    }
     Ok(())
 }
