@@ -207,12 +207,23 @@ grep -q "+CVE-2099-0001 (zlib1g" <<<"$events" \
   || fail "no ImageScanFindingsChanged event"
 
 step "kill -9 in the middle of a scan; after a restart the scan completes"
+# The same image with layers no scan has read (the rootfs zstd-compressed, and 256 MiB more), so
+# the scan has to read them; the kill comes as soon as a worker has claimed the scan, not after a
+# fixed time.
+mkdir -p "$W/big"; [ -f "$W/big/random" ] || head -c 268435456 /dev/urandom >"$W/big/random"
+python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-kill" 1 "zstd:$ROOTFS" "gz:$W/L1" "tar:$W/L2" "zstd:$W/L3" "zstd:$W/L4" "tar:$W/big" >/dev/null
 aws ecr create-repository --repository-name debian/copy "${E[@]}" >/dev/null
-push "$W/oci-debian" debian/copy:1
+push "$W/oci-kill" debian/copy:1
+claimed() { # whether a worker holds debian/copy's scan
+  local q="SELECT COUNT(*) FROM image_scans s JOIN repositories r ON r.id = s.repo_id WHERE r.name = 'debian/copy' AND s.status = 'IN_PROGRESS' AND s.claimed_by IS NOT NULL"
+  if [ "${E2E_DB:-sqlite}" = postgres ]; then psql "${BERTH_DB_ARGS[1]}" -Atc "$q"
+  else python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$BERTH_DATA/berth.db" "$q"; fi
+}
 aws ecr start-image-scan --repository-name debian/copy --image-id imageTag=1 "${E[@]}" >/dev/null
-sleep 0.3
+for _ in $(seq 1 3000); do [ "$(claimed)" = 1 ] && break; sleep 0.01; done
 kill -9 "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null || true
 grep 'image scanned' "$E2E_WORK/scandata.log" | grep -q debian/copy && fail "the scan finished before the kill: nothing tested"
+[ "$(claimed)" = 1 ] || fail "no worker had claimed the scan when the server was killed"
 "$BERTH" serve --listen "$REG" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >>"$E2E_WORK/scandata.log" 2>&1 &
 BERTH_PID=$!
 wait_http "http://$REG/v2/"
