@@ -82,6 +82,21 @@ mkdir -p "$C/empty-osv"
 grep -qi "nosuch" "$C/out-lc" || fail "unclear: $(cat "$C/out-lc")"
 "$BERTH" get-login-password --data-dir "$C/no-such-dir" >/dev/null 2>&1 && fail "get-login-password without a data directory succeeded"
 
+step "metrics: open by default, on their own listener with metrics_listen"
+pm=$(free_port); pa=$(free_port)
+BERTH_METRICS_LISTEN=127.0.0.1:$pm BERTH_METRICS_AUTH=true "$BERTH" serve --listen "127.0.0.1:$pa" --data-dir "$C/metrics" >"$C/out-metrics" 2>&1 &
+pid=$!
+wait_http "http://127.0.0.1:$pa/v2/"; wait_http "http://127.0.0.1:$pm/metrics"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pa/metrics")
+[ "$code" = 404 ] || fail "/metrics on the main listener answered $code with metrics_listen set"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pm/metrics")
+[ "$code" = 401 ] || fail "/metrics with metrics_auth answered $code without credentials"
+mkey=$(sed -n 's/^aws_access_key_id = //p' "$C/metrics/root-credentials")
+msec=$(sed -n 's/^aws_secret_access_key = //p' "$C/metrics/root-credentials")
+curl -sf -u "$mkey:$msec" "http://127.0.0.1:$pm/metrics" | grep -q "^# TYPE berth_gc_runs_total counter"   || fail "/metrics with an access key as Basic credentials did not answer"
+grep -q "metrics         http://127.0.0.1:$pm/metrics (credentials required)" "$C/out-metrics" || fail "the banner does not say where metrics are"
+kill -TERM $pid; wait $pid
+
 step "root key from the environment; anonymous mode says so"
 BERTH_ROOT_ACCESS_KEY_ID=AKIAENVIRONMENTKEY01 BERTH_ROOT_SECRET_ACCESS_KEY=environment-secret-0123456789 \
   BERTH_ALLOW_ANONYMOUS=true "$BERTH" serve --listen "127.0.0.1:$p2" --data-dir "$C/env-key" >"$C/out-env" 2>&1 &

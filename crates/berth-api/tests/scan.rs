@@ -413,3 +413,20 @@ async fn scan_policy_blocks_pulls(s: Server) {
     assert_eq!(pull2().await.unwrap().status(), StatusCode::OK);
 }
 both!(scan_policy_blocks_pulls);
+
+/// A range whose fix sorts before its introduction is reported at import with the record's id,
+/// and matches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inconsistent_ranges_are_named_at_import() {
+    let s = Server::start(Db::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |id: &str, introduced: &str, fixed: &str| {
+        json!({"id": id, "affected": [{"package": {"ecosystem": "PyPI", "name": "Django"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": introduced}, {"fixed": fixed}]}]}]})
+    };
+    std::fs::write(dir.path().join("bad.json"), rec("PYSEC-2014-99", "1.6", "1.6b4").to_string()).unwrap();
+    std::fs::write(dir.path().join("good.json"), rec("PYSEC-2014-98", "1.4", "1.4.13").to_string()).unwrap();
+    let r = s.registry.import_osv(dir.path()).await.unwrap();
+    assert_eq!(r.records, 2);
+    assert_eq!(r.inconsistent, ["PYSEC-2014-99 (PyPI/Django)"], "only the contradictory range is named");
+}
