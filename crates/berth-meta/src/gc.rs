@@ -16,10 +16,23 @@ const PAGE: i64 = 1000;
 /// 49 s for a sweep that found nothing).
 const CHUNK: usize = 64;
 
-/// `$first, $first+1, ...` for `n` values: the only text formatted into a statement (values are
-/// always bound).
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+/// `sql` with `{list}` made `$n, $n+1, ...` for `digests` (after `$1` when `lead` is given, bound
+/// first), every value bound: only placeholders are ever formatted into a statement.
+fn over_digests<'q>(
+    sql: &str,
+    lead: Option<i64>,
+    digests: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let first = if lead.is_some() { 2 } else { 1 };
+    let list = (first..first + digests.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.replace("{list}", &list)));
+    if let Some(v) = lead {
+        q = q.bind(v);
+    }
+    for d in digests {
+        q = q.bind(d.as_str());
+    }
+    q
 }
 
 /// What a mark pass did.
@@ -97,38 +110,19 @@ impl Meta {
                         let (mut condemned, mut referenced) = (0, 0);
                         let now = now_ms();
                         for chunk in page.chunks(CHUNK) {
-                            let list = placeholders(2, chunk.len());
-                            let condemn = format!(
-                                "UPDATE blobs SET state = 'condemned', condemned_at = $1 WHERE digest IN ({list}) \
-                                 AND state = 'live' \
-                                 AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
-                            );
-                            let mut q = sqlx::query(sqlx::AssertSqlSafe(condemn)).bind(now);
-                            for d in chunk {
-                                q = q.bind(d.as_str());
-                            }
-                            condemned += q.execute(&mut *c).await?.rows_affected();
+                            let condemn = "UPDATE blobs SET state = 'condemned', condemned_at = $1 \
+                                 WHERE digest IN ({list}) AND state = 'live' \
+                                 AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)";
+                            condemned +=
+                                over_digests(condemn, Some(now), chunk).execute(&mut *c).await?.rows_affected();
                             // A blob condemned while a manifest referencing it was being stored.
-                            let list1 = placeholders(1, chunk.len());
-                            let revive = format!(
-                                "UPDATE blobs SET state = 'live', condemned_at = NULL WHERE digest IN ({list1}) \
-                                 AND state = 'condemned' \
-                                 AND EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
-                            );
-                            let mut q = sqlx::query(sqlx::AssertSqlSafe(revive));
-                            for d in chunk {
-                                q = q.bind(d.as_str());
-                            }
-                            q.execute(&mut *c).await?;
-                            let forget = format!(
-                                "DELETE FROM gc_candidates WHERE digest IN ({list1}) AND NOT EXISTS \
-                                 (SELECT 1 FROM blobs b WHERE b.digest = gc_candidates.digest AND b.state <> 'live')"
-                            );
-                            let mut q = sqlx::query(sqlx::AssertSqlSafe(forget));
-                            for d in chunk {
-                                q = q.bind(d.as_str());
-                            }
-                            referenced += q.execute(&mut *c).await?.rows_affected();
+                            let revive = "UPDATE blobs SET state = 'live', condemned_at = NULL \
+                                 WHERE digest IN ({list}) AND state = 'condemned' \
+                                 AND EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)";
+                            over_digests(revive, None, chunk).execute(&mut *c).await?;
+                            let forget = "DELETE FROM gc_candidates WHERE digest IN ({list}) AND NOT EXISTS \
+                                 (SELECT 1 FROM blobs b WHERE b.digest = gc_candidates.digest AND b.state <> 'live')";
+                            referenced += over_digests(forget, None, chunk).execute(&mut *c).await?.rows_affected();
                         }
                         Ok((condemned, referenced))
                     })
@@ -167,30 +161,20 @@ impl Meta {
                 .write_tx(Box::new(move |c| {
                     Box::pin(async move {
                         let mut out = Vec::new();
+                        // `state` is tested on the row itself: on PostgreSQL an update that waited
+                        // for a manifest push reviving the blob re-checks it and leaves the blob alone.
+                        let sql = if dry_run {
+                            "SELECT digest, size FROM blobs WHERE digest IN ({list}) AND state = 'condemned' \
+                             AND condemned_at < $1 \
+                             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
+                        } else {
+                            "UPDATE blobs SET state = 'deleting' WHERE digest IN ({list}) \
+                             AND state = 'condemned' AND condemned_at < $1 \
+                             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest) \
+                             RETURNING digest, size"
+                        };
                         for chunk in page.chunks(CHUNK) {
-                            let list = placeholders(2, chunk.len());
-                            // `state` is tested on the row itself: on PostgreSQL an update that
-                            // waited for a manifest push reviving the blob re-checks it and leaves
-                            // the blob alone.
-                            let sql = if dry_run {
-                                format!(
-                                    "SELECT digest, size FROM blobs WHERE digest IN ({list}) AND state = 'condemned' \
-                                     AND condemned_at < $1 \
-                                     AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest)"
-                                )
-                            } else {
-                                format!(
-                                    "UPDATE blobs SET state = 'deleting' WHERE digest IN ({list}) \
-                                     AND state = 'condemned' AND condemned_at < $1 \
-                                     AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = blobs.digest) \
-                                     RETURNING digest, size"
-                                )
-                            };
-                            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff);
-                            for d in chunk {
-                                q = q.bind(d.as_str());
-                            }
-                            for r in q.fetch_all(&mut *c).await? {
+                            for r in over_digests(sql, Some(cutoff), chunk).fetch_all(&mut *c).await? {
                                 out.push((r.try_get(0)?, r.try_get(1)?));
                             }
                         }
@@ -213,23 +197,15 @@ impl Meta {
             Box::pin(async move {
                 let mut n = 0;
                 for chunk in digests.chunks(CHUNK) {
-                    let list = placeholders(1, chunk.len());
                     for sql in [
-                        format!("DELETE FROM repo_blobs WHERE digest IN ({list})"),
-                        format!("DELETE FROM gc_candidates WHERE digest IN ({list})"),
-                        format!("DELETE FROM layer_scans WHERE digest IN ({list})"),
-                        format!("DELETE FROM blobs WHERE digest IN ({list}) AND state = 'deleting'"),
+                        "DELETE FROM repo_blobs WHERE digest IN ({list})",
+                        "DELETE FROM gc_candidates WHERE digest IN ({list})",
+                        "DELETE FROM layer_scans WHERE digest IN ({list})",
                     ] {
-                        let last = sql.starts_with("DELETE FROM blobs");
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for d in chunk {
-                            q = q.bind(d.as_str());
-                        }
-                        let affected = q.execute(&mut *c).await?.rows_affected();
-                        if last {
-                            n += affected;
-                        }
+                        over_digests(sql, None, chunk).execute(&mut *c).await?;
                     }
+                    let blobs = "DELETE FROM blobs WHERE digest IN ({list}) AND state = 'deleting'";
+                    n += over_digests(blobs, None, chunk).execute(&mut *c).await?.rows_affected();
                 }
                 Ok(n)
             })
