@@ -61,6 +61,7 @@ for t in serve readme hardening diskfull tls ecr policy iam lifecycle gc scan sc
 for t in ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
 # The Basic challenge (as ECR answers) with every client; the default is the Docker token flow.
 for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=basic; done
+run_e2e oras E2E_ORAS_BACKEND=basic
 
 echo
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"

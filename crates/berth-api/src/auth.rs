@@ -3,8 +3,9 @@
 //!
 //! A client proves itself with the password GetAuthorizationToken returns (`docker login
 //! --username AWS`), sent as Basic auth on every request, or exchanged at `/token` for a bearer
-//! token carrying the scopes asked for. Which of the two the 401 challenge advertises is a setting;
-//! both are always accepted.
+//! token. Either only identifies the caller: each request is decided by the policies in force at
+//! that moment, never by what a token was issued for. Which of the two the 401 challenge advertises
+//! is a setting; both are always accepted.
 
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -81,8 +82,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
-/// The caller a request's credentials name: `Ok(None)` without credentials, the bearer token's
-/// scopes when it is one.
+/// The caller a request's credentials name: `Ok(None)` without credentials; a bearer token's
+/// scopes are returned but decide nothing (requests are decided by the policies in force).
 async fn credentials(st: &AppState, headers: &HeaderMap) -> Result<(Option<Principal>, Option<Vec<Scope>>), Error> {
     if let Some(token) = bearer(headers) {
         let (p, scopes) = st.registry.check_bearer(token).await?;
@@ -247,7 +248,7 @@ async fn decide(
     if anonymous && scopes.is_none() && st.options.anonymous {
         return allow(req, parsed, out, None);
     }
-    let (action, scope) = match need {
+    let action = match need {
         Need::Nothing => return allow(req, parsed, out, principal),
         Need::Login | Need::Catalog if anonymous => {
             return Some(challenge(st, req, &parsed, "authentication required"));
@@ -257,19 +258,12 @@ async fn decide(
             parsed.viewer = Some(who(principal.clone(), req));
             return allow(req, parsed, out, principal);
         }
-        Need::Repo { action, scope } => (*action, *scope),
+        Need::Repo { action, .. } => *action,
     };
+    // A bearer token says who is calling, not what it may do: every request is decided against
+    // the policies in force now (so a token obtained for pull serves a push its holder may make,
+    // and a permission detached a moment ago is refused on the next request).
     let key = parsed.repo().map(|r| r.key.as_str().to_string()).unwrap_or_default();
-    if let Some(scopes) = &scopes
-        && !scopes.iter().any(|s| s.allows("repository", &key, scope))
-    {
-        let msg = format!(
-            "the token does not grant repository:{key}:{scope}: no policy allows it for this caller, or one denies it"
-        );
-        out.error = Some(msg.clone());
-        out.principal = principal;
-        return Some(challenge(st, req, &parsed, &msg));
-    }
     let w = who(principal, req);
     if let Err(e) = st.registry.check_access(&w, action, &key).await {
         out.error = Some(e.to_string());

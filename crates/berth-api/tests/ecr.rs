@@ -691,14 +691,14 @@ async fn bearer_token_flow() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    // A token identifies its holder; what a request may do is decided by the policies in force,
+    // whatever scope the token was asked for (clients such as oras reuse their first token).
     let pull_other = tok("repository:other:pull").await;
     let r = s.req(Method::GET, &format!("/v2/app/blobs/{d}")).bearer_auth(&pull_other).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a token for another repository");
+    assert_eq!(r.status(), StatusCode::OK, "the root's token, whatever its scope");
     let pull = tok("repository:app:pull").await;
     let r = s.req(Method::GET, &format!("/v2/app/blobs/{d}")).bearer_auth(&pull).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s.req(Method::DELETE, &format!("/v2/app/blobs/{d}")).bearer_auth(&pull).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "pull does not grant delete");
     // Basic stays accepted when the challenge is Bearer.
     let r = s.req(Method::GET, &format!("/v2/app/blobs/{d}")).basic_auth("AWS", Some(&pw)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

@@ -426,3 +426,33 @@ async fn tag_parameters_tag_a_sha512_manifest() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "tag parameters go with a digest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_identify_and_policies_decide_each_request() {
+    let s = Server::start_secure(Db::Sqlite, berth_api::Challenge::Bearer).await.unwrap();
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "team/a"})).await;
+    let user = s.iam_user("dev", &team_a_policy()).await;
+    let pw = s.login_as(&user).await;
+    // A token asked for pull only, as the oras client asks for its first request...
+    let r = s.req(Method::GET, "/token?service=berth&scope=repository:team/a:pull").basic_auth("AWS", Some(&pw));
+    let token = r.send().await.unwrap().json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let data = b"pushed with a pull token".to_vec();
+    let d = sha256(&data);
+    let push =
+        || s.req(Method::POST, &format!("/v2/team/a/blobs/uploads/?digest={d}")).bearer_auth(&token).body(data.clone());
+    // ...pushes, because its holder's policy allows the push.
+    assert_eq!(push().send().await.unwrap().status(), StatusCode::CREATED);
+    // The holder's permission detached: the same token is refused on the very next request.
+    let (st, body) =
+        s.query(&[("Action", "DeleteUserPolicy"), ("UserName", "dev"), ("PolicyName", "p")], &Creds::root()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let r = push().send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::FORBIDDEN, "DENIED".into()), "a detached permission still worked");
+    let r = s.req(Method::GET, &format!("/v2/team/a/blobs/{d}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Anonymous tokens carry only what public policies grant: here nothing.
+    let anon = s.req(Method::GET, "/token?service=berth&scope=repository:team/a:pull,push").send().await.unwrap();
+    let anon = anon.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let r = s.req(Method::GET, &format!("/v2/team/a/blobs/{d}")).bearer_auth(&anon).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
