@@ -144,6 +144,11 @@ check(digest == sha(manifest.encode()), img)
 check(error_of(ecr.put_image, repositoryName="boto/app", imageManifest=manifest, imageTag="put") == "ImageAlreadyExistsException", "again")
 check(error_of(ecr.put_image, repositoryName="boto/app", imageManifest=manifest, imageDigest=sha(b"x")) == "ImageDigestDoesNotMatchException", "digest")
 ecr.put_image(repositoryName="boto/app", imageManifest=manifest, imageTag="second")
+# boto/app scans on push: an image put with PutImage is scanned like one pushed over /v2/.
+ecr.get_waiter("image_scan_complete").wait(repositoryName="boto/app", imageId={"imageTag": "put"},
+                                           WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+f = ecr.describe_image_scan_findings(repositoryName="boto/app", imageId={"imageTag": "put"})
+check(f["imageScanStatus"]["status"] == "COMPLETE", f["imageScanStatus"])
 
 ids = ecr.list_images(repositoryName="boto/app", filter={"tagStatus": "TAGGED"})["imageIds"]
 check(sorted(i["imageTag"] for i in ids) == ["put", "second"], ids)

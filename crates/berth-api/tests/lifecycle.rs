@@ -162,7 +162,8 @@ async fn policies_previews_and_runs(s: Server) {
     let v = s.ecr_ok("GetLifecyclePolicy", repo.clone()).await;
     assert!(v["lastEvaluatedAt"].as_f64().unwrap() > 1.7e9);
 
-    // Each expiry is in the audit log with its rule.
+    // Each expiry is in the audit log with its rule (written in the background: flushed first).
+    s.registry.flush_audit().await;
     let rows = s
         .meta
         .audit_events(&berth_meta::AuditFilter {
@@ -296,3 +297,43 @@ async fn preview_equals_run(s: Server) {
     assert!(accepted >= 4 && expired > 0, "too few meaningful rounds: {accepted} policies, {expired} expiries");
 }
 both!(preview_equals_run);
+
+/// Every path that deletes an image writes an `image_deleted` event with the change: a client's
+/// delete over /v2/, ECR's BatchDeleteImage, a lifecycle expiry and a repository's deletion.
+async fn every_deletion_is_an_event(s: Server) {
+    use berth_meta::EventKind::*;
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "ev"})).await;
+    let (oci, _) = s.push_image("ev", "oci", "a").await;
+    let (ecr, _) = s.push_image("ev", "ecr", "b").await;
+    let (old, _) = s.push_image("ev", "old", "c").await;
+    let (gone, _) = s.push_image("ev", "gone", "d").await;
+    s.push_image("ev", "gone", "e").await; // the tag moves on
+    let r = s.req(reqwest::Method::DELETE, &format!("/v2/ev/manifests/{oci}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    s.ecr_ok("BatchDeleteImage", json!({"repositoryName": "ev", "imageIds": [{"imageTag": "ecr"}]})).await;
+    set_image_times(&s.meta, "ev", &old, 1_000, None).await.unwrap();
+    let policy = json!({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["old"],
+        "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1}, "action": {"type": "expire"}}]});
+    s.ecr_ok("PutLifecyclePolicy", json!({"repositoryName": "ev", "lifecyclePolicyText": policy.to_string()})).await;
+    s.registry.run_lifecycles(Some("ev"), false).await.unwrap();
+    s.ecr_ok("DeleteRepository", json!({"repositoryName": "ev", "force": true})).await;
+    let events = s.meta.events_after(0, 1000).await.unwrap();
+    let deleted: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.kind == Some(ImageDeleted))
+        .map(|e| {
+            let cause = serde_json::from_str::<Value>(e.detail.as_deref().unwrap()).unwrap()["cause"].clone();
+            (e.digest.clone().unwrap(), cause.as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        deleted[..3],
+        [(oci, "deleted".to_string()), (ecr, "deleted".to_string()), (old, "lifecycle".to_string())],
+        "{events:?}"
+    );
+    assert!(deleted[3..].iter().all(|(_, c)| c == "repository_deleted") && deleted.len() == 5, "{deleted:?}");
+    assert!(deleted.iter().any(|(d, _)| *d == gone), "the untagged image went with its repository");
+    let moved = events.iter().filter(|e| e.kind == Some(TagMoved) && e.tag.as_deref() == Some("gone")).count();
+    assert_eq!(moved, 2, "the first push and the move of tag gone");
+}
+both!(every_deletion_is_an_event);

@@ -246,13 +246,15 @@ async fn scans_survive_restarts(s: Server) {
     assert_eq!(v["imageScanStatus"]["status"], "IN_PROGRESS", "no worker runs here");
     // A node claims it and dies mid-scan (its claim ends in a second and is never renewed).
     let now = berth_meta::now_ms();
-    let job = s.meta.claim_scan("dead-node", now, now + 1000).await.unwrap().expect("the queued scan");
-    assert_eq!((job.digest.as_str(), job.attempts), (d1.as_str(), 1));
+    let job = s.meta.claim_job("scan", "dead-node", now, now + 1000).await.unwrap().expect("the queued scan");
+    let scan = berth_meta::ScanJob::from_payload(&job.payload).unwrap();
+    assert_eq!((scan.digest.as_str(), job.attempts), (d1.as_str(), 1));
     // Another scan held by a live node (a long claim).
     s.ecr_ok("CreateRepository", json!({"repositoryName": "jobs2"})).await;
     push_debian_image(&s, "jobs2", "held").await;
     s.ecr_ok("StartImageScan", json!({"repositoryName": "jobs2", "imageId": {"imageTag": "held"}})).await;
-    let held = s.meta.claim_scan("live-node", now, now + 600_000).await.unwrap();
+    let now = berth_meta::now_ms();
+    let held = s.meta.claim_job("scan", "live-node", now, now + 600_000).await.unwrap();
     assert!(held.is_some(), "{:?}", s.meta.scan_queue(now).await);
     assert_eq!(s.registry.scan_queue().await.unwrap(), (2, 2));
 
@@ -277,7 +279,7 @@ async fn scans_survive_restarts(s: Server) {
     assert_eq!(v["imageScanStatus"]["status"], "IN_PROGRESS", "a live node's claim is respected");
     // The dead node's late result does not overwrite the newer one.
     let stale = berth_meta::ScanRow { status: "FAILED".into(), ..Default::default() };
-    assert!(!s.meta.finish_scan(&job, &stale).await.unwrap());
+    assert!(!s.meta.finish_scan(&job, &scan, &stale, "{}").await.unwrap());
 }
 both!(scans_survive_restarts);
 
@@ -430,3 +432,43 @@ async fn inconsistent_ranges_are_named_at_import() {
     assert_eq!(r.records, 2);
     assert_eq!(r.inconsistent, ["PYSEC-2014-99 (PyPI/Django)"], "only the contradictory range is named");
 }
+
+/// Scan on push reads the outbox, so an image stored by ECR's PutImage is scanned like one
+/// pushed over /v2/; until the scan is queued its status reads IN_PROGRESS, never "not found".
+async fn put_image_is_scanned_on_push(s: Server) {
+    let s = s.restart_with_scanners(0).await; // scans are queued here, run after the restart
+    let repo = "put-scanned";
+    s.ecr_ok("CreateRepository", json!({"repositoryName": repo, "imageScanningConfiguration": {"scanOnPush": true}}))
+        .await;
+    let layer = gz_layer(&[("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"), ("var/lib/dpkg/status", STATUS)]);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let m = image_manifest(
+        &s.push_blob(repo, config).await,
+        config.len(),
+        &[(s.push_blob(repo, &layer).await, layer.len())],
+    );
+    let manifest = String::from_utf8(m.clone()).unwrap();
+    s.ecr_ok("PutImage", json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "put"})).await;
+    let id = json!({"repositoryName": repo, "imageId": {"imageTag": "put"}});
+    let v = s.ecr_ok("DescribeImageScanFindings", id.clone()).await;
+    assert_eq!(v["imageScanStatus"]["status"], "IN_PROGRESS", "{v}");
+    let d = s.ecr_ok("DescribeImages", json!({"repositoryName": repo})).await;
+    assert_eq!(d["imageDetails"][0]["imageScanStatus"]["status"], "IN_PROGRESS", "{d}");
+    let s = s.restart().await;
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = s.ecr_ok("DescribeImageScanFindings", id.clone()).await;
+        if last["imageScanStatus"]["status"] != "IN_PROGRESS" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["imageScanStatus"]["status"], "COMPLETE", "{last}");
+    // The outbox holds the push and the scan's outcome.
+    let events = s.meta.events_after(0, 1000).await.unwrap();
+    let about = |kind| events.iter().any(|e| e.kind == Some(kind) && e.digest.as_deref() == Some(&sha256(&m)));
+    assert!(about(berth_meta::EventKind::ManifestStored) && about(berth_meta::EventKind::ScanCompleted), "{events:?}");
+    let stored = events.iter().find(|e| e.kind == Some(berth_meta::EventKind::ManifestStored)).unwrap();
+    assert!(stored.detail.as_deref().unwrap().contains("put_image"), "{stored:?}");
+}
+both!(put_image_is_scanned_on_push);

@@ -1,4 +1,6 @@
-//! Local filesystem backend: `blobs/<alg>/<xx>/<hex>` and `uploads/<id>`.
+//! Local filesystem backend: `blobs/<alg>/<xx>/<hex>` and `uploads/<id>`. An upload is one
+//! file its parts are appended to; its state records only its length (the file is the truth: a
+//! part is resumed at the recorded offset, cutting off whatever a crash left past it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -10,9 +12,10 @@ use async_trait::async_trait;
 use berth_core::{Algorithm, Digest};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use tokio_util::io::ReaderStream;
 
-use crate::{BlobBody, BlobError, BlobStore, Result, UploadWriter, check_upload_id};
+use crate::{BlobBody, BlobError, BlobStore, PartWriter, Result, UploadState, check_upload_id};
 
 const READ_CHUNK: usize = 1024 * 1024;
 const WRITEBACK_STEP: u64 = 16 * 1024 * 1024;
@@ -176,8 +179,13 @@ impl FsWriter {
     }
 }
 
+/// The state of a file upload of `len` bytes.
+fn state_of(len: u64) -> UploadState {
+    UploadState(len.to_le_bytes().to_vec())
+}
+
 #[async_trait]
-impl UploadWriter for FsWriter {
+impl PartWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         let mut file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
         let n = data.len() as u64;
@@ -199,11 +207,11 @@ impl UploadWriter for FsWriter {
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<u64> {
+    async fn finish(mut self: Box<Self>) -> Result<(u64, UploadState)> {
         let file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
         let synced = blocking(move || file.sync_data()).await.map_err(BlobError::from);
         self.note(synced)?;
-        Ok(self.len)
+        Ok((self.len, state_of(self.len)))
     }
 }
 
@@ -252,34 +260,63 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<Digest>> {
+    fn list(&self) -> BoxStream<'static, Result<Digest>> {
+        // One prefix directory at a time: memory stays bounded by the largest of them.
         let root = self.root.clone();
-        Ok(blocking(move || {
-            let mut out = Vec::new();
-            for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-                let dir = root.join("blobs").join(alg.as_str());
-                for prefix in fs::read_dir(&dir)? {
-                    for entry in fs::read_dir(prefix?.path())? {
+        let dirs: Vec<(Algorithm, PathBuf)> = [Algorithm::Sha256, Algorithm::Sha512]
+            .into_iter()
+            .map(|alg| (alg, root.join("blobs").join(alg.as_str())))
+            .collect();
+        futures_util::stream::iter(dirs)
+            .then(|(alg, dir)| async move {
+                let prefixes = blocking(move || {
+                    let mut out = Vec::new();
+                    for e in fs::read_dir(&dir)? {
+                        out.push(e?.path());
+                    }
+                    out.sort();
+                    Ok(out)
+                })
+                .await;
+                match prefixes {
+                    Ok(p) => futures_util::stream::iter(p.into_iter().map(move |p| Ok((alg, p)))).left_stream(),
+                    Err(e) => futures_util::stream::once(async move { Err(BlobError::from(e)) }).right_stream(),
+                }
+            })
+            .flatten()
+            .then(|r| async move {
+                let (alg, prefix) = match r {
+                    Ok(x) => x,
+                    Err(e) => return vec![Err(e)],
+                };
+                let listed = blocking(move || {
+                    let mut out = Vec::new();
+                    for entry in fs::read_dir(prefix)? {
                         let name = entry?.file_name();
                         if let Some(d) = name.to_str().and_then(|n| Digest::new(alg, n.to_string()).ok()) {
                             out.push(d);
                         }
                     }
+                    Ok(out)
+                })
+                .await;
+                match listed {
+                    Ok(v) => v.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(BlobError::from(e))],
                 }
-            }
-            out.sort();
-            Ok(out)
-        })
-        .await?)
+            })
+            .flat_map(futures_util::stream::iter)
+            .boxed()
     }
 
-    async fn create_upload(&self, id: &str) -> Result<()> {
+    async fn begin_upload(&self, id: &str) -> Result<UploadState> {
         let path = self.upload_path(id)?;
         let r = blocking(move || OpenOptions::new().write(true).create_new(true).open(path).map(drop)).await;
-        self.note(r.map_err(BlobError::from))
+        self.note(r.map_err(BlobError::from))?;
+        Ok(state_of(0))
     }
 
-    async fn append_upload(&self, id: &str, offset: u64) -> Result<Box<dyn UploadWriter>> {
+    async fn write_part(&self, id: &str, _state: &UploadState, offset: u64) -> Result<Box<dyn PartWriter>> {
         let path = self.upload_path(id)?;
         let id = id.to_string();
         let r = blocking(move || {
@@ -301,7 +338,20 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn read_upload(&self, id: &str) -> Result<BlobBody> {
+    async fn discard_unrecorded(&self, id: &str, _state: &UploadState, offset: u64) -> Result<()> {
+        let path = self.upload_path(id)?;
+        let r = blocking(move || {
+            let f = OpenOptions::new().write(true).open(path)?;
+            if f.metadata()?.len() > offset {
+                f.set_len(offset)?;
+            }
+            Ok(())
+        })
+        .await;
+        not_found_as(r, BlobError::UploadNotFound(id.to_string()))
+    }
+
+    async fn read_upload(&self, id: &str, _state: &UploadState) -> Result<BlobBody> {
         let path = self.upload_path(id)?;
         let file = not_found_as(tokio::fs::File::open(path).await, BlobError::UploadNotFound(id.to_string()))?;
         let len = file.metadata().await?.len();
@@ -309,7 +359,7 @@ impl BlobStore for FsBlobStore {
         Ok(BlobBody { len, stream })
     }
 
-    async fn commit_upload(&self, id: &str, digest: &Digest, size: u64) -> Result<()> {
+    async fn commit(&self, id: &str, _state: &UploadState, digest: &Digest, size: u64) -> Result<()> {
         let src = self.upload_path(id)?;
         let dst = self.blob_path(digest);
         let id = id.to_string();
@@ -343,7 +393,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn delete_upload(&self, id: &str) -> Result<()> {
+    async fn abort_upload(&self, id: &str, _state: &UploadState) -> Result<()> {
         match tokio::fs::remove_file(self.upload_path(id)?).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -353,56 +403,5 @@ impl BlobStore for FsBlobStore {
 
     fn storage_full(&self) -> bool {
         self.reserve.as_ref().is_some_and(|r| r.full())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::TryStreamExt;
-
-    async fn read_all(b: BlobBody) -> Vec<u8> {
-        let chunks: Vec<Bytes> = b.stream.try_collect().await.unwrap();
-        chunks.concat()
-    }
-
-    fn digest(c: char) -> Digest {
-        Digest::new(Algorithm::Sha256, c.to_string().repeat(64)).unwrap()
-    }
-
-    #[tokio::test]
-    async fn upload_commit_read_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = FsBlobStore::open(dir.path()).unwrap();
-        let d = digest('a');
-        assert_eq!(s.stat(&d).await.unwrap(), None);
-        s.create_upload("u1").await.unwrap();
-        let mut w = s.append_upload("u1", 0).await.unwrap();
-        w.write(Bytes::from_static(b"hello ")).await.unwrap();
-        w.write(Bytes::from_static(b"garbage")).await.unwrap();
-        assert_eq!(w.finish().await.unwrap(), 13);
-        // Resuming at 6 drops the bytes after it.
-        let mut w = s.append_upload("u1", 6).await.unwrap();
-        w.write(Bytes::from_static(b"world")).await.unwrap();
-        assert_eq!(w.finish().await.unwrap(), 11);
-        assert!(matches!(s.append_upload("u1", 99).await, Err(BlobError::UploadSize { actual: 11, .. })));
-        assert!(matches!(s.commit_upload("u1", &d, 12).await, Err(BlobError::UploadSize { .. })));
-        s.commit_upload("u1", &d, 11).await.unwrap();
-        assert_eq!(s.stat(&d).await.unwrap(), Some(11));
-        assert_eq!(read_all(s.open(&d, None).await.unwrap()).await, b"hello world");
-        assert_eq!(read_all(s.open(&d, Some(3..8)).await.unwrap()).await, b"lo wo");
-        assert_eq!(s.list().await.unwrap(), vec![d.clone()]);
-        assert!(matches!(s.read_upload("u1").await, Err(BlobError::UploadNotFound(_))));
-        s.delete(&d).await.unwrap();
-        assert!(matches!(s.open(&d, None).await, Err(BlobError::NotFound(_))));
-    }
-
-    #[tokio::test]
-    async fn rejects_path_like_upload_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = FsBlobStore::open(dir.path()).unwrap();
-        for bad in ["../x", "a/b", "", ".", "a b"] {
-            assert!(matches!(s.create_upload(bad).await, Err(BlobError::BadUploadId(_))), "{bad}");
-        }
     }
 }

@@ -244,7 +244,7 @@ impl Meta {
     /// Deletes a repository with everything recorded in it. Without `force`, refused with
     /// [`MetaError::NotEmpty`] while it holds images. Blob files are left for garbage collection.
     pub async fn delete_repo(&self, repo_id: i64, force: bool) -> Result<()> {
-        self.write_tx(Box::new(move |c| {
+        self.write_tx_events(Box::new(move |c| {
             Box::pin(async move {
                 if !force {
                     let any = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 LIMIT 1")
@@ -264,6 +264,12 @@ impl Meta {
                 .bind(crate::now_ms())
                 .execute(&mut *c)
                 .await?;
+                let detail = r#"{"cause":"repository_deleted"}"#;
+                crate::events::record_repo_images_deleted(c, repo_id, detail).await?;
+                sqlx::query("DELETE FROM jobs WHERE queue = 'scan' AND unique_key LIKE $1")
+                    .bind(crate::scan::scan_job_prefix(repo_id))
+                    .execute(&mut *c)
+                    .await?;
                 // Children first: not every foreign key cascades through composite keys alike.
                 for sql in [
                     "DELETE FROM tags WHERE repo_id = $1",
@@ -591,20 +597,11 @@ impl Meta {
     /// index lists it. Returns the digest the tag named and whether the image went with it.
     pub async fn untag_image(&self, repo_id: i64, tag: &str) -> Result<Option<(String, bool)>> {
         let tag = tag.to_string();
-        self.write_tx(Box::new(move |c| {
+        self.write_tx_events(Box::new(move |c| {
             Box::pin(async move {
-                let row = sqlx::query("SELECT manifest_digest FROM tags WHERE repo_id = $1 AND name = $2")
-                    .bind(repo_id)
-                    .bind(tag.as_str())
-                    .fetch_optional(&mut *c)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let digest: String = row.try_get(0)?;
-                sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
-                    .bind(repo_id)
-                    .bind(tag.as_str())
-                    .execute(&mut *c)
-                    .await?;
+                let Some(digest) = crate::delete_tag_row(c, repo_id, &tag, "deleted").await? else {
+                    return Ok(None);
+                };
                 let still_used = sqlx::query(
                     "SELECT 1 FROM tags WHERE repo_id = $1 AND manifest_digest = $2 \
                      UNION ALL SELECT 1 FROM manifest_children WHERE repo_id = $1 AND child_digest = $2 LIMIT 1",
@@ -615,7 +612,7 @@ impl Meta {
                 .await?
                 .is_some();
                 if !still_used {
-                    crate::delete_manifest_rows(c, repo_id, &digest).await?;
+                    crate::delete_manifest_rows(c, repo_id, &digest, "deleted").await?;
                 }
                 Ok(Some((digest, !still_used)))
             })

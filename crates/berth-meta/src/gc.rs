@@ -220,14 +220,15 @@ impl Meta {
         row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
 
-    /// Uploads not touched since `cutoff` (Unix ms): their ids.
-    pub async fn stale_uploads(&self, cutoff: i64, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2")
-            .bind(cutoff)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    /// Uploads not touched since `cutoff` (Unix ms): their ids and blob-store states.
+    pub async fn stale_uploads(&self, cutoff: i64, limit: i64) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let rows =
+            sqlx::query("SELECT id, backend_state FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2")
+                .bind(cutoff)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     /// Counts for reports and tests: blobs by state, and candidates waiting.

@@ -8,18 +8,22 @@
 mod audit;
 mod batch;
 mod ecr;
+mod events;
 mod gc;
 mod iam;
+mod jobs;
 mod lifecycle;
 mod migrate;
 mod scan;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
+pub use events::{EventKind, EventRow};
 pub use gc::{GcMark, GcSweep};
 pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersionRow};
+pub use jobs::{JobRow, NotClaimed, QueueCounts};
 pub use lifecycle::PreviewRow;
-pub use scan::{ScanJob, ScanRow, StoredScan, VulnRow};
+pub use scan::{SCAN_QUEUE, ScanJob, ScanRow, StoredScan, VulnRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,6 +102,8 @@ pub struct Meta {
     backend: Backend,
     /// SQLite: every write goes through the group-commit task.
     batch: Option<Batcher>,
+    /// Bumped after a write that may have added events commits: wakes this process's consumers.
+    events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +135,8 @@ pub struct NewManifest<'a> {
     pub tag: Option<&'a str>,
     /// Refuse to move `tag` if it already names another manifest.
     pub immutable_tag: bool,
+    /// What stored it (`push`, `put_image`, ...), for the events it causes.
+    pub cause: &'a str,
 }
 
 /// What storing a manifest changed.
@@ -154,6 +162,8 @@ pub struct UploadRow {
     pub repo_id: i64,
     pub size: i64,
     pub hash_state: Option<Vec<u8>>,
+    /// The blob store's state of the upload (opaque here).
+    pub backend_state: Option<Vec<u8>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -215,11 +225,11 @@ impl Meta {
                 };
                 let write = opts().max_connections(1).connect(&url).await?;
                 let read = opts().max_connections(8).connect(&url).await?;
-                Meta { write, read, backend, batch: None }
+                Meta { write, read, backend, batch: None, events: Default::default() }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                Meta { write: pool.clone(), read: pool, backend, batch: None }
+                Meta { write: pool.clone(), read: pool, backend, batch: None, events: Default::default() }
             }
         };
         migrate::run(&meta.write, backend).await?;
@@ -246,6 +256,24 @@ impl Meta {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Changes whenever this process may have written events (consumers elsewhere poll).
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn events_written(&self) {
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// [`Meta::write_tx`] for a write that may add events.
+    async fn write_tx_events<T: Send + 'static>(&self, f: TxFn<T>) -> Result<T> {
+        let r = self.write_tx(f).await;
+        if r.is_ok() {
+            self.events_written();
+        }
+        r
     }
 
     pub async fn close(&self) {
@@ -409,8 +437,9 @@ impl Meta {
             require_children: m.require_children,
             tag: m.tag.map(str::to_string),
             immutable_tag: m.immutable_tag,
+            cause: m.cause.to_string(),
         };
-        self.write_tx(Box::new(move |c| Box::pin(async move { put_manifest_tx(c, repo_id, &m).await }))).await
+        self.write_tx_events(Box::new(move |c| Box::pin(async move { put_manifest_tx(c, repo_id, &m).await }))).await
     }
 
     pub async fn get_manifest(&self, repo_id: i64, digest: &str) -> Result<Option<ManifestRow>> {
@@ -444,7 +473,7 @@ impl Meta {
     /// repository lists it. Returns whether it existed.
     pub async fn delete_manifest(&self, repo_id: i64, digest: &str) -> Result<bool> {
         let digest = digest.to_string();
-        self.write_tx(Box::new(move |c| {
+        self.write_tx_events(Box::new(move |c| {
             Box::pin(async move {
                 refuse_if_referenced(
                     c,
@@ -453,7 +482,7 @@ impl Meta {
                     &digest,
                 )
                 .await?;
-                delete_manifest_rows(c, repo_id, &digest).await
+                delete_manifest_rows(c, repo_id, &digest, "deleted").await
             })
         }))
         .await
@@ -462,16 +491,8 @@ impl Meta {
     /// Removes a tag (not the manifest). Returns whether it existed.
     pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
         let tag = tag.to_string();
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
-                    .bind(repo_id)
-                    .bind(tag.as_str())
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                Ok(n > 0)
-            })
+        self.write_tx_events(Box::new(move |c| {
+            Box::pin(async move { delete_tag_row(c, repo_id, &tag, "deleted").await.map(|d| d.is_some()) })
         }))
         .await
     }
@@ -519,18 +540,19 @@ impl Meta {
 
     // ---- uploads ----
 
-    pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8]) -> Result<()> {
-        let (id, state) = (id.to_string(), hash_state.to_vec());
+    pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8], backend_state: &[u8]) -> Result<()> {
+        let (id, state, backend) = (id.to_string(), hash_state.to_vec(), backend_state.to_vec());
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at) \
-                     VALUES ($1, $2, 0, $3, $4, $4)",
+                    "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at, backend_state) \
+                     VALUES ($1, $2, 0, $3, $4, $4, $5)",
                 )
                 .bind(id.as_str())
                 .bind(repo_id)
                 .bind(state.as_slice())
                 .bind(now_ms())
+                .bind(backend.as_slice())
                 .execute(&mut *c)
                 .await?;
                 Ok(())
@@ -541,11 +563,12 @@ impl Meta {
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
         // Writes are acknowledged only once committed, so the read pool sees them.
-        let row =
-            sqlx::query("SELECT id, repo_id, size, hash_state, created_at, updated_at FROM uploads WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, repo_id, size, hash_state, created_at, updated_at, backend_state FROM uploads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
         row.map(|r| {
             Ok(UploadRow {
                 id: r.try_get(0)?,
@@ -554,31 +577,35 @@ impl Meta {
                 hash_state: r.try_get(3)?,
                 created_at: r.try_get(4)?,
                 updated_at: r.try_get(5)?,
+                backend_state: r.try_get(6)?,
             })
         })
         .transpose()
     }
 
-    /// Records that an upload grew from `old_size` to `new_size`. Fails with
-    /// [`MetaError::UploadConflict`] if someone else changed it meanwhile.
+    /// Records that an upload grew from `old_size` to `new_size`, with its hash and blob-store
+    /// states. Fails with [`MetaError::UploadConflict`] if someone else changed it meanwhile.
     pub async fn advance_upload(
         &self,
         id: &str,
         old_size: i64,
         new_size: i64,
         hash_state: Option<&[u8]>,
+        backend_state: &[u8],
     ) -> Result<()> {
-        let (id, state) = (id.to_string(), hash_state.map(<[u8]>::to_vec));
+        let (id, state, backend) = (id.to_string(), hash_state.map(<[u8]>::to_vec), backend_state.to_vec());
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
                 let n = sqlx::query(
-                    "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5",
+                    "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3, backend_state = $6 \
+                     WHERE id = $4 AND size = $5",
                 )
                 .bind(new_size)
                 .bind(state.as_deref())
                 .bind(now_ms())
                 .bind(id.as_str())
                 .bind(old_size)
+                .bind(backend.as_slice())
                 .execute(&mut *c)
                 .await?
                 .rows_affected();
@@ -637,17 +664,19 @@ struct OwnedManifest {
     require_children: bool,
     tag: Option<String>,
     immutable_tag: bool,
+    cause: String,
 }
 
 async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest) -> Result<PutOutcome> {
     let mut tag_unchanged = true;
+    let mut current = None;
     if let Some(tag) = m.tag.as_deref() {
-        let current: Option<String> = sqlx::query("SELECT manifest_digest FROM tags WHERE repo_id = $1 AND name = $2")
+        current = sqlx::query("SELECT manifest_digest FROM tags WHERE repo_id = $1 AND name = $2")
             .bind(repo_id)
             .bind(tag)
             .fetch_optional(&mut *c)
             .await?
-            .map(|r| r.try_get(0))
+            .map(|r| r.try_get::<String, _>(0))
             .transpose()?;
         tag_unchanged = current.as_deref() == Some(m.digest.as_str());
         if m.immutable_tag && current.is_some() && !tag_unchanged {
@@ -756,11 +785,55 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
         .execute(&mut *c)
         .await?;
     }
+    // Events last: on PostgreSQL they take the ordering lock, held only until the commit.
+    if inserted > 0 {
+        let detail = serde_json::json!({ "cause": m.cause, "media_type": m.media_type }).to_string();
+        let tag = m.tag.as_deref();
+        events::record(c, EventKind::ManifestStored, repo_id, Some(&m.digest), tag, Some(&detail)).await?;
+    }
+    if let Some(tag) = m.tag.as_deref().filter(|_| !tag_unchanged) {
+        let detail = serde_json::json!({ "cause": m.cause, "previous": current }).to_string();
+        events::record(c, EventKind::TagMoved, repo_id, Some(&m.digest), Some(tag), Some(&detail)).await?;
+    }
     Ok(PutOutcome { new_manifest: inserted > 0, tag_unchanged })
 }
 
-/// Deletes a manifest with its tags and reference records; returns whether it existed.
-pub(crate) async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, digest: &str) -> Result<bool> {
+/// Removes a tag and records that it went; returns the digest it named (None: there was no such tag).
+pub(crate) async fn delete_tag_row(
+    c: &mut AnyConnection,
+    repo_id: i64,
+    tag: &str,
+    cause: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT manifest_digest FROM tags WHERE repo_id = $1 AND name = $2")
+        .bind(repo_id)
+        .bind(tag)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let digest: String = row.try_get(0)?;
+    sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2").bind(repo_id).bind(tag).execute(&mut *c).await?;
+    let detail = serde_json::json!({ "cause": cause }).to_string();
+    events::record(c, EventKind::TagDeleted, repo_id, Some(&digest), Some(tag), Some(&detail)).await?;
+    Ok(Some(digest))
+}
+
+/// Deletes a manifest with its tags, reference records and queued scan, and records that it
+/// went (`cause`: `deleted`, `lifecycle`, ...); returns whether it existed.
+pub(crate) async fn delete_manifest_rows(
+    c: &mut AnyConnection,
+    repo_id: i64,
+    digest: &str,
+    cause: &str,
+) -> Result<bool> {
+    let tags = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND manifest_digest = $2 ORDER BY name")
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
     // What it referenced may now be garbage.
     sqlx::query(
         "INSERT INTO gc_candidates (digest, since) SELECT blob_digest, $3 FROM manifest_blobs \
@@ -785,6 +858,14 @@ pub(crate) async fn delete_manifest_rows(c: &mut AnyConnection, repo_id: i64, di
         .execute(&mut *c)
         .await?
         .rows_affected();
+    sqlx::query("DELETE FROM jobs WHERE unique_key = $1")
+        .bind(scan::scan_job_key(repo_id, digest))
+        .execute(&mut *c)
+        .await?;
+    if n > 0 {
+        let detail = serde_json::json!({ "cause": cause, "tags": tags }).to_string();
+        events::record(c, EventKind::ImageDeleted, repo_id, Some(digest), None, Some(&detail)).await?;
+    }
     Ok(n > 0)
 }
 

@@ -108,7 +108,10 @@ impl Meta {
     pub async fn expire_image(&self, repo_id: i64, digest: &str, expected_tags: &[String]) -> Result<Vec<String>> {
         let (digest, mut expected) = (digest.to_string(), expected_tags.to_vec());
         expected.sort();
-        self.write_tx(Box::new(move |c| Box::pin(async move { expire_in(c, repo_id, &digest, &expected).await }))).await
+        self.write_tx_events(Box::new(move |c| {
+            Box::pin(async move { expire_in(c, repo_id, &digest, &expected).await })
+        }))
+        .await
     }
 }
 
@@ -174,7 +177,7 @@ async fn expire_in(c: &mut AnyConnection, repo_id: i64, digest: &str, expected: 
         }
     }
     for d in &set {
-        delete_manifest_rows(c, repo_id, d).await?;
+        delete_manifest_rows(c, repo_id, d, "lifecycle").await?;
     }
     Ok(set)
 }

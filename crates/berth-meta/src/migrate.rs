@@ -67,6 +67,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0011_gc_indexes.sql"),
         postgres: include_str!("../migrations/0011_gc_indexes.sql"),
     },
+    Migration {
+        version: 12,
+        sqlite: include_str!("../migrations/0012_jobs_events.sqlite.sql"),
+        postgres: include_str!("../migrations/0012_jobs_events.postgres.sql"),
+    },
+    Migration {
+        version: 13,
+        sqlite: include_str!("../migrations/0013_upload_state.sqlite.sql"),
+        postgres: include_str!("../migrations/0013_upload_state.postgres.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

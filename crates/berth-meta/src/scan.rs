@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::{Meta, Result, now_ms};
+use crate::{EventKind, JobRow, Meta, Result, now_ms};
 
 /// One record's entry for one package: (id, ecosystem, package, record JSON, modified).
 pub type VulnRow = (String, String, String, String, Option<String>);
@@ -20,17 +20,48 @@ pub struct ScanRow {
     pub inventory: Option<String>,
 }
 
-/// A claimed scan job.
+/// The queue scans wait in.
+pub const SCAN_QUEUE: &str = "scan";
+
+/// The unique key of an image's scan job: one queued scan per image.
+pub(crate) fn scan_job_key(repo_id: i64, digest: &str) -> String {
+    format!("scan:{repo_id}:{digest}")
+}
+
+/// What matches every scan job of a repository (SQL `LIKE`).
+pub(crate) fn scan_job_prefix(repo_id: i64) -> String {
+    format!("scan:{repo_id}:%")
+}
+
+/// A requested scan: the payload of its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanJob {
     pub repo_id: i64,
+    /// The repository key.
+    pub repo: String,
     pub digest: String,
     /// When it was queued: identifies this request for a scan among later ones.
     pub started_at: i64,
-    /// This claim's number (1 for the first).
-    pub attempts: i64,
-    /// The repository key.
-    pub repo: String,
+}
+
+impl ScanJob {
+    pub fn payload(&self) -> String {
+        serde_json::json!({
+            "repo_id": self.repo_id, "repo": self.repo, "digest": self.digest, "started_at": self.started_at
+        })
+        .to_string()
+    }
+
+    /// The scan a job's payload asks for (None: not a scan job's).
+    pub fn from_payload(payload: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+        Some(ScanJob {
+            repo_id: v["repo_id"].as_i64()?,
+            repo: v["repo"].as_str()?.to_string(),
+            digest: v["digest"].as_str()?.to_string(),
+            started_at: v["started_at"].as_i64()?,
+        })
+    }
 }
 
 /// A completed scan with its inventory, for matching again.
@@ -128,12 +159,27 @@ impl Meta {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
-    /// Queues a scan of an image (replacing any earlier result): the row is the job until a
-    /// worker finishes it.
-    pub async fn queue_scan(&self, repo_id: i64, digest: &str, started_at: i64) -> Result<()> {
-        let digest = digest.to_string();
+    /// Queues a scan of an image (replacing any earlier result): its row says IN_PROGRESS and a
+    /// job in the `scan` queue asks a worker to run it, both in one transaction. With `unless_since`,
+    /// nothing happens (false) when a scan was already queued at or after that time (the same
+    /// request seen twice).
+    pub async fn queue_scan(&self, job: &ScanJob, unless_since: Option<i64>) -> Result<bool> {
+        let job = job.clone();
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
+                if let Some(since) = unless_since {
+                    let newer = sqlx::query(
+                        "SELECT 1 FROM image_scans WHERE repo_id = $1 AND digest = $2 AND started_at >= $3",
+                    )
+                    .bind(job.repo_id)
+                    .bind(job.digest.as_str())
+                    .bind(since)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                    if newer.is_some() {
+                        return Ok(false);
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO image_scans (repo_id, digest, status, description, findings, packages, started_at, \
                      completed_at, claimed_by, claimed_until, attempts, inventory) VALUES ($1, $2, 'IN_PROGRESS', \
@@ -143,91 +189,27 @@ impl Meta {
                      started_at = excluded.started_at, completed_at = NULL, claimed_by = NULL, claimed_until = NULL, \
                      attempts = 0, inventory = NULL",
                 )
-                .bind(repo_id)
-                .bind(digest.as_str())
-                .bind(started_at)
-                .execute(&mut *c)
-                .await?;
-                Ok(())
-            })
-        }))
-        .await
-    }
-
-    /// Claims the oldest queued scan no live node holds, for `node` until `until` (ms).
-    pub async fn claim_scan(&self, node: &str, now: i64, until: i64) -> Result<Option<ScanJob>> {
-        let node = node.to_string();
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                let rows = sqlx::query(
-                    "SELECT s.repo_id, s.digest, s.started_at, s.attempts, r.name FROM image_scans s \
-                     JOIN repositories r ON r.id = s.repo_id WHERE s.status = 'IN_PROGRESS' \
-                     AND (s.claimed_until IS NULL OR s.claimed_until < $1) ORDER BY s.started_at LIMIT 8",
-                )
-                .bind(now)
-                .fetch_all(&mut *c)
-                .await?;
-                for r in rows {
-                    let job = ScanJob {
-                        repo_id: r.try_get(0)?,
-                        digest: r.try_get(1)?,
-                        started_at: r.try_get(2)?,
-                        attempts: r.try_get::<i64, _>(3)? + 1,
-                        repo: r.try_get(4)?,
-                    };
-                    // Another node may have claimed it since the read; the predicate settles who.
-                    let n = sqlx::query(
-                        "UPDATE image_scans SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
-                         WHERE repo_id = $3 AND digest = $4 AND status = 'IN_PROGRESS' AND started_at = $5 \
-                         AND (claimed_until IS NULL OR claimed_until < $6)",
-                    )
-                    .bind(node.as_str())
-                    .bind(until)
-                    .bind(job.repo_id)
-                    .bind(job.digest.as_str())
-                    .bind(job.started_at)
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                    if n == 1 {
-                        return Ok(Some(job));
-                    }
-                }
-                Ok(None)
-            })
-        }))
-        .await
-    }
-
-    /// Extends `node`'s claim on a scan; false when the job is no longer its (requeued or gone).
-    pub async fn renew_scan(&self, job: &ScanJob, node: &str, until: i64) -> Result<bool> {
-        let (job, node) = (job.clone(), node.to_string());
-        self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query(
-                    "UPDATE image_scans SET claimed_until = $1 WHERE repo_id = $2 AND digest = $3 \
-                     AND started_at = $4 AND claimed_by = $5 AND status = 'IN_PROGRESS'",
-                )
-                .bind(until)
                 .bind(job.repo_id)
                 .bind(job.digest.as_str())
                 .bind(job.started_at)
-                .bind(node.as_str())
                 .execute(&mut *c)
-                .await?
-                .rows_affected();
-                Ok(n == 1)
+                .await?;
+                let key = scan_job_key(job.repo_id, &job.digest);
+                crate::jobs::enqueue_in(c, SCAN_QUEUE, Some(&key), &job.payload(), job.started_at).await?;
+                Ok(true)
             })
         }))
         .await
     }
 
-    /// Stores a scan's outcome, unless the job was queued again since it was claimed.
-    pub async fn finish_scan(&self, job: &ScanJob, row: &ScanRow) -> Result<bool> {
-        let (job, r) = (job.clone(), row.clone());
-        self.write_tx(Box::new(move |c| {
+    /// Stores a scan's outcome and writes its `scan_completed` event (`detail`), unless the scan
+    /// was queued again since `job` was claimed; the job is done either way (a newer request
+    /// stays queued).
+    pub async fn finish_scan(&self, job: &JobRow, scan: &ScanJob, row: &ScanRow, detail: &str) -> Result<bool> {
+        let (job, scan, r, detail) = (job.clone(), scan.clone(), row.clone(), detail.to_string());
+        self.write_tx_events(Box::new(move |c| {
             Box::pin(async move {
+                crate::jobs::finish_in(c, &job).await?;
                 let n = sqlx::query(
                     "UPDATE image_scans SET status = $1, description = $2, findings = $3, packages = $4, \
                      completed_at = $5, inventory = $6, claimed_by = NULL, claimed_until = NULL \
@@ -239,12 +221,16 @@ impl Meta {
                 .bind(r.packages)
                 .bind(r.completed_at)
                 .bind(r.inventory.as_deref())
-                .bind(job.repo_id)
-                .bind(job.digest.as_str())
-                .bind(job.started_at)
+                .bind(scan.repo_id)
+                .bind(scan.digest.as_str())
+                .bind(scan.started_at)
                 .execute(&mut *c)
                 .await?
                 .rows_affected();
+                if n == 1 {
+                    let (digest, detail) = (Some(scan.digest.as_str()), Some(detail.as_str()));
+                    crate::events::record(c, EventKind::ScanCompleted, scan.repo_id, digest, None, detail).await?;
+                }
                 Ok(n == 1)
             })
         }))
@@ -299,8 +285,8 @@ impl Meta {
     /// Queued or running scans: (queued, of which held by a live claim).
     pub async fn scan_queue(&self, now: i64) -> Result<(i64, i64)> {
         let r = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN claimed_until >= $1 THEN 1 ELSE 0 END), 0) FROM image_scans \
-             WHERE status = 'IN_PROGRESS'",
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN lease_until >= $1 THEN 1 ELSE 0 END), 0) FROM jobs \
+             WHERE queue = 'scan'",
         )
         .bind(now)
         .fetch_one(&self.read)

@@ -859,15 +859,7 @@ impl Registry {
             })
             .transpose()?;
         let (put, outcome) = self
-            .store_manifest(
-                &repo,
-                row.id,
-                tag,
-                digest.as_ref(),
-                media_type,
-                manifest.as_bytes(),
-                crate::Children::Required,
-            )
+            .store_manifest(&repo, row.id, tag, digest.as_ref(), media_type, manifest.as_bytes(), crate::Via::PUT_IMAGE)
             .await
             .map_err(|e| match e {
                 Error::DigestInvalid(m) if digest.is_some() => Error::ImageDigestMismatch(m),
@@ -1131,6 +1123,12 @@ impl Registry {
             return Err(Error::BlobUnknown(format!(
                 "{d} (The layer does not exist in the repository with name '{name}')"
             )));
+        }
+        // A store with its own download URLs (an object store's presigned GET) serves the layer
+        // itself; otherwise Berth's signed URL does.
+        let ttl = std::time::Duration::from_secs(crate::auth::DOWNLOAD_TTL_SECS as u64);
+        if let Some(url) = self.blobs.presign(&d, ttl).await? {
+            return Ok(url);
         }
         let q = self.auth().sign_download(&row.name, &d.to_string());
         Ok(format!("{}/berth/layers/{}/{d}?{q}", self.settings.public_url.trim_end_matches('/'), row.name))

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use berth_core::Digest;
 use berth_crypto::Hasher;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::{Registry, Result};
 
@@ -34,7 +34,7 @@ impl Registry {
     pub async fn fsck(&self, progress: impl Fn(&str)) -> Result<FsckReport> {
         let mut report = FsckReport::default();
         let recorded = self.meta.all_blobs().await?;
-        let stored: HashSet<Digest> = self.blobs.list().await?.into_iter().collect();
+        let stored: HashSet<Digest> = self.blobs.list().try_collect().await?;
         let mut recorded_set = HashSet::new();
         for (digest_str, size) in &recorded {
             let Ok(digest) = digest_str.parse::<Digest>() else {

@@ -167,22 +167,70 @@ impl Registry {
         Err(Error::Busy(format!("blob {key} is being garbage-collected right now; push it again in a moment")))
     }
 
-    /// One collection pass (one at a time per process).
+    /// One collection pass and upload expiry, as `berth gc` runs them: under the lease of the
+    /// periodic collection job, so that no node collects at the same time (waits for a round
+    /// running elsewhere to finish). The periodic job's schedule is left as it was.
     pub async fn gc(&self, opts: GcOptions) -> Result<GcReport> {
-        let _one = self.gc_lock.lock().await;
         let started = Instant::now();
-        let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
+        if opts.dry_run {
+            return self.gc_dry_run(opts).await;
+        }
+        let key = crate::jobs::Periodic::Gc(opts).key();
+        let node = self.node();
+        let mut waited = false;
+        let job = loop {
+            let now = berth_meta::now_ms();
+            match self.meta.claim_singleton(key, &node, now, crate::jobs::lease_until(now), true).await? {
+                Ok(job) => break Some(job),
+                // No periodic job (no node collects on a schedule): nothing to keep out of the way.
+                Err(berth_meta::NotClaimed::Missing | berth_meta::NotClaimed::NotDue(_)) => break None,
+                Err(berth_meta::NotClaimed::Held { by, until }) => {
+                    if !waited {
+                        tracing::info!(node = %by, "a garbage collection is running on another node: waiting for it");
+                        waited = true;
+                    }
+                    let wait = (until - now).clamp(100, 1000) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
+        };
+        let _renewal = job.as_ref().map(|j| crate::jobs::Renewal::start(&self.meta, j, &node));
+        let outcome = async {
+            let mut report = self.collect_garbage(opts).await?;
+            report.uploads_removed = self.expire_uploads(opts.upload_ttl).await?;
+            Ok::<_, Error>(report)
+        }
+        .await;
+        if let Some(job) = &job {
+            // A manual round counts as a round; the periodic job keeps its schedule.
+            let next = self.meta.job_due(job.id).await?.unwrap_or_else(berth_meta::now_ms);
+            self.meta.reschedule_job(job, &node, next, outcome.is_ok(), None).await?;
+        }
+        let mut report = outcome?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn gc_dry_run(&self, opts: GcOptions) -> Result<GcReport> {
+        let started = Instant::now();
+        let mut report = GcReport { dry_run: true, ..Default::default() };
         let now = berth_meta::now_ms();
         let cutoff = now - opts.grace.as_millis() as i64;
-        if opts.dry_run {
-            let sweep = self.meta.gc_sweep(cutoff, None, i64::MAX / 2, true).await?;
-            report.deleted_blobs = sweep.blobs.len() as u64;
-            report.deleted_bytes = sweep.blobs.iter().map(|(_, s)| *s as u64).sum();
-            report.uploads_removed =
-                self.meta.stale_uploads(now - opts.upload_ttl.as_millis() as i64, i64::MAX / 2).await?.len() as u64;
-            report.elapsed = started.elapsed();
-            return Ok(report);
-        }
+        let sweep = self.meta.gc_sweep(cutoff, None, i64::MAX / 2, true).await?;
+        report.deleted_blobs = sweep.blobs.len() as u64;
+        report.deleted_bytes = sweep.blobs.iter().map(|(_, s)| *s as u64).sum();
+        report.uploads_removed =
+            self.meta.stale_uploads(now - opts.upload_ttl.as_millis() as i64, i64::MAX / 2).await?.len() as u64;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Marks and sweeps unreferenced blobs (one round of the periodic collection job; see the
+    /// module comment for why it is safe beside pushes, and beside another round).
+    pub async fn collect_garbage(&self, opts: GcOptions) -> Result<GcReport> {
+        let started = Instant::now();
+        let mut report = GcReport::default();
+        let cutoff = berth_meta::now_ms() - opts.grace.as_millis() as i64;
         let mark = self.meta.gc_mark().await?;
         report.examined = mark.examined;
         report.condemned = mark.condemned;
@@ -225,14 +273,6 @@ impl Registry {
             }
         }
         self.cache.drop_all_blobs();
-        for id in self.meta.stale_uploads(now - opts.upload_ttl.as_millis() as i64, 10_000).await? {
-            self.meta.delete_upload(&id).await?;
-            match self.blobs.delete_upload(&id).await {
-                Ok(()) | Err(berth_blob::BlobError::UploadNotFound(_)) => {}
-                Err(e) => tracing::warn!(upload = %id, error = %e, "could not delete an abandoned upload's file"),
-            }
-            report.uploads_removed += 1;
-        }
         report.elapsed = started.elapsed();
         let c = &self.counters;
         c.gc_runs.fetch_add(1, Ordering::Relaxed);
@@ -241,9 +281,23 @@ impl Registry {
         c.gc_deleted_blobs.fetch_add(report.deleted_blobs, Ordering::Relaxed);
         c.gc_deleted_bytes.fetch_add(report.deleted_bytes, Ordering::Relaxed);
         c.gc_failed.fetch_add(report.failed, Ordering::Relaxed);
-        c.gc_uploads_removed.fetch_add(report.uploads_removed, Ordering::Relaxed);
         c.gc_last_ms.store(report.elapsed.as_millis() as u64, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Removes uploads untouched for longer than `ttl` (one round of the upload expiry job).
+    pub async fn expire_uploads(&self, ttl: Duration) -> Result<u64> {
+        let mut removed = 0;
+        for (id, state) in self.meta.stale_uploads(berth_meta::now_ms() - ttl.as_millis() as i64, 10_000).await? {
+            self.meta.delete_upload(&id).await?;
+            match self.blobs.abort_upload(&id, &berth_blob::UploadState(state.unwrap_or_default())).await {
+                Ok(()) | Err(berth_blob::BlobError::UploadNotFound(_)) => {}
+                Err(e) => tracing::warn!(upload = %id, error = %e, "could not delete an abandoned upload's file"),
+            }
+            removed += 1;
+        }
+        self.counters.gc_uploads_removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(removed)
     }
 
     pub fn counters(&self) -> &Counters {

@@ -7,14 +7,17 @@ pub mod auth;
 mod cache;
 pub mod ecr;
 mod error;
+pub mod events;
 mod fsck;
 pub mod gc;
 pub mod iam;
+pub mod jobs;
 pub mod lifecycle;
 pub mod scan;
 pub mod scan_config;
 pub mod throttle;
 mod upload;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -57,8 +60,6 @@ pub struct Registry {
     throttle: Arc<throttle::Throttle>,
     audit: tokio::sync::mpsc::Sender<audit::Msg>,
     iam: Arc<iam::IamCache>,
-    /// One garbage collection at a time in this process.
-    gc_lock: Arc<tokio::sync::Mutex<()>>,
     counters: Arc<gc::Counters>,
     /// Wakes an idle scan worker of this node when a scan is queued here.
     scan_wake: Arc<tokio::sync::Notify>,
@@ -169,6 +170,19 @@ pub enum Children {
     MayBeAbsent,
 }
 
+/// The path a manifest is stored by: what it requires, and the cause its events name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Via {
+    pub children: Children,
+    pub cause: &'static str,
+}
+
+impl Via {
+    pub const OCI_PUSH: Via = Via { children: Children::MayBeAbsent, cause: "push" };
+    pub const PUT_IMAGE: Via = Via { children: Children::Required, cause: "put_image" };
+    pub const SBOM: Via = Via { children: Children::Required, cause: "sbom" };
+}
+
 pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
@@ -214,7 +228,6 @@ impl Registry {
             throttle: Arc::default(),
             audit: audit::start(meta.clone(), counters.audit_dropped.clone()),
             iam: Arc::new(iam::IamCache::new(cache_enabled)),
-            gc_lock: Arc::default(),
             counters,
             scan_wake: Arc::default(),
             node: hex::encode(&berth_crypto::random_bytes()[..8]).into(),
@@ -314,6 +327,11 @@ impl Registry {
 
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    /// This process's name in job claims.
+    pub fn node(&self) -> Arc<str> {
+        self.node.clone()
     }
 
     async fn existing_repo(&self, repo: &RepoName) -> Result<i64> {
@@ -433,22 +451,12 @@ impl Registry {
         let repo_id = self.ensure_repo(repo).await?;
         let first = tag.or(extra.first().map(|t| t.as_str()));
         // An index may name children that are not here (a mirror of some platforms only).
-        let sparse = Children::MayBeAbsent;
+        let sparse = Via::OCI_PUSH;
         let put = self.store_manifest(repo, repo_id, first, digest, content_type, body, sparse).await?.0;
         for t in extra.iter().skip(usize::from(tag.is_none())) {
             self.store_manifest(repo, repo_id, Some(t.as_str()), Some(&put.digest), content_type, body, sparse).await?;
         }
-        self.scan_on_push(repo, &put.digest.to_string()).await;
         Ok(put)
-    }
-
-    /// Starts a scan of a pushed image when its repository scans on push (never fails the push).
-    async fn scan_on_push(&self, repo: &RepoName, digest: &str) {
-        let own = matches!(self.meta.get_repo(repo.as_str()).await, Ok(Some(r)) if r.settings.scan_on_push);
-        let on = own || matches!(self.repository_scanning(repo.name(), false).await, Ok(r) if r.scan_on_push);
-        if on && let Err(e) = self.start_image_scan(repo.as_str(), digest, false).await {
-            tracing::warn!(repository = %repo, %digest, error = %e, "could not start the scan on push");
-        }
     }
 
     /// Validates and stores a manifest, tagging it `tag`; `digest`, if given, must be its digest.
@@ -461,7 +469,7 @@ impl Registry {
         digest: Option<&Digest>,
         content_type: Option<&str>,
         body: &[u8],
-        children: Children,
+        via: Via,
     ) -> Result<(PutManifest, PutOutcome)> {
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(Error::ManifestTooLarge(body.len()));
@@ -483,7 +491,6 @@ impl Registry {
             .filter(|b| !b.media_type.contains("foreign") && !b.media_type.contains("nondistributable"))
             .map(|b| b.digest.to_string())
             .collect();
-        let children_rule = children;
         let children: Vec<String> = parsed.children.iter().map(|c| c.digest.to_string()).collect();
         if children.contains(&digest.to_string()) {
             return Err(Error::ManifestInvalid("an index cannot contain itself".into()));
@@ -511,9 +518,10 @@ impl Registry {
                     content: body,
                     blobs: &blobs,
                     children: &children,
-                    require_children: children_rule == Children::Required,
+                    require_children: via.children == Children::Required,
                     tag,
                     immutable_tag,
+                    cause: via.cause,
                 },
             )
             .await

@@ -1,15 +1,18 @@
 //! Image scanning: importing OSV vulnerability data, and scans that read an image's layers (as
 //! streams, never whole), take its package inventory and match it against the imported data.
-//! A scan is a durable job: its row (`IN_PROGRESS`) is claimed by a worker of some node for a
-//! lease the worker renews, so a scan whose node stops is taken up again by another (or the same,
-//! restarted) node. Its outcome (`COMPLETE`, `FAILED`, `UNSUPPORTED_IMAGE`), findings and package
-//! inventory are stored with the image; new data is matched against stored inventories.
+//! A scan is a job in the `scan` queue, claimed by a [`ScanWorker`] of some node for a lease the
+//! worker renews, so a scan whose node stops is taken up again by another (or the same,
+//! restarted) node; the image's scan row says IN_PROGRESS meanwhile. Its outcome (`COMPLETE`,
+//! `FAILED`, `UNSUPPORTED_IMAGE`), findings and package inventory are stored with the image, and a
+//! `scan_completed` event is written with them; new data is matched against stored inventories.
+//! Scan on push is a consumer of the outbox ([`ScanOnPush`]): every stored manifest, whichever
+//! path stored it, is scanned when its repository says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use berth_core::{Digest, ManifestKind, RepoName, media, parse_manifest};
-use berth_meta::{ScanJob, ScanRow, VulnRow};
+use berth_meta::{EventKind, EventRow, JobRow, SCAN_QUEUE, ScanJob, ScanRow, VulnRow};
 use berth_scan::inventory::Inventory;
 use berth_scan::layers::{ANALYZER_VERSION, LayerScan};
 use berth_scan::matcher;
@@ -20,11 +23,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::audit::AuditEvent;
+use crate::events::Consume;
+use crate::worker::{Worker, WorkerState};
 use crate::{Error, Registry, Result};
 
-/// How long a claim on a scan job lasts unless renewed (a third of it between renewals): how
-/// soon a scan whose node died is taken up by another worker.
-pub const SCAN_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often an idle worker looks for jobs queued elsewhere.
 const SCAN_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Claims of one job before it is marked FAILED (a node that dies on it every time).
@@ -259,16 +261,40 @@ impl Registry {
                 )));
             }
         }
-        self.meta.queue_scan(row.id, digest, now).await?;
+        let job =
+            ScanJob { repo_id: row.id, repo: repo.as_str().to_string(), digest: digest.to_string(), started_at: now };
+        self.meta.queue_scan(&job, None).await?;
         self.scan_wake.notify_one();
         Ok(())
+    }
+
+    /// Whether images pushed to repository `repo` are scanned on push: its own setting, or a
+    /// registry scanning rule that matches it.
+    pub(crate) async fn scans_on_push(&self, repo: &RepoName) -> Result<bool> {
+        if matches!(self.meta.get_repo(repo.as_str()).await?, Some(r) if r.settings.scan_on_push) {
+            return Ok(true);
+        }
+        Ok(self.repository_scanning(repo.name(), false).await?.scan_on_push)
     }
 
     /// The stored scan of an image, and its findings (without the unfixed ones when the
     /// repository's scan policy hides them).
     pub async fn image_scan(&self, key: &str, digest: &str) -> Result<Option<(ScanRow, Vec<Finding>)>> {
-        let (_, row) = self.repository(key).await?;
-        let Some(scan) = self.meta.scan(row.id, digest).await? else { return Ok(None) };
+        let (repo, row) = self.repository(key).await?;
+        let Some(scan) = self.meta.scan(row.id, digest).await? else {
+            // Pushed a moment ago, the scan on push not queued yet: it is as good as in progress.
+            let pending = self.meta.event_pending(ScanOnPush::NAME, EventKind::ManifestStored, key, digest).await?;
+            if pending && self.scans_on_push(&repo).await? && self.meta.get_manifest(row.id, digest).await?.is_some() {
+                let scan = ScanRow {
+                    status: "IN_PROGRESS".into(),
+                    description: Some("The scan is in progress.".into()),
+                    started_at: berth_meta::now_ms(),
+                    ..Default::default()
+                };
+                return Ok(Some((scan, Vec::new())));
+            }
+            return Ok(None);
+        };
         let mut findings: Vec<Finding> =
             scan.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
         let policy = self.scan_policy_of(row.id).await?;
@@ -278,67 +304,26 @@ impl Registry {
         Ok(Some((scan, findings)))
     }
 
-    /// Starts `n` scan workers on this node (0: this node queues scans but runs none).
-    pub fn spawn_scan_workers(&self, n: usize) {
-        for _ in 0..n {
-            let me = self.clone();
-            tokio::spawn(async move { me.scan_worker().await });
-        }
-    }
-
-    async fn scan_worker(&self) {
-        loop {
-            let now = berth_meta::now_ms();
-            match self.meta.claim_scan(&self.node, now, now + SCAN_LEASE.as_millis() as i64).await {
-                Ok(Some(job)) => self.run_job(job).await,
-                Ok(None) => {
-                    // Jobs queued on other nodes, or whose node died, are found by polling.
-                    tokio::select! {
-                        _ = self.scan_wake.notified() => {}
-                        _ = tokio::time::sleep(SCAN_POLL) => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not claim a scan job");
-                    tokio::time::sleep(SCAN_POLL).await;
-                }
-            }
-        }
-    }
-
-    async fn run_job(&self, job: ScanJob) {
+    /// Runs one claimed scan job to its outcome.
+    async fn run_scan(&self, job: &JobRow, scan: &ScanJob) -> Result<()> {
         let started = std::time::Instant::now();
-        // Keep the claim alive while the scan runs; a node that dies stops renewing it.
-        let renew = {
-            let (meta, job, node) = (self.meta.clone(), job.clone(), self.node.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(SCAN_LEASE / 3).await;
-                    let until = berth_meta::now_ms() + SCAN_LEASE.as_millis() as i64;
-                    if !matches!(meta.renew_scan(&job, &node, until).await, Ok(true)) {
-                        break;
-                    }
-                }
-            })
-        };
         let outcome = if job.attempts > MAX_SCAN_ATTEMPTS {
             Err(Error::Internal(format!(
                 "the scan was given up after {MAX_SCAN_ATTEMPTS} attempts (each ended without a result: the node \
                  running it stopped)"
             )))
         } else {
-            match RepoName::parse_key(&job.repo) {
-                Ok(repo) => self.scan_image(&repo, &job.digest).await,
+            match RepoName::parse_key(&scan.repo) {
+                Ok(repo) => self.scan_image(&repo, &scan.digest).await,
                 Err(e) => Err(e.into()),
             }
         };
-        renew.abort();
         let now = berth_meta::now_ms();
         let row = match outcome {
             Ok(scanned) => {
                 let n = scanned.inventories.iter().map(|i| i.packages.len()).sum::<usize>();
                 tracing::info!(
-                    repository = %job.repo, digest = %job.digest, packages = n, findings = scanned.findings.len(),
+                    repository = %scan.repo, digest = %scan.digest, packages = n, findings = scanned.findings.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "image scanned"
                 );
                 ScanRow {
@@ -346,7 +331,7 @@ impl Registry {
                     description: Some("The scan was completed successfully.".into()),
                     findings: serde_json::to_string(&scanned.findings).ok(),
                     packages: Some(n as i64),
-                    started_at: job.started_at,
+                    started_at: scan.started_at,
                     completed_at: Some(now),
                     inventory: serde_json::to_string(&scanned.inventories).ok(),
                 }
@@ -354,30 +339,30 @@ impl Registry {
             Err(Error::UnsupportedImage(why)) => ScanRow {
                 status: "UNSUPPORTED_IMAGE".into(),
                 description: Some(why),
-                started_at: job.started_at,
+                started_at: scan.started_at,
                 completed_at: Some(now),
                 ..Default::default()
             },
             Err(e) => {
-                tracing::warn!(repository = %job.repo, digest = %job.digest, error = %e, "scan failed");
+                tracing::warn!(repository = %scan.repo, digest = %scan.digest, error = %e, "scan failed");
                 ScanRow {
                     status: "FAILED".into(),
                     description: Some(e.to_string()),
-                    started_at: job.started_at,
+                    started_at: scan.started_at,
                     completed_at: Some(now),
                     ..Default::default()
                 }
             }
         };
-        match self.meta.finish_scan(&job, &row).await {
-            Ok(true) if row.status == "COMPLETE" && self.settings.sbom_referrers => {
-                if let Err(e) = self.attach_sbom(&job.repo, &job.digest).await {
-                    tracing::warn!(repository = %job.repo, digest = %job.digest, error = %e, "could not attach the SBOM");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "could not store a scan result"),
+        let detail = scan_event_detail(&row);
+        if self.meta.finish_scan(job, scan, &row, &detail).await?
+            && row.status == "COMPLETE"
+            && self.settings.sbom_referrers
+            && let Err(e) = self.attach_sbom(&scan.repo, &scan.digest).await
+        {
+            tracing::warn!(repository = %scan.repo, digest = %scan.digest, error = %e, "could not attach the SBOM");
         }
+        Ok(())
     }
 
     /// The CycloneDX SBOM of an image, from its last completed scan's inventory.
@@ -436,8 +421,7 @@ impl Registry {
             }
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body, crate::Children::Required)
-            .await?;
+        self.store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body, crate::Via::SBOM).await?;
         Ok(())
     }
 
@@ -605,6 +589,117 @@ impl Registry {
         }
         let image = berth_scan::layers::Image::stack(scans.iter().flatten());
         out.push(berth_scan::inventory::inventory(&image));
+        Ok(())
+    }
+}
+
+/// The `scan_completed` event's detail: the outcome and the findings per severity (what ECR's
+/// scan event carries).
+fn scan_event_detail(row: &ScanRow) -> String {
+    let mut counts = BTreeMap::<String, u64>::new();
+    let findings: Vec<Finding> = row.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+    for f in &findings {
+        *counts.entry(f.severity.clone()).or_default() += 1;
+    }
+    serde_json::json!({ "status": row.status, "finding_severity_counts": counts }).to_string()
+}
+
+/// Runs scan jobs on this node, one at a time per worker.
+pub struct ScanWorker {
+    registry: Registry,
+    index: usize,
+    held: Option<JobRow>,
+}
+
+impl ScanWorker {
+    pub fn new(registry: Registry, index: usize) -> Self {
+        ScanWorker { registry, index, held: None }
+    }
+}
+
+impl Worker for ScanWorker {
+    fn name(&self) -> String {
+        format!("scan-{}", self.index)
+    }
+
+    async fn work(&mut self) -> Result<WorkerState> {
+        let r = self.registry.clone();
+        let node = r.node();
+        let now = berth_meta::now_ms();
+        let Some(job) = r.meta.claim_job(SCAN_QUEUE, &node, now, crate::jobs::lease_until(now)).await? else {
+            return Ok(WorkerState::Idle);
+        };
+        let Some(scan) = ScanJob::from_payload(&job.payload) else {
+            tracing::error!(job = job.id, payload = %job.payload, "a scan job that names no image: dropped");
+            r.meta.finish_job(&job).await?;
+            return Ok(WorkerState::Busy);
+        };
+        self.held = Some(job.clone());
+        let _renewal = crate::jobs::Renewal::start(&r.meta, &job, &node);
+        let outcome = r.run_scan(&job, &scan).await;
+        self.held = None;
+        if let Err(e) = outcome {
+            // Given back for another attempt after the back-off.
+            let _ = r.meta.release_job(&job, &node).await;
+            return Err(e);
+        }
+        Ok(WorkerState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {
+        // Jobs queued on other nodes, or whose node died, are found by polling.
+        tokio::select! {
+            _ = self.registry.scan_wake.notified() => {}
+            _ = tokio::time::sleep(SCAN_POLL) => {}
+        }
+    }
+
+    async fn stopped(&mut self) {
+        if let Some(job) = self.held.take() {
+            let r = &self.registry;
+            if let Err(e) = r.meta.release_job(&job, &r.node()).await {
+                tracing::warn!(job = job.id, error = %e, "could not give back a scan job");
+            }
+        }
+    }
+}
+
+/// Scan on push: queues a scan of each manifest stored in a repository that scans on push.
+pub struct ScanOnPush {
+    registry: Registry,
+}
+
+impl ScanOnPush {
+    pub fn new(registry: Registry) -> Self {
+        ScanOnPush { registry }
+    }
+}
+
+impl Consume for ScanOnPush {
+    const NAME: &'static str = "scan_on_push";
+
+    async fn consume(&mut self, e: &EventRow) -> Result<()> {
+        let (Some(EventKind::ManifestStored), Some(digest)) = (e.kind, e.digest.as_deref()) else { return Ok(()) };
+        let Ok(repo) = RepoName::parse_key(&e.repo) else { return Ok(()) };
+        let r = &self.registry;
+        let Some(row) = r.meta.get_repo(repo.as_str()).await? else { return Ok(()) };
+        if !r.scans_on_push(&repo).await? {
+            return Ok(());
+        }
+        // Deleted again since: nothing to scan.
+        if r.meta.get_manifest(row.id, digest).await?.is_none() {
+            return Ok(());
+        }
+        let job = ScanJob {
+            repo_id: row.id,
+            repo: repo.as_str().to_string(),
+            digest: digest.to_string(),
+            started_at: berth_meta::now_ms().max(e.created_at),
+        };
+        // Seen again after a crash: a scan queued since the push is the one it asked for.
+        if r.meta.queue_scan(&job, Some(e.created_at)).await? {
+            r.scan_wake.notify_one();
+        }
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! Blob uploads. Bytes are hashed while they are received and written, in parallel: the request
 //! body is read into ~1 MiB chunks, each hashed on one blocking thread while it is written on
 //! another. The hash state is saved with the upload's length after every request, so an upload
-//! can be resumed after a restart, or on another node, without reading it again.
+//! can be resumed after a restart, or on another node, without reading it again; so is the blob
+//! store's own state of the upload (an object store's part list), which it needs to continue it.
 
 use std::sync::Arc;
 
-use berth_blob::BlobError;
+use berth_blob::{BlobError, UploadState};
 use berth_core::{Algorithm, Digest, RepoName};
 use berth_crypto::Hasher;
 use berth_meta::UploadRow;
@@ -43,6 +44,12 @@ impl Drop for UploadLock {
             map.remove(&self.id);
         }
     }
+}
+
+/// The blob store's state of an upload (none for uploads begun before it was kept: the
+/// filesystem store, the only one then, needs none).
+fn backend_state(row: &UploadRow) -> UploadState {
+    UploadState(row.backend_state.clone().unwrap_or_default())
 }
 
 impl Registry {
@@ -83,8 +90,8 @@ impl Registry {
         self.check_space()?;
         let repo_id = self.ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        self.blobs.create_upload(&id).await?;
-        self.meta.create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save()).await?;
+        let state = self.blobs.begin_upload(&id).await?;
+        self.meta.create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save(), &state.0).await?;
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -104,17 +111,18 @@ impl Registry {
         self.check_space()?;
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
-        let (offset, _) = self.append_locked(&row, start, body).await?;
+        let (offset, ..) = self.append_locked(&row, start, body).await?;
         Ok(UploadStatus { id: row.id, offset })
     }
 
-    /// Appends the body and records the new length; returns it with the hash so far (if known).
+    /// Appends the body and records the new length; returns it with the hash so far (if known)
+    /// and the blob store's state.
     async fn append_locked(
         &self,
         row: &UploadRow,
         start: Option<u64>,
         body: BodyStream,
-    ) -> Result<(u64, Option<Hasher>)> {
+    ) -> Result<(u64, Option<Hasher>, UploadState)> {
         let current = row.size as u64;
         if let Some(start) = start
             && start != current
@@ -122,22 +130,25 @@ impl Registry {
             return Err(Error::ChunkOutOfOrder { start, current });
         }
         let hasher = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
-        let (written, hasher) = self.write_stream(&row.id, current, hasher, body).await?;
+        let state = backend_state(row);
+        let (written, hasher, state) = self.write_stream(&row.id, &state, current, hasher, body).await?;
         if written > 0 {
-            let state = hasher.as_ref().map(Hasher::save);
-            self.meta.advance_upload(&row.id, row.size, (current + written) as i64, state.as_deref()).await?;
+            let hashed = hasher.as_ref().map(Hasher::save);
+            let new_size = (current + written) as i64;
+            self.meta.advance_upload(&row.id, row.size, new_size, hashed.as_deref(), &state.0).await?;
         }
-        Ok((current + written, hasher))
+        Ok((current + written, hasher, state))
     }
 
     async fn write_stream(
         &self,
         id: &str,
+        state: &UploadState,
         offset: u64,
         mut hasher: Option<Hasher>,
         mut body: BodyStream,
-    ) -> Result<(u64, Option<Hasher>)> {
-        let mut writer = self.blobs.append_upload(id, offset).await.map_err(|e| match e {
+    ) -> Result<(u64, Option<Hasher>, UploadState)> {
+        let mut writer = self.blobs.write_part(id, state, offset).await.map_err(|e| match e {
             BlobError::UploadSize { .. } => Error::UploadInvalid(format!(
                 "upload {id} is damaged (its stored data is shorter than recorded); start a new upload"
             )),
@@ -180,20 +191,20 @@ impl Registry {
                     hasher = Some(j.await.map_err(|e| Error::Internal(e.to_string()))?);
                 }
             }
-            writer.finish().await?;
-            Ok::<u64, Error>(written)
+            let (_, state) = writer.finish().await?;
+            Ok::<_, Error>((written, state))
         };
         let (received, stored) = tokio::join!(receive, store);
         if received.is_err() || stored.is_err() {
             // Whatever was written past the recorded length goes now (not at the next append):
             // on a full disk, those bytes are the space the next request needs.
-            if let Ok(w) = self.blobs.append_upload(id, offset).await {
-                drop(w);
+            if let Err(e) = self.blobs.discard_unrecorded(id, state, offset).await {
+                tracing::debug!(upload = %id, error = %e, "could not drop a failed part's bytes");
             }
         }
         received?;
-        let written = stored?;
-        Ok((written, hasher))
+        let (written, state) = stored?;
+        Ok((written, hasher, state))
     }
 
     /// Completes an upload as blob `digest`, after appending an optional last chunk. The blob is
@@ -211,22 +222,22 @@ impl Registry {
         }
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
-        let (size, hasher) = match body {
+        let (size, hasher, state) = match body {
             Some(b) => self.append_locked(&row, start, b).await?,
             None => {
                 let h = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
-                (row.size as u64, h)
+                (row.size as u64, h, backend_state(&row))
             }
         };
         let actual = match hasher {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
-            _ => self.rehash_upload(id, digest.algorithm()).await?,
+            _ => self.rehash_upload(id, &state, digest.algorithm()).await?,
         };
         if actual != *digest {
             return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest} as given")));
         }
         self.claim_blob(digest).await?;
-        match self.blobs.commit_upload(id, digest, size).await {
+        match self.blobs.commit(id, &state, digest, size).await {
             Ok(()) => {}
             // A crash after the rename and before the metadata commit leaves exactly this.
             Err(BlobError::UploadNotFound(_)) if self.blobs.stat(digest).await? == Some(size) => {}
@@ -236,8 +247,8 @@ impl Registry {
         Ok(size)
     }
 
-    async fn rehash_upload(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
-        let mut body = self.blobs.read_upload(id).await?;
+    async fn rehash_upload(&self, id: &str, state: &UploadState, algorithm: Algorithm) -> Result<Digest> {
+        let mut body = self.blobs.read_upload(id, state).await?;
         let mut h = Hasher::new(algorithm);
         while let Some(chunk) = body.stream.next().await {
             h.update(&chunk.map_err(|e| Error::Internal(e.to_string()))?);
@@ -250,7 +261,7 @@ impl Registry {
         let row = self.load_upload(repo, id).await?;
         // The file first: its space is what a full disk needs back, and a row left without its
         // file is an upload nobody can continue, removed by garbage collection.
-        self.blobs.delete_upload(&row.id).await?;
+        self.blobs.abort_upload(&row.id, &backend_state(&row)).await?;
         self.meta.delete_upload(&row.id).await?;
         Ok(())
     }
@@ -261,10 +272,10 @@ impl Registry {
         self.check_space()?;
         let repo_id = self.ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        self.blobs.create_upload(&id).await?;
+        let begun = self.blobs.begin_upload(&id).await?;
         let r = async {
             let hasher = Some(Hasher::new(digest.algorithm()));
-            let (size, hasher) = self.write_stream(&id, 0, hasher, body).await?;
+            let (size, hasher, state) = self.write_stream(&id, &begun, 0, hasher, body).await?;
             let actual = hasher.map(Hasher::finish);
             if actual.as_ref() != Some(digest) {
                 let actual = actual.map_or_else(|| "unknown".into(), |d| d.to_string());
@@ -273,13 +284,13 @@ impl Registry {
                 )));
             }
             self.claim_blob(digest).await?;
-            self.blobs.commit_upload(&id, digest, size).await?;
+            self.blobs.commit(&id, &state, digest, size).await?;
             self.meta.link_blob(repo_id, &digest.to_string(), size as i64).await?;
             Ok(size)
         }
         .await;
         if r.is_err() {
-            let _ = self.blobs.delete_upload(&id).await;
+            let _ = self.blobs.abort_upload(&id, &begun).await;
         }
         r
     }

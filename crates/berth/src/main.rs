@@ -470,6 +470,8 @@ async fn keys(cfg: Config) -> Result<ExitCode, String> {
 
 /// How often `serve` looks for a token-signing key rotated by `berth keys` or another node.
 const TOKEN_KEY_REFRESH: Duration = Duration::from_secs(5);
+/// How long background workers get to stop on shutdown (each gives back the job it held).
+const WORKERS_STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 static AUDIT: std::sync::OnceLock<(berth_meta::AuditFilter, bool)> = std::sync::OnceLock::new();
 
@@ -646,37 +648,6 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     };
     let options = berth_api::Options { anonymous: cfg.allow_anonymous, challenge, limits, metrics };
     let app = berth_api::router(registry.clone(), options);
-    // Pull times are written in batches.
-    let flusher = registry.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            tick.tick().await;
-            if let Err(e) = flusher.flush_pulls().await {
-                tracing::warn!(error = %e, "could not record pull times");
-            }
-        }
-    });
-    // A full disk releases the space reserve (so deletes and GC run); freed space takes it back.
-    let watcher = registry.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            watcher.check_storage();
-        }
-    });
-    // A key rotated by `berth keys rotate-token-key` (or on another node) takes effect here.
-    let refresher = registry.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TOKEN_KEY_REFRESH);
-        loop {
-            tick.tick().await;
-            if let Err(e) = refresher.refresh_token_key().await {
-                tracing::error!(error = %e, "could not read the token-signing key");
-            }
-        }
-    });
     if let Some(tls) = tls.clone() {
         tokio::spawn(async move {
             let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
@@ -690,47 +661,16 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         });
     }
-    registry.spawn_scan_workers(cfg.scan_workers);
-    if let Some(every) = cfg.gc_every()? {
-        let collector = registry.clone();
-        let opts = cfg.gc_options()?;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match collector.gc(opts).await {
-                    Ok(r) if r.deleted_blobs + r.condemned + r.uploads_removed > 0 => tracing::info!(
-                        examined = r.examined,
-                        condemned = r.condemned,
-                        deleted = r.deleted_blobs,
-                        bytes = r.deleted_bytes,
-                        uploads = r.uploads_removed,
-                        elapsed_ms = r.elapsed.as_millis() as u64,
-                        "garbage collected"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "garbage collection failed"),
-                }
-            }
-        });
-    }
-    if let Some(every) = cfg.lifecycle_every()? {
-        let runner = registry.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match runner.run_lifecycles(None, false).await {
-                    Ok(r) => {
-                        let n: usize = r.iter().map(|r| r.expired.len()).sum();
-                        tracing::info!(repositories = r.len(), expired = n, "lifecycle policies applied");
-                    }
-                    Err(e) => tracing::error!(error = %e, "lifecycle run failed"),
-                }
-            }
-        });
-    }
+    // Everything besides answering requests: scans, scan on push, GC, lifecycle, upload
+    // expiry, pull times, token-key refresh, free-space checks.
+    let background = berth_service::jobs::Background {
+        scan_workers: cfg.scan_workers,
+        gc: cfg.gc_every()?.map(|every| cfg.gc_options().map(|o| (every, o))).transpose()?,
+        lifecycle: cfg.lifecycle_every()?,
+        token_refresh: TOKEN_KEY_REFRESH,
+        ..Default::default()
+    };
+    let workers = registry.start_workers(&background);
     let stop = tokio::sync::watch::channel(false);
     if let Some(l) = metrics_listener {
         let app = berth_api::metrics_router(registry.clone(), options, cfg.metrics_auth);
@@ -744,11 +684,17 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
             }
         });
     }
+    let stop_workers = workers.stop_handle();
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop.0.send(true);
+        // Workers stop while requests in flight finish.
+        stop_workers.stop();
     };
-    berth_api::serve(listener, app, limits, tls, shutdown).await.map_err(|e| format!("server error: {e}"))?;
+    let served = berth_api::serve(listener, app, limits, tls, shutdown).await;
+    workers.stop(WORKERS_STOP_DEADLINE).await;
+    served.map_err(|e| format!("server error: {e}"))?;
+    // The last pull times buffered since the final flush.
     if let Err(e) = registry.flush_pulls().await {
         tracing::warn!(error = %e, "could not record pull times");
     }

@@ -72,6 +72,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub db_url: String,
     task: tokio::task::JoinHandle<()>,
+    workers: berth_service::worker::Workers,
     pub meta: Meta,
     pub registry: Registry,
 }
@@ -124,23 +125,21 @@ impl Server {
         let key2 = AccessKey { id: AKID2.into(), secret: SECRET2.into(), principal: settings.root_arn() };
         let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key, key2]).await.unwrap();
         let app = berth_api::router(registry.clone(), options);
-        registry.spawn_scan_workers(scanners);
+        // As `berth serve` runs them, but pull times often, so tests see them promptly (GC
+        // and lifecycle rounds are run by the tests themselves).
+        let background = berth_service::jobs::Background {
+            scan_workers: scanners,
+            pull_flush: std::time::Duration::from_millis(50),
+            ..Default::default()
+        };
+        let workers = registry.start_workers(&background);
         let service = registry.clone();
-        // As `berth serve` does, but often, so tests see pull times promptly.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                if registry.flush_pulls().await.is_err() {
-                    return;
-                }
-            }
-        });
         // The server loop `berth serve` runs, with its limits.
         let limits = options.limits;
         let task = tokio::spawn(async move {
             berth_api::serve(listener, app, limits, None, std::future::pending()).await.unwrap();
         });
-        Server { base, options, http: Client::new(), dir, db_url, task, meta, registry: service }
+        Server { base, options, http: Client::new(), dir, db_url, task, meta, registry: service, workers }
     }
 
     /// Stops this server and starts another on the same storage.
@@ -151,6 +150,7 @@ impl Server {
     pub async fn restart_with_scanners(self, scanners: usize) -> Server {
         self.task.abort();
         let _ = self.task.await;
+        self.workers.stop(std::time::Duration::from_secs(5)).await;
         self.meta.close().await;
         Self::start_on_with_scanners(self.dir, self.db_url, self.options, scanners).await
     }
