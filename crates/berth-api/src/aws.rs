@@ -8,7 +8,6 @@
 //! the address; past the limit its failures are answered as throttled. Valid signatures always
 //! pass.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,12 +15,8 @@ use axum::http::request::Parts;
 use berth_crypto::sigv4;
 use berth_service::{AuditEvent, Error, Principal};
 use futures_util::TryStreamExt;
-use tokio::sync::Semaphore;
 
-use crate::AppState;
-
-/// Bytes of request bodies read but not yet authenticated, across all requests at once.
-pub const UNVERIFIED_BUDGET: usize = 256 * 1024 * 1024;
+use crate::state::{AppState, UNVERIFIED_BUDGET};
 
 /// Why a call was refused before it ran.
 #[derive(Debug)]
@@ -36,16 +31,6 @@ pub(crate) enum Refusal {
 pub(crate) struct Signed {
     pub principal: Principal,
     pub payload: Vec<u8>,
-}
-
-/// The shared budget of unverified body bytes.
-#[derive(Clone)]
-pub struct BodyBudget(Arc<Semaphore>);
-
-impl Default for BodyBudget {
-    fn default() -> Self {
-        BodyBudget(Arc::new(Semaphore::new(UNVERIFIED_BUDGET)))
-    }
 }
 
 /// The headers as text, for signature checks; `None` if a value is not ASCII. HTTP/2 sends the
@@ -81,7 +66,7 @@ pub(crate) async fn authenticate(
     limit: usize,
     service: impl FnOnce(&[u8]) -> &'static str,
 ) -> Result<Signed, Refusal> {
-    let ip = crate::peer_ip(&parts.extensions);
+    let ip = crate::state::peer_ip(&parts.extensions);
     let Some(headers) = header_pairs(parts) else {
         return Err(refuse(st, ip, Refusal::Sig(sigv4::SigError::Incomplete("header values must be ASCII".into()))));
     };
@@ -96,7 +81,7 @@ pub(crate) async fn authenticate(
     // Presence and form first: nothing of the body is read for a request that cannot be signed.
     let auth = sigv4::parse_authorization(&sreq).map_err(|e| refuse(st, ip, Refusal::Sig(e)))?;
     let token = hdrs.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-amz-security-token")).map(|(_, v)| *v);
-    let (secret, principal) = match st.registry.signing_key(&auth.access_key_id, token).await {
+    let (secret, principal) = match st.registry.identities().signing_key(&auth.access_key_id, token).await {
         Ok(Some(k)) => k,
         Ok(None) => return Err(refuse(st, ip, Refusal::Sig(sigv4::SigError::UnknownKey))),
         Err(e @ Error::Internal(_)) => return Err(Refusal::Service(e)),
@@ -109,7 +94,7 @@ pub(crate) async fn authenticate(
     let service = service(&body);
     // IAM is global: the SDKs sign it for us-east-1 whatever the configured region.
     let region = if service == "iam" && auth.region == "us-east-1" { "us-east-1" } else { &s.region };
-    let now = berth_service::auth::now_secs();
+    let now = berth_service::tokens::now_secs();
     match sigv4::verify(&auth, &secret, &sreq, &sigv4::Expect { region, service, now }) {
         Ok(payload) => Ok(Signed { principal, payload }),
         Err(e) => Err(refuse(st, ip, Refusal::Sig(e))),
@@ -162,5 +147,5 @@ async fn read_body<'a>(
 
 /// The audit event of a call named `name`, before it is decided.
 pub(crate) fn event(name: &str, parts: &Parts) -> AuditEvent {
-    AuditEvent { name: name.to_string(), source_ip: crate::peer_ip(&parts.extensions), ..Default::default() }
+    AuditEvent { name: name.to_string(), source_ip: crate::state::peer_ip(&parts.extensions), ..Default::default() }
 }

@@ -8,18 +8,18 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_service::ecr::{
-    ImageFailure, ImageId, LayerCheck, MutabilityFilter, NewRepository, ResourceTag, StoredTemplate, TagStatus,
-    Template, parse_tag_status,
-};
-use berth_service::{Error, Principal, Repository, Who};
+use berth_service::repo_settings::{MutabilityFilter, ResourceTag};
+use berth_service::repositories::{NewRepository, Repository};
+use berth_service::scan_config::RepositoryScanningResult;
+use berth_service::templates::{StoredTemplate, Template};
+use berth_service::{Caller, Error, ImageFailure, ImageId, LayerCheck, Principal, TagStatus, parse_tag_status};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::aws::Refusal;
 use crate::error::{ecr_error_response, ecr_response};
+use crate::state::AppState;
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 
@@ -70,7 +70,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     let payload = signed.payload;
     let principal = signed.principal;
     let secure = crate::serve::is_secure(&parts.extensions);
-    let mut who = Who { principal: Some(principal.clone()), source_ip: ip, secure, ..Default::default() };
+    let mut who = Caller::principal(principal.clone()).from(ip, secure);
     let input: Value = if payload.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -97,7 +97,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     let result = match registry_of(st, &principal, &mut input).await {
         Ok(registry) => {
             event.resource = input.get("repositoryName").and_then(Value::as_str).map(|n| st.registry.repository_arn(n));
-            REGISTRY.scope(registry, dispatch(st, &who, &principal, &op, input)).await.map(|v| {
+            REGISTRY.scope(registry, dispatch(st, &who, &op, input)).await.map(|v| {
                 v.map(|mut v| {
                     unqualify(&mut v);
                     v
@@ -146,129 +146,58 @@ fn ts(ms: i64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-async fn dispatch(st: &AppState, who: &Who, p: &Principal, op: &str, v: Value) -> Result<Option<Value>, Error> {
-    // Operations on a repository are `ecr:<Operation>` on it, under its policy.
-    if let Some(name) = v.get("repositoryName").and_then(Value::as_str)
-        && berth_core::RepoName::parse_key(name).is_ok()
-        && is_known(op)
-    {
-        st.registry.check_access(who, &format!("ecr:{op}"), name).await?;
-    } else if let Some(arn) = v.get("resourceArn").and_then(Value::as_str)
-        && is_known(op)
-    {
-        // Tagging operations act on the repository their ARN names.
-        let key = match arn.split_once(":repository/") {
-            Some((head, name)) => st.registry.repo_key(head.rsplit(':').next().unwrap_or_default(), name),
-            None => arn.to_string(),
-        };
-        st.registry.check_access(who, &format!("ecr:{op}"), &key).await?;
-    } else if is_known(op) && op != "DescribeRepositories" {
-        st.registry.check_registry_action(who, &format!("ecr:{op}"), &registry_id(st)).await?;
-    }
+/// Runs operation `op` for `c`; the service decides `ecr:<op>` on what the call names.
+async fn dispatch(st: &AppState, c: &Caller, op: &str, v: Value) -> Result<Option<Value>, Error> {
     let r = match op {
-        "SetRepositoryPolicy" => set_repository_policy(st, who, v).await,
-        "GetRepositoryPolicy" => get_repository_policy(st, v).await,
-        "DeleteRepositoryPolicy" => delete_repository_policy(st, v).await,
-        "PutRegistryPolicy" => put_registry_policy(st, v).await,
-        "GetRegistryPolicy" => get_registry_policy(st).await,
-        "DeleteRegistryPolicy" => delete_registry_policy(st).await,
-        "CreateRepository" => create_repository(st, v).await,
-        "DescribeRepositories" => describe_repositories(st, who, v).await,
-        "DeleteRepository" => delete_repository(st, v).await,
-        "PutImageTagMutability" => put_image_tag_mutability(st, v).await,
-        "PutImageScanningConfiguration" => put_image_scanning_configuration(st, v).await,
-        "CreateRepositoryCreationTemplate" => create_template(st, v).await,
-        "DescribeRepositoryCreationTemplates" => describe_templates(st, v).await,
-        "UpdateRepositoryCreationTemplate" => update_template(st, v).await,
-        "DeleteRepositoryCreationTemplate" => delete_template(st, v).await,
-        "ListImages" => list_images(st, v).await,
-        "DescribeImages" => describe_images(st, v).await,
-        "BatchGetImage" => batch_get_image(st, v).await,
-        "BatchDeleteImage" => batch_delete_image(st, v).await,
-        "PutImage" => put_image(st, v).await,
-        "ListImageReferrers" => list_image_referrers(st, v).await,
-        "BatchCheckLayerAvailability" => batch_check_layer_availability(st, v).await,
-        "InitiateLayerUpload" => initiate_layer_upload(st, v).await,
-        "UploadLayerPart" => upload_layer_part(st, v).await,
-        "CompleteLayerUpload" => complete_layer_upload(st, v).await,
-        "GetDownloadUrlForLayer" => get_download_url_for_layer(st, v).await,
-        "GetAuthorizationToken" => get_authorization_token(st, p, v).await,
-        "DescribeRegistry" => describe_registry(st).await,
-        "GetAccountSetting" => get_account_setting(st, v).await,
-        "PutAccountSetting" => put_account_setting(st, v).await,
-        "TagResource" => tag_resource(st, v).await,
-        "UntagResource" => untag_resource(st, v).await,
-        "ListTagsForResource" => list_tags_for_resource(st, v).await,
-        "PutLifecyclePolicy" => put_lifecycle_policy(st, v).await,
-        "GetLifecyclePolicy" => get_lifecycle_policy(st, v, false).await,
-        "DeleteLifecyclePolicy" => get_lifecycle_policy(st, v, true).await,
-        "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(st, v).await,
-        "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(st, v).await,
-        "StartImageScan" => start_image_scan(st, v).await,
-        "DescribeImageScanFindings" => describe_image_scan_findings(st, v).await,
-        "PutRegistryScanningConfiguration" => put_registry_scanning(st, v).await,
-        "GetRegistryScanningConfiguration" => get_registry_scanning(st).await,
-        "BatchGetRepositoryScanningConfiguration" => batch_get_repository_scanning(st, v).await,
-        "PutRepositoryScanPolicy" => put_repository_scan_policy(st, v).await,
-        "GetRepositoryScanPolicy" => get_repository_scan_policy(st, v).await,
-        "GetImageSbom" => get_image_sbom(st, v).await,
+        "SetRepositoryPolicy" => set_repository_policy(st, c, v).await,
+        "GetRepositoryPolicy" => get_repository_policy(st, c, v).await,
+        "DeleteRepositoryPolicy" => delete_repository_policy(st, c, v).await,
+        "PutRegistryPolicy" => put_registry_policy(st, c, v).await,
+        "GetRegistryPolicy" => get_registry_policy(st, c).await,
+        "DeleteRegistryPolicy" => delete_registry_policy(st, c).await,
+        "CreateRepository" => create_repository(st, c, v).await,
+        "DescribeRepositories" => describe_repositories(st, c, v).await,
+        "DeleteRepository" => delete_repository(st, c, v).await,
+        "PutImageTagMutability" => put_image_tag_mutability(st, c, v).await,
+        "PutImageScanningConfiguration" => put_image_scanning_configuration(st, c, v).await,
+        "CreateRepositoryCreationTemplate" => create_template(st, c, v).await,
+        "DescribeRepositoryCreationTemplates" => describe_templates(st, c, v).await,
+        "UpdateRepositoryCreationTemplate" => update_template(st, c, v).await,
+        "DeleteRepositoryCreationTemplate" => delete_template(st, c, v).await,
+        "ListImages" => list_images(st, c, v).await,
+        "DescribeImages" => describe_images(st, c, v).await,
+        "BatchGetImage" => batch_get_image(st, c, v).await,
+        "BatchDeleteImage" => batch_delete_image(st, c, v).await,
+        "PutImage" => put_image(st, c, v).await,
+        "ListImageReferrers" => list_image_referrers(st, c, v).await,
+        "BatchCheckLayerAvailability" => batch_check_layer_availability(st, c, v).await,
+        "InitiateLayerUpload" => initiate_layer_upload(st, c, v).await,
+        "UploadLayerPart" => upload_layer_part(st, c, v).await,
+        "CompleteLayerUpload" => complete_layer_upload(st, c, v).await,
+        "GetDownloadUrlForLayer" => get_download_url_for_layer(st, c, v).await,
+        "GetAuthorizationToken" => get_authorization_token(st, c, v).await,
+        "DescribeRegistry" => describe_registry(st, c).await,
+        "GetAccountSetting" => get_account_setting(st, c, v).await,
+        "PutAccountSetting" => put_account_setting(st, c, v).await,
+        "TagResource" => tag_resource(st, c, v).await,
+        "UntagResource" => untag_resource(st, c, v).await,
+        "ListTagsForResource" => list_tags_for_resource(st, c, v).await,
+        "PutLifecyclePolicy" => put_lifecycle_policy(st, c, v).await,
+        "GetLifecyclePolicy" => get_lifecycle_policy(st, c, v, false).await,
+        "DeleteLifecyclePolicy" => get_lifecycle_policy(st, c, v, true).await,
+        "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(st, c, v).await,
+        "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(st, c, v).await,
+        "StartImageScan" => start_image_scan(st, c, v).await,
+        "DescribeImageScanFindings" => describe_image_scan_findings(st, c, v).await,
+        "PutRegistryScanningConfiguration" => put_registry_scanning(st, c, v).await,
+        "GetRegistryScanningConfiguration" => get_registry_scanning(st, c).await,
+        "BatchGetRepositoryScanningConfiguration" => batch_get_repository_scanning(st, c, v).await,
+        "PutRepositoryScanPolicy" => put_repository_scan_policy(st, c, v).await,
+        "GetRepositoryScanPolicy" => get_repository_scan_policy(st, c, v).await,
+        "GetImageSbom" => get_image_sbom(st, c, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
-}
-
-const OPERATIONS: [&str; 46] = [
-    "CreateRepository",
-    "DescribeRepositories",
-    "DeleteRepository",
-    "PutImageTagMutability",
-    "PutImageScanningConfiguration",
-    "CreateRepositoryCreationTemplate",
-    "DescribeRepositoryCreationTemplates",
-    "UpdateRepositoryCreationTemplate",
-    "DeleteRepositoryCreationTemplate",
-    "ListImages",
-    "DescribeImages",
-    "BatchGetImage",
-    "BatchDeleteImage",
-    "PutImage",
-    "ListImageReferrers",
-    "BatchCheckLayerAvailability",
-    "InitiateLayerUpload",
-    "UploadLayerPart",
-    "CompleteLayerUpload",
-    "GetDownloadUrlForLayer",
-    "GetAuthorizationToken",
-    "DescribeRegistry",
-    "GetAccountSetting",
-    "PutAccountSetting",
-    "TagResource",
-    "UntagResource",
-    "ListTagsForResource",
-    "SetRepositoryPolicy",
-    "GetRepositoryPolicy",
-    "DeleteRepositoryPolicy",
-    "PutRegistryPolicy",
-    "GetRegistryPolicy",
-    "DeleteRegistryPolicy",
-    "PutLifecyclePolicy",
-    "GetLifecyclePolicy",
-    "DeleteLifecyclePolicy",
-    "StartLifecyclePolicyPreview",
-    "GetLifecyclePolicyPreview",
-    "StartImageScan",
-    "DescribeImageScanFindings",
-    "PutRegistryScanningConfiguration",
-    "GetRegistryScanningConfiguration",
-    "BatchGetRepositoryScanningConfiguration",
-    // Berth's own (not in ECR): a repository's scan policy.
-    "PutRepositoryScanPolicy",
-    "GetRepositoryScanPolicy",
-    "GetImageSbom",
-];
-
-fn is_known(op: &str) -> bool {
-    OPERATIONS.contains(&op)
 }
 
 tokio::task_local! {
@@ -287,8 +216,8 @@ async fn registry_of(st: &AppState, p: &Principal, v: &mut Value) -> Result<Stri
     let r = &st.registry;
     let registry = match v.get("registryId").and_then(Value::as_str) {
         Some(id) => {
-            r.check_registry_id(Some(id))?;
-            if !r.account_exists(id).await? {
+            r.repositories().check_registry_id(Some(id))?;
+            if !r.identities().account_exists(id).await? {
                 return Err(Error::InvalidParameter(format!(
                     "Invalid parameter at 'registryId' failed to satisfy constraint: there is no registry '{id}' on \
                      this server"
@@ -297,8 +226,8 @@ async fn registry_of(st: &AppState, p: &Principal, v: &mut Value) -> Result<Stri
             id.to_string()
         }
         None => {
-            let own = berth_service::Registry::principal_account(p);
-            if r.account_exists(&own).await? { own } else { r.settings().registry_id.clone() }
+            let own = berth_service::identity::principal_account(p);
+            if r.identities().account_exists(&own).await? { own } else { r.settings().registry_id.clone() }
         }
     };
     // Clients name repositories without an account: a name is checked here, once, and becomes
@@ -472,9 +401,9 @@ struct EncryptionIn {
     kms_key: Option<String>,
 }
 
-async fn create_repository(st: &AppState, v: Value) -> R {
+async fn create_repository(st: &AppState, c: &Caller, v: Value) -> R {
     let i: CreateRepositoryIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let new = NewRepository {
         tag_mutability: i.image_tag_mutability,
         mutability_filters: filters_in(i.image_tag_mutability_exclusion_filters)?,
@@ -483,7 +412,7 @@ async fn create_repository(st: &AppState, v: Value) -> R {
         kms_key: i.encryption_configuration.and_then(|e| e.kms_key),
         tags: tag_pairs(i.tags),
     };
-    let r = st.registry.create_repository(&i.repository_name, new).await?;
+    let r = st.registry.repositories().create_repository(c, &i.repository_name, new).await?;
     Ok(json!({ "repository": repo_json(&r) }))
 }
 
@@ -496,13 +425,14 @@ struct DescribeRepositoriesIn {
     max_results: Option<i64>,
 }
 
-async fn describe_repositories(st: &AppState, who: &Who, v: Value) -> R {
+async fn describe_repositories(st: &AppState, c: &Caller, v: Value) -> R {
     let i: DescribeRepositoriesIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let page = st
         .registry
+        .repositories()
         .describe_repositories(
-            who,
+            c,
             &registry_id(st),
             i.repository_names.as_deref(),
             i.next_token.as_deref(),
@@ -522,10 +452,10 @@ struct DeleteRepositoryIn {
     force: bool,
 }
 
-async fn delete_repository(st: &AppState, v: Value) -> R {
+async fn delete_repository(st: &AppState, c: &Caller, v: Value) -> R {
     let i: DeleteRepositoryIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let r = st.registry.delete_repository(&i.repository_name, i.force).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let r = st.registry.repositories().delete_repository(c, &i.repository_name, i.force).await?;
     Ok(json!({ "repository": repo_json(&r) }))
 }
 
@@ -538,11 +468,12 @@ struct PutMutabilityIn {
     image_tag_mutability_exclusion_filters: Option<Vec<MutabilityFilter>>,
 }
 
-async fn put_image_tag_mutability(st: &AppState, v: Value) -> R {
+async fn put_image_tag_mutability(st: &AppState, c: &Caller, v: Value) -> R {
     let i: PutMutabilityIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let filters = filters_in(i.image_tag_mutability_exclusion_filters)?;
-    let r = st.registry.put_tag_mutability(&i.repository_name, &i.image_tag_mutability, &filters).await?;
+    let r =
+        st.registry.repositories().put_tag_mutability(c, &i.repository_name, &i.image_tag_mutability, &filters).await?;
     let mut out = json!({
         "registryId": registry_id(st),
         "repositoryName": r.row.name,
@@ -562,11 +493,11 @@ struct PutScanningIn {
     image_scanning_configuration: ScanningConfig,
 }
 
-async fn put_image_scanning_configuration(st: &AppState, v: Value) -> R {
+async fn put_image_scanning_configuration(st: &AppState, c: &Caller, v: Value) -> R {
     let i: PutScanningIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let on = i.image_scanning_configuration.scan_on_push.unwrap_or(false);
-    let r = st.registry.put_scan_on_push(&i.repository_name, on).await?;
+    let r = st.registry.repositories().put_scan_on_push(c, &i.repository_name, on).await?;
     Ok(json!({
         "registryId": registry_id(st),
         "repositoryName": r.row.name,
@@ -584,9 +515,9 @@ struct TemplateIn {
     template: Template,
 }
 
-async fn create_template(st: &AppState, v: Value) -> R {
+async fn create_template(st: &AppState, c: &Caller, v: Value) -> R {
     let i: TemplateIn = input(v)?;
-    let t = st.registry.create_template(&i.prefix, i.template).await?;
+    let t = st.registry.templates().create_template(c, &registry_id(st), &i.prefix, i.template).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryCreationTemplate": template_json(&t) }))
 }
 
@@ -595,7 +526,7 @@ async fn create_template(st: &AppState, v: Value) -> R {
 struct TemplateUpdateIn {
     prefix: String,
     description: Option<String>,
-    encryption_configuration: Option<berth_service::ecr::EncryptionConfiguration>,
+    encryption_configuration: Option<berth_service::repo_settings::EncryptionConfiguration>,
     resource_tags: Option<Vec<ResourceTag>>,
     image_tag_mutability: Option<String>,
     image_tag_mutability_exclusion_filters: Option<Vec<MutabilityFilter>>,
@@ -605,11 +536,12 @@ struct TemplateUpdateIn {
     custom_role_arn: Option<String>,
 }
 
-async fn update_template(st: &AppState, v: Value) -> R {
+async fn update_template(st: &AppState, c: &Caller, v: Value) -> R {
     let i: TemplateUpdateIn = input(v)?;
     let t = st
         .registry
-        .update_template(&i.prefix, |t| {
+        .templates()
+        .update_template(c, &registry_id(st), &i.prefix, |t| {
             // Only what the request names changes, as in ECR.
             if let Some(x) = i.description {
                 t.description = Some(x);
@@ -650,9 +582,9 @@ struct PrefixIn {
     prefix: String,
 }
 
-async fn delete_template(st: &AppState, v: Value) -> R {
+async fn delete_template(st: &AppState, c: &Caller, v: Value) -> R {
     let i: PrefixIn = input(v)?;
-    let t = st.registry.delete_template(&i.prefix).await?;
+    let t = st.registry.templates().delete_template(c, &registry_id(st), &i.prefix).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryCreationTemplate": template_json(&t) }))
 }
 
@@ -665,9 +597,13 @@ struct DescribeTemplatesIn {
     max_results: Option<i64>,
 }
 
-async fn describe_templates(st: &AppState, v: Value) -> R {
+async fn describe_templates(st: &AppState, c: &Caller, v: Value) -> R {
     let i: DescribeTemplatesIn = input(v)?;
-    let page = st.registry.describe_templates(&i.prefixes, i.next_token.as_deref(), i.max_results).await?;
+    let page = st
+        .registry
+        .templates()
+        .describe_templates(c, &registry_id(st), &i.prefixes, i.next_token.as_deref(), i.max_results)
+        .await?;
     let items: Vec<Value> = page.items.iter().map(template_json).collect();
     Ok(paged(json!({ "registryId": registry_id(st), "repositoryCreationTemplates": items }), page.next))
 }
@@ -703,14 +639,15 @@ struct ListImagesIn {
     filter: Option<ImagesFilter>,
 }
 
-async fn list_images(st: &AppState, v: Value) -> R {
+async fn list_images(st: &AppState, c: &Caller, v: Value) -> R {
     let i: ListImagesIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let Some(status) = tag_status(i.filter)? else {
-        st.registry.repository(&i.repository_name).await?;
-        return Ok(json!({ "imageIds": [] }));
-    };
-    let page = st.registry.list_image_ids(&i.repository_name, status, i.next_token.as_deref(), i.max_results).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let status = tag_status(i.filter)?;
+    let page = st
+        .registry
+        .images()
+        .list_image_ids(c, &i.repository_name, status, i.next_token.as_deref(), i.max_results)
+        .await?;
     let ids: Vec<Value> = page.items.iter().map(image_id_json).collect();
     Ok(paged(json!({ "imageIds": ids }), page.next))
 }
@@ -726,22 +663,21 @@ struct DescribeImagesIn {
     filter: Option<ImagesFilter>,
 }
 
-async fn describe_images(st: &AppState, v: Value) -> R {
+async fn describe_images(st: &AppState, c: &Caller, v: Value) -> R {
     let i: DescribeImagesIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let Some(status) = tag_status(i.filter)? else {
-        st.registry.repository(&i.repository_name).await?;
-        return Ok(json!({ "imageDetails": [] }));
-    };
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let status = tag_status(i.filter)?;
     let ids: Option<Vec<ImageId>> = i.image_ids.map(|v| v.into_iter().map(Into::into).collect());
     let page = st
         .registry
-        .describe_images(&i.repository_name, ids.as_deref(), status, i.next_token.as_deref(), i.max_results)
+        .images()
+        .describe_images(c, &i.repository_name, ids.as_deref(), status, i.next_token.as_deref(), i.max_results)
         .await?;
-    let mut details: Vec<Value> = page
+    let details: Vec<Value> = page
         .items
         .iter()
-        .map(|img| {
+        .map(|detail| {
+            let img = &detail.image;
             let mut d = json!({
                 "registryId": registry_id(st),
                 "repositoryName": i.repository_name,
@@ -763,23 +699,19 @@ async fn describe_images(st: &AppState, v: Value) -> R {
             if let Some(s) = &img.subject {
                 d["subjectManifestDigest"] = json!(s);
             }
+            // The scan status and summary of an image that was scanned, as ECR shows them.
+            if let Some((scan, findings)) = &detail.scan {
+                d["imageScanStatus"] = json!({ "status": scan.status, "description": scan.description });
+                if scan.status == "COMPLETE" {
+                    d["imageScanFindingsSummary"] = json!({
+                        "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
+                        "findingSeverityCounts": severity_counts(findings),
+                    });
+                }
+            }
             d
         })
         .collect();
-    // The scan status and summary of each image that was scanned, as ECR shows them.
-    for d in &mut details {
-        let digest = d["imageDigest"].as_str().unwrap_or_default().to_string();
-        if let Some((scan, findings)) = st.registry.image_scan(&i.repository_name, &digest).await? {
-            d["imageScanStatus"] = json!({ "status": scan.status, "description": scan.description });
-            if scan.status == "COMPLETE" {
-                let counts = severity_counts(&findings);
-                d["imageScanFindingsSummary"] = json!({
-                    "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
-                    "findingSeverityCounts": counts,
-                });
-            }
-        }
-    }
     Ok(paged(json!({ "imageDetails": details }), page.next))
 }
 
@@ -792,9 +724,9 @@ struct BatchImagesIn {
     accepted_media_types: Option<Vec<String>>,
 }
 
-async fn batch_get_image(st: &AppState, v: Value) -> R {
+async fn batch_get_image(st: &AppState, c: &Caller, v: Value) -> R {
     let i: BatchImagesIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     if let Some(a) = &i.accepted_media_types
         && (a.is_empty() || a.len() > 100)
     {
@@ -802,7 +734,7 @@ async fn batch_get_image(st: &AppState, v: Value) -> R {
     }
     let ids: Vec<ImageId> = i.image_ids.into_iter().map(Into::into).collect();
     let (images, failures) =
-        st.registry.batch_get_image(&i.repository_name, &ids, i.accepted_media_types.as_deref()).await?;
+        st.registry.images().batch_get_image(c, &i.repository_name, &ids, i.accepted_media_types.as_deref()).await?;
     let images: Vec<Value> = images
         .iter()
         .map(|(id, m)| {
@@ -819,11 +751,11 @@ async fn batch_get_image(st: &AppState, v: Value) -> R {
     Ok(json!({ "images": images, "failures": failures }))
 }
 
-async fn batch_delete_image(st: &AppState, v: Value) -> R {
+async fn batch_delete_image(st: &AppState, c: &Caller, v: Value) -> R {
     let i: BatchImagesIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let ids: Vec<ImageId> = i.image_ids.into_iter().map(Into::into).collect();
-    let (deleted, failures) = st.registry.batch_delete_image(&i.repository_name, &ids).await?;
+    let (deleted, failures) = st.registry.images().batch_delete_image(c, &i.repository_name, &ids).await?;
     let deleted: Vec<Value> = deleted.iter().map(image_id_json).collect();
     let failures: Vec<Value> = failures.iter().map(failure_json).collect();
     Ok(json!({ "imageIds": deleted, "failures": failures }))
@@ -840,12 +772,14 @@ struct PutImageIn {
     image_digest: Option<String>,
 }
 
-async fn put_image(st: &AppState, v: Value) -> R {
+async fn put_image(st: &AppState, c: &Caller, v: Value) -> R {
     let i: PutImageIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let (id, m) = st
         .registry
+        .images()
         .put_image(
+            c,
             &i.repository_name,
             &i.image_manifest,
             i.image_manifest_media_type.as_deref(),
@@ -887,20 +821,19 @@ struct ListReferrersIn {
     max_results: Option<i64>,
 }
 
-async fn list_image_referrers(st: &AppState, v: Value) -> R {
+async fn list_image_referrers(st: &AppState, c: &Caller, v: Value) -> R {
     let i: ListReferrersIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let (types, status) = i.filter.map(|f| (f.artifact_types, f.artifact_status)).unwrap_or_default();
-    if status.as_deref().is_some_and(|s| s != "ACTIVE" && s != "ANY") {
-        st.registry.repository(&i.repository_name).await?;
-        return Ok(json!({ "referrers": [] }));
-    }
     let page = st
         .registry
+        .images()
         .list_image_referrers(
+            c,
             &i.repository_name,
             &i.subject_id.image_digest,
             &types,
+            status.as_deref(),
             i.next_token.as_deref(),
             i.max_results,
         )
@@ -933,10 +866,10 @@ struct CheckLayersIn {
     layer_digests: Vec<String>,
 }
 
-async fn batch_check_layer_availability(st: &AppState, v: Value) -> R {
+async fn batch_check_layer_availability(st: &AppState, c: &Caller, v: Value) -> R {
     let i: CheckLayersIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let checks = st.registry.check_layers(&i.repository_name, &i.layer_digests).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let checks = st.registry.images().check_layers(c, &i.repository_name, &i.layer_digests).await?;
     let (mut layers, mut failures) = (Vec::new(), Vec::new());
     for c in checks {
         match c {
@@ -955,11 +888,11 @@ async fn batch_check_layer_availability(st: &AppState, v: Value) -> R {
     Ok(json!({ "layers": layers, "failures": failures }))
 }
 
-async fn initiate_layer_upload(st: &AppState, v: Value) -> R {
+async fn initiate_layer_upload(st: &AppState, c: &Caller, v: Value) -> R {
     let i: RepoRef = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let id = st.registry.initiate_layer_upload(&i.repository_name).await?;
-    Ok(json!({ "uploadId": id, "partSize": berth_service::ecr::PART_SIZE }))
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let id = st.registry.images().initiate_layer_upload(c, &i.repository_name).await?;
+    Ok(json!({ "uploadId": id, "partSize": berth_service::images::PART_SIZE }))
 }
 
 #[derive(Deserialize)]
@@ -973,15 +906,16 @@ struct UploadPartIn {
     layer_part_blob: String,
 }
 
-async fn upload_layer_part(st: &AppState, v: Value) -> R {
+async fn upload_layer_part(st: &AppState, c: &Caller, v: Value) -> R {
     let i: UploadPartIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let data = STANDARD
         .decode(i.layer_part_blob.as_bytes())
         .map_err(|e| Error::InvalidParameter(format!("layerPartBlob is not valid base64: {e}")))?;
     let last = st
         .registry
-        .upload_layer_part(&i.repository_name, &i.upload_id, i.part_first_byte, i.part_last_byte, data)
+        .images()
+        .upload_layer_part(c, &i.repository_name, &i.upload_id, i.part_first_byte, i.part_last_byte, data)
         .await?;
     Ok(json!({
         "registryId": registry_id(st),
@@ -1000,10 +934,11 @@ struct CompleteUploadIn {
     layer_digests: Vec<String>,
 }
 
-async fn complete_layer_upload(st: &AppState, v: Value) -> R {
+async fn complete_layer_upload(st: &AppState, c: &Caller, v: Value) -> R {
     let i: CompleteUploadIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let digest = st.registry.complete_layer_upload(&i.repository_name, &i.upload_id, &i.layer_digests).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let digest =
+        st.registry.images().complete_layer_upload(c, &i.repository_name, &i.upload_id, &i.layer_digests).await?;
     Ok(json!({
         "registryId": registry_id(st),
         "repositoryName": i.repository_name,
@@ -1020,10 +955,10 @@ struct DownloadUrlIn {
     layer_digest: String,
 }
 
-async fn get_download_url_for_layer(st: &AppState, v: Value) -> R {
+async fn get_download_url_for_layer(st: &AppState, c: &Caller, v: Value) -> R {
     let i: DownloadUrlIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let url = st.registry.layer_download_url(&i.repository_name, &i.layer_digest).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let url = st.registry.images().layer_download_url(c, &i.repository_name, &i.layer_digest).await?;
     Ok(json!({ "downloadUrl": url, "layerDigest": i.layer_digest }))
 }
 
@@ -1035,16 +970,16 @@ struct AuthTokenIn {
     registry_ids: Option<Vec<String>>,
 }
 
-async fn get_authorization_token(st: &AppState, p: &Principal, v: Value) -> R {
+async fn get_authorization_token(st: &AppState, c: &Caller, v: Value) -> R {
     let i: AuthTokenIn = input(v)?;
     let ids = i.registry_ids.unwrap_or_default();
     if ids.len() > 10 {
         return Err(Error::InvalidParameter("registryIds may list at most 10 registries".into()));
     }
     for id in &ids {
-        st.registry.check_registry_id(Some(id))?;
+        st.registry.repositories().check_registry_id(Some(id))?;
     }
-    let (password, expires) = st.registry.auth().issue_login(p);
+    let (password, expires) = st.registry.logins().authorization_token(c, &registry_id(st)).await?;
     let token = STANDARD.encode(format!("AWS:{password}"));
     let endpoint = st.registry.settings().public_url.trim_end_matches('/').to_string();
     // One entry per registry asked for; the same token serves them all.
@@ -1055,8 +990,9 @@ async fn get_authorization_token(st: &AppState, p: &Principal, v: Value) -> R {
     Ok(json!({ "authorizationData": data }))
 }
 
-async fn describe_registry(st: &AppState) -> R {
-    Ok(json!({ "registryId": registry_id(st), "replicationConfiguration": { "rules": [] } }))
+async fn describe_registry(st: &AppState, c: &Caller) -> R {
+    let registry = st.registry.repositories().describe_registry(c, &registry_id(st)).await?;
+    Ok(json!({ "registryId": registry, "replicationConfiguration": { "rules": [] } }))
 }
 
 #[derive(Deserialize)]
@@ -1066,16 +1002,16 @@ struct AccountSettingIn {
     value: Option<String>,
 }
 
-async fn get_account_setting(st: &AppState, v: Value) -> R {
+async fn get_account_setting(st: &AppState, c: &Caller, v: Value) -> R {
     let i: AccountSettingIn = input(v)?;
-    let value = st.registry.account_setting(&i.name).await?;
+    let value = st.registry.repositories().account_setting(c, &registry_id(st), &i.name).await?;
     Ok(json!({ "name": i.name, "value": value }))
 }
 
-async fn put_account_setting(st: &AppState, v: Value) -> R {
+async fn put_account_setting(st: &AppState, c: &Caller, v: Value) -> R {
     let i: AccountSettingIn = input(v)?;
     let value = i.value.ok_or_else(|| Error::InvalidParameter("value is required".into()))?;
-    let value = st.registry.put_account_setting(&i.name, &value).await?;
+    let value = st.registry.repositories().put_account_setting(c, &registry_id(st), &i.name, &value).await?;
     Ok(json!({ "name": i.name, "value": value }))
 }
 
@@ -1089,21 +1025,21 @@ struct TagResourceIn {
     tag_keys: Vec<String>,
 }
 
-async fn tag_resource(st: &AppState, v: Value) -> R {
+async fn tag_resource(st: &AppState, c: &Caller, v: Value) -> R {
     let i: TagResourceIn = input(v)?;
-    st.registry.tag_resource(&i.resource_arn, &tag_pairs(i.tags)).await?;
+    st.registry.repositories().tag_resource(c, &i.resource_arn, &tag_pairs(i.tags)).await?;
     Ok(json!({}))
 }
 
-async fn untag_resource(st: &AppState, v: Value) -> R {
+async fn untag_resource(st: &AppState, c: &Caller, v: Value) -> R {
     let i: TagResourceIn = input(v)?;
-    st.registry.untag_resource(&i.resource_arn, &i.tag_keys).await?;
+    st.registry.repositories().untag_resource(c, &i.resource_arn, &i.tag_keys).await?;
     Ok(json!({}))
 }
 
-async fn list_tags_for_resource(st: &AppState, v: Value) -> R {
+async fn list_tags_for_resource(st: &AppState, c: &Caller, v: Value) -> R {
     let i: TagResourceIn = input(v)?;
-    let tags = st.registry.list_resource_tags(&i.resource_arn).await?;
+    let tags = st.registry.repositories().list_resource_tags(c, &i.resource_arn).await?;
     Ok(json!({ "tags": tags_json(&tags) }))
 }
 
@@ -1119,24 +1055,24 @@ struct SetPolicyIn {
     force: bool,
 }
 
-async fn set_repository_policy(st: &AppState, who: &Who, v: Value) -> R {
+async fn set_repository_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: SetPolicyIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let text = st.registry.set_repository_policy(who, &i.repository_name, &i.policy_text, i.force).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.repositories().set_repository_policy(c, &i.repository_name, &i.policy_text, i.force).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "policyText": text }))
 }
 
-async fn get_repository_policy(st: &AppState, v: Value) -> R {
+async fn get_repository_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: RepoRef = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let text = st.registry.repository_policy(&i.repository_name).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.repositories().repository_policy(c, &i.repository_name).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "policyText": text }))
 }
 
-async fn delete_repository_policy(st: &AppState, v: Value) -> R {
+async fn delete_repository_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: RepoRef = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let text = st.registry.delete_repository_policy(&i.repository_name).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let text = st.registry.repositories().delete_repository_policy(c, &i.repository_name).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "policyText": text }))
 }
 
@@ -1146,19 +1082,19 @@ struct RegistryPolicyIn {
     policy_text: String,
 }
 
-async fn put_registry_policy(st: &AppState, v: Value) -> R {
+async fn put_registry_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: RegistryPolicyIn = input(v)?;
-    let text = st.registry.put_registry_policy(&i.policy_text).await?;
+    let text = st.registry.repositories().put_registry_policy(c, &registry_id(st), &i.policy_text).await?;
     Ok(json!({ "registryId": registry_id(st), "policyText": text }))
 }
 
-async fn get_registry_policy(st: &AppState) -> R {
-    let text = st.registry.registry_policy().await?;
+async fn get_registry_policy(st: &AppState, c: &Caller) -> R {
+    let text = st.registry.repositories().registry_policy(c, &registry_id(st)).await?;
     Ok(json!({ "registryId": registry_id(st), "policyText": text }))
 }
 
-async fn delete_registry_policy(st: &AppState) -> R {
-    let text = st.registry.delete_registry_policy().await?;
+async fn delete_registry_policy(st: &AppState, c: &Caller) -> R {
+    let text = st.registry.repositories().delete_registry_policy(c, &registry_id(st)).await?;
     Ok(json!({ "registryId": registry_id(st), "policyText": text }))
 }
 
@@ -1172,23 +1108,23 @@ struct LifecycleIn {
     lifecycle_policy_text: Option<String>,
 }
 
-async fn put_lifecycle_policy(st: &AppState, v: Value) -> R {
+async fn put_lifecycle_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: LifecycleIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let text = i.lifecycle_policy_text.ok_or_else(|| {
         Error::InvalidParameter("Invalid parameter at 'lifecyclePolicyText': the policy text is required".into())
     })?;
-    let text = st.registry.put_lifecycle_policy(&i.repository_name, &text).await?;
+    let text = st.registry.lifecycle().put_lifecycle_policy(c, &i.repository_name, &text).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "lifecyclePolicyText": text }))
 }
 
-async fn get_lifecycle_policy(st: &AppState, v: Value, delete: bool) -> R {
+async fn get_lifecycle_policy(st: &AppState, c: &Caller, v: Value, delete: bool) -> R {
     let i: LifecycleIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let (text, evaluated) = if delete {
-        st.registry.delete_lifecycle_policy(&i.repository_name).await?
+        st.registry.lifecycle().delete_lifecycle_policy(c, &i.repository_name).await?
     } else {
-        st.registry.lifecycle_policy(&i.repository_name).await?
+        st.registry.lifecycle().lifecycle_policy(c, &i.repository_name).await?
     };
     let mut out =
         json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "lifecyclePolicyText": text });
@@ -1198,10 +1134,14 @@ async fn get_lifecycle_policy(st: &AppState, v: Value, delete: bool) -> R {
     Ok(out)
 }
 
-async fn start_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
+async fn start_lifecycle_policy_preview(st: &AppState, c: &Caller, v: Value) -> R {
     let i: LifecycleIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
-    let text = st.registry.start_lifecycle_preview(&i.repository_name, i.lifecycle_policy_text.as_deref()).await?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
+    let text = st
+        .registry
+        .lifecycle()
+        .start_lifecycle_preview(c, &i.repository_name, i.lifecycle_policy_text.as_deref())
+        .await?;
     Ok(json!({
         "registryId": registry_id(st), "repositoryName": i.repository_name,
         "lifecyclePolicyText": text, "status": "COMPLETE",
@@ -1225,9 +1165,9 @@ struct GetPreviewIn {
     filter: Option<PreviewFilter>,
 }
 
-async fn get_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
+async fn get_lifecycle_policy_preview(st: &AppState, c: &Caller, v: Value) -> R {
     let i: GetPreviewIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let max = match i.max_results {
         None => 100,
         Some(n) if (1..=100).contains(&n) => n as usize,
@@ -1239,7 +1179,7 @@ async fn get_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
         }
     };
     let status = parse_tag_status(i.filter.as_ref().and_then(|f| f.tag_status.as_deref()))?;
-    let (text, state, results) = st.registry.lifecycle_preview(&i.repository_name).await?;
+    let (text, state, results) = st.registry.lifecycle().lifecycle_preview(c, &i.repository_name).await?;
     let total = results.len();
     let ids: Vec<ImageId> = i.image_ids.unwrap_or_default().into_iter().map(ImageId::from).collect();
     let selected: Vec<_> = results
@@ -1290,7 +1230,7 @@ async fn get_lifecycle_policy_preview(st: &AppState, v: Value) -> R {
 // ---- image scanning ----
 
 /// ECR's `findingSeverityCounts`: findings per severity.
-fn severity_counts(findings: &[berth_service::scan::Finding]) -> Value {
+fn severity_counts(findings: &[berth_service::scanning::Finding]) -> Value {
     let mut counts = serde_json::Map::new();
     for f in findings {
         let n = counts.get(&f.severity).and_then(Value::as_u64).unwrap_or(0);
@@ -1309,12 +1249,11 @@ struct ScanIn {
     max_results: Option<i64>,
 }
 
-async fn start_image_scan(st: &AppState, v: Value) -> R {
+async fn start_image_scan(st: &AppState, c: &Caller, v: Value) -> R {
     let i: ScanIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let id = ImageId::from(i.image_id);
-    let digest = st.registry.image_digest(&i.repository_name, &id).await?;
-    st.registry.start_image_scan(&i.repository_name, &digest, true).await?;
+    let digest = st.registry.scanning().start_image_scan(c, &i.repository_name, &id).await?;
     Ok(json!({
         "registryId": registry_id(st), "repositoryName": i.repository_name,
         "imageId": { "imageDigest": digest, "imageTag": id.tag },
@@ -1323,12 +1262,11 @@ async fn start_image_scan(st: &AppState, v: Value) -> R {
 }
 
 /// Berth's own: the CycloneDX SBOM of a scanned image.
-async fn get_image_sbom(st: &AppState, v: Value) -> R {
+async fn get_image_sbom(st: &AppState, c: &Caller, v: Value) -> R {
     let i: ScanIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let id = ImageId::from(i.image_id);
-    let digest = st.registry.image_digest(&i.repository_name, &id).await?;
-    let sbom = st.registry.image_sbom(&i.repository_name, &digest).await?;
+    let (digest, sbom) = st.registry.scanning().image_sbom(c, &i.repository_name, &id).await?;
     Ok(json!({
         "registryId": registry_id(st), "repositoryName": i.repository_name,
         "imageId": { "imageDigest": digest, "imageTag": id.tag },
@@ -1336,9 +1274,9 @@ async fn get_image_sbom(st: &AppState, v: Value) -> R {
     }))
 }
 
-async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
+async fn describe_image_scan_findings(st: &AppState, c: &Caller, v: Value) -> R {
     let i: ScanIn = input(v)?;
-    st.registry.check_registry_id(i.registry_id.as_deref())?;
+    st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let max = match i.max_results {
         None => 1000,
         Some(n) if (1..=1000).contains(&n) => n as usize,
@@ -1350,8 +1288,9 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
         }
     };
     let id = ImageId::from(i.image_id);
-    let digest = st.registry.image_digest(&i.repository_name, &id).await?;
-    let Some((scan, findings)) = st.registry.image_scan(&i.repository_name, &digest).await? else {
+    let report = st.registry.scanning().image_scan(c, &i.repository_name, &id).await?;
+    let digest = report.digest;
+    let Some((scan, findings)) = report.scan else {
         let (registry, name) = st.registry.split_key(&i.repository_name);
         return Err(Error::ScanNotFound(format!(
             "Image scan does not exist for the image with '{{imageDigest:'{digest}', imageTag:'{}'}}' in the repository \
@@ -1399,7 +1338,7 @@ async fn describe_image_scan_findings(st: &AppState, v: Value) -> R {
             "findingSeverityCounts": counts,
             "imageScanCompletedAt": ts(scan.completed_at.unwrap_or(scan.started_at)),
         });
-        if let Some(at) = st.registry.vulnerability_data_updated_at().await? {
+        if let Some(at) = report.data_updated_at {
             out["imageScanFindings"]["vulnerabilitySourceUpdatedAt"] = ts(at);
         }
         if end < findings.len() {
@@ -1428,7 +1367,7 @@ struct FilterIn {
     filter_type: String,
 }
 
-fn registry_scanning_json(c: &berth_service::scan_config::RegistryScanning) -> Value {
+fn registry_scanning_json(c: &berth_service::scan_policy::RegistryScanning) -> Value {
     let rules: Vec<Value> = c
         .rules
         .iter()
@@ -1441,7 +1380,7 @@ fn registry_scanning_json(c: &berth_service::scan_config::RegistryScanning) -> V
     json!({ "scanType": c.scan_type, "rules": rules })
 }
 
-async fn put_registry_scanning(st: &AppState, v: Value) -> R {
+async fn put_registry_scanning(st: &AppState, c: &Caller, v: Value) -> R {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct In {
@@ -1455,77 +1394,69 @@ async fn put_registry_scanning(st: &AppState, v: Value) -> R {
         if let Some(f) = r.repository_filters.iter().find(|f| f.filter_type != "WILDCARD") {
             return Err(Error::Validation(format!("filterType must be WILDCARD, not {:?}", f.filter_type)));
         }
-        rules.push(berth_service::scan_config::ScanRule {
+        rules.push(berth_service::scan_policy::ScanRule {
             scan_frequency: r.scan_frequency,
             filters: r.repository_filters.into_iter().map(|f| f.filter).collect(),
         });
     }
-    let c = berth_service::scan_config::RegistryScanning { scan_type: i.scan_type.unwrap_or("BASIC".into()), rules };
-    let c = st.registry.put_registry_scanning(c).await?;
-    Ok(json!({ "registryScanningConfiguration": registry_scanning_json(&c) }))
+    let config =
+        berth_service::scan_policy::RegistryScanning { scan_type: i.scan_type.unwrap_or("BASIC".into()), rules };
+    let config = st.registry.scan_config().put_registry_scanning(c, &registry_id(st), config).await?;
+    Ok(json!({ "registryScanningConfiguration": registry_scanning_json(&config) }))
 }
 
-async fn get_registry_scanning(st: &AppState) -> R {
-    let c = st.registry.registry_scanning().await?;
-    Ok(json!({ "registryId": registry_id(st), "scanningConfiguration": registry_scanning_json(&c) }))
+async fn get_registry_scanning(st: &AppState, c: &Caller) -> R {
+    let config = st.registry.scan_config().get_registry_scanning(c, &registry_id(st)).await?;
+    Ok(json!({ "registryId": registry_id(st), "scanningConfiguration": registry_scanning_json(&config) }))
 }
 
-async fn batch_get_repository_scanning(st: &AppState, v: Value) -> R {
+async fn batch_get_repository_scanning(st: &AppState, c: &Caller, v: Value) -> R {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct In {
         repository_names: Vec<String>,
     }
     let i: In = input(v)?;
-    if i.repository_names.is_empty() || i.repository_names.len() > 25 {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'Member must have length between 1 \
-             and 25', got {}",
-            i.repository_names.len()
-        )));
-    }
     let (mut configs, mut failures) = (Vec::new(), Vec::new());
-    for key in &i.repository_names {
-        match st.registry.repository(key).await {
-            Ok((_, row)) => {
-                let r = st.registry.repository_view(row);
-                let s = st.registry.repository_scanning(&r.name, r.row.settings.scan_on_push).await?;
+    let found = st.registry.scan_config().repositories_scanning(c, &registry_id(st), &i.repository_names).await?;
+    for r in found {
+        match r {
+            RepositoryScanningResult::Found { repository: r, scanning: s } => {
                 let filters: Vec<Value> =
                     s.applied_filters.iter().map(|f| json!({ "filter": f, "filterType": "WILDCARD" })).collect();
                 configs.push(json!({
-                    "repositoryArn": r.arn, "repositoryName": key, "scanOnPush": s.scan_on_push,
+                    "repositoryArn": r.arn, "repositoryName": r.row.name, "scanOnPush": s.scan_on_push,
                     "scanFrequency": s.frequency, "appliedScanFilters": filters,
                 }));
             }
-            Err(Error::RepositoryNotFound(_)) => failures.push(json!({
+            RepositoryScanningResult::NotFound { key } => failures.push(json!({
                 "repositoryName": key, "failureCode": "REPOSITORY_NOT_FOUND",
                 "failureReason": "REPOSITORY_NOT_FOUND",
             })),
-            Err(e) => return Err(e),
         }
     }
     Ok(json!({ "scanningConfigurations": configs, "failures": failures }))
 }
 
-async fn put_repository_scan_policy(st: &AppState, v: Value) -> R {
+async fn put_repository_scan_policy(st: &AppState, c: &Caller, v: Value) -> R {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct In {
         repository_name: String,
-        scan_policy: berth_service::scan_config::ScanPolicy,
+        scan_policy: berth_service::scan_policy::ScanPolicy,
     }
     let i: In = input(v)?;
-    let p = st.registry.put_scan_policy(&i.repository_name, i.scan_policy).await?;
+    let p = st.registry.scan_config().put_scan_policy(c, &i.repository_name, i.scan_policy).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "scanPolicy": p }))
 }
 
-async fn get_repository_scan_policy(st: &AppState, v: Value) -> R {
+async fn get_repository_scan_policy(st: &AppState, c: &Caller, v: Value) -> R {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct In {
         repository_name: String,
     }
     let i: In = input(v)?;
-    let p = st.registry.scan_policy(&i.repository_name).await?;
+    let p = st.registry.scan_config().scan_policy(c, &i.repository_name).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "scanPolicy": p }))
 }

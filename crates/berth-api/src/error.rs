@@ -9,6 +9,14 @@ use serde_json::json;
 #[derive(Debug)]
 pub struct ApiError(pub Error);
 
+/// What an error response says for the audit log, and whether the caller was refused (which,
+/// for an anonymous caller, the `/v2/` middleware turns into a challenge).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub denied: bool,
+    pub error: String,
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         ApiError(e)
@@ -185,6 +193,7 @@ impl IntoResponse for ApiError {
             e => e.to_string(),
         };
         let mut res = error_response(status, code, &message);
+        res.extensions_mut().insert(Outcome { denied: matches!(self.0, Error::AccessDenied(_)), error: message });
         if let Error::RangeNotSatisfiable { size } = self.0
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_service::iam::{Entity, KeyInfo, Kind, ManagedPolicy, NewEntity, PolicyVersion};
-use berth_service::{Error, Principal, Registry, Who};
+use berth_service::iam::{CurrentUser, Entity, KeyInfo, Kind, ManagedPolicy, NewEntity, PolicyVersion};
+use berth_service::{Caller, Error};
 
-use crate::AppState;
 use crate::aws::Refusal;
 use crate::error::iam_code;
+use crate::state::AppState;
 
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
@@ -168,9 +168,9 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
     let ip = event.source_ip;
     event.principal = Some(principal.arn.clone());
     let secure = crate::serve::is_secure(&parts.extensions);
-    let who = Who { principal: Some(principal.clone()), source_ip: ip, secure, ..Default::default() };
-    let account = Registry::principal_account(&principal);
-    let call = Call { st, who: &who, p: &principal, account: &account, params: &params };
+    let account = berth_service::identity::principal_account(&principal);
+    let caller = Caller::principal(principal).from(ip, secure);
+    let call = Call { st, caller: &caller, account: &account, params: &params };
     let mut x = Xml::default();
     let result = call.dispatch(&action, &mut x, &mut event.resource).await;
     event.allowed = !matches!(result, Err(Error::AccessDenied(_) | Error::Throttled(_)));
@@ -200,8 +200,8 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
 
 struct Call<'a> {
     st: &'a AppState,
-    who: &'a Who,
-    p: &'a Principal,
+    caller: &'a Caller,
+    /// The caller's account, for the ARNs audit events name.
     account: &'a str,
     params: &'a HashMap<String, String>,
 }
@@ -232,15 +232,12 @@ impl Call<'_> {
         format!("arn:aws:iam::{}:{}/{name}", self.account, kind.as_str())
     }
 
-    async fn allow(&self, action: &str, resource: &str) -> Result<(), Error> {
-        self.st.registry.check_iam(self.who, &format!("iam:{action}"), resource).await
-    }
-
+    /// Runs `action`: the service decides the caller's `iam:`/`sts:` action itself; `resource`
+    /// is what the audit event names.
     async fn dispatch(&self, action: &str, x: &mut Xml, resource: &mut Option<String>) -> R {
-        let r = &self.st.registry;
-        let a = self.account;
+        let iam = self.st.registry.iam();
+        let c = self.caller;
         // The entity an action is about, from its parameters.
-        let target = |k: Kind, p: &str| self.opt(p).map(|n| self.arn(k, n));
         let (kind, owner_param) = match action {
             a if a.contains("User") && !a.contains("Group")
                 || a.ends_with("AccessKey")
@@ -253,26 +250,18 @@ impl Call<'_> {
             _ => (None, ""),
         };
         *resource = match kind {
-            Some(k) => target(k, owner_param),
+            Some(k) => self.opt(owner_param).map(|n| self.arn(k, n)),
             None => self.opt("PolicyArn").or(self.opt("RoleArn")).map(str::to_string),
         };
-        let res = resource.clone().unwrap_or_else(|| "*".to_string());
+        let entity = || kind.ok_or_else(|| Error::Internal(format!("{action} names no entity kind")));
         match action {
             "GetCallerIdentity" => {
-                let id = r
-                    .identity(self.p)
-                    .await?
-                    .ok_or_else(|| Error::Unauthorized("the caller no longer exists".into()))?;
-                x.el("Arn", &id.caller.arn).el("UserId", &id.caller.userid).el("Account", &id.caller.account);
+                let id = iam.caller_identity(c).await?;
+                x.el("Arn", &id.arn).el("UserId", &id.userid).el("Account", &id.account);
             }
             "AssumeRole" => {
-                let s = r
-                    .assume_role(
-                        self.who,
-                        self.req("RoleArn")?,
-                        self.req("RoleSessionName")?,
-                        self.int("DurationSeconds")?,
-                    )
+                let s = iam
+                    .assume_role(c, self.req("RoleArn")?, self.req("RoleSessionName")?, self.int("DurationSeconds")?)
                     .await?;
                 x.open("Credentials")
                     .el("AccessKeyId", &s.access_key_id)
@@ -287,50 +276,32 @@ impl Call<'_> {
             }
             // ---- users, groups, roles ----
             "CreateUser" | "CreateGroup" | "CreateRole" => {
-                let k = kind.expect("entity action");
+                let k = entity()?;
                 let name = self.req(owner_param)?;
-                self.allow(action, &self.arn(k, name)).await?;
                 let trust = if k == Kind::Role { Some(self.req("AssumeRolePolicyDocument")?) } else { None };
-                let e = r
-                    .create_entity(
-                        a,
-                        NewEntity {
-                            kind: k,
-                            name,
-                            path: self.opt("Path"),
-                            trust_policy: trust,
-                            description: self.opt("Description"),
-                            max_session: self.int("MaxSessionDuration")?,
-                        },
-                    )
-                    .await?;
-                entity_xml(x, &e);
+                let new = NewEntity {
+                    kind: k,
+                    name,
+                    path: self.opt("Path"),
+                    trust_policy: trust,
+                    description: self.opt("Description"),
+                    max_session: self.int("MaxSessionDuration")?,
+                };
+                entity_xml(x, &iam.create_entity(c, new).await?);
             }
-            "GetUser" if self.opt("UserName").is_none() => {
-                // Without a name: the caller itself.
-                let id = r
-                    .identity(self.p)
-                    .await?
-                    .ok_or_else(|| Error::Unauthorized("the caller no longer exists".into()))?;
-                match id.caller.username.as_deref() {
-                    Some(u) => entity_xml(x, &r.entity(a, Kind::User, u).await?),
-                    None => {
-                        x.open("User")
-                            .el("UserId", &id.caller.userid)
-                            .el("Arn", &id.caller.arn)
-                            .el("CreateDate", &date(0))
-                            .close("User");
-                    }
+            // Without a name: the caller itself.
+            "GetUser" if self.opt("UserName").is_none() => match iam.current_user(c).await? {
+                CurrentUser::User(e) => entity_xml(x, &e),
+                CurrentUser::Other { arn, userid } => {
+                    x.open("User").el("UserId", &userid).el("Arn", &arn).el("CreateDate", &date(0)).close("User");
                 }
-            }
+            },
             "GetUser" | "GetRole" => {
-                self.allow(action, &res).await?;
-                let e = r.entity(a, kind.expect("entity action"), self.req(owner_param)?).await?;
+                let e = iam.get_entity(c, entity()?, self.req(owner_param)?).await?;
                 entity_xml(x, &e);
             }
             "GetGroup" => {
-                self.allow(action, &res).await?;
-                let (g, users) = r.group(a, self.req("GroupName")?).await?;
+                let (g, users) = iam.group(c, self.req("GroupName")?).await?;
                 entity_xml(x, &g);
                 x.open("Users");
                 for u in &users {
@@ -341,40 +312,33 @@ impl Call<'_> {
                 x.close("Users").el("IsTruncated", "false");
             }
             "ListUsers" | "ListGroups" | "ListRoles" => {
-                self.allow(action, "*").await?;
-                let k = kind.expect("entity action");
-                let list = r.entities(a, k, self.opt("PathPrefix")).await?;
+                let k = entity()?;
+                let list = iam.entities(c, k, self.opt("PathPrefix")).await?;
                 entity_list(x, &format!("{}s", k.capitalized()), &list);
             }
             "DeleteUser" | "DeleteGroup" | "DeleteRole" => {
-                self.allow(action, &res).await?;
-                r.delete_entity(a, kind.expect("entity action"), self.req(owner_param)?).await?;
+                iam.delete_entity(c, entity()?, self.req(owner_param)?).await?;
             }
             "UpdateAssumeRolePolicy" => {
-                self.allow(action, &res).await?;
-                r.update_trust_policy(a, self.req("RoleName")?, self.req("PolicyDocument")?).await?;
+                iam.update_trust_policy(c, self.req("RoleName")?, self.req("PolicyDocument")?).await?;
             }
             "AddUserToGroup" | "RemoveUserFromGroup" => {
                 let group = self.req("GroupName")?;
                 *resource = Some(self.arn(Kind::Group, group));
-                self.allow(action, &self.arn(Kind::Group, group)).await?;
                 let user = self.req("UserName")?;
                 if action == "AddUserToGroup" {
-                    r.add_user_to_group(a, group, user).await?;
+                    iam.add_user_to_group(c, group, user).await?;
                 } else {
-                    r.remove_user_from_group(a, group, user).await?;
+                    iam.remove_user_from_group(c, group, user).await?;
                 }
             }
             "ListGroupsForUser" => {
-                self.allow(action, &res).await?;
-                let list = r.groups_for_user(a, self.req("UserName")?).await?;
+                let list = iam.groups_for_user(c, self.req("UserName")?).await?;
                 entity_list(x, "Groups", &list);
             }
             // ---- access keys ----
             "CreateAccessKey" => {
-                let user = self.user_or_self().await?;
-                self.allow(action, &self.arn(Kind::User, &user)).await?;
-                let (key, info) = r.create_access_key(a, &user).await?;
+                let (key, info) = iam.create_access_key(c, self.opt("UserName")).await?;
                 x.open("AccessKey")
                     .el("UserName", &info.user_name)
                     .el("AccessKeyId", &key.id)
@@ -384,42 +348,32 @@ impl Call<'_> {
                     .close("AccessKey");
             }
             "ListAccessKeys" => {
-                let user = self.user_or_self().await?;
-                self.allow(action, &self.arn(Kind::User, &user)).await?;
-                let keys = r.access_keys(a, &user).await?;
+                let keys = iam.access_keys(c, self.opt("UserName")).await?;
                 x.open("AccessKeyMetadata");
                 for k in &keys {
                     key_xml(x, k);
                 }
                 x.close("AccessKeyMetadata").el("IsTruncated", "false");
             }
-            "UpdateAccessKey" | "DeleteAccessKey" => {
-                let user = self.user_or_self().await?;
-                self.allow(action, &self.arn(Kind::User, &user)).await?;
-                let id = self.req("AccessKeyId")?;
-                if action == "UpdateAccessKey" {
-                    r.set_access_key_status(a, &user, id, self.req("Status")?).await?;
-                } else {
-                    r.delete_access_key(a, &user, id).await?;
-                }
+            "UpdateAccessKey" => {
+                let (id, status) = (self.req("AccessKeyId")?, self.req("Status")?);
+                iam.set_access_key_status(c, self.opt("UserName"), id, status).await?;
+            }
+            "DeleteAccessKey" => {
+                iam.delete_access_key(c, self.opt("UserName"), self.req("AccessKeyId")?).await?;
             }
             // ---- inline policies ----
             "PutUserPolicy" | "PutGroupPolicy" | "PutRolePolicy" => {
-                self.allow(action, &res).await?;
-                let k = kind.expect("entity action");
-                r.put_inline_policy(a, k, self.req(owner_param)?, self.req("PolicyName")?, self.req("PolicyDocument")?)
-                    .await?;
+                let (owner, name, doc) = (self.req(owner_param)?, self.req("PolicyName")?, self.req("PolicyDocument")?);
+                iam.put_inline_policy(c, entity()?, owner, name, doc).await?;
             }
             "GetUserPolicy" | "GetGroupPolicy" | "GetRolePolicy" => {
-                self.allow(action, &res).await?;
-                let k = kind.expect("entity action");
                 let (owner, name) = (self.req(owner_param)?, self.req("PolicyName")?);
-                let doc = r.inline_policy(a, k, owner, name).await?;
+                let doc = iam.inline_policy(c, entity()?, owner, name).await?;
                 x.el(owner_param, owner).el("PolicyName", name).el("PolicyDocument", &url_encode(&doc));
             }
             "ListUserPolicies" | "ListGroupPolicies" | "ListRolePolicies" => {
-                self.allow(action, &res).await?;
-                let names = r.inline_policy_names(a, kind.expect("entity action"), self.req(owner_param)?).await?;
+                let names = iam.inline_policy_names(c, entity()?, self.req(owner_param)?).await?;
                 x.open("PolicyNames");
                 for n in &names {
                     x.el("member", n);
@@ -427,29 +381,17 @@ impl Call<'_> {
                 x.close("PolicyNames").el("IsTruncated", "false");
             }
             "DeleteUserPolicy" | "DeleteGroupPolicy" | "DeleteRolePolicy" => {
-                self.allow(action, &res).await?;
-                r.delete_inline_policy(
-                    a,
-                    kind.expect("entity action"),
-                    self.req(owner_param)?,
-                    self.req("PolicyName")?,
-                )
-                .await?;
+                iam.delete_inline_policy(c, entity()?, self.req(owner_param)?, self.req("PolicyName")?).await?;
             }
             // ---- managed policies ----
             "AttachUserPolicy" | "AttachGroupPolicy" | "AttachRolePolicy" => {
-                self.allow(action, &res).await?;
-                r.attach_policy(a, kind.expect("entity action"), self.req(owner_param)?, self.req("PolicyArn")?)
-                    .await?;
+                iam.attach_policy(c, entity()?, self.req(owner_param)?, self.req("PolicyArn")?).await?;
             }
             "DetachUserPolicy" | "DetachGroupPolicy" | "DetachRolePolicy" => {
-                self.allow(action, &res).await?;
-                r.detach_policy(a, kind.expect("entity action"), self.req(owner_param)?, self.req("PolicyArn")?)
-                    .await?;
+                iam.detach_policy(c, entity()?, self.req(owner_param)?, self.req("PolicyArn")?).await?;
             }
             "ListAttachedUserPolicies" | "ListAttachedGroupPolicies" | "ListAttachedRolePolicies" => {
-                self.allow(action, &res).await?;
-                let list = r.attached_policies(a, kind.expect("entity action"), self.req(owner_param)?).await?;
+                let list = iam.attached_policies(c, entity()?, self.req(owner_param)?).await?;
                 x.open("AttachedPolicies");
                 for (name, arn) in &list {
                     x.open("member").el("PolicyName", name).el("PolicyArn", arn).close("member");
@@ -458,12 +400,11 @@ impl Call<'_> {
             }
             "CreatePolicy" => {
                 let name = self.req("PolicyName")?;
-                let arn = format!("arn:aws:iam::{a}:policy{}{name}", self.opt("Path").unwrap_or("/"));
-                *resource = Some(arn.clone());
-                self.allow(action, &arn).await?;
-                let p = r
+                let a = self.account;
+                *resource = Some(format!("arn:aws:iam::{a}:policy{}{name}", self.opt("Path").unwrap_or("/")));
+                let p = iam
                     .create_managed_policy(
-                        a,
+                        c,
                         name,
                         self.opt("Path"),
                         self.req("PolicyDocument")?,
@@ -473,21 +414,12 @@ impl Call<'_> {
                 policy_xml(x, "Policy", &p);
             }
             "GetPolicy" => {
-                self.allow(action, &res).await?;
-                let p = r.managed_policy(self.req("PolicyArn")?).await?;
+                let p = iam.get_managed_policy(c, self.req("PolicyArn")?).await?;
                 policy_xml(x, "Policy", &p);
             }
             "ListPolicies" => {
-                self.allow(action, "*").await?;
                 let scope = self.opt("Scope").unwrap_or("All");
-                if !matches!(scope, "All" | "AWS" | "Local") {
-                    return Err(Error::Validation(format!(
-                        "1 validation error detected: Value '{scope}' at 'scope' failed to satisfy constraint: Member \
-                         must satisfy enum value set: [All, AWS, Local]"
-                    )));
-                }
-                let only = self.opt("OnlyAttached") == Some("true");
-                let list = r.managed_policies(a, scope, only).await?;
+                let list = iam.managed_policies(c, scope, self.opt("OnlyAttached") == Some("true")).await?;
                 x.open("Policies");
                 for p in &list {
                     policy_xml(x, "member", p);
@@ -495,29 +427,20 @@ impl Call<'_> {
                 x.close("Policies").el("IsTruncated", "false");
             }
             "DeletePolicy" => {
-                self.allow(action, &res).await?;
-                r.delete_managed_policy(a, self.req("PolicyArn")?).await?;
+                iam.delete_managed_policy(c, self.req("PolicyArn")?).await?;
             }
             "CreatePolicyVersion" => {
-                self.allow(action, &res).await?;
-                let v = r
-                    .create_policy_version(
-                        a,
-                        self.req("PolicyArn")?,
-                        self.req("PolicyDocument")?,
-                        self.opt("SetAsDefault") == Some("true"),
-                    )
-                    .await?;
+                let default = self.opt("SetAsDefault") == Some("true");
+                let v =
+                    iam.create_policy_version(c, self.req("PolicyArn")?, self.req("PolicyDocument")?, default).await?;
                 version_xml(x, "PolicyVersion", &v);
             }
             "GetPolicyVersion" => {
-                self.allow(action, &res).await?;
-                let v = r.policy_version(self.req("PolicyArn")?, self.req("VersionId")?).await?;
+                let v = iam.policy_version(c, self.req("PolicyArn")?, self.req("VersionId")?).await?;
                 version_xml(x, "PolicyVersion", &v);
             }
             "ListPolicyVersions" => {
-                self.allow(action, &res).await?;
-                let list = r.policy_versions(self.req("PolicyArn")?).await?;
+                let list = iam.policy_versions(c, self.req("PolicyArn")?).await?;
                 x.open("Versions");
                 for v in &list {
                     version_xml(x, "member", v);
@@ -525,29 +448,14 @@ impl Call<'_> {
                 x.close("Versions").el("IsTruncated", "false");
             }
             "DeletePolicyVersion" => {
-                self.allow(action, &res).await?;
-                r.delete_policy_version(a, self.req("PolicyArn")?, self.req("VersionId")?).await?;
+                iam.delete_policy_version(c, self.req("PolicyArn")?, self.req("VersionId")?).await?;
             }
             "SetDefaultPolicyVersion" => {
-                self.allow(action, &res).await?;
-                r.set_default_policy_version(a, self.req("PolicyArn")?, self.req("VersionId")?).await?;
+                iam.set_default_policy_version(c, self.req("PolicyArn")?, self.req("VersionId")?).await?;
             }
             _ => return Ok(false),
         }
         Ok(true)
-    }
-
-    /// `UserName`, or the calling user when absent (as IAM's key operations allow).
-    async fn user_or_self(&self) -> Result<String, Error> {
-        if let Some(u) = self.opt("UserName") {
-            return Ok(u.to_string());
-        }
-        let id = self.st.registry.identity(self.p).await?;
-        id.and_then(|i| i.caller.username.clone()).ok_or_else(|| {
-            Error::Validation(
-                "UserName is required when the caller is not an IAM user (an account root or a role)".into(),
-            )
-        })
     }
 }
 

@@ -12,13 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use berth_core::RepoName;
 use berth_core::media;
-use berth_service::{BodyStream, Error, RangeRequest, parse_digest, parse_repo};
+use berth_service::{BodyStream, Caller, Error, RangeRequest, parse_digest, parse_repo};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use crate::AppState;
+use crate::auth::AuditDetail;
 use crate::error::{ApiError, error_response};
 use crate::request::{OciRequest, Query, Resource};
+use crate::state::AppState;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -43,19 +44,21 @@ fn unsupported() -> Response {
     error_response(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not supported on this endpoint")
 }
 
-/// The request as the authorization middleware parsed and decided it.
-fn parsed(req: &mut Request) -> Result<OciRequest> {
-    // Every `/v2/` route runs behind that middleware, which always leaves its parse here.
-    req.extensions_mut()
-        .remove::<OciRequest>()
-        .ok_or_else(|| ApiError(Error::Internal("a /v2/ request reached its handler without being parsed".into())))
+/// The request as the middleware parsed it, and the caller it authenticated.
+fn parsed(req: &mut Request) -> Result<(OciRequest, Caller)> {
+    // Every `/v2/` route runs behind that middleware, which always leaves both here.
+    let missing = || ApiError(Error::Internal("a /v2/ request reached its handler without being parsed".into()));
+    let parsed = req.extensions_mut().remove::<OciRequest>().ok_or_else(missing)?;
+    let caller = req.extensions_mut().remove::<Caller>().ok_or_else(missing)?;
+    Ok((parsed, caller))
 }
 
 async fn dispatch(State(st): State<AppState>, mut req: Request) -> Response {
-    let parsed = match parsed(&mut req) {
+    let (parsed, caller) = match parsed(&mut req) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    let c = &caller;
     let Some(target) = parsed.repo() else {
         return not_found().await;
     };
@@ -65,33 +68,33 @@ async fn dispatch(State(st): State<AppState>, mut req: Request) -> Response {
     let method = req.method().clone();
     let r = match &target.resource {
         Resource::Blob(digest) => match method {
-            Method::GET | Method::HEAD => get_blob(&st, name, digest, &method, req.headers()).await,
-            Method::DELETE => delete_blob(&st, name, digest).await,
+            Method::GET | Method::HEAD => get_blob(&st, c, name, digest, &method, req.headers()).await,
+            Method::DELETE => delete_blob(&st, c, name, digest).await,
             _ => return unsupported(),
         },
         Resource::Uploads => match method {
-            Method::POST => start_upload(&st, name, q, req).await,
+            Method::POST => start_upload(&st, c, name, q, req).await,
             _ => return unsupported(),
         },
         Resource::Upload(id) => match method {
-            Method::PATCH => patch_upload(&st, name, id, req).await,
-            Method::PUT => put_upload(&st, name, id, q, req).await,
-            Method::GET => upload_status(&st, name, id).await,
-            Method::DELETE => cancel_upload(&st, name, id).await,
+            Method::PATCH => patch_upload(&st, c, name, id, req).await,
+            Method::PUT => put_upload(&st, c, name, id, q, req).await,
+            Method::GET => upload_status(&st, c, name, id).await,
+            Method::DELETE => cancel_upload(&st, c, name, id).await,
             _ => return unsupported(),
         },
         Resource::Manifest(reference) => match method {
-            Method::GET | Method::HEAD => get_manifest(&st, name, reference, &method, req.headers()).await,
-            Method::PUT => put_manifest(&st, name, reference, q, req).await,
-            Method::DELETE => delete_manifest(&st, name, reference).await,
+            Method::GET | Method::HEAD => get_manifest(&st, c, name, reference, &method, req.headers()).await,
+            Method::PUT => put_manifest(&st, c, name, reference, q, req).await,
+            Method::DELETE => delete_manifest(&st, c, name, reference).await,
             _ => return unsupported(),
         },
         Resource::Tags => match method {
-            Method::GET => list_tags(&st, name, q).await,
+            Method::GET => list_tags(&st, c, name, q).await,
             _ => return unsupported(),
         },
         Resource::Referrers(digest) => match method {
-            Method::GET => referrers(&st, name, digest, q).await,
+            Method::GET => referrers(&st, c, name, digest, q).await,
             _ => return unsupported(),
         },
     };
@@ -111,11 +114,13 @@ pub async fn download(State(st): State<AppState>, req: Request) -> Response {
     let (Some(expires), Some(sig)) = (q.get("expires"), q.get("signature")) else {
         return error_response(StatusCode::FORBIDDEN, "DENIED", "the URL must carry expires and signature");
     };
-    if let Err(e) = st.registry.auth().check_download(name, digest, expires, sig) {
-        return error_response(StatusCode::FORBIDDEN, "DENIED", &e.to_string());
-    }
     let method = req.method().clone();
-    get_blob(&st, name, digest, &method, req.headers()).await.unwrap_or_else(IntoResponse::into_response)
+    let blob = Blob::Signed { expires, signature: sig };
+    serve_blob(&st, blob, name, digest, &method, req.headers()).await.unwrap_or_else(|e| match e.0 {
+        // A bad or expired signature: the URL itself is refused.
+        Error::Unauthorized(m) => error_response(StatusCode::FORBIDDEN, "DENIED", &m),
+        e => ApiError(e).into_response(),
+    })
 }
 
 fn repo(name: &str) -> Result<RepoName> {
@@ -144,8 +149,26 @@ fn parse_range(v: &str) -> Option<RangeRequest> {
     Some(RangeRequest::From { first, last })
 }
 
-pub(crate) async fn get_blob(
+/// How a blob GET is authorized: by the caller, or by a URL GetDownloadUrlForLayer signed.
+enum Blob<'a> {
+    Caller(&'a Caller),
+    Signed { expires: &'a str, signature: &'a str },
+}
+
+async fn get_blob(
     st: &AppState,
+    caller: &Caller,
+    name: &str,
+    digest: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    serve_blob(st, Blob::Caller(caller), name, digest, method, headers).await
+}
+
+async fn serve_blob(
+    st: &AppState,
+    how: Blob<'_>,
     name: &str,
     digest: &str,
     method: &Method,
@@ -153,19 +176,21 @@ pub(crate) async fn get_blob(
 ) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
-    let range = match headers.get(header::RANGE) {
-        None => None,
-        Some(v) => match v.to_str().ok().and_then(parse_range) {
-            Some(r) => Some(r),
-            None => {
-                // Malformed: answer 416 with the size, as for an unsatisfiable range.
-                let size = st.registry.stat_blob(&repo, &digest).await?;
-                return Err(Error::RangeNotSatisfiable { size }.into());
-            }
-        },
-    };
+    let content = st.registry.content();
+    // A malformed range is answered 416 with the size, as an unsatisfiable one: the suffix
+    // `bytes=-0`, which no blob satisfies, stands for it.
+    let range =
+        headers.get(header::RANGE).map(|v| v.to_str().ok().and_then(parse_range).unwrap_or(RangeRequest::Suffix(0)));
     if *method == Method::HEAD {
-        let size = st.registry.stat_blob(&repo, &digest).await?;
+        let size = match how {
+            Blob::Caller(c) => content.stat_blob(c, &repo, &digest).await?,
+            Blob::Signed { expires, signature } => {
+                content.download(&repo, &digest, expires, signature, None).await?.size
+            }
+        };
+        if range == Some(RangeRequest::Suffix(0)) {
+            return Err(Error::RangeNotSatisfiable { size }.into());
+        }
         return Ok((
             StatusCode::OK,
             [
@@ -177,7 +202,10 @@ pub(crate) async fn get_blob(
         )
             .into_response());
     }
-    let read = st.registry.get_blob(&repo, &digest, range).await?;
+    let read = match how {
+        Blob::Caller(c) => content.get_blob(c, &repo, &digest, range).await?,
+        Blob::Signed { expires, signature } => content.download(&repo, &digest, expires, signature, range).await?,
+    };
     let mut res = Response::new(Body::from_stream(read.body.stream));
     let h = res.headers_mut();
     h.insert(header::CONTENT_LENGTH, hv(&read.body.len.to_string()));
@@ -191,10 +219,10 @@ pub(crate) async fn get_blob(
     Ok(res)
 }
 
-async fn delete_blob(st: &AppState, name: &str, digest: &str) -> Result<Response> {
+async fn delete_blob(st: &AppState, caller: &Caller, name: &str, digest: &str) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
-    st.registry.delete_blob(&repo, &digest).await?;
+    st.registry.content().delete_blob(caller, &repo, &digest).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, hv("0"))]).into_response())
 }
 
@@ -253,22 +281,41 @@ fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Res
     }
 }
 
-async fn start_upload(st: &AppState, name: &str, q: &Query, req: Request) -> Result<Response> {
+async fn start_upload(st: &AppState, caller: &Caller, name: &str, q: &Query, req: Request) -> Result<Response> {
     let repo = repo(name)?;
+    let content = st.registry.content();
+    let mut detail = None;
     if let Some(mount) = q.get("mount") {
         let digest = parse_digest(mount)?;
         // A bad `from` only means the blob cannot be mounted from there.
-        let from = q.get("from").and_then(|f| RepoName::parse(f).ok()).map(|f| f.in_account(repo.account()));
-        if st.registry.mount_blob(&repo, &digest, from.as_ref()).await?.is_some() {
-            return Ok(blob_created(name, &digest.to_string()));
+        let from_raw = q.get("from");
+        let from = from_raw.and_then(|f| RepoName::parse(f).ok()).map(|f| f.in_account(repo.account()));
+        let m = content.mount_blob(caller, &repo, &digest, from.as_ref()).await?;
+        if m.size.is_some() {
+            let mut res = blob_created(name, &digest.to_string());
+            if let Some(f) = from_raw {
+                res.extensions_mut().insert(AuditDetail(format!("mount from {f}")));
+            }
+            return Ok(res);
         }
+        detail = from_raw.map(|f| {
+            if m.source_readable {
+                format!("mount from {f}")
+            } else {
+                format!("mount from {f} refused (no pull permission there): uploading instead")
+            }
+        });
     } else if let Some(d) = q.get("digest") {
         let digest = parse_digest(d)?;
-        st.registry.push_blob(&repo, &digest, body_stream(req)).await?;
+        content.push_blob(caller, &repo, &digest, body_stream(req)).await?;
         return Ok(blob_created(name, &digest.to_string()));
     }
-    let up = st.registry.start_upload(&repo).await?;
-    Ok(upload_headers(StatusCode::ACCEPTED, name, &up.id, up.offset))
+    let up = content.start_upload(caller, &repo).await?;
+    let mut res = upload_headers(StatusCode::ACCEPTED, name, &up.id, up.offset);
+    if let Some(d) = detail {
+        res.extensions_mut().insert(AuditDetail(d));
+    }
+    Ok(res)
 }
 
 /// `Content-Range: <start>-<end>` (also tolerated: a `bytes ` prefix and a `/<total>` suffix).
@@ -296,18 +343,19 @@ fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error>
     Ok(Some((start, end)))
 }
 
-async fn patch_upload(st: &AppState, name: &str, id: &str, req: Request) -> Result<Response> {
+async fn patch_upload(st: &AppState, caller: &Caller, name: &str, id: &str, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     let r = async {
         let range = parse_content_range(req.headers())?;
-        let status = st.registry.append_upload(&repo, id, range.map(|r| r.0), body_stream(req)).await?;
+        let body = body_stream(req);
+        let status = st.registry.content().append_upload(caller, &repo, id, range.map(|r| r.0), body).await?;
         Ok(upload_headers(StatusCode::ACCEPTED, name, &status.id, status.offset))
     }
     .await;
     upload_result(r, name, id)
 }
 
-async fn put_upload(st: &AppState, name: &str, id: &str, q: &Query, req: Request) -> Result<Response> {
+async fn put_upload(st: &AppState, caller: &Caller, name: &str, id: &str, q: &Query, req: Request) -> Result<Response> {
     let repo = repo(name)?;
     let r = async {
         let digest = q.get("digest").ok_or_else(|| {
@@ -315,22 +363,23 @@ async fn put_upload(st: &AppState, name: &str, id: &str, q: &Query, req: Request
         })?;
         let digest = parse_digest(digest)?;
         let range = parse_content_range(req.headers())?;
-        st.registry.finish_upload(&repo, id, &digest, range.map(|r| r.0), Some(body_stream(req))).await?;
+        let body = Some(body_stream(req));
+        st.registry.content().finish_upload(caller, &repo, id, &digest, range.map(|r| r.0), body).await?;
         Ok(blob_created(name, &digest.to_string()))
     }
     .await;
     upload_result(r, name, id)
 }
 
-async fn upload_status(st: &AppState, name: &str, id: &str) -> Result<Response> {
+async fn upload_status(st: &AppState, caller: &Caller, name: &str, id: &str) -> Result<Response> {
     let repo = repo(name)?;
-    let s = st.registry.upload_status(&repo, id).await?;
+    let s = st.registry.content().upload_status(caller, &repo, id).await?;
     Ok(upload_headers(StatusCode::NO_CONTENT, name, &s.id, s.offset))
 }
 
-async fn cancel_upload(st: &AppState, name: &str, id: &str) -> Result<Response> {
+async fn cancel_upload(st: &AppState, caller: &Caller, name: &str, id: &str) -> Result<Response> {
     let repo = repo(name)?;
-    st.registry.cancel_upload(&repo, id).await?;
+    st.registry.content().cancel_upload(caller, &repo, id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, hv("0"))]).into_response())
 }
 
@@ -354,6 +403,7 @@ fn refuses(headers: &HeaderMap, media_type: &str) -> bool {
 
 async fn get_manifest(
     st: &AppState,
+    caller: &Caller,
     name: &str,
     reference: &str,
     method: &Method,
@@ -365,18 +415,20 @@ async fn get_manifest(
     if berth_core::Reference::parse(reference).is_err() {
         return Err(Error::ManifestUnknown(format!("{reference} (not a valid tag or digest)")).into());
     }
-    let m = st.registry.get_manifest(&repo, reference).await?;
-    if refuses(headers, &m.media_type) {
-        return Err(Error::ManifestUnknown(format!(
-            "{reference} (it is a {}, which the Accept header does not include)",
-            m.media_type
-        ))
-        .into());
-    }
-    if *method == Method::GET {
-        st.registry.check_pull(&repo, &m.digest).await?;
-        st.registry.record_pull(&repo, &m.digest);
-    }
+    let content = st.registry.content();
+    let m = if *method == Method::GET {
+        content.pull_manifest(caller, &repo, reference, |t| !refuses(headers, t)).await?
+    } else {
+        let m = content.get_manifest(caller, &repo, reference).await?;
+        if refuses(headers, &m.media_type) {
+            return Err(Error::ManifestUnknown(format!(
+                "{reference} (it is a {}, which the Accept header does not include)",
+                m.media_type
+            ))
+            .into());
+        }
+        m
+    };
     let mut res = Response::new(if *method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) });
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, hv(&m.media_type));
@@ -389,7 +441,14 @@ async fn get_manifest(
 /// Most `tag` parameters one manifest PUT may set.
 const MAX_TAG_PARAMS: usize = 100;
 
-async fn put_manifest(st: &AppState, name: &str, reference: &str, q: &Query, req: Request) -> Result<Response> {
+async fn put_manifest(
+    st: &AppState,
+    caller: &Caller,
+    name: &str,
+    reference: &str,
+    q: &Query,
+    req: Request,
+) -> Result<Response> {
     let repo = repo(name)?;
     // `?tag=a&tag=b` on a PUT by digest sets those tags too (how clients tag a manifest whose
     // digest is not sha256, which a PUT by tag cannot name).
@@ -406,7 +465,8 @@ async fn put_manifest(st: &AppState, name: &str, reference: &str, q: &Query, req
     let limit = berth_core::manifest::MAX_MANIFEST_SIZE;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = read_limited(req.into_body(), limit).await?;
-    let put = st.registry.put_manifest(&repo, reference, &tags, content_type.as_deref(), &body).await?;
+    let put =
+        st.registry.content().put_manifest(caller, &repo, reference, &tags, content_type.as_deref(), &body).await?;
     let digest = put.digest.to_string();
     let mut res = (
         StatusCode::CREATED,
@@ -450,9 +510,9 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Result<Response> {
+async fn delete_manifest(st: &AppState, caller: &Caller, name: &str, reference: &str) -> Result<Response> {
     let repo = repo(name)?;
-    st.registry.delete_manifest(&repo, reference).await?;
+    st.registry.content().delete_manifest(caller, &repo, reference).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, hv("0"))]).into_response())
 }
 
@@ -489,10 +549,10 @@ fn encode_query(s: &str) -> String {
         .collect()
 }
 
-async fn list_tags(st: &AppState, name: &str, q: &Query) -> Result<Response> {
+async fn list_tags(st: &AppState, caller: &Caller, name: &str, q: &Query) -> Result<Response> {
     let repo = repo(name)?;
     let (n, last) = page_params(q)?;
-    let page = st.registry.list_tags(&repo, last, n).await?;
+    let page = st.registry.content().list_tags(caller, &repo, last, n).await?;
     let body = json!({ "name": repo.name(), "tags": page.items });
     let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     let next = if page.more { page.items.last() } else { None };
@@ -501,9 +561,9 @@ async fn list_tags(st: &AppState, name: &str, q: &Query) -> Result<Response> {
 
 async fn catalog(State(st): State<AppState>, mut req: Request) -> Response {
     let r: Result<Response> = async {
-        let parsed = parsed(&mut req)?;
+        let (parsed, caller) = parsed(&mut req)?;
         let (n, last) = page_params(&parsed.query)?;
-        let page = st.registry.catalog(parsed.viewer.as_ref(), &parsed.registry, last, n).await?;
+        let page = st.registry.content().catalog(&caller, &parsed.registry, last, n).await?;
         let names: Vec<&str> = page.items.iter().map(|k| client_name(k)).collect();
         let body = json!({ "repositories": names });
         let res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
@@ -514,11 +574,11 @@ async fn catalog(State(st): State<AppState>, mut req: Request) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn referrers(st: &AppState, name: &str, digest: &str, q: &Query) -> Result<Response> {
+async fn referrers(st: &AppState, caller: &Caller, name: &str, digest: &str, q: &Query) -> Result<Response> {
     let repo = repo(name)?;
     let digest = parse_digest(digest)?;
     let filter = q.get("artifactType").filter(|s| !s.is_empty());
-    let index = st.registry.referrers(&repo, &digest, filter).await?;
+    let index = st.registry.content().referrers(caller, &repo, &digest, filter).await?;
     let mut res = ([(header::CONTENT_TYPE, media::OCI_INDEX)], index.to_string()).into_response();
     if filter.is_some() {
         res.headers_mut().insert("oci-filters-applied", hv("artifactType"));

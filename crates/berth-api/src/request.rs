@@ -9,7 +9,7 @@
 
 use axum::http::Method;
 use berth_core::RepoName;
-use berth_service::{Error, Who};
+use berth_service::Error;
 
 /// What a `/v2/<name>/...` path addresses (the part after the name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,6 @@ impl Query {
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
-
-    pub fn remove(&mut self, key: &str) {
-        self.0.retain(|(k, _)| k != key);
-    }
 }
 
 /// A repository request: the name as the client gave it, the key it has in the registry the
@@ -99,16 +95,13 @@ pub(crate) enum Endpoint {
     Unknown,
 }
 
-/// Everything the handler needs that authorization already read.
+/// A `/v2/` request as parsed once, before anything else reads it: what the handler acts on.
 #[derive(Debug, Clone)]
 pub(crate) struct OciRequest {
     pub endpoint: Endpoint,
     pub query: Query,
     /// The registry (account id) the host names.
     pub registry: String,
-    /// The caller, for listings filtered by what it may see (`None`: anonymous access is on and
-    /// no credentials came, so everything is visible).
-    pub viewer: Option<Who>,
 }
 
 impl OciRequest {
@@ -140,7 +133,7 @@ impl OciRequest {
             _ => &[],
         };
         let query = Query::parse(query, repeatable)?;
-        Ok(OciRequest { endpoint, query, registry, viewer: None })
+        Ok(OciRequest { endpoint, query, registry })
     }
 
     pub fn repo(&self) -> Option<&RepoRequest> {

@@ -38,7 +38,7 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tower::Service;
 
-use crate::Limits;
+use crate::state::Limits;
 
 /// How a request reached the server: whether over TLS (`aws:SecureTransport`).
 #[derive(Debug, Clone, Copy, Default)]

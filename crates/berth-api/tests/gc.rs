@@ -21,9 +21,9 @@ async fn blob_status(s: &Server, repo: &str, digest: &str) -> StatusCode {
 
 async fn gc_twice(s: &Server, opts: GcOptions) -> (u64, u64) {
     // The first pass condemns, the next (after the grace period) deletes.
-    let a = s.registry.gc(opts).await.unwrap();
+    let a = s.registry.gc().gc(&berth_service::Caller::operator(), opts).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let b = s.registry.gc(opts).await.unwrap();
+    let b = s.registry.gc().gc(&berth_service::Caller::operator(), opts).await.unwrap();
     (a.deleted_blobs + b.deleted_blobs, a.condemned + b.condemned)
 }
 
@@ -41,10 +41,15 @@ async fn collects_garbage_and_keeps_what_is_used(s: Server) {
     let stray = s.push_blob("app", b"uploaded, never referenced").await;
 
     // Within the grace period nothing goes, not even the stray blob.
-    let r = s.registry.gc(GcOptions::default()).await.unwrap();
+    let r = s.registry.gc().gc(&berth_service::Caller::operator(), GcOptions::default()).await.unwrap();
     assert_eq!(r.deleted_blobs, 0);
     assert_eq!(r.condemned, 1, "only the stray blob is unreferenced: {r:?}");
-    let dry = s.registry.gc(GcOptions { dry_run: true, ..now_opts() }).await.unwrap();
+    let dry = s
+        .registry
+        .gc()
+        .gc(&berth_service::Caller::operator(), GcOptions { dry_run: true, ..now_opts() })
+        .await
+        .unwrap();
     assert_eq!(dry.deleted_blobs, 1, "a dry run with no grace would delete the stray blob");
     assert_eq!(blob_status(&s, "app", &stray).await, StatusCode::OK, "a dry run deletes nothing");
 
@@ -61,7 +66,7 @@ async fn collects_garbage_and_keeps_what_is_used(s: Server) {
     }
     let r = s.req(Method::GET, "/v2/app/manifests/b").header("accept", OCI_MANIFEST).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let report = s.registry.fsck(|_| {}).await.unwrap();
+    let report = s.registry.fsck().fsck(&berth_service::Caller::operator(), |_| {}).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert!(report.unrecorded_blobs.is_empty(), "files left behind: {:?}", report.unrecorded_blobs);
     // Nothing is left to examine: the cost of the next pass follows new garbage only.
@@ -82,7 +87,9 @@ async fn collects_garbage_and_keeps_what_is_used(s: Server) {
     s.ecr_ok("DeleteRepository", json!({"repositoryName": "app", "force": true})).await;
     let (deleted, _) = gc_twice(&s, now_opts()).await;
     assert_eq!(deleted, 2);
-    assert!(s.registry.fsck(|_| {}).await.unwrap().unrecorded_blobs.is_empty());
+    assert!(
+        s.registry.fsck().fsck(&berth_service::Caller::operator(), |_| {}).await.unwrap().unrecorded_blobs.is_empty()
+    );
 }
 both!(collects_garbage_and_keeps_what_is_used);
 
@@ -95,7 +102,7 @@ async fn pushes_revive_and_never_reference_deleted_blobs(s: Server) {
     let m = image_manifest(&c, config.len(), &[(l.clone(), layer.len())]);
 
     // Condemned (unreferenced), then referenced by a manifest push: revived, never deleted.
-    s.registry.gc(GcOptions::default()).await.unwrap();
+    s.registry.gc().gc(&berth_service::Caller::operator(), GcOptions::default()).await.unwrap();
     assert!(s.meta.gc_counts().await.unwrap().contains(&("condemned".to_string(), 2)));
     assert_eq!(s.put_manifest("svc", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
     let (deleted, _) = gc_twice(&s, now_opts()).await;
@@ -127,13 +134,13 @@ async fn pushes_revive_and_never_reference_deleted_blobs(s: Server) {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!reupload.is_finished(), "the upload waits while the blob is being deleted");
-    let r = s.registry.gc(now_opts()).await.unwrap();
+    let r = s.registry.gc().gc(&berth_service::Caller::operator(), now_opts()).await.unwrap();
     assert_eq!(r.deleted_blobs, 1);
     assert_eq!(reupload.await.unwrap(), StatusCode::CREATED);
     assert_eq!(s.put_manifest("svc", "v2", OCI_MANIFEST, &m2).await.status(), StatusCode::CREATED);
     let got = s.req(Method::GET, &format!("/v2/svc/blobs/{l2}")).send().await.unwrap();
     assert_eq!(got.bytes().await.unwrap().to_vec(), layer2, "the new copy survived the collection");
-    assert!(s.registry.fsck(|_| {}).await.unwrap().is_clean());
+    assert!(s.registry.fsck().fsck(&berth_service::Caller::operator(), |_| {}).await.unwrap().is_clean());
 }
 both!(pushes_revive_and_never_reference_deleted_blobs);
 
@@ -144,10 +151,15 @@ async fn abandoned_uploads_go(s: Server) {
     let loc = header(&r, "location");
     let r = s.req(Method::PATCH, &loc).body(vec![7u8; 1000]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = s.registry.gc(GcOptions::default()).await.unwrap();
+    let r = s.registry.gc().gc(&berth_service::Caller::operator(), GcOptions::default()).await.unwrap();
     assert_eq!(r.uploads_removed, 0, "a fresh upload stays");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let r = s.registry.gc(GcOptions { upload_ttl: Duration::ZERO, ..GcOptions::default() }).await.unwrap();
+    let r = s
+        .registry
+        .gc()
+        .gc(&berth_service::Caller::operator(), GcOptions { upload_ttl: Duration::ZERO, ..GcOptions::default() })
+        .await
+        .unwrap();
     assert_eq!(r.uploads_removed, 1);
     let r = s.req(Method::GET, &loc).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);

@@ -163,7 +163,7 @@ async fn the_ecr_target_must_be_signed() {
     let s = secure().await;
     s.ecr_ok("CreateRepository", json!({"repositoryName": "sig"})).await;
     let host = s.base.trim_start_matches("http://").to_string();
-    let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
+    let date = berth_core::time::format_amz_date(berth_service::tokens::now_secs());
     let body = json!({"repositoryName": "sig"}).to_string();
     let headers: Vec<(String, String)> = vec![
         ("host".into(), host),
@@ -234,7 +234,7 @@ async fn aws_bodies_are_not_read_before_the_signature_is_plausible() {
     let a = answer_without_body(&s, &head, Duration::from_secs(3)).await.expect("no answer before the body");
     assert!(a.contains("MissingAuthenticationTokenException"), "{a}");
     // A well-formed Authorization naming a key that does not exist: the same.
-    let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
+    let date = berth_core::time::format_amz_date(berth_service::tokens::now_secs());
     let fake = format!(
         "Authorization: AWS4-HMAC-SHA256 Credential=AKIANOSUCHKEY0000000/{}/us-east-1/ecr/aws4_request, \
          SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={}\r\nX-Amz-Date: {date}",
@@ -251,7 +251,6 @@ async fn aws_bodies_are_not_read_before_the_signature_is_plausible() {
 
 fn limited(header_s: u64, idle_s: u64, body_s: u64, max: usize) -> berth_api::Options {
     berth_api::Options {
-        anonymous: true,
         limits: berth_api::Limits {
             header_timeout: Duration::from_secs(header_s),
             idle_timeout: Duration::from_secs(idle_s),
@@ -278,7 +277,7 @@ async fn closed_within(c: &mut tokio::net::TcpStream, wait: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_cannot_hold_the_server() {
-    let s = Server::start_with(Db::Sqlite, limited(1, 8, 1, 8)).await.unwrap();
+    let s = Server::start_full(Db::Sqlite, limited(1, 8, 1, 8), true).await.unwrap();
     let addr = s.base.trim_start_matches("http://").to_string();
     // Twelve connections that send half a header, more than the server serves at once.
     let mut held = Vec::new();
@@ -356,7 +355,7 @@ async fn the_token_key_is_sealed_and_rotation_ends_old_tokens() {
         ..Default::default()
     };
     let other = berth_service::Registry::open(meta, blobs, settings, vec![]).await.unwrap();
-    other.rotate_token_key().await.unwrap();
+    other.rotate_token_key(&berth_service::Caller::operator()).await.unwrap();
     assert!(s.registry.refresh_token_key().await.unwrap(), "the rotation was not noticed");
     let r = s.req(Method::GET, "/v2/").basic_auth("AWS", Some(&pw)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a password from before the rotation still works");
@@ -384,7 +383,7 @@ async fn a_plain_token_key_from_before_is_sealed_and_keeps_working() {
     let s = Server::start_on(dir, url, berth_api::Options::default()).await;
     let stored = s.meta.setting("token_key").await.unwrap().unwrap();
     assert!(stored.starts_with("s1:") && !stored.contains(&hex_of(old.as_bytes())), "{stored}");
-    assert!(s.registry.check_login(&pw).await.is_ok(), "a login from before the upgrade stopped working");
+    assert!(s.registry.identities().check_login(&pw).await.is_ok(), "a login from before the upgrade stopped working");
 }
 
 fn hex_of(b: &[u8]) -> String {

@@ -294,7 +294,7 @@ async fn roles_and_sessions(s: Server) {
     let seal = berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap();
     let master = seal.open(&sealed, b"berth settings token_key").expect("the token key is sealed");
     let key = berth_crypto::token::TokenKey::from_bytes(&master).unwrap().derive("sts-session");
-    let past = berth_service::auth::now_secs() - 60;
+    let past = berth_service::tokens::now_secs() - 60;
     let claims = json!({"a": session.akid, "r": role, "i": "AROAXXXX", "s": "old", "e": past});
     let expired = Creds { token: Some(key.sign(claims.to_string().as_bytes())), ..session.clone() };
     let (code, msg) = err(&s, &[("Action", "GetCallerIdentity")], &expired, StatusCode::BAD_REQUEST).await;
@@ -305,7 +305,7 @@ async fn roles_and_sessions(s: Server) {
     // The login password of a session ends with the session.
     let (_, v) = s.ecr_as("GetAuthorizationToken", json!({}), &session).await;
     let expires = v["authorizationData"][0]["expiresAt"].as_f64().unwrap_or_else(|| panic!("{v}")) as i64;
-    assert!(expires <= berth_service::auth::now_secs() + 3600 + 1, "{v}");
+    assert!(expires <= berth_service::tokens::now_secs() + 3600 + 1, "{v}");
 
     // Deleting the role ends its sessions' access (its policy must go first).
     let (code, _) = err(&s, &[("Action", "DeleteRole"), ("RoleName", "deployer")], &root, StatusCode::CONFLICT).await;
@@ -331,10 +331,13 @@ fn at(s: &Server, account: Option<&str>, method: reqwest::Method, path: &str) ->
 
 async fn several_accounts(s: Server) {
     const B: &str = "111122223333";
-    let key = s.registry.create_account(B).await.unwrap();
+    let key = s.registry.iam().create_account(&berth_service::Caller::operator(), B).await.unwrap();
     let b_root = Creds { akid: key.id, secret: key.secret, token: None };
-    assert!(s.registry.create_account(B).await.is_err(), "an account is created once");
-    assert!(s.registry.create_account("12").await.is_err());
+    assert!(
+        s.registry.iam().create_account(&berth_service::Caller::operator(), B).await.is_err(),
+        "an account is created once"
+    );
+    assert!(s.registry.iam().create_account(&berth_service::Caller::operator(), "12").await.is_err());
 
     // Each account's calls default to its own registry; names are per registry.
     let (st, v) = s.ecr_as("CreateRepository", json!({"repositoryName": "app"}), &b_root).await;
@@ -445,3 +448,143 @@ async fn request_tag_conditions(s: Server) {
     assert!(denied(&v), "removing team: {v}");
 }
 both!(request_tag_conditions);
+
+/// Every ECR, IAM and STS operation is decided by the service for the caller that makes it: a
+/// user without policies is refused each one (valid input, an existing repository), with the
+/// action in the message; the account root, whose identity allows its account, is not refused
+/// the same repository calls.
+async fn every_operation_is_decided_for_its_caller(s: Server) {
+    let nobody = new_user(&s, "nobody").await;
+    s.ecr_ok("CreateRepository", json!({"repositoryName": "locked"})).await;
+    let d = format!("sha256:{}", "a".repeat(64));
+    let arn = "arn:aws:ecr:us-east-1:000000000000:repository/locked";
+    let repo = json!({"repositoryName": "locked"});
+    let with = |extra: serde_json::Value| {
+        let mut v = repo.clone();
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let policy =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage"}]}"#;
+    let lifecycle = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
+    let image = json!({"imageId": {"imageTag": "1"}});
+    let ecr: Vec<(&str, serde_json::Value)> = vec![
+        ("CreateRepository", json!({"repositoryName": "another"})),
+        ("DescribeRepositories", json!({"repositoryNames": ["locked"]})),
+        ("DeleteRepository", repo.clone()),
+        ("PutImageTagMutability", with(json!({"imageTagMutability": "IMMUTABLE"}))),
+        ("PutImageScanningConfiguration", with(json!({"imageScanningConfiguration": {"scanOnPush": true}}))),
+        ("CreateRepositoryCreationTemplate", json!({"prefix": "team", "appliedFor": ["CREATE_ON_PUSH"]})),
+        ("DescribeRepositoryCreationTemplates", json!({})),
+        ("UpdateRepositoryCreationTemplate", json!({"prefix": "ROOT", "description": "x"})),
+        ("DeleteRepositoryCreationTemplate", json!({"prefix": "ROOT"})),
+        ("ListImages", repo.clone()),
+        ("DescribeImages", repo.clone()),
+        ("BatchGetImage", with(json!({"imageIds": [{"imageTag": "1"}]}))),
+        ("BatchDeleteImage", with(json!({"imageIds": [{"imageTag": "1"}]}))),
+        ("PutImage", with(json!({"imageManifest": "{}", "imageTag": "1"}))),
+        ("ListImageReferrers", with(json!({"subjectId": {"imageDigest": d}}))),
+        ("BatchCheckLayerAvailability", with(json!({"layerDigests": [d]}))),
+        ("InitiateLayerUpload", repo.clone()),
+        (
+            "UploadLayerPart",
+            with(json!({"uploadId": "u", "partFirstByte": 0, "partLastByte": 0, "layerPartBlob": "AA=="})),
+        ),
+        ("CompleteLayerUpload", with(json!({"uploadId": "u", "layerDigests": [d]}))),
+        ("GetDownloadUrlForLayer", with(json!({"layerDigest": d}))),
+        ("GetAuthorizationToken", json!({})),
+        ("DescribeRegistry", json!({})),
+        ("GetAccountSetting", json!({"name": "BLOB_MOUNTING"})),
+        ("PutAccountSetting", json!({"name": "BLOB_MOUNTING", "value": "DISABLED"})),
+        ("TagResource", json!({"resourceArn": arn, "tags": [{"Key": "k", "Value": "v"}]})),
+        ("UntagResource", json!({"resourceArn": arn, "tagKeys": ["k"]})),
+        ("ListTagsForResource", json!({"resourceArn": arn})),
+        ("SetRepositoryPolicy", with(json!({"policyText": policy}))),
+        ("GetRepositoryPolicy", repo.clone()),
+        ("DeleteRepositoryPolicy", repo.clone()),
+        ("PutRegistryPolicy", json!({"policyText": policy})),
+        ("GetRegistryPolicy", json!({})),
+        ("DeleteRegistryPolicy", json!({})),
+        ("PutLifecyclePolicy", with(json!({"lifecyclePolicyText": lifecycle}))),
+        ("GetLifecyclePolicy", repo.clone()),
+        ("DeleteLifecyclePolicy", repo.clone()),
+        ("StartLifecyclePolicyPreview", with(json!({"lifecyclePolicyText": lifecycle}))),
+        ("GetLifecyclePolicyPreview", repo.clone()),
+        ("StartImageScan", with(image.clone())),
+        ("DescribeImageScanFindings", with(image.clone())),
+        ("GetImageSbom", with(image.clone())),
+        ("PutRegistryScanningConfiguration", json!({"scanType": "BASIC", "rules": []})),
+        ("GetRegistryScanningConfiguration", json!({})),
+        ("BatchGetRepositoryScanningConfiguration", json!({"repositoryNames": ["locked"]})),
+        ("PutRepositoryScanPolicy", with(json!({"scanPolicy": {"hideUnfixed": true}}))),
+        ("GetRepositoryScanPolicy", repo.clone()),
+    ];
+    for (op, input) in &ecr {
+        let (st, v) = s.ecr_as(op, input.clone(), &nobody).await;
+        assert_eq!(
+            (st, v["__type"].as_str().unwrap_or_default()),
+            (StatusCode::BAD_REQUEST, "AccessDeniedException"),
+            "{op}: {v}"
+        );
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains(&format!("perform: ecr:{op} ")), "{op}: {message}");
+    }
+    // The same repository calls by the root are not refused (they may fail for other reasons).
+    for (op, input) in ecr.iter().filter(|(_, i)| i.get("repositoryName").is_some()) {
+        let (_, v) = s.ecr(op, input.clone()).await;
+        assert_ne!(v["__type"], "AccessDeniedException", "{op}: {v}");
+    }
+
+    let parg = "arn:aws:iam::000000000000:policy/p";
+    let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecr:*","Resource":"*"}]}"#;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"sts:AssumeRole"}]}"#;
+    ok(&s, &[("Action", "CreateRole"), ("RoleName", "r"), ("AssumeRolePolicyDocument", trust)], &Creds::root()).await;
+    let iam: Vec<Vec<(&str, &str)>> = vec![
+        vec![("Action", "CreateUser"), ("UserName", "u2")],
+        vec![("Action", "GetUser"), ("UserName", "nobody")],
+        vec![("Action", "ListUsers")],
+        vec![("Action", "DeleteUser"), ("UserName", "nobody")],
+        vec![("Action", "CreateGroup"), ("GroupName", "g")],
+        vec![("Action", "GetGroup"), ("GroupName", "g")],
+        vec![("Action", "ListGroups")],
+        vec![("Action", "DeleteGroup"), ("GroupName", "g")],
+        vec![("Action", "CreateRole"), ("RoleName", "r2"), ("AssumeRolePolicyDocument", trust)],
+        vec![("Action", "GetRole"), ("RoleName", "r")],
+        vec![("Action", "ListRoles")],
+        vec![("Action", "DeleteRole"), ("RoleName", "r")],
+        vec![("Action", "UpdateAssumeRolePolicy"), ("RoleName", "r"), ("PolicyDocument", trust)],
+        vec![("Action", "AddUserToGroup"), ("GroupName", "g"), ("UserName", "nobody")],
+        vec![("Action", "RemoveUserFromGroup"), ("GroupName", "g"), ("UserName", "nobody")],
+        vec![("Action", "ListGroupsForUser"), ("UserName", "nobody")],
+        vec![("Action", "CreateAccessKey"), ("UserName", "nobody")],
+        vec![("Action", "ListAccessKeys"), ("UserName", "nobody")],
+        vec![("Action", "UpdateAccessKey"), ("UserName", "nobody"), ("AccessKeyId", "AKIAX"), ("Status", "Inactive")],
+        vec![("Action", "DeleteAccessKey"), ("UserName", "nobody"), ("AccessKeyId", "AKIAX")],
+        vec![("Action", "PutUserPolicy"), ("UserName", "nobody"), ("PolicyName", "p"), ("PolicyDocument", doc)],
+        vec![("Action", "GetUserPolicy"), ("UserName", "nobody"), ("PolicyName", "p")],
+        vec![("Action", "ListUserPolicies"), ("UserName", "nobody")],
+        vec![("Action", "DeleteUserPolicy"), ("UserName", "nobody"), ("PolicyName", "p")],
+        vec![("Action", "PutRolePolicy"), ("RoleName", "r"), ("PolicyName", "p"), ("PolicyDocument", doc)],
+        vec![("Action", "AttachUserPolicy"), ("UserName", "nobody"), ("PolicyArn", parg)],
+        vec![("Action", "DetachUserPolicy"), ("UserName", "nobody"), ("PolicyArn", parg)],
+        vec![("Action", "ListAttachedUserPolicies"), ("UserName", "nobody")],
+        vec![("Action", "CreatePolicy"), ("PolicyName", "p"), ("PolicyDocument", doc)],
+        vec![("Action", "GetPolicy"), ("PolicyArn", parg)],
+        vec![("Action", "ListPolicies")],
+        vec![("Action", "DeletePolicy"), ("PolicyArn", parg)],
+        vec![("Action", "CreatePolicyVersion"), ("PolicyArn", parg), ("PolicyDocument", doc)],
+        vec![("Action", "GetPolicyVersion"), ("PolicyArn", parg), ("VersionId", "v1")],
+        vec![("Action", "ListPolicyVersions"), ("PolicyArn", parg)],
+        vec![("Action", "DeletePolicyVersion"), ("PolicyArn", parg), ("VersionId", "v2")],
+        vec![("Action", "SetDefaultPolicyVersion"), ("PolicyArn", parg), ("VersionId", "v1")],
+        vec![("Action", "AssumeRole"), ("RoleArn", "arn:aws:iam::000000000000:role/r"), ("RoleSessionName", "s1")],
+    ];
+    for params in &iam {
+        let (code, message) = err(&s, params, &nobody, StatusCode::FORBIDDEN).await;
+        let action = params[0].1;
+        let service = if action == "AssumeRole" { "sts" } else { "iam" };
+        assert_eq!(code, "AccessDenied", "{action}: {message}");
+        assert!(message.contains(&format!("{service}:{action}")), "{action}: {message}");
+    }
+}
+both!(every_operation_is_decided_for_its_caller);

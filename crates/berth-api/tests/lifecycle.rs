@@ -143,7 +143,7 @@ async fn policies_previews_and_runs(s: Server) {
 
     // A run expires exactly what the preview showed, with the index's children and the
     // signature of release-1; everything else stays.
-    let report = s.registry.run_lifecycle("svc", false).await.unwrap();
+    let report = s.registry.lifecycle().run_lifecycle(&berth_service::Caller::operator(), "svc", false).await.unwrap();
     let ran: Vec<String> = report.expired.iter().map(|e| e.digest.clone()).collect();
     assert_eq!(ran, want);
     assert_eq!(report.manifests_deleted, 4 + 2 + 1);
@@ -178,7 +178,15 @@ async fn policies_previews_and_runs(s: Server) {
         && r.resource.as_deref().unwrap_or_default().ends_with(&index)));
 
     // Running again expires nothing new; DeleteLifecyclePolicy returns the text.
-    assert!(s.registry.run_lifecycle("svc", false).await.unwrap().expired.is_empty());
+    assert!(
+        s.registry
+            .lifecycle()
+            .run_lifecycle(&berth_service::Caller::operator(), "svc", false)
+            .await
+            .unwrap()
+            .expired
+            .is_empty()
+    );
     let v = s.ecr_ok("DeleteLifecyclePolicy", repo.clone()).await;
     assert_eq!(v["lifecyclePolicyText"], policy);
     let (t, _) = s.ecr_err("DeleteLifecyclePolicy", repo.clone()).await;
@@ -193,7 +201,7 @@ async fn changed_images_are_skipped(s: Server) {
     s.push_image("app", "v2", "b").await;
     set_image_times(&s.meta, "app", &a.0, now() - 5 * DAY, None).await.unwrap();
     let policy = r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
-    let plan = s.registry.lifecycle_plan("app", policy).await.unwrap();
+    let plan = s.registry.lifecycle().lifecycle_plan(&berth_service::Caller::operator(), "app", policy).await.unwrap();
     assert_eq!(plan.len(), 1);
     let r = s.put_manifest("app", "v3", OCI_MANIFEST, &a.1).await;
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -284,8 +292,16 @@ async fn preview_equals_run(s: Server) {
         s.ecr_ok("StartLifecyclePolicyPreview", json!({"repositoryName": repo})).await;
         let preview = s.ecr_ok("GetLifecyclePolicyPreview", json!({"repositoryName": repo})).await;
         let want = digests(&preview);
-        let ran: Vec<String> =
-            s.registry.run_lifecycle(&repo, false).await.unwrap().expired.into_iter().map(|e| e.digest).collect();
+        let ran: Vec<String> = s
+            .registry
+            .lifecycle()
+            .run_lifecycle(&berth_service::Caller::operator(), &repo, false)
+            .await
+            .unwrap()
+            .expired
+            .into_iter()
+            .map(|e| e.digest)
+            .collect();
         assert_eq!(ran, want, "round {round}: {text}");
         let after = images(s.ecr_ok("DescribeImages", json!({"repositoryName": repo})).await);
         let expected: Vec<String> = before.iter().filter(|d| !want.contains(d)).cloned().collect();
@@ -315,7 +331,7 @@ async fn every_deletion_is_an_event(s: Server) {
     let policy = json!({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["old"],
         "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1}, "action": {"type": "expire"}}]});
     s.ecr_ok("PutLifecyclePolicy", json!({"repositoryName": "ev", "lifecyclePolicyText": policy.to_string()})).await;
-    s.registry.run_lifecycles(Some("ev"), false).await.unwrap();
+    s.registry.lifecycle().run_lifecycles(&berth_service::Caller::operator(), Some("ev"), false).await.unwrap();
     s.ecr_ok("DeleteRepository", json!({"repositoryName": "ev", "force": true})).await;
     let events = s.meta.events_after(0, 1000).await.unwrap();
     let deleted: Vec<(String, String)> = events

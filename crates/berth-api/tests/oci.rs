@@ -302,7 +302,7 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
     assert_eq!((r.status(), r.bytes().await.unwrap().to_vec()), (StatusCode::OK, sparse.clone()));
     let r = s.req(Method::GET, &format!("/v2/multi/manifests/{absent}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let report = s.registry.fsck(|_| {}).await.unwrap();
+    let report = s.registry.fsck().fsck(&berth_service::Caller::operator(), |_| {}).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert!(report.sparse_children.iter().any(|n| n.contains(&absent)), "{:?}", report.sparse_children);
     // Its present child is still protected from deletion; an image manifest without its layers is

@@ -83,11 +83,14 @@ async fn wait_complete(s: &Server, repo: &str, tag: &str) -> Value {
 
 async fn scans_and_findings(s: Server) {
     let dir = osv_dir();
-    let r = s.registry.import_osv(dir.path()).await.unwrap();
+    let r = s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap();
     assert_eq!((r.files, r.records, r.entries), (5, 5, 4));
     assert_eq!(r.skipped.get("Hex"), Some(&1));
     // Idempotent.
-    assert_eq!(s.registry.import_osv(dir.path()).await.unwrap().entries, 4);
+    assert_eq!(
+        s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap().entries,
+        4
+    );
 
     s.ecr_ok("CreateRepository", json!({"repositoryName": "deb"})).await;
     let digest = push_debian_image(&s, "deb", "12").await;
@@ -196,7 +199,7 @@ fn finding_names(v: &Value) -> Vec<String> {
 async fn rematch_on_new_data(s: Server) {
     let dir = tempfile::tempdir().unwrap();
     write_record(dir.path(), "a.json", "CVE-2030-0001", "openssl", "3.0.11-1~deb12u2", "high");
-    s.registry.import_osv(dir.path()).await.unwrap();
+    s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap();
     s.ecr_ok("CreateRepository", json!({"repositoryName": "cont", "imageScanningConfiguration": {"scanOnPush": true}}))
         .await;
     push_debian_image(&s, "cont", "1").await;
@@ -205,8 +208,8 @@ async fn rematch_on_new_data(s: Server) {
     // The record is corrected (fixed earlier: no longer a finding) and another appears.
     write_record(dir.path(), "a.json", "CVE-2030-0001", "openssl", "3.0.10-1", "high");
     write_record(dir.path(), "b.json", "CVE-2030-0002", "zlib", "1:1.2.13.dfsg-2", "low");
-    s.registry.import_osv(dir.path()).await.unwrap();
-    let r = s.registry.rematch_all().await.unwrap();
+    s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap();
+    let r = s.registry.scanning().rematch_all(&berth_service::Caller::operator()).await.unwrap();
     assert_eq!((r.images, r.changed, r.appeared, r.disappeared), (1, 1, 1, 1));
     let v =
         s.ecr_ok("DescribeImageScanFindings", json!({"repositoryName": "cont", "imageId": {"imageTag": "1"}})).await;
@@ -214,18 +217,21 @@ async fn rematch_on_new_data(s: Server) {
     assert_eq!(v["imageScanFindings"]["findingSeverityCounts"], json!({"LOW": 1}));
     let events = s
         .registry
-        .audit_events(&berth_meta::AuditFilter {
-            event_name: Some("ImageScanFindingsChanged".into()),
-            limit: 10,
-            ..Default::default()
-        })
+        .audit_events(
+            &berth_service::Caller::operator(),
+            &berth_meta::AuditFilter {
+                event_name: Some("ImageScanFindingsChanged".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(events.len(), 1);
     let detail = events[0].detail.as_deref().unwrap();
     assert!(detail.contains("+CVE-2030-0002 (zlib1g") && detail.contains("-CVE-2030-0001 (libssl3"), "{detail}");
     // Nothing new: nothing changes.
-    let r = s.registry.rematch_all().await.unwrap();
+    let r = s.registry.scanning().rematch_all(&berth_service::Caller::operator()).await.unwrap();
     assert_eq!((r.images, r.changed), (1, 0));
 }
 both!(rematch_on_new_data);
@@ -235,7 +241,7 @@ both!(rematch_on_new_data);
 async fn scans_survive_restarts(s: Server) {
     let dir = tempfile::tempdir().unwrap();
     write_record(dir.path(), "a.json", "CVE-2030-0001", "openssl", "3.0.11-1~deb12u2", "high");
-    s.registry.import_osv(dir.path()).await.unwrap();
+    s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap();
     let s = s.restart_with_scanners(0).await; // this node queues scans but runs none
     s.ecr_ok("CreateRepository", json!({"repositoryName": "jobs"})).await;
     let d1 = push_debian_image(&s, "jobs", "dead").await;
@@ -256,7 +262,7 @@ async fn scans_survive_restarts(s: Server) {
     let now = berth_meta::now_ms();
     let held = s.meta.claim_job("scan", "live-node", now, now + 600_000).await.unwrap();
     assert!(held.is_some(), "{:?}", s.meta.scan_queue(now).await);
-    assert_eq!(s.registry.scan_queue().await.unwrap(), (2, 2));
+    assert_eq!(s.registry.scanning().scan_queue(&berth_service::Caller::operator()).await.unwrap(), (2, 2));
 
     let s = s.restart().await; // now with scan workers
     let mut done = None;
@@ -342,7 +348,7 @@ both!(registry_scanning_configuration);
 /// findings named), exceptions let them through, unfixed findings can be hidden.
 async fn scan_policy_blocks_pulls(s: Server) {
     let dir = osv_dir();
-    s.registry.import_osv(dir.path()).await.unwrap();
+    s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap();
     s.ecr_ok("CreateRepository", json!({"repositoryName": "gate", "imageScanningConfiguration": {"scanOnPush": true}}))
         .await;
     let digest = push_debian_image(&s, "gate", "1").await;
@@ -428,7 +434,7 @@ async fn inconsistent_ranges_are_named_at_import() {
     };
     std::fs::write(dir.path().join("bad.json"), rec("PYSEC-2014-99", "1.6", "1.6b4").to_string()).unwrap();
     std::fs::write(dir.path().join("good.json"), rec("PYSEC-2014-98", "1.4", "1.4.13").to_string()).unwrap();
-    let r = s.registry.import_osv(dir.path()).await.unwrap();
+    let r = s.registry.scanning().import_osv(&berth_service::Caller::operator(), dir.path()).await.unwrap();
     assert_eq!(r.records, 2);
     assert_eq!(r.inconsistent, ["PYSEC-2014-99 (PyPI/Django)"], "only the contradictory range is named");
 }

@@ -1,64 +1,26 @@
-//! Access decisions: every ECR call and OCI request is an `ecr:` action on a repository, decided
-//! by the repository policy together with the caller's identity (today the account root, whose
-//! identity side allows everything; explicit denies still bind it). Anonymous callers get exactly
-//! what a repository policy with `"Principal": "*"` grants. Repository and registry policies are
-//! managed here too.
+//! Access decisions. Every call the service serves is an `ecr:`, `iam:` or `sts:` action on a
+//! resource, decided here for the caller that makes it: the resource's policy (a repository's)
+//! together with the caller's identity policies (the account root's identity side allows
+//! everything in its account; explicit denies still bind it). Anonymous callers get exactly what
+//! a policy with `"Principal": "*"` grants (everything, when the registry runs with
+//! `allow_anonymous`); the operator (the server's own command line and jobs) everything.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use berth_core::policy::{self, Caller, Context, Decision, Policy, PolicyKind};
+use berth_core::policy::{self, Caller as PolicyCaller, Context, Decision, Policy, PolicyKind};
 
-use crate::iam::Identity;
-use crate::{Error, Principal, Registry, Result};
+use crate::cache::RepoAccess;
+use crate::caller::{Caller, Identity};
+use crate::core::domain;
+use crate::error::{Error, Result};
+use crate::identity::{Identities, gone};
+use crate::tokens::Scope;
 
 /// Largest repository policy ECR accepts.
 pub const MAX_REPOSITORY_POLICY: usize = 10_240;
 /// Largest registry policy.
 pub const MAX_REGISTRY_POLICY: usize = 10_240;
-
-/// Who is asking, and from where.
-#[derive(Debug, Clone, Default)]
-pub struct Who {
-    /// `None`: anonymous.
-    pub principal: Option<Principal>,
-    pub source_ip: Option<IpAddr>,
-    /// Whether the request came over TLS (`aws:SecureTransport`).
-    pub secure: bool,
-    /// Tags the request sets (`aws:RequestTag/<key>`, and their keys as `aws:TagKeys`).
-    pub request_tags: Vec<(String, String)>,
-    /// Tag keys the request names without values (UntagResource: `aws:TagKeys`).
-    pub tag_keys: Vec<String>,
-}
-
-/// What the decision needs to know about a repository: its policy and tags.
-#[derive(Default)]
-pub(crate) struct RepoAccess {
-    policy: Option<Policy>,
-    tags: Vec<(String, String)>,
-}
-
-/// Parsed repository policies and tags, for the request path. A write bumps the epoch and clears
-/// the map after its commit; a reader stores what it read only if the epoch did not move meanwhile.
-#[derive(Default)]
-pub(crate) struct AccessCache {
-    enabled: bool,
-    epoch: AtomicU64,
-    map: RwLock<HashMap<String, Arc<RepoAccess>>>,
-}
-
-impl AccessCache {
-    pub fn new(enabled: bool) -> Self {
-        AccessCache { enabled, ..Default::default() }
-    }
-
-    pub fn invalidate(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
 
 /// Checks a policy document for a repository or the registry.
 pub fn parse_resource_policy(text: &str, max: usize, what: &str) -> Result<Policy> {
@@ -73,9 +35,27 @@ pub fn parse_resource_policy(text: &str, max: usize, what: &str) -> Result<Polic
         .map_err(|e| Error::InvalidParameter(format!("Invalid {what} policy provided: {e}")))
 }
 
-impl Registry {
+domain! {
+    /// Decisions: may this caller do this action on that resource, now.
+    Access
+}
+
+impl<'a> Access<'a> {
+    fn identities(&self) -> Identities<'a> {
+        Identities(self.0)
+    }
+
+    /// The caller's identity: `Ok(None)` for anonymous callers, `Err` for a principal that no
+    /// longer exists (deleted since its credentials were issued).
+    async fn identity(&self, caller: &Caller) -> Result<Option<Option<Arc<Identity>>>> {
+        match &caller.principal {
+            None => Ok(None),
+            Some(p) => Ok(Some(self.identities().of(p).await?)),
+        }
+    }
+
     async fn repo_access(&self, name: &str) -> Result<Arc<RepoAccess>> {
-        let cache = &self.access;
+        let cache = &self.caches.access;
         if cache.enabled
             && let Some(a) = cache.map.read().unwrap_or_else(|e| e.into_inner()).get(name)
         {
@@ -102,8 +82,8 @@ impl Registry {
         Ok(access)
     }
 
-    pub(crate) fn context(&self, who: &Who, caller: Option<&Caller>, tags: &[(String, String)]) -> Context {
-        let now = crate::auth::now_secs();
+    pub(crate) fn context(&self, who: &Caller, caller: Option<&PolicyCaller>, tags: &[(String, String)]) -> Context {
+        let now = crate::tokens::now_secs();
         let mut ctx = Context::new();
         ctx.set("aws:CurrentTime", berth_core::time::format_rfc3339(now));
         ctx.set("aws:EpochTime", now.to_string());
@@ -128,15 +108,16 @@ impl Registry {
 
     /// The decision for `action` (`ecr:BatchGetImage`, ...) on repository `name`, which need not
     /// exist (then only the caller's identity decides).
-    pub async fn decide(&self, who: &Who, action: &str, name: &str) -> Result<Decision> {
+    pub async fn decide(&self, who: &Caller, action: &str, name: &str) -> Result<Decision> {
+        if who.is_operator() || (who.is_anonymous() && self.settings.allow_anonymous) {
+            return Ok(Decision::Allow);
+        }
         let access = self.repo_access(name).await?;
-        let identity = match &who.principal {
+        let identity = match self.identity(who).await? {
             None => None,
-            Some(p) => match self.identity(p).await? {
-                Some(i) => Some(i),
-                // Deleted since its credentials were issued.
-                None => return Ok(Decision::ImplicitDeny),
-            },
+            Some(Some(i)) => Some(i),
+            // Deleted since its credentials were issued.
+            Some(None) => return Ok(Decision::ImplicitDeny),
         };
         let account = self.split_key(name).0;
         if access.policy.is_none() {
@@ -164,9 +145,9 @@ impl Registry {
     }
 
     /// `action` on repository `name` under `resource_policy`, with the repository's `tags`.
-    fn evaluate(
+    pub(crate) fn evaluate(
         &self,
-        who: &Who,
+        who: &Caller,
         identity: Option<&Identity>,
         action: &str,
         name: &str,
@@ -182,8 +163,8 @@ impl Registry {
         policy::evaluate(&req, &policies, resource_policy)
     }
 
-    /// [`Registry::decide`], as an error when not allowed.
-    pub async fn check_access(&self, who: &Who, action: &str, name: &str) -> Result<()> {
+    /// [`Access::decide`], as an error when not allowed.
+    pub async fn check(&self, who: &Caller, action: &str, name: &str) -> Result<()> {
         match self.decide(who, action, name).await? {
             Decision::Allow => Ok(()),
             d => Err(self.denied(who, action, &self.repository_arn(name), d)),
@@ -191,8 +172,8 @@ impl Registry {
     }
 
     /// The AccessDeniedException for a refused decision.
-    pub(crate) fn denied(&self, who: &Who, action: &str, resource: &str, d: Decision) -> Error {
-        let who = who.principal.as_ref().map_or("anonymous", |p| p.arn.as_str());
+    pub(crate) fn denied(&self, who: &Caller, action: &str, resource: &str, d: Decision) -> Error {
+        let who = who.arn();
         let why = if d == Decision::ExplicitDeny {
             "with an explicit deny"
         } else {
@@ -203,11 +184,11 @@ impl Registry {
 
     /// A registry-level action (`ecr:GetAuthorizationToken`, `ecr:PutRegistryPolicy`, ...):
     /// resource `*`, decided by the caller's identity alone.
-    pub async fn check_registry_action(&self, who: &Who, action: &str, registry: &str) -> Result<()> {
-        let identity = match &who.principal {
-            None => None,
-            Some(p) => self.identity(p).await?,
-        };
+    pub async fn check_registry(&self, who: &Caller, action: &str, registry: &str) -> Result<()> {
+        if who.is_operator() {
+            return Ok(());
+        }
+        let identity = self.identity(who).await?.flatten();
         // GetAuthorizationToken is about the caller's own account (its token then reaches only
         // what each repository's decision allows); the others are about this registry.
         let own = action == "ecr:GetAuthorizationToken";
@@ -236,74 +217,66 @@ impl Registry {
         }
     }
 
-    // ---- repository policies ----
-
-    /// SetRepositoryPolicy. Without `force`, refuses a policy that would stop the caller from
-    /// setting the policy again (as ECR does).
-    pub async fn set_repository_policy(&self, who: &Who, name: &str, text: &str, force: bool) -> Result<String> {
-        let (_, row) = self.repository(name).await?;
-        let new = parse_resource_policy(text, MAX_REPOSITORY_POLICY, "repository")?;
-        if !force {
-            let tags = self.meta.repo_tags(row.id).await?;
-            let identity = match &who.principal {
-                Some(p) => self.identity(p).await?,
-                None => None,
-            };
-            if !self.evaluate(who, identity.as_deref(), "ecr:SetRepositoryPolicy", name, &tags, Some(&new)).allowed() {
-                return Err(Error::InvalidParameter(
-                    "Invalid parameter at 'PolicyText' failed to satisfy constraint: the policy would prevent you \
-                     from setting another policy in the future; use force to set it anyway"
-                        .into(),
-                ));
-            }
+    /// Decides an IAM or STS action by the caller's identity policies alone (IAM resources have
+    /// no resource policies; a role's trust policy is checked by AssumeRole itself).
+    pub async fn check_iam(&self, who: &Caller, action: &str, resource: &str) -> Result<()> {
+        if who.is_operator() {
+            return Ok(());
         }
-        self.meta.set_repo_policy(row.id, Some(text)).await?;
-        self.access.invalidate();
-        Ok(text.to_string())
+        let Some(p) = &who.principal else {
+            return Err(Error::AccessDenied(format!("anonymous callers may not perform {action}")));
+        };
+        let id = self.identities().of(p).await?.ok_or_else(|| gone(p))?;
+        let refs: Vec<&Policy> = id.policies.iter().collect();
+        let ctx = self.context(who, Some(&id.caller), &[]);
+        let req = policy::Request {
+            action,
+            resource,
+            resource_account: &id.caller.account,
+            caller: Some(&id.caller),
+            context: &ctx,
+        };
+        match policy::evaluate(&req, &refs, None) {
+            Decision::Allow => Ok(()),
+            d => Err(Error::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource} {}",
+                p.arn,
+                if d == Decision::ExplicitDeny {
+                    "with an explicit deny in an identity-based policy"
+                } else {
+                    "because no identity-based policy allows the action"
+                }
+            ))),
+        }
     }
 
-    pub async fn repository_policy(&self, name: &str) -> Result<String> {
-        let (_, row) = self.repository(name).await?;
-        row.policy.ok_or_else(|| self.no_repository_policy(name))
-    }
-
-    pub async fn delete_repository_policy(&self, name: &str) -> Result<String> {
-        let (_, row) = self.repository(name).await?;
-        let text = row.policy.ok_or_else(|| self.no_repository_policy(name))?;
-        self.meta.set_repo_policy(row.id, None).await?;
-        self.access.invalidate();
-        Ok(text)
-    }
-
-    fn no_repository_policy(&self, name: &str) -> Error {
-        Error::RepositoryPolicyNotFound(format!(
-            "Repository policy does not exist for the repository with name '{name}' in the registry with id '{}'",
-            self.settings.registry_id
-        ))
-    }
-
-    // ---- registry policy ----
-
-    pub async fn put_registry_policy(&self, text: &str) -> Result<String> {
-        parse_resource_policy(text, MAX_REGISTRY_POLICY, "registry")?;
-        self.meta.put_setting("registry_policy", text).await?;
-        Ok(text.to_string())
-    }
-
-    pub async fn registry_policy(&self) -> Result<String> {
-        self.meta.setting("registry_policy").await?.ok_or_else(|| self.no_registry_policy())
-    }
-
-    pub async fn delete_registry_policy(&self) -> Result<String> {
-        let text = self.registry_policy().await?;
-        self.meta.delete_setting("registry_policy").await?;
-        Ok(text)
-    }
-
-    fn no_registry_policy(&self) -> Error {
-        Error::RegistryPolicyNotFound(format!(
-            "Registry policy does not exist in the registry with id '{}'",
-            self.settings.registry_id
-        ))
+    /// The part of a Docker token scope the caller's policies allow now (a token carries it for
+    /// clients that read it; requests are decided afresh all the same).
+    pub async fn grant(&self, who: &Caller, mut s: Scope) -> Result<Option<Scope>> {
+        match s.kind.as_str() {
+            "registry" if s.name == "catalog" && !who.is_anonymous() => Ok(Some(s)),
+            "repository" => {
+                let mut keep = Vec::new();
+                let wanted: Vec<String> = if s.actions.iter().any(|a| a == "*") {
+                    vec!["pull".into(), "push".into(), "delete".into()]
+                } else {
+                    s.actions.clone()
+                };
+                for a in wanted {
+                    let action = match a.as_str() {
+                        "pull" => "ecr:BatchGetImage",
+                        "push" => "ecr:PutImage",
+                        "delete" => "ecr:BatchDeleteImage",
+                        _ => continue,
+                    };
+                    if self.decide(who, action, &s.name).await?.allowed() {
+                        keep.push(a);
+                    }
+                }
+                s.actions = keep;
+                Ok((!s.actions.is_empty()).then_some(s))
+            }
+            _ => Ok(None),
+        }
     }
 }

@@ -8,10 +8,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use berth_meta::{AuditFilter, AuditRow, Meta};
+use berth_meta::{AuditRow, Meta};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::{Registry, Result};
 
 /// Events waiting for the writer at most; a request waits when it is full.
 const QUEUE: usize = 10_000;
@@ -31,7 +29,7 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-pub(crate) enum Msg {
+enum Msg {
     Event(AuditRow),
     Flush(oneshot::Sender<()>),
 }
@@ -42,7 +40,7 @@ const MAX_PENDING: usize = 100_000;
 /// Wait before writing again after a failure.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub(crate) fn start(meta: Meta, dropped: Arc<AtomicU64>) -> mpsc::Sender<Msg> {
+fn start(meta: Meta, dropped: Arc<AtomicU64>) -> mpsc::Sender<Msg> {
     let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
     tokio::spawn(async move {
         let mut pending: VecDeque<AuditRow> = VecDeque::new();
@@ -114,9 +112,18 @@ pub(crate) fn start(meta: Meta, dropped: Arc<AtomicU64>) -> mpsc::Sender<Msg> {
     tx
 }
 
-impl Registry {
+/// The handle events are recorded through.
+pub(crate) struct Auditor {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Auditor {
+    pub(crate) fn start(meta: Meta, dropped: Arc<AtomicU64>) -> Self {
+        Auditor { tx: start(meta, dropped) }
+    }
+
     /// Records an event (waits only when the writer is far behind).
-    pub async fn audit(&self, e: AuditEvent) {
+    pub(crate) async fn record(&self, e: AuditEvent) {
         let row = AuditRow {
             id: 0,
             event_time: berth_meta::now_ms(),
@@ -128,20 +135,16 @@ impl Registry {
             error: e.error,
             detail: e.detail,
         };
-        if self.audit.send(Msg::Event(row)).await.is_err() {
+        if self.tx.send(Msg::Event(row)).await.is_err() {
             tracing::error!("audit writer stopped; event lost");
         }
     }
 
     /// Waits until every event recorded so far is stored.
-    pub async fn flush_audit(&self) {
+    pub(crate) async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.audit.send(Msg::Flush(tx)).await.is_ok() {
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
-    }
-
-    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
-        Ok(self.meta.audit_events(filter).await?)
     }
 }

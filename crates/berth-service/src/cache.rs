@@ -7,11 +7,18 @@
 //!
 //! Only for a single node (SQLite): with PostgreSQL several nodes share the data, and the cache
 //! stays off until invalidation is broadcast between them.
+//!
+//! Beside it, the caches of what access decisions read (repository policies and tags, keys and
+//! identities) and of scan policies, under the same rule: cleared by every write, filled only by
+//! a reader whose epoch is still current.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::Manifest;
+use crate::caller::{Identity, ResolvedKey};
+use crate::model::Manifest;
+use crate::scan_policy::ScanPolicy;
 
 /// Manifests larger than this are not cached.
 const MAX_ENTRY: usize = 64 * 1024;
@@ -174,6 +181,106 @@ impl Cache {
             r.version += 1;
             r.tags.clear();
             r.digests.clear();
+        }
+    }
+}
+
+/// What a decision needs to know about a repository: its policy and tags.
+#[derive(Default)]
+pub(crate) struct RepoAccess {
+    pub policy: Option<berth_core::policy::Policy>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// Parsed repository policies and tags, for the request path. A write bumps the epoch and clears
+/// the map after its commit; a reader stores what it read only if the epoch did not move meanwhile.
+#[derive(Default)]
+pub(crate) struct AccessCache {
+    pub enabled: bool,
+    pub epoch: AtomicU64,
+    pub map: RwLock<HashMap<String, Arc<RepoAccess>>>,
+}
+
+impl AccessCache {
+    pub fn new(enabled: bool) -> Self {
+        AccessCache { enabled, ..Default::default() }
+    }
+
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Keys and identities read from the store, for the request path; cleared by every IAM write
+/// (the same epoch rule as the repository-policy cache). Only with SQLite: another node may
+/// change IAM behind a PostgreSQL-backed node's back.
+#[derive(Default)]
+pub(crate) struct IamCache {
+    enabled: bool,
+    pub epoch: AtomicU64,
+    pub keys: RwLock<HashMap<String, Option<ResolvedKey>>>,
+    pub identities: RwLock<HashMap<String, Option<Arc<Identity>>>>,
+}
+
+impl IamCache {
+    pub fn new(enabled: bool) -> Self {
+        IamCache { enabled, ..Default::default() }
+    }
+
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.identities.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub fn get<T: Clone>(&self, map: &RwLock<HashMap<String, T>>, k: &str) -> Option<T> {
+        if !self.enabled {
+            return None;
+        }
+        map.read().unwrap_or_else(|e| e.into_inner()).get(k).cloned()
+    }
+
+    pub fn put<T>(&self, map: &RwLock<HashMap<String, T>>, epoch: u64, k: &str, v: T) {
+        if !self.enabled {
+            return;
+        }
+        let mut m = map.write().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::SeqCst) == epoch && m.len() < 100_000 {
+            m.insert(k.to_string(), v);
+        }
+    }
+}
+
+/// Scan policies by repository id, when this process sees every write (SQLite).
+pub(crate) struct PolicyCache {
+    pub enabled: bool,
+    pub map: Mutex<HashMap<i64, Option<ScanPolicy>>>,
+}
+
+impl PolicyCache {
+    pub(crate) fn new(enabled: bool) -> Self {
+        PolicyCache { enabled, map: Mutex::default() }
+    }
+}
+
+/// Every cache of one process.
+pub(crate) struct Caches {
+    /// Repository ids, manifests and blob links, for the pull path.
+    pub content: Cache,
+    pub access: AccessCache,
+    pub iam: IamCache,
+    pub scan_policies: PolicyCache,
+}
+
+impl Caches {
+    /// `enabled` only when this process sees every write (SQLite).
+    pub(crate) fn new(enabled: bool) -> Self {
+        Caches {
+            content: Cache::new(enabled),
+            access: AccessCache::new(enabled),
+            iam: IamCache::new(enabled),
+            scan_policies: PolicyCache::new(enabled),
         }
     }
 }

@@ -11,9 +11,11 @@ use std::time::Duration;
 use berth_meta::{EventRow, JobRow, NotClaimed};
 use tokio::sync::watch;
 
-use crate::jobs::{LEASE, lease_until};
-use crate::worker::{Worker, WorkerState};
-use crate::{Registry, Result};
+use std::sync::Arc;
+
+use crate::core::Core;
+use crate::error::Result;
+use crate::jobs::{LEASE, Worker, WorkerState, lease_until};
 
 /// Events read per step.
 const BATCH: i64 = 200;
@@ -31,7 +33,7 @@ pub trait Consume: Send + 'static {
 }
 
 pub struct Consumer<C> {
-    registry: Registry,
+    core: Arc<Core>,
     handler: C,
     wake: watch::Receiver<u64>,
     /// The consumer's job while this node holds its lease, and until when (ms).
@@ -39,9 +41,9 @@ pub struct Consumer<C> {
 }
 
 impl<C: Consume> Consumer<C> {
-    pub fn new(registry: Registry, handler: C) -> Self {
-        let wake = registry.meta().subscribe_events();
-        Consumer { registry, handler, wake, held: None }
+    pub(crate) fn new(core: Arc<Core>, handler: C) -> Self {
+        let wake = core.meta().subscribe_events();
+        Consumer { core, handler, wake, held: None }
     }
 
     fn key() -> String {
@@ -56,8 +58,8 @@ impl<C: Consume> Consumer<C> {
         {
             return Ok(true);
         }
-        let meta = self.registry.meta();
-        let node = self.registry.node();
+        let meta = self.core.meta();
+        let node = self.core.node();
         let key = Self::key();
         loop {
             match meta.claim_singleton(&key, &node, now, lease_until(now), true).await? {
@@ -84,7 +86,7 @@ impl<C: Consume> Worker for Consumer<C> {
         if !self.hold().await? {
             return Ok(WorkerState::Idle);
         }
-        let meta = self.registry.meta().clone();
+        let meta = self.core.meta().clone();
         let start = meta.event_cursor(C::NAME, 0).await?;
         let events = meta.events_after(start, BATCH).await?;
         let Some(last) = events.last().map(|e| e.id) else { return Ok(WorkerState::Idle) };
@@ -123,7 +125,7 @@ impl<C: Consume> Worker for Consumer<C> {
     async fn stopped(&mut self) {
         // The cursor is already where the last completed step left it; give the lease back.
         if let Some((job, _)) = self.held.take() {
-            let r = &self.registry;
+            let r = &self.core;
             if let Err(e) = r.meta().release_job(&job, &r.node()).await {
                 tracing::warn!(consumer = C::NAME, error = %e, "could not give back the consumer's lease");
             }

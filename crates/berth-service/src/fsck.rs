@@ -7,7 +7,9 @@ use berth_core::Digest;
 use berth_crypto::Hasher;
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::{Registry, Result};
+use crate::caller::Caller;
+use crate::core::domain;
+use crate::error::Result;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FsckReport {
@@ -30,8 +32,14 @@ impl FsckReport {
     }
 }
 
-impl Registry {
-    pub async fn fsck(&self, progress: impl Fn(&str)) -> Result<FsckReport> {
+domain! {
+    /// Consistency checks of metadata against storage.
+    Fsck
+}
+
+impl Fsck<'_> {
+    pub async fn fsck(&self, caller: &Caller, progress: impl Fn(&str)) -> Result<FsckReport> {
+        caller.require_operator("check the registry's consistency")?;
         let mut report = FsckReport::default();
         let recorded = self.meta.all_blobs().await?;
         let stored: HashSet<Digest> = self.blobs.list().try_collect().await?;

@@ -16,110 +16,19 @@
 //! and a push needs the grace period (default an hour) between uploading a layer and pushing the
 //! manifest that names it. A crash mid-sweep leaves rows `deleting`; the next pass finishes them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::{Error, Registry, Result};
+use crate::caller::Caller;
+use crate::core::domain;
+use crate::error::{Error, Result};
+use crate::jobs::{Renewal, lease_until};
 
 /// Blobs deleted per metadata batch; files are deleted this many at a time in parallel.
 const SWEEP_BATCH: i64 = 2_000;
 const PARALLEL_DELETES: usize = 32;
-
-/// Counters since the process started, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub gc_runs: AtomicU64,
-    pub gc_examined: AtomicU64,
-    pub gc_condemned: AtomicU64,
-    pub gc_deleted_blobs: AtomicU64,
-    pub gc_deleted_bytes: AtomicU64,
-    pub gc_failed: AtomicU64,
-    pub gc_uploads_removed: AtomicU64,
-    /// Duration of the last pass, milliseconds.
-    pub gc_last_ms: AtomicU64,
-    pub lifecycle_runs: AtomicU64,
-    pub lifecycle_expired: AtomicU64,
-    /// Audit events given up on (the database kept failing); shared with the audit writer.
-    pub audit_dropped: std::sync::Arc<AtomicU64>,
-    /// 1 while storage counts as full (new content refused).
-    pub storage_full: AtomicU64,
-}
-
-impl Counters {
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: String| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
-        };
-        metric("berth_gc_runs_total", "counter", "Garbage collection passes.", g(&self.gc_runs).to_string());
-        metric(
-            "berth_gc_candidates_examined_total",
-            "counter",
-            "Candidates the mark step looked at.",
-            g(&self.gc_examined).to_string(),
-        );
-        metric(
-            "berth_gc_blobs_condemned_total",
-            "counter",
-            "Blobs found unreferenced.",
-            g(&self.gc_condemned).to_string(),
-        );
-        metric("berth_gc_blobs_deleted_total", "counter", "Blobs deleted.", g(&self.gc_deleted_blobs).to_string());
-        metric(
-            "berth_gc_bytes_deleted_total",
-            "counter",
-            "Bytes of blobs deleted.",
-            g(&self.gc_deleted_bytes).to_string(),
-        );
-        metric(
-            "berth_gc_delete_failures_total",
-            "counter",
-            "Blob files that could not be deleted.",
-            g(&self.gc_failed).to_string(),
-        );
-        metric(
-            "berth_gc_uploads_removed_total",
-            "counter",
-            "Abandoned uploads removed.",
-            g(&self.gc_uploads_removed).to_string(),
-        );
-        metric(
-            "berth_gc_last_duration_seconds",
-            "gauge",
-            "Duration of the last garbage collection pass.",
-            format!("{:.3}", g(&self.gc_last_ms) as f64 / 1000.0),
-        );
-        metric(
-            "berth_lifecycle_runs_total",
-            "counter",
-            "Lifecycle policy runs (per repository).",
-            g(&self.lifecycle_runs).to_string(),
-        );
-        metric(
-            "berth_lifecycle_images_expired_total",
-            "counter",
-            "Images expired by lifecycle policies.",
-            g(&self.lifecycle_expired).to_string(),
-        );
-        metric(
-            "berth_audit_events_dropped_total",
-            "counter",
-            "Audit events lost because the database kept failing.",
-            g(&self.audit_dropped).to_string(),
-        );
-        metric(
-            "berth_storage_full",
-            "gauge",
-            "1 while storage is full and pushes are refused.",
-            g(&self.storage_full).to_string(),
-        );
-        out
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
@@ -153,34 +62,30 @@ pub struct GcReport {
     pub elapsed: Duration,
 }
 
-impl Registry {
-    /// Records a blob about to be stored; while a collection is deleting it, waits (up to 10 s)
-    /// for the deletion to finish, so the new copy is never deleted under the pusher.
-    pub(crate) async fn claim_blob(&self, digest: &berth_core::Digest) -> Result<()> {
-        let key = digest.to_string();
-        for _ in 0..50 {
-            match self.meta.claim_blob(&key).await {
-                Err(berth_meta::MetaError::BlobDeleting(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
-                r => return r.map_err(Error::from),
-            }
-        }
-        Err(Error::Busy(format!("blob {key} is being garbage-collected right now; push it again in a moment")))
-    }
+domain! {
+    /// Garbage collection and upload expiry.
+    Gc
+}
 
+/// The periodic collection job: one round at a time over all nodes, `berth gc` included.
+pub const GC_JOB: &str = "periodic:gc";
+
+impl Gc<'_> {
     /// One collection pass and upload expiry, as `berth gc` runs them: under the lease of the
     /// periodic collection job, so that no node collects at the same time (waits for a round
     /// running elsewhere to finish). The periodic job's schedule is left as it was.
-    pub async fn gc(&self, opts: GcOptions) -> Result<GcReport> {
+    pub async fn gc(&self, caller: &Caller, opts: GcOptions) -> Result<GcReport> {
+        caller.require_operator("collect garbage")?;
         let started = Instant::now();
         if opts.dry_run {
             return self.gc_dry_run(opts).await;
         }
-        let key = crate::jobs::Periodic::Gc(opts).key();
+        let key = GC_JOB;
         let node = self.node();
         let mut waited = false;
         let job = loop {
             let now = berth_meta::now_ms();
-            match self.meta.claim_singleton(key, &node, now, crate::jobs::lease_until(now), true).await? {
+            match self.meta.claim_singleton(key, &node, now, lease_until(now), true).await? {
                 Ok(job) => break Some(job),
                 // No periodic job (no node collects on a schedule): nothing to keep out of the way.
                 Err(berth_meta::NotClaimed::Missing | berth_meta::NotClaimed::NotDue(_)) => break None,
@@ -194,7 +99,7 @@ impl Registry {
                 }
             }
         };
-        let _renewal = job.as_ref().map(|j| crate::jobs::Renewal::start(&self.meta, j, &node));
+        let _renewal = job.as_ref().map(|j| Renewal::start(&self.meta, j, &node));
         let outcome = async {
             let mut report = self.collect_garbage(opts).await?;
             report.uploads_removed = self.expire_uploads(opts.upload_ttl).await?;
@@ -227,7 +132,7 @@ impl Registry {
 
     /// Marks and sweeps unreferenced blobs (one round of the periodic collection job; see the
     /// module comment for why it is safe beside pushes, and beside another round).
-    pub async fn collect_garbage(&self, opts: GcOptions) -> Result<GcReport> {
+    pub(crate) async fn collect_garbage(&self, opts: GcOptions) -> Result<GcReport> {
         let started = Instant::now();
         let mut report = GcReport::default();
         let cutoff = berth_meta::now_ms() - opts.grace.as_millis() as i64;
@@ -272,7 +177,7 @@ impl Registry {
                 break;
             }
         }
-        self.cache.drop_all_blobs();
+        self.caches.content.drop_all_blobs();
         report.elapsed = started.elapsed();
         let c = &self.counters;
         c.gc_runs.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +191,7 @@ impl Registry {
     }
 
     /// Removes uploads untouched for longer than `ttl` (one round of the upload expiry job).
-    pub async fn expire_uploads(&self, ttl: Duration) -> Result<u64> {
+    pub(crate) async fn expire_uploads(&self, ttl: Duration) -> Result<u64> {
         let mut removed = 0;
         for (id, state) in self.meta.stale_uploads(berth_meta::now_ms() - ttl.as_millis() as i64, 10_000).await? {
             self.meta.delete_upload(&id).await?;
@@ -298,9 +203,5 @@ impl Registry {
         }
         self.counters.gc_uploads_removed.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
     }
 }

@@ -1,5 +1,5 @@
 //! Lifecycle policies: storing them, previewing them, and running them. One evaluation serves
-//! both the preview and a run ([`Registry::lifecycle_plan`]), so a preview shows exactly what a
+//! both the preview and a run ([`Lifecycle::lifecycle_plan`]), so a preview shows exactly what a
 //! run at the same moment expires. Index children are not images of their own here (they go with
 //! their index), nor are artifacts with a `subject` (they go with their subject).
 
@@ -9,7 +9,11 @@ use berth_core::lifecycle::{self, Image};
 use berth_meta::TagStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::{AuditEvent, Error, Registry, Result};
+use crate::audit::AuditEvent;
+use crate::caller::Caller;
+use crate::core::domain;
+use crate::error::{Error, Result};
+use crate::repositories::Repositories;
 
 /// An image a policy expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +55,16 @@ pub fn check_policy_text(text: &str) -> Result<lifecycle::Policy> {
     })
 }
 
-impl Registry {
+domain! {
+    /// Lifecycle policies.
+    Lifecycle
+}
+
+impl<'a> Lifecycle<'a> {
+    fn repos(&self) -> Repositories<'a> {
+        Repositories(self.0)
+    }
+
     fn no_lifecycle_policy(&self, key: &str) -> Error {
         let (registry, name) = self.split_key(key);
         Error::LifecyclePolicyNotFound(format!(
@@ -59,30 +72,36 @@ impl Registry {
         ))
     }
 
-    pub async fn put_lifecycle_policy(&self, key: &str, text: &str) -> Result<String> {
-        let (_, row) = self.repository(key).await?;
+    pub async fn put_lifecycle_policy(&self, caller: &Caller, key: &str, text: &str) -> Result<String> {
+        let (_, row) = self.repos().allowed(caller, "ecr:PutLifecyclePolicy", key).await?;
         check_policy_text(text)?;
         self.meta.set_lifecycle_policy(row.id, Some(text)).await?;
         Ok(text.to_string())
     }
 
     /// The policy and when it last ran (Unix ms).
-    pub async fn lifecycle_policy(&self, key: &str) -> Result<(String, Option<i64>)> {
-        let (_, row) = self.repository(key).await?;
+    pub async fn lifecycle_policy(&self, caller: &Caller, key: &str) -> Result<(String, Option<i64>)> {
+        let (_, row) = self.repos().allowed(caller, "ecr:GetLifecyclePolicy", key).await?;
         self.meta.lifecycle_policy(row.id).await?.ok_or_else(|| self.no_lifecycle_policy(key))
     }
 
-    pub async fn delete_lifecycle_policy(&self, key: &str) -> Result<(String, Option<i64>)> {
-        let (_, row) = self.repository(key).await?;
+    pub async fn delete_lifecycle_policy(&self, caller: &Caller, key: &str) -> Result<(String, Option<i64>)> {
+        let (_, row) = self.repos().allowed(caller, "ecr:DeleteLifecyclePolicy", key).await?;
         let p = self.meta.lifecycle_policy(row.id).await?.ok_or_else(|| self.no_lifecycle_policy(key))?;
         self.meta.set_lifecycle_policy(row.id, None).await?;
         Ok(p)
     }
 
     /// What `text` expires in repository `key` now.
-    pub async fn lifecycle_plan(&self, key: &str, text: &str) -> Result<Vec<PlannedExpiry>> {
+    /// (A dry run's evaluation, as StartLifecyclePolicyPreview's: `ecr:StartLifecyclePolicyPreview`.)
+    pub async fn lifecycle_plan(&self, caller: &Caller, key: &str, text: &str) -> Result<Vec<PlannedExpiry>> {
+        self.repos().allowed(caller, "ecr:StartLifecyclePolicyPreview", key).await?;
+        self.plan(key, text).await
+    }
+
+    async fn plan(&self, key: &str, text: &str) -> Result<Vec<PlannedExpiry>> {
         let policy = check_policy_text(text)?;
-        let (_, row) = self.repository(key).await?;
+        let (_, row) = self.repos().repository(key).await?;
         let children: HashSet<String> = self.meta.manifest_edges(row.id).await?.into_iter().map(|(_, c)| c).collect();
         let mut images = Vec::new();
         let mut after: Option<String> = None;
@@ -125,21 +144,21 @@ impl Registry {
 
     /// StartLifecyclePolicyPreview: evaluates `text` (or the stored policy) now and keeps the
     /// result for GetLifecyclePolicyPreview. Returns the policy text previewed.
-    pub async fn start_lifecycle_preview(&self, key: &str, text: Option<&str>) -> Result<String> {
-        let (_, row) = self.repository(key).await?;
+    pub async fn start_lifecycle_preview(&self, caller: &Caller, key: &str, text: Option<&str>) -> Result<String> {
+        let (_, row) = self.repos().allowed(caller, "ecr:StartLifecyclePolicyPreview", key).await?;
         let text = match text {
             Some(t) => t.to_string(),
             None => self.meta.lifecycle_policy(row.id).await?.ok_or_else(|| self.no_lifecycle_policy(key))?.0,
         };
-        let plan = self.lifecycle_plan(key, &text).await?;
+        let plan = self.plan(key, &text).await?;
         let results = serde_json::to_string(&plan).map_err(|e| Error::Internal(e.to_string()))?;
         self.meta.put_lifecycle_preview(row.id, &text, "COMPLETE", &results).await?;
         Ok(text)
     }
 
     /// The last preview: policy text, status and results.
-    pub async fn lifecycle_preview(&self, key: &str) -> Result<(String, String, Vec<PlannedExpiry>)> {
-        let (_, row) = self.repository(key).await?;
+    pub async fn lifecycle_preview(&self, caller: &Caller, key: &str) -> Result<(String, String, Vec<PlannedExpiry>)> {
+        let (_, row) = self.repos().allowed(caller, "ecr:GetLifecyclePolicyPreview", key).await?;
         let p = self.meta.lifecycle_preview(row.id).await?.ok_or_else(|| {
             let (registry, name) = self.split_key(key);
             Error::LifecyclePolicyPreviewNotFound(format!(
@@ -152,10 +171,12 @@ impl Registry {
 
     /// Runs the repository's policy: expires what it selects, each image (with its index
     /// children and referrers) in one transaction, each expiry in the audit log with its rule.
-    pub async fn run_lifecycle(&self, key: &str, dry_run: bool) -> Result<RunReport> {
-        let (repo, row) = self.repository(key).await?;
+    /// The operator's (`berth lifecycle`, and the periodic job).
+    pub async fn run_lifecycle(&self, caller: &Caller, key: &str, dry_run: bool) -> Result<RunReport> {
+        caller.require_operator("run lifecycle policies")?;
+        let (repo, row) = self.repos().repository(key).await?;
         let (text, _) = self.meta.lifecycle_policy(row.id).await?.ok_or_else(|| self.no_lifecycle_policy(key))?;
-        let plan = self.lifecycle_plan(key, &text).await?;
+        let plan = self.plan(key, &text).await?;
         let mut report = RunReport { repository: repo.name().to_string(), ..Default::default() };
         if dry_run {
             report.expired = plan;
@@ -184,7 +205,7 @@ impl Registry {
             .await;
             report.expired.push(e);
         }
-        self.cache.drop_manifests(repo.as_str());
+        self.caches.content.drop_manifests(repo.as_str());
         self.meta.set_lifecycle_evaluated(row.id, berth_meta::now_ms()).await?;
         use std::sync::atomic::Ordering::Relaxed;
         self.counters.lifecycle_runs.fetch_add(1, Relaxed);
@@ -193,13 +214,14 @@ impl Registry {
     }
 
     /// Runs every repository's policy (or one repository's).
-    pub async fn run_lifecycles(&self, only: Option<&str>, dry_run: bool) -> Result<Vec<RunReport>> {
+    pub async fn run_lifecycles(&self, caller: &Caller, only: Option<&str>, dry_run: bool) -> Result<Vec<RunReport>> {
+        caller.require_operator("run lifecycle policies")?;
         let mut out = Vec::new();
         for (_, key) in self.meta.repos_with_lifecycle().await? {
             if only.is_some_and(|o| o != key) {
                 continue;
             }
-            match self.run_lifecycle(&key, dry_run).await {
+            match self.run_lifecycle(caller, &key, dry_run).await {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::error!(repository = %key, error = %e, "lifecycle run failed"),
             }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use crate::error::Error;
 
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Failures one address may cause per window before its failures are answered as throttled

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use berth_blob::FsBlobStore;
 use berth_core::{Algorithm, RepoName};
 use berth_meta::Meta;
-use berth_service::{Error, Registry};
+use berth_service::{Caller, Error, Registry};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -24,10 +24,11 @@ async fn tag_moves_and_deletes_are_never_served_stale() {
     let reg = Registry::open(meta, Arc::new(FsBlobStore::open(dir.path()).unwrap()), Default::default(), vec![])
         .await
         .unwrap();
+    let op = Caller::operator();
     let repo = RepoName::parse("cache/test").unwrap();
     let cfg = berth_crypto::digest_of(Algorithm::Sha256, b"{}");
     let body = futures_util::stream::iter([Ok(Bytes::from_static(b"{}"))]).boxed();
-    reg.push_blob(&repo, &cfg, body).await.unwrap();
+    reg.content().push_blob(&op, &repo, &cfg, body).await.unwrap();
     // Distinct manifests: same config, different whitespace.
     let manifests: Vec<Vec<u8>> = (0..8)
         .map(|i| {
@@ -42,41 +43,41 @@ async fn tag_moves_and_deletes_are_never_served_stale() {
     for round in 0..200 {
         let readers: Vec<_> = (0..4)
             .map(|_| {
-                let (reg, repo) = (reg.clone(), repo.clone());
+                let (reg, repo, op) = (reg.clone(), repo.clone(), op.clone());
                 tokio::spawn(async move {
                     for _ in 0..5 {
-                        let _ = reg.get_manifest(&repo, "moving").await;
+                        let _ = reg.content().get_manifest(&op, &repo, "moving").await;
                     }
                 })
             })
             .collect();
         let want = round % manifests.len();
-        reg.put_manifest(&repo, "moving", &[], None, &manifests[want]).await.unwrap();
+        reg.content().put_manifest(&op, &repo, "moving", &[], None, &manifests[want]).await.unwrap();
         // Once the write has returned, every read sees it.
-        let got = reg.get_manifest(&repo, "moving").await.unwrap();
+        let got = reg.content().get_manifest(&op, &repo, "moving").await.unwrap();
         assert_eq!(got.digest, digests[want], "round {round}: stale tag served");
         for r in readers {
             r.await.unwrap();
         }
-        let got = reg.get_manifest(&repo, "moving").await.unwrap();
+        let got = reg.content().get_manifest(&op, &repo, "moving").await.unwrap();
         assert_eq!(got.digest, digests[want], "round {round}: a racing reader left a stale entry");
     }
     // Deleting the tag, then the manifest by digest.
-    reg.get_manifest(&repo, "moving").await.unwrap();
-    reg.delete_manifest(&repo, "moving").await.unwrap();
-    assert!(matches!(reg.get_manifest(&repo, "moving").await, Err(Error::ManifestUnknown(_))));
+    reg.content().get_manifest(&op, &repo, "moving").await.unwrap();
+    reg.content().delete_manifest(&op, &repo, "moving").await.unwrap();
+    assert!(matches!(reg.content().get_manifest(&op, &repo, "moving").await, Err(Error::ManifestUnknown(_))));
     let last = &digests[199 % manifests.len()];
-    reg.put_manifest(&repo, "again", &[], None, &manifests[199 % manifests.len()]).await.unwrap();
-    reg.get_manifest(&repo, "again").await.unwrap();
-    reg.get_manifest(&repo, last).await.unwrap();
-    reg.delete_manifest(&repo, last).await.unwrap();
-    assert!(matches!(reg.get_manifest(&repo, "again").await, Err(Error::ManifestUnknown(_))));
-    assert!(matches!(reg.get_manifest(&repo, last).await, Err(Error::ManifestUnknown(_))));
+    reg.content().put_manifest(&op, &repo, "again", &[], None, &manifests[199 % manifests.len()]).await.unwrap();
+    reg.content().get_manifest(&op, &repo, "again").await.unwrap();
+    reg.content().get_manifest(&op, &repo, last).await.unwrap();
+    reg.content().delete_manifest(&op, &repo, last).await.unwrap();
+    assert!(matches!(reg.content().get_manifest(&op, &repo, "again").await, Err(Error::ManifestUnknown(_))));
+    assert!(matches!(reg.content().get_manifest(&op, &repo, last).await, Err(Error::ManifestUnknown(_))));
     // Blob links too.
     let lone = berth_crypto::digest_of(Algorithm::Sha256, b"lone");
     let body = futures_util::stream::iter([Ok(Bytes::from_static(b"lone"))]).boxed();
-    reg.push_blob(&repo, &lone, body).await.unwrap();
-    assert_eq!(reg.stat_blob(&repo, &lone).await.unwrap(), 4);
-    reg.delete_blob(&repo, &lone).await.unwrap();
-    assert!(matches!(reg.stat_blob(&repo, &lone).await, Err(Error::BlobUnknown(_))));
+    reg.content().push_blob(&op, &repo, &lone, body).await.unwrap();
+    assert_eq!(reg.content().stat_blob(&op, &repo, &lone).await.unwrap(), 4);
+    reg.content().delete_blob(&op, &repo, &lone).await.unwrap();
+    assert!(matches!(reg.content().stat_blob(&op, &repo, &lone).await, Err(Error::BlobUnknown(_))));
 }

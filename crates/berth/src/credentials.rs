@@ -42,7 +42,7 @@ fn from_env(cfg: &Config) -> Result<Option<AccessKey>, String> {
 }
 
 fn root_arn(cfg: &Config) -> String {
-    berth_service::auth::root_arn(&cfg.registry_id)
+    berth_service::caller::root_arn(&cfg.registry_id)
 }
 
 fn read_file(cfg: &Config, path: &PathBuf) -> Result<AccessKey, String> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_blob::FsBlobStore;
 use berth_meta::Meta;
-use berth_service::{Registry, Settings};
+use berth_service::{Caller, Registry, Settings};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
@@ -301,6 +301,7 @@ async fn open_registry_with(
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
         manual_scan_interval: config::duration("manual_scan_interval", &cfg.manual_scan_interval)?,
         sbom_referrers: cfg.sbom_referrers,
+        allow_anonymous: cfg.allow_anonymous,
     };
     Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
 }
@@ -312,7 +313,7 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
     let registry = open_registry(&cfg, Vec::new()).await?;
     let r = match (action.as_str(), path) {
         ("import", Some(p)) => {
-            let r = registry.import_osv(&p).await.map_err(|e| e.to_string())?;
+            let r = registry.scanning().import_osv(&Caller::operator(), &p).await.map_err(|e| e.to_string())?;
             println!("imported {} record(s) from {} file(s): {} package entries stored", r.records, r.files, r.entries);
             for (eco, n) in &r.skipped {
                 println!("skipped {n} entries of ecosystem {eco} (not supported)");
@@ -324,7 +325,7 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
                 println!("warning: {i}: a range's fix precedes its introduction; that range is treated as empty");
             }
             // Continuous scanning: stored inventories meet the new data now.
-            let m = registry.rematch_all().await.map_err(|e| e.to_string())?;
+            let m = registry.scanning().rematch_all(&Caller::operator()).await.map_err(|e| e.to_string())?;
             println!(
                 "matched {} scanned image(s) again in {:.2} s: {} changed ({} finding(s) appeared, {} disappeared)",
                 m.images,
@@ -354,7 +355,8 @@ async fn vulndb(cfg: Config) -> Result<ExitCode, String> {
                 let stale = if days >= 7 { "  (stale: import newer data)" } else { "" };
                 println!("{name}  {n} entries  imported {}{stale}", berth_core::time::format_rfc3339(at / 1000));
             }
-            let (queued, running) = registry.scan_queue().await.map_err(|e| e.to_string())?;
+            let (queued, running) =
+                registry.scanning().scan_queue(&Caller::operator()).await.map_err(|e| e.to_string())?;
             println!("scans queued or running: {queued} ({running} held by a running worker)");
             Ok(ExitCode::SUCCESS)
         }
@@ -373,7 +375,7 @@ async fn gc(cfg: Config) -> Result<ExitCode, String> {
         opts.grace = config::duration("--grace", &g)?;
     }
     let registry = open_registry(&cfg, Vec::new()).await?;
-    let r = registry.gc(opts).await.map_err(|e| e.to_string())?;
+    let r = registry.gc().gc(&Caller::operator(), opts).await.map_err(|e| e.to_string())?;
     let mb = r.deleted_bytes as f64 / 1e6;
     let secs = r.elapsed.as_secs_f64();
     if dry_run {
@@ -404,12 +406,16 @@ async fn lifecycle(cfg: Config) -> Result<ExitCode, String> {
     let (only, dry_run) = LIFECYCLE.get().cloned().ok_or("internal: lifecycle arguments missing")?;
     let registry = open_registry(&cfg, Vec::new()).await?;
     if let Some(name) = &only {
-        match registry.lifecycle_policy(name).await {
+        match registry.lifecycle().lifecycle_policy(&Caller::operator(), name).await {
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
         }
     }
-    let reports = registry.run_lifecycles(only.as_deref(), dry_run).await.map_err(|e| e.to_string())?;
+    let reports = registry
+        .lifecycle()
+        .run_lifecycles(&Caller::operator(), only.as_deref(), dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
     let verb = if dry_run { "would expire" } else { "expired" };
     let mut total = 0;
     for r in &reports {
@@ -432,7 +438,7 @@ async fn account(cfg: Config) -> Result<ExitCode, String> {
     let (action, id) = ACCOUNT.get().cloned().ok_or("internal: account arguments missing")?;
     let registry = open_registry(&cfg, Vec::new()).await?;
     let r = match (action.as_str(), id) {
-        ("create", Some(id)) => match registry.create_account(&id).await {
+        ("create", Some(id)) => match registry.iam().create_account(&Caller::operator(), &id).await {
             Ok(key) => {
                 println!(
                     "# Root access key of account {id} on this Berth server; the secret is shown only now.\n\
@@ -446,7 +452,7 @@ async fn account(cfg: Config) -> Result<ExitCode, String> {
         ("create", None) => Err("berth account create needs the new account's 12-digit id".into()),
         _ => {
             println!("{}  (configured)", cfg.registry_id);
-            for (a, created) in registry.accounts().await.map_err(|e| e.to_string())? {
+            for (a, created) in registry.iam().accounts(&Caller::operator()).await.map_err(|e| e.to_string())? {
                 println!("{a}  created {}", berth_core::time::format_rfc3339(created / 1000));
             }
             Ok(ExitCode::SUCCESS)
@@ -458,7 +464,7 @@ async fn account(cfg: Config) -> Result<ExitCode, String> {
 
 async fn keys(cfg: Config) -> Result<ExitCode, String> {
     let registry = open_registry(&cfg, Vec::new()).await?;
-    registry.rotate_token_key().await.map_err(|e| e.to_string())?;
+    registry.rotate_token_key(&Caller::operator()).await.map_err(|e| e.to_string())?;
     println!(
         "rotated the token-signing key: every docker login password, bearer token, STS session and layer URL issued \
          before now is refused (running servers pick the new key up within {} s); log in again",
@@ -646,7 +652,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         (false, true) => berth_api::Metrics::Authenticated,
         (false, false) => berth_api::Metrics::Open,
     };
-    let options = berth_api::Options { anonymous: cfg.allow_anonymous, challenge, limits, metrics };
+    let options = berth_api::Options { challenge, limits, metrics };
     let app = berth_api::router(registry.clone(), options);
     if let Some(tls) = tls.clone() {
         tokio::spawn(async move {
@@ -663,7 +669,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     }
     // Everything besides answering requests: scans, scan on push, GC, lifecycle, upload
     // expiry, pull times, token-key refresh, free-space checks.
-    let background = berth_service::jobs::Background {
+    let background = berth_service::Background {
         scan_workers: cfg.scan_workers,
         gc: cfg.gc_every()?.map(|every| cfg.gc_options().map(|o| (every, o))).transpose()?,
         lifecycle: cfg.lifecycle_every()?,
@@ -695,7 +701,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     workers.stop(WORKERS_STOP_DEADLINE).await;
     served.map_err(|e| format!("server error: {e}"))?;
     // The last pull times buffered since the final flush.
-    if let Err(e) = registry.flush_pulls().await {
+    if let Err(e) = registry.content().flush_pulls().await {
         tracing::warn!(error = %e, "could not record pull times");
     }
     registry.flush_audit().await;
@@ -729,7 +735,8 @@ async fn fsck(cfg: Config) -> Result<ExitCode, String> {
     let registry = open_registry(&cfg, Vec::new()).await?;
     let verbose = tracing::enabled!(tracing::Level::DEBUG);
     let report = registry
-        .fsck(|msg| {
+        .fsck()
+        .fsck(&Caller::operator(), |msg| {
             if verbose {
                 eprintln!("{msg}");
             }

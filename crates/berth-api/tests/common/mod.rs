@@ -68,11 +68,12 @@ pub const ACCOUNT_DOMAIN: &str = "accounts.test";
 pub struct Server {
     pub base: String,
     pub options: berth_api::Options,
+    pub anonymous: bool,
     pub http: Client,
     pub dir: tempfile::TempDir,
     pub db_url: String,
     task: tokio::task::JoinHandle<()>,
-    workers: berth_service::worker::Workers,
+    workers: berth_service::Workers,
     pub meta: Meta,
     pub registry: Registry,
 }
@@ -81,32 +82,39 @@ impl Server {
     /// Starts a server with fresh storage; `None` when PostgreSQL is skipped on purpose.
     /// Anonymous `/v2/` access: for the OCI protocol tests.
     pub async fn start(db: Db) -> Option<Server> {
-        Self::start_with(db, berth_api::Options { anonymous: true, ..Default::default() }).await
+        Self::start_full(db, berth_api::Options::default(), true).await
     }
 
     /// Authentication required, as by default.
     pub async fn start_secure(db: Db, challenge: berth_api::Challenge) -> Option<Server> {
-        Self::start_with(db, berth_api::Options { anonymous: false, challenge, ..Default::default() }).await
+        Self::start_with(db, berth_api::Options { challenge, ..Default::default() }).await
     }
 
+    /// Authentication required, with these options.
     pub async fn start_with(db: Db, options: berth_api::Options) -> Option<Server> {
+        Self::start_full(db, options, false).await
+    }
+
+    /// `anonymous`: `/v2/` open to anyone (`allow_anonymous`).
+    pub async fn start_full(db: Db, options: berth_api::Options, anonymous: bool) -> Option<Server> {
         let dir = tempfile::tempdir().unwrap();
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("berth.db").display()),
             Db::Postgres => testing::fresh_postgres_database(&testing::postgres_url()?).await.unwrap(),
         };
-        Some(Self::start_on(dir, db_url, options).await)
+        Some(Self::start_on_with(dir, db_url, options, anonymous, 2).await)
     }
 
     pub async fn start_on(dir: tempfile::TempDir, db_url: String, options: berth_api::Options) -> Server {
-        Self::start_on_with_scanners(dir, db_url, options, 2).await
+        Self::start_on_with(dir, db_url, options, false, 2).await
     }
 
     /// A server running `scanners` scan workers (0: scans stay queued).
-    pub async fn start_on_with_scanners(
+    pub async fn start_on_with(
         dir: tempfile::TempDir,
         db_url: String,
         options: berth_api::Options,
+        anonymous: bool,
         scanners: usize,
     ) -> Server {
         let meta = Meta::connect(&db_url).await.unwrap();
@@ -119,6 +127,7 @@ impl Server {
             // Fixed, so keys created before a restart still open after it.
             seal_key: berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap(),
             manual_scan_interval: std::time::Duration::ZERO,
+            allow_anonymous: anonymous,
             ..Settings::default()
         };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
@@ -127,7 +136,7 @@ impl Server {
         let app = berth_api::router(registry.clone(), options);
         // As `berth serve` runs them, but pull times often, so tests see them promptly (GC
         // and lifecycle rounds are run by the tests themselves).
-        let background = berth_service::jobs::Background {
+        let background = berth_service::Background {
             scan_workers: scanners,
             pull_flush: std::time::Duration::from_millis(50),
             ..Default::default()
@@ -139,7 +148,7 @@ impl Server {
         let task = tokio::spawn(async move {
             berth_api::serve(listener, app, limits, None, std::future::pending()).await.unwrap();
         });
-        Server { base, options, http: Client::new(), dir, db_url, task, meta, registry: service, workers }
+        Server { base, options, anonymous, http: Client::new(), dir, db_url, task, meta, registry: service, workers }
     }
 
     /// Stops this server and starts another on the same storage.
@@ -152,7 +161,7 @@ impl Server {
         let _ = self.task.await;
         self.workers.stop(std::time::Duration::from_secs(5)).await;
         self.meta.close().await;
-        Self::start_on_with_scanners(self.dir, self.db_url, self.options, scanners).await
+        Self::start_on_with(self.dir, self.db_url, self.options, self.anonymous, scanners).await
     }
 
     /// Signs and sends an ECR API call; returns the status and the JSON body.
@@ -184,7 +193,7 @@ impl Server {
     ) -> (StatusCode, Value) {
         let body = body.to_string();
         let host = self.base.trim_start_matches("http://").to_string();
-        let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
+        let date = berth_core::time::format_amz_date(berth_service::tokens::now_secs());
         let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), host),
@@ -224,7 +233,7 @@ impl Server {
         all.push(("Version", if service == "sts" { "2011-06-15" } else { "2010-05-08" }));
         let body = all.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
         let host = self.base.trim_start_matches("http://").to_string();
-        let date = berth_core::time::format_amz_date(berth_service::auth::now_secs());
+        let date = berth_core::time::format_amz_date(berth_service::tokens::now_secs());
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), host),
             ("content-type".into(), "application/x-www-form-urlencoded; charset=utf-8".into()),

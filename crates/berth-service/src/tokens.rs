@@ -1,5 +1,4 @@
-//! Who is calling: access keys (checked by SigV4 in the API layer), and the tokens Berth issues
-//! from them: the `docker login` password (GetAuthorizationToken, 12 hours), Docker bearer tokens
+//! The tokens Berth issues to callers it authenticated: the `docker login` password (GetAuthorizationToken, 12 hours), Docker bearer tokens
 //! (`/token`, carrying the granted scopes) and signed layer download URLs. Every token is an HMAC
 //! under a key kept in the metadata store, so any node verifies what any other issued.
 
@@ -8,7 +7,8 @@ use std::collections::HashMap;
 use berth_crypto::token::TokenKey;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::caller::{AccessKey, Principal};
+use crate::error::{Error, Result};
 
 /// How long a `docker login` password is valid, as ECR's.
 pub const LOGIN_TTL_SECS: i64 = 12 * 3600;
@@ -16,47 +16,6 @@ pub const LOGIN_TTL_SECS: i64 = 12 * 3600;
 pub const BEARER_TTL_SECS: i64 = 3600;
 /// How long a GetDownloadUrlForLayer URL works.
 pub const DOWNLOAD_TTL_SECS: i64 = 3600;
-
-#[derive(Debug, Clone)]
-pub struct AccessKey {
-    pub id: String,
-    pub secret: String,
-    /// The principal's ARN, e.g. `arn:aws:iam::000000000000:root`.
-    pub principal: String,
-}
-
-impl AccessKey {
-    /// A new random key pair shaped like AWS's (`AKIA` + 16, 40-character secret).
-    pub fn generate(principal: String) -> AccessKey {
-        const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        AccessKey {
-            id: format!("AKIA{}", berth_crypto::random_string(UPPER, 16)),
-            secret: berth_crypto::random_string(SECRET, 40),
-            principal,
-        }
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub arn: String,
-    pub access_key_id: String,
-    /// When temporary credentials end (Unix seconds); tokens issued to them end no later.
-    pub expires: Option<i64>,
-}
-
-/// The ARN of an account's root principal.
-pub fn root_arn(account: &str) -> String {
-    format!("arn:aws:iam::{account}:root")
-}
-
-impl Principal {
-    pub fn is_root(&self) -> bool {
-        self.arn.ends_with(":root")
-    }
-}
 
 /// One Docker token scope: `repository:<name>:<actions>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,40 +165,37 @@ impl Auth {
     }
 }
 
-impl crate::Registry {
-    /// Checks a `docker login` password and that the key it was issued to still stands.
-    pub async fn check_login(&self, password: &str) -> Result<(Principal, i64)> {
-        let (p, e) = self.auth().check_login(password)?;
-        self.check_standing(&p, "authorization token").await?;
-        Ok((p, e))
-    }
+/// Everything derived from the stored token-signing key; replaced whole when it is rotated.
+pub(crate) struct Tokens {
+    /// The setting as stored (sealed), to notice a rotation by another process.
+    pub stored: String,
+    pub auth: std::sync::Arc<Auth>,
+    /// Signs STS session tokens; the other derives a session's secret from its token.
+    pub sessions: TokenKey,
+    pub session_secrets: TokenKey,
+}
 
-    /// [`Auth::check_bearer`], and that the key it was issued to still stands.
-    pub async fn check_bearer(&self, token: &str) -> Result<(Option<Principal>, Vec<Scope>)> {
-        let (p, scopes) = self.auth().check_bearer(token)?;
-        if let Some(p) = &p {
-            self.check_standing(p, "bearer token").await?;
-        }
-        Ok((p, scopes))
-    }
+/// The associated data the token-signing key is sealed with.
+pub(crate) const TOKEN_KEY_AAD: &[u8] = b"berth settings token_key";
 
-    async fn check_standing(&self, p: &Principal, what: &str) -> Result<()> {
-        if self.principal_valid(p).await? {
-            Ok(())
-        } else {
-            Err(Error::Unauthorized(format!(
-                "the {what} was issued to an access key that no longer exists or is inactive; log in again"
-            )))
-        }
-    }
-
-    /// The secret and principal for a SigV4 request's access key (with its session token, for
-    /// temporary credentials). `Ok(None)`: no such key.
-    pub async fn signing_key(&self, akid: &str, session_token: Option<&str>) -> Result<Option<(String, Principal)>> {
-        match session_token {
-            Some(t) if akid.starts_with("ASIA") => self.resolve_session(akid, t).map(Some),
-            _ => self.resolve_key(akid).await,
-        }
+impl Tokens {
+    /// Opens the stored (sealed) key and derives the token keys from it.
+    pub(crate) fn derive(seal: &berth_crypto::seal::SealKey, stored: String, keys: Vec<AccessKey>) -> Result<Tokens> {
+        let raw = seal.open(&stored, TOKEN_KEY_AAD).ok_or_else(|| {
+            Error::Internal(
+                "the stored token-signing key does not open with this secrets key: every node must use the same \
+                 secrets key (BERTH_SECRETS_KEY or <data_dir>/secrets.key) as the one that sealed it"
+                    .into(),
+            )
+        })?;
+        let master = TokenKey::from_bytes(&raw)
+            .ok_or_else(|| Error::Internal("the stored token-signing key is corrupt".into()))?;
+        Ok(Tokens {
+            stored,
+            auth: std::sync::Arc::new(Auth::new(&master, keys)),
+            sessions: master.derive("sts-session"),
+            session_secrets: master.derive("sts-session-secret"),
+        })
     }
 }
 

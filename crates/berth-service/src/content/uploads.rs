@@ -15,7 +15,10 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::{Error, Registry, Result};
+use crate::caller::Caller;
+use crate::content::Content;
+use crate::error::{Error, Result};
+use crate::repositories::Repositories;
 
 /// A request body as the service consumes it.
 pub type BodyStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -30,15 +33,15 @@ pub struct UploadStatus {
 }
 
 /// Exclusive use of one upload by one request on this node.
-struct UploadLock {
-    registry: Registry,
+struct UploadLock<'a> {
+    content: Content<'a>,
     id: String,
     _guard: OwnedMutexGuard<()>,
 }
 
-impl Drop for UploadLock {
+impl Drop for UploadLock<'_> {
     fn drop(&mut self) {
-        let mut map = self.registry.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.content.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
         // The map and this guard hold the only references: nobody else waits for it.
         if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) <= 2) {
             map.remove(&self.id);
@@ -52,13 +55,13 @@ fn backend_state(row: &UploadRow) -> UploadState {
     UploadState(row.backend_state.clone().unwrap_or_default())
 }
 
-impl Registry {
-    async fn lock_upload(&self, id: &str) -> UploadLock {
+impl<'a> Content<'a> {
+    async fn lock_upload(&self, id: &str) -> UploadLock<'a> {
         let m = {
             let mut map = self.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id.to_string()).or_default().clone()
         };
-        UploadLock { registry: self.clone(), id: id.to_string(), _guard: m.lock_owned().await }
+        UploadLock { content: *self, id: id.to_string(), _guard: m.lock_owned().await }
     }
 
     async fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
@@ -66,42 +69,53 @@ impl Registry {
             return Err(Error::UploadUnknown(id.to_string()));
         }
         let row = self.meta.get_upload(id).await?.ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
-        match self.existing_repo(repo).await {
+        match Repositories(self.0).existing_repo(repo).await {
             Ok(r) if r == row.repo_id => Ok(row),
             _ => Err(Error::UploadUnknown(id.to_string())),
         }
     }
 
-    /// New content is refused while storage is full; deletes, cancels and garbage collection
-    /// still run (on the space the reserve gave back).
-    pub(crate) fn check_space(&self) -> Result<()> {
-        let full = self.blobs.storage_full();
-        self.counters.storage_full.store(u64::from(full), std::sync::atomic::Ordering::Relaxed);
-        if full { Err(Error::StorageFull("the disk is full".into())) } else { Ok(()) }
+    /// (`ecr:InitiateLayerUpload`.)
+    pub async fn start_upload(&self, caller: &Caller, repo: &RepoName) -> Result<UploadStatus> {
+        self.access().check(caller, "ecr:InitiateLayerUpload", repo.as_str()).await?;
+        self.begin_upload(repo).await
     }
 
-    /// Looks at the free space now (`serve` calls it every few seconds): gives up the reserve
-    /// when the disk is full, takes it back when space returns.
-    pub fn check_storage(&self) -> bool {
-        self.check_space().is_err()
-    }
-
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+    pub(crate) async fn begin_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
         self.check_space()?;
-        let repo_id = self.ensure_repo(repo).await?;
+        let repo_id = Repositories(self.0).ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let state = self.blobs.begin_upload(&id).await?;
         self.meta.create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save(), &state.0).await?;
         Ok(UploadStatus { id, offset: 0 })
     }
 
-    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
+    /// (`ecr:UploadLayerPart`.)
+    pub async fn upload_status(&self, caller: &Caller, repo: &RepoName, id: &str) -> Result<UploadStatus> {
+        self.access().check(caller, "ecr:UploadLayerPart", repo.as_str()).await?;
+        self.upload_offset(repo, id).await
+    }
+
+    pub(crate) async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
         let row = self.load_upload(repo, id).await?;
         Ok(UploadStatus { id: row.id, offset: row.size as u64 })
     }
 
-    /// Appends a chunk. `start`, when the client gave one, must equal the current length.
+    /// Appends a chunk (`ecr:UploadLayerPart`). `start`, when the client gave one, must equal
+    /// the current length.
     pub async fn append_upload(
+        &self,
+        caller: &Caller,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: BodyStream,
+    ) -> Result<UploadStatus> {
+        self.access().check(caller, "ecr:UploadLayerPart", repo.as_str()).await?;
+        self.append(repo, id, start, body).await
+    }
+
+    pub(crate) async fn append(
         &self,
         repo: &RepoName,
         id: &str,
@@ -207,9 +221,23 @@ impl Registry {
         Ok((written, hasher, state))
     }
 
-    /// Completes an upload as blob `digest`, after appending an optional last chunk. The blob is
-    /// verified, durably stored and linked to the repository before this returns.
+    /// Completes an upload as blob `digest`, after appending an optional last chunk
+    /// (`ecr:CompleteLayerUpload`). The blob is verified, durably stored and linked to the
+    /// repository before this returns.
     pub async fn finish_upload(
+        &self,
+        caller: &Caller,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        body: Option<BodyStream>,
+    ) -> Result<u64> {
+        self.access().check(caller, "ecr:CompleteLayerUpload", repo.as_str()).await?;
+        self.finish(repo, id, digest, start, body).await
+    }
+
+    pub(crate) async fn finish(
         &self,
         repo: &RepoName,
         id: &str,
@@ -256,7 +284,13 @@ impl Registry {
         Ok(h.finish())
     }
 
-    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+    /// (`ecr:UploadLayerPart`.)
+    pub async fn cancel_upload(&self, caller: &Caller, repo: &RepoName, id: &str) -> Result<()> {
+        self.access().check(caller, "ecr:UploadLayerPart", repo.as_str()).await?;
+        self.cancel(repo, id).await
+    }
+
+    pub(crate) async fn cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
         // The file first: its space is what a full disk needs back, and a row left without its
@@ -266,11 +300,17 @@ impl Registry {
         Ok(())
     }
 
-    /// A whole blob in one request. No upload session is recorded: the blob is hashed as it is
-    /// written, then committed and linked in one metadata transaction.
-    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
+    /// A whole blob in one request (`ecr:InitiateLayerUpload`, as ECR maps an upload's start).
+    /// No upload session is recorded: the blob is hashed as it is written, then committed and
+    /// linked in one metadata transaction.
+    pub async fn push_blob(&self, caller: &Caller, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
+        self.access().check(caller, "ecr:InitiateLayerUpload", repo.as_str()).await?;
+        self.store_blob(repo, digest, body).await
+    }
+
+    pub(crate) async fn store_blob(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
         self.check_space()?;
-        let repo_id = self.ensure_repo(repo).await?;
+        let repo_id = Repositories(self.0).ensure_repo(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let begun = self.blobs.begin_upload(&id).await?;
         let r = async {

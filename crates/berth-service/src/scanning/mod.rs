@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use berth_core::{Digest, ManifestKind, RepoName, media, parse_manifest};
-use berth_meta::{EventKind, EventRow, JobRow, SCAN_QUEUE, ScanJob, ScanRow, VulnRow};
+use berth_meta::{EventKind, JobRow, RepoRow, ScanJob, ScanRow, VulnRow};
 use berth_scan::inventory::Inventory;
 use berth_scan::layers::{ANALYZER_VERSION, LayerScan};
 use berth_scan::matcher;
@@ -22,13 +22,20 @@ use berth_scan::version::Ecosystem;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::audit::AuditEvent;
-use crate::events::Consume;
-use crate::worker::{Worker, WorkerState};
-use crate::{Error, Registry, Result};
+pub(crate) mod worker;
 
-/// How often an idle worker looks for jobs queued elsewhere.
-const SCAN_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::audit::AuditEvent;
+use crate::caller::Caller;
+use crate::content::Content;
+use crate::core::domain;
+use crate::error::{Error, Result};
+use crate::events::Consume;
+use crate::model::ImageId;
+use crate::repositories::Repositories;
+use crate::scan_config::ScanConfig;
+
+pub use worker::{ScanOnPush, ScanWorker};
+
 /// Claims of one job before it is marked FAILED (a node that dies on it every time).
 const MAX_SCAN_ATTEMPTS: i64 = 3;
 /// Config media types of container images (anything else, e.g. an artifact, is not scanned).
@@ -178,11 +185,34 @@ fn stage(record: &Record, json: &[u8], batch: &mut Vec<VulnRow>, skipped: &mut B
     n
 }
 
-impl Registry {
+/// An image's scan as DescribeImageScanFindings reports it.
+#[derive(Debug, Clone)]
+pub struct ScanReport {
+    pub digest: String,
+    pub scan: Option<(ScanRow, Vec<Finding>)>,
+    /// When vulnerability data was last imported (ms), if ever.
+    pub data_updated_at: Option<i64>,
+}
+
+domain! {
+    /// Image scanning.
+    Scanning
+}
+
+impl<'a> Scanning<'a> {
+    fn repos(&self) -> Repositories<'a> {
+        Repositories(self.0)
+    }
+
+    fn content(&self) -> Content<'a> {
+        Content(self.0)
+    }
+
     /// Imports OSV records from a JSON file, a zip archive of them (OSV publishes one per
     /// ecosystem, `all.zip`) or a directory of either (idempotent: a record replaces its earlier
     /// copy). Records of ecosystems Berth cannot order are counted and skipped.
-    pub async fn import_osv(&self, path: &Path) -> Result<ImportReport> {
+    pub async fn import_osv(&self, caller: &Caller, path: &Path) -> Result<ImportReport> {
+        caller.require_operator("import vulnerability data")?;
         let mut files = Vec::new();
         osv_files(path, &mut files)
             .map_err(|e| Error::InvalidParameter(format!("cannot read {}: {e}", path.display())))?;
@@ -239,12 +269,18 @@ impl Registry {
         Ok(report)
     }
 
-    /// Queues a scan of image `digest` in repository `key` (ECR's StartImageScan, and scan on
-    /// push); a scan worker runs it. A manual scan of an image scanned less than
-    /// `manual_scan_interval` ago is refused (ECR allows one a day).
-    pub async fn start_image_scan(&self, key: &str, digest: &str, manual: bool) -> Result<()> {
-        let (repo, row) = self.repository(key).await?;
-        self.get_manifest(&repo, digest).await?;
+    /// StartImageScan: queues a scan of the image; a scan worker runs it. A scan of an image
+    /// scanned less than `manual_scan_interval` ago is refused (ECR allows one a day). Returns
+    /// the image's digest.
+    pub async fn start_image_scan(&self, caller: &Caller, key: &str, id: &ImageId) -> Result<String> {
+        let (repo, row) = self.repos().allowed(caller, "ecr:StartImageScan", key).await?;
+        let digest = self.content().image_digest(key, id).await?;
+        self.queue_scan(&repo, &row, &digest, true).await?;
+        Ok(digest)
+    }
+
+    pub(crate) async fn queue_scan(&self, repo: &RepoName, row: &RepoRow, digest: &str, manual: bool) -> Result<()> {
+        self.content().manifest(repo, digest).await?;
         let now = berth_meta::now_ms();
         if manual && let Some(prev) = self.meta.scan(row.id, digest).await? {
             if prev.status == "IN_PROGRESS" {
@@ -274,30 +310,53 @@ impl Registry {
         if matches!(self.meta.get_repo(repo.as_str()).await?, Some(r) if r.settings.scan_on_push) {
             return Ok(true);
         }
-        Ok(self.repository_scanning(repo.name(), false).await?.scan_on_push)
+        Ok(ScanConfig(self.0).repository_scanning(repo.name(), false).await?.scan_on_push)
+    }
+
+    /// DescribeImageScanFindings: the image's scan and its findings.
+    pub async fn image_scan(&self, caller: &Caller, key: &str, id: &ImageId) -> Result<ScanReport> {
+        let (repo, row) = self.repos().allowed(caller, "ecr:DescribeImageScanFindings", key).await?;
+        let digest = self.content().image_digest(key, id).await?;
+        let scan = self.scan_of(&repo, &row, &digest).await?;
+        let data_updated_at = self.vulnerability_data_updated_at().await?;
+        Ok(ScanReport { digest, scan, data_updated_at })
     }
 
     /// The stored scan of an image, and its findings (without the unfixed ones when the
     /// repository's scan policy hides them).
-    pub async fn image_scan(&self, key: &str, digest: &str) -> Result<Option<(ScanRow, Vec<Finding>)>> {
-        let (repo, row) = self.repository(key).await?;
-        let Some(scan) = self.meta.scan(row.id, digest).await? else {
-            // Pushed a moment ago, the scan on push not queued yet: it is as good as in progress.
-            let pending = self.meta.event_pending(ScanOnPush::NAME, EventKind::ManifestStored, key, digest).await?;
-            if pending && self.scans_on_push(&repo).await? && self.meta.get_manifest(row.id, digest).await?.is_some() {
-                let scan = ScanRow {
-                    status: "IN_PROGRESS".into(),
-                    description: Some("The scan is in progress.".into()),
-                    started_at: berth_meta::now_ms(),
-                    ..Default::default()
-                };
-                return Ok(Some((scan, Vec::new())));
+    pub(crate) async fn scan_of(
+        &self,
+        repo: &RepoName,
+        row: &RepoRow,
+        digest: &str,
+    ) -> Result<Option<(ScanRow, Vec<Finding>)>> {
+        let key = repo.as_str();
+        let scan = match self.meta.scan(row.id, digest).await? {
+            Some(scan) => scan,
+            None => {
+                // Pushed a moment ago, the scan on push not queued yet: it is as good as in progress.
+                let pending = self.meta.event_pending(ScanOnPush::NAME, EventKind::ManifestStored, key, digest).await?;
+                if pending && self.scans_on_push(repo).await? && self.meta.get_manifest(row.id, digest).await?.is_some()
+                {
+                    let scan = ScanRow {
+                        status: "IN_PROGRESS".into(),
+                        description: Some("The scan is in progress.".into()),
+                        started_at: berth_meta::now_ms(),
+                        ..Default::default()
+                    };
+                    return Ok(Some((scan, Vec::new())));
+                }
+                // Not pending: never asked for, or consumed between the two reads (the consumer
+                // queues the scan before it moves its cursor, so the scan is there now).
+                match self.meta.scan(row.id, digest).await? {
+                    Some(scan) => scan,
+                    None => return Ok(None),
+                }
             }
-            return Ok(None);
         };
         let mut findings: Vec<Finding> =
             scan.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
-        let policy = self.scan_policy_of(row.id).await?;
+        let policy = ScanConfig(self.0).scan_policy_of(row.id).await?;
         if policy.hide_unfixed {
             findings.retain(|f| f.fixed_in.is_some());
         }
@@ -305,7 +364,7 @@ impl Registry {
     }
 
     /// Runs one claimed scan job to its outcome.
-    async fn run_scan(&self, job: &JobRow, scan: &ScanJob) -> Result<()> {
+    pub(crate) async fn run_scan(&self, job: &JobRow, scan: &ScanJob) -> Result<()> {
         let started = std::time::Instant::now();
         let outcome = if job.attempts > MAX_SCAN_ATTEMPTS {
             Err(Error::Internal(format!(
@@ -365,9 +424,16 @@ impl Registry {
         Ok(())
     }
 
-    /// The CycloneDX SBOM of an image, from its last completed scan's inventory.
-    pub async fn image_sbom(&self, key: &str, digest: &str) -> Result<serde_json::Value> {
-        let (repo, row) = self.repository(key).await?;
+    /// Berth's GetImageSbom: the CycloneDX SBOM of an image, from its last completed scan's
+    /// inventory. Returns the image's digest with it.
+    pub async fn image_sbom(&self, caller: &Caller, key: &str, id: &ImageId) -> Result<(String, serde_json::Value)> {
+        let (repo, row) = self.repos().allowed(caller, "ecr:GetImageSbom", key).await?;
+        let digest = self.content().image_digest(key, id).await?;
+        let sbom = self.sbom(&repo, &row, &digest).await?;
+        Ok((digest, sbom))
+    }
+
+    async fn sbom(&self, repo: &RepoName, row: &RepoRow, digest: &str) -> Result<serde_json::Value> {
         let Some((at, inventory)) = self.meta.scan_inventory(row.id, digest).await? else {
             return Err(Error::ScanNotFound(format!(
                 "no completed scan of {digest} in repository '{}': the SBOM comes from a scan's inventory \
@@ -389,17 +455,17 @@ impl Registry {
     /// Attaches an image's SBOM to it as an OCI referrer (artifact type
     /// `application/vnd.cyclonedx+json`), replacing the one an earlier scan attached.
     async fn attach_sbom(&self, key: &str, digest: &str) -> Result<()> {
-        let sbom = self.image_sbom(key, digest).await?;
-        let repo = RepoName::parse_key(key)?;
-        let repo_id = self.existing_repo(&repo).await?;
-        let subject = self.get_manifest(&repo, digest).await?;
+        let (repo, row) = self.repos().repository(key).await?;
+        let sbom = self.sbom(&repo, &row, digest).await?;
+        let repo_id = row.id;
+        let subject = self.content().manifest(&repo, digest).await?;
         let body = serde_json::to_vec(&sbom).map_err(|e| Error::Internal(e.to_string()))?;
         let mut blobs = Vec::new();
         for data in [Bytes::from(body), Bytes::from_static(b"{}")] {
             let d = berth_crypto::digest_of(berth_core::Algorithm::Sha256, &data);
             let size = data.len();
             let stream = futures_util::stream::once(async move { Ok(data) }).boxed();
-            self.push_blob(&repo, &d, stream).await?;
+            self.content().store_blob(&repo, &d, stream).await?;
             blobs.push((d, size));
         }
         let created = sbom["metadata"]["timestamp"].clone();
@@ -412,33 +478,36 @@ impl Registry {
             "subject": { "mediaType": subject.media_type, "digest": digest, "size": subject.content.len() },
             "annotations": { "org.opencontainers.image.created": created, SBOM_ANNOTATION: "cyclonedx" },
         });
-        let previous = self.referrers(&repo, &digest.parse()?, Some(SBOM_TYPE)).await?;
+        let previous = self.content().referrer_index(&repo, &digest.parse()?, Some(SBOM_TYPE)).await?;
         for m in previous["manifests"].as_array().into_iter().flatten() {
             if m["annotations"][SBOM_ANNOTATION].is_string()
                 && let Some(d) = m["digest"].as_str()
             {
-                self.delete_manifest(&repo, d).await?;
+                self.content().remove_manifest(&repo, d).await?;
             }
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body, crate::Via::SBOM).await?;
+        let sbom = crate::model::Via::SBOM;
+        self.content().store_manifest(&repo, repo_id, None, None, Some(media::OCI_MANIFEST), &body, sbom).await?;
         Ok(())
     }
 
     /// When vulnerability data was last imported (ms), if ever.
-    pub async fn vulnerability_data_updated_at(&self) -> Result<Option<i64>> {
+    pub(crate) async fn vulnerability_data_updated_at(&self) -> Result<Option<i64>> {
         Ok(self.meta.vuln_sources().await?.iter().map(|s| s.1).max())
     }
 
-    /// Scans queued or running: (all, held by a live claim).
-    pub async fn scan_queue(&self) -> Result<(i64, i64)> {
+    /// Scans queued or running: (all, held by a live claim). For the operator's status.
+    pub async fn scan_queue(&self, caller: &Caller) -> Result<(i64, i64)> {
+        caller.require_operator("look at the scan queue")?;
         Ok(self.meta.scan_queue(berth_meta::now_ms()).await?)
     }
 
     /// Matches every stored inventory against the vulnerability data as it is now (continuous
     /// scanning, without reading layers again); each image whose findings change gets an
     /// `ImageScanFindingsChanged` audit event naming what appeared and what disappeared.
-    pub async fn rematch_all(&self) -> Result<RematchReport> {
+    pub async fn rematch_all(&self, caller: &Caller) -> Result<RematchReport> {
+        caller.require_operator("match stored inventories again")?;
         let started = std::time::Instant::now();
         let mut report = RematchReport::default();
         let mut records = RecordCache::new();
@@ -545,7 +614,7 @@ impl Registry {
     }
 
     async fn inventories(&self, repo: &RepoName, digest: &str, out: &mut Vec<Inventory>) -> Result<()> {
-        let m = self.get_manifest(repo, digest).await?;
+        let m = self.content().manifest(repo, digest).await?;
         let parsed = parse_manifest(&m.content, Some(&m.media_type))?;
         if parsed.kind == ManifestKind::Index {
             for child in &parsed.children {
@@ -602,104 +671,4 @@ fn scan_event_detail(row: &ScanRow) -> String {
         *counts.entry(f.severity.clone()).or_default() += 1;
     }
     serde_json::json!({ "status": row.status, "finding_severity_counts": counts }).to_string()
-}
-
-/// Runs scan jobs on this node, one at a time per worker.
-pub struct ScanWorker {
-    registry: Registry,
-    index: usize,
-    held: Option<JobRow>,
-}
-
-impl ScanWorker {
-    pub fn new(registry: Registry, index: usize) -> Self {
-        ScanWorker { registry, index, held: None }
-    }
-}
-
-impl Worker for ScanWorker {
-    fn name(&self) -> String {
-        format!("scan-{}", self.index)
-    }
-
-    async fn work(&mut self) -> Result<WorkerState> {
-        let r = self.registry.clone();
-        let node = r.node();
-        let now = berth_meta::now_ms();
-        let Some(job) = r.meta.claim_job(SCAN_QUEUE, &node, now, crate::jobs::lease_until(now)).await? else {
-            return Ok(WorkerState::Idle);
-        };
-        let Some(scan) = ScanJob::from_payload(&job.payload) else {
-            tracing::error!(job = job.id, payload = %job.payload, "a scan job that names no image: dropped");
-            r.meta.finish_job(&job).await?;
-            return Ok(WorkerState::Busy);
-        };
-        self.held = Some(job.clone());
-        let _renewal = crate::jobs::Renewal::start(&r.meta, &job, &node);
-        let outcome = r.run_scan(&job, &scan).await;
-        self.held = None;
-        if let Err(e) = outcome {
-            // Given back for another attempt after the back-off.
-            let _ = r.meta.release_job(&job, &node).await;
-            return Err(e);
-        }
-        Ok(WorkerState::Busy)
-    }
-
-    async fn wait_for_work(&mut self) {
-        // Jobs queued on other nodes, or whose node died, are found by polling.
-        tokio::select! {
-            _ = self.registry.scan_wake.notified() => {}
-            _ = tokio::time::sleep(SCAN_POLL) => {}
-        }
-    }
-
-    async fn stopped(&mut self) {
-        if let Some(job) = self.held.take() {
-            let r = &self.registry;
-            if let Err(e) = r.meta.release_job(&job, &r.node()).await {
-                tracing::warn!(job = job.id, error = %e, "could not give back a scan job");
-            }
-        }
-    }
-}
-
-/// Scan on push: queues a scan of each manifest stored in a repository that scans on push.
-pub struct ScanOnPush {
-    registry: Registry,
-}
-
-impl ScanOnPush {
-    pub fn new(registry: Registry) -> Self {
-        ScanOnPush { registry }
-    }
-}
-
-impl Consume for ScanOnPush {
-    const NAME: &'static str = "scan_on_push";
-
-    async fn consume(&mut self, e: &EventRow) -> Result<()> {
-        let (Some(EventKind::ManifestStored), Some(digest)) = (e.kind, e.digest.as_deref()) else { return Ok(()) };
-        let Ok(repo) = RepoName::parse_key(&e.repo) else { return Ok(()) };
-        let r = &self.registry;
-        let Some(row) = r.meta.get_repo(repo.as_str()).await? else { return Ok(()) };
-        if !r.scans_on_push(&repo).await? {
-            return Ok(());
-        }
-        // Deleted again since: nothing to scan.
-        if r.meta.get_manifest(row.id, digest).await?.is_none() {
-            return Ok(());
-        }
-        let job = ScanJob {
-            repo_id: row.id,
-            repo: repo.as_str().to_string(),
-            digest: digest.to_string(),
-            started_at: berth_meta::now_ms().max(e.created_at),
-        };
-        // Seen again after a crash: a scan queued since the push is the one it asked for.
-        if r.meta.queue_scan(&job, Some(e.created_at)).await? {
-            r.scan_wake.notify_one();
-        }
-        Ok(())
-    }
 }

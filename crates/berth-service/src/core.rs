@@ -1,0 +1,269 @@
+//! What every domain of the service shares: the stores, the caches, the keys, the settings and
+//! the node's identity, in one [`Core`]. Domains are thin handles over it ([`domain!`]), each in
+//! its own module, calling only the domains below it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use berth_blob::BlobStore;
+use berth_meta::{AuditFilter, AuditRow, Backend, Meta};
+
+use crate::audit::{AuditEvent, Auditor};
+use crate::cache::Caches;
+use crate::caller::{AccessKey, Caller};
+use crate::error::{Error, Result};
+use crate::metrics::Counters;
+use crate::throttle::Throttle;
+use crate::tokens::{Auth, TOKEN_KEY_AAD, Tokens};
+
+/// The registry's identity and start-up choices.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// 12-digit registry (account) id.
+    pub registry_id: String,
+    pub region: String,
+    /// Base URL clients reach the registry at (`http://127.0.0.1:5000`); its host is in
+    /// repository URIs.
+    pub public_url: String,
+    /// On first start, add a `ROOT` creation template that creates repositories on push.
+    pub create_on_push: bool,
+    /// Seals access-key secrets in the metadata store; kept outside it.
+    pub seal_key: berth_crypto::seal::SealKey,
+    /// Other accounts' registries answer on `<account-id>.<account_domain>` (None: only
+    /// through the ECR API's `registryId`).
+    pub account_domain: Option<String>,
+    /// Least time between two manual scans of one image (ECR: one a day).
+    pub manual_scan_interval: std::time::Duration,
+    /// Attach each completed scan's CycloneDX SBOM to the image as an OCI referrer.
+    pub sbom_referrers: bool,
+    /// Anonymous callers may do anything on `/v2/` (`allow_anonymous`: local experiments only).
+    pub allow_anonymous: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            registry_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            public_url: "http://127.0.0.1:5000".into(),
+            create_on_push: true,
+            seal_key: berth_crypto::seal::SealKey::generate(),
+            account_domain: None,
+            manual_scan_interval: std::time::Duration::from_secs(24 * 3600),
+            sbom_referrers: false,
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl Settings {
+    /// `host[:port]` of the public URL.
+    pub fn public_host(&self) -> &str {
+        let rest = self.public_url.split_once("://").map_or(self.public_url.as_str(), |(_, r)| r);
+        rest.trim_end_matches('/')
+    }
+
+    pub fn root_arn(&self) -> String {
+        crate::caller::root_arn(&self.registry_id)
+    }
+}
+
+/// Declares a domain: a handle over the [`Core`] that reads its fields through `Deref`.
+macro_rules! domain {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy)]
+        pub struct $name<'a>(pub(crate) &'a crate::core::Core);
+
+        impl std::ops::Deref for $name<'_> {
+            type Target = crate::core::Core;
+            fn deref(&self) -> &crate::core::Core {
+                self.0
+            }
+        }
+    };
+}
+pub(crate) use domain;
+
+/// The state one process holds for the registry service.
+pub struct Core {
+    pub(crate) meta: Meta,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) settings: Settings,
+    /// Everything derived from the token-signing key; replaced whole when it is rotated.
+    pub(crate) tokens: RwLock<Arc<Tokens>>,
+    pub(crate) caches: Caches,
+    pub(crate) throttle: Throttle,
+    pub(crate) auditor: Auditor,
+    pub(crate) counters: Arc<Counters>,
+    /// This process's name in job claims.
+    pub(crate) node: Arc<str>,
+    /// Wakes an idle scan worker of this node when a scan is queued here.
+    pub(crate) scan_wake: tokio::sync::Notify,
+    /// Uploads being written by a request on this node: one request at a time per upload.
+    pub(crate) busy_uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
+    /// write per pull would make every pull a database write (ECR, too, records them lazily).
+    pub(crate) pulls: Mutex<HashMap<String, HashMap<String, i64>>>,
+}
+
+impl Core {
+    /// Opens the stores' shared state: loads (or creates, once for all nodes) the token-signing key.
+    pub(crate) async fn open(
+        meta: Meta,
+        blobs: Arc<dyn BlobStore>,
+        settings: Settings,
+        keys: Vec<AccessKey>,
+    ) -> Result<Core> {
+        let fresh = settings.seal_key.seal(berth_crypto::token::TokenKey::generate().as_bytes(), TOKEN_KEY_AAD);
+        let stored = meta.setting_or_init("token_key", &fresh).await?;
+        let stored = seal_legacy_token_key(&meta, &settings, stored).await?;
+        let tokens = Tokens::derive(&settings.seal_key, stored, keys)?;
+        // Only one node can use a SQLite database, so only there can this process see every write.
+        let cache_enabled = meta.backend() == Backend::Sqlite;
+        let counters: Arc<Counters> = Arc::default();
+        Ok(Core {
+            auditor: Auditor::start(meta.clone(), counters.audit_dropped.clone()),
+            meta,
+            blobs,
+            settings,
+            tokens: RwLock::new(Arc::new(tokens)),
+            caches: Caches::new(cache_enabled),
+            throttle: Throttle::default(),
+            counters,
+            node: hex::encode(&berth_crypto::random_bytes()[..8]).into(),
+            scan_wake: tokio::sync::Notify::new(),
+            busy_uploads: Mutex::default(),
+            pulls: Mutex::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// This process's name in job claims.
+    pub fn node(&self) -> Arc<str> {
+        self.node.clone()
+    }
+
+    /// The token issuer and checker in force now (a rotation replaces it).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.tokens().auth.clone()
+    }
+
+    pub(crate) fn tokens(&self) -> Arc<Tokens> {
+        self.tokens.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the token-signing key: every login password, bearer token, STS session and
+    /// layer URL issued before stops working (here at once; on other processes when they next
+    /// [`Core::refresh_token_key`]). The operator's alone.
+    pub async fn rotate_token_key(&self, caller: &Caller) -> Result<()> {
+        caller.require_operator("rotate the token-signing key")?;
+        let sealed = self.settings.seal_key.seal(berth_crypto::token::TokenKey::generate().as_bytes(), TOKEN_KEY_AAD);
+        self.meta.put_setting("token_key", &sealed).await?;
+        self.refresh_token_key().await?;
+        Ok(())
+    }
+
+    /// Picks up a token-signing key rotated by another process; whether it changed.
+    pub async fn refresh_token_key(&self) -> Result<bool> {
+        let Some(stored) = self.meta.setting("token_key").await? else { return Ok(false) };
+        let current = self.tokens();
+        if stored == current.stored {
+            return Ok(false);
+        }
+        let keys = current.auth.static_keys();
+        let fresh = Arc::new(Tokens::derive(&self.settings.seal_key, stored, keys)?);
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        tracing::info!("the token-signing key was rotated: tokens issued before are no longer accepted");
+        Ok(true)
+    }
+
+    /// New content is refused while storage is full; deletes, cancels and garbage collection
+    /// still run (on the space the reserve gave back).
+    pub(crate) fn check_space(&self) -> Result<()> {
+        let full = self.blobs.storage_full();
+        self.counters.storage_full.store(u64::from(full), std::sync::atomic::Ordering::Relaxed);
+        if full { Err(Error::StorageFull("the disk is full".into())) } else { Ok(()) }
+    }
+
+    /// Looks at the free space now (`serve` does every few seconds): gives up the reserve when
+    /// the disk is full, takes it back when space returns. Whether storage is full.
+    pub fn check_storage(&self) -> bool {
+        self.check_space().is_err()
+    }
+
+    /// Records an audit event (waits only when the writer is far behind).
+    pub async fn audit(&self, e: AuditEvent) {
+        self.auditor.record(e).await
+    }
+
+    /// Waits until every audit event recorded so far is stored.
+    pub async fn flush_audit(&self) {
+        self.auditor.flush().await
+    }
+
+    /// The audit log, as `berth audit` shows it (the operator's alone).
+    pub async fn audit_events(&self, caller: &Caller, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+        caller.require_operator("read the audit log")?;
+        Ok(self.meta.audit_events(filter).await?)
+    }
+
+    /// The registry (account) and name of a repository key.
+    pub fn split_key<'a>(&'a self, key: &'a str) -> (&'a str, &'a str) {
+        match berth_core::split_repo_key(key) {
+            (Some(a), n) => (a, n),
+            (None, n) => (self.settings.registry_id.as_str(), n),
+        }
+    }
+
+    /// The key of repository `name` in registry `registry`.
+    pub fn repo_key(&self, registry: &str, name: &str) -> String {
+        let account = (registry != self.settings.registry_id).then_some(registry);
+        berth_core::repo_key(account, name)
+    }
+
+    /// The ARN of the repository with key `key`.
+    pub fn repository_arn(&self, key: &str) -> String {
+        let (registry, name) = self.split_key(key);
+        format!("arn:aws:ecr:{}:{registry}:repository/{name}", self.settings.region)
+    }
+
+    /// `host[:port]` clients reach a registry at: the public host for the configured account,
+    /// `<account>.<account_domain>` for the others when a domain is configured.
+    pub fn registry_host(&self, registry: &str) -> String {
+        match &self.settings.account_domain {
+            Some(d) if registry != self.settings.registry_id => format!("{registry}.{d}"),
+            _ => self.settings.public_host().to_string(),
+        }
+    }
+}
+
+/// Data directories from before the key was sealed hold it as plain hex: seal it in place.
+async fn seal_legacy_token_key(meta: &Meta, settings: &Settings, stored: String) -> Result<String> {
+    if stored.starts_with(berth_crypto::seal::PREFIX) {
+        return Ok(stored);
+    }
+    let raw = hex::decode(stored.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| Error::Internal("the stored token-signing key is corrupt".into()))?;
+    let sealed = settings.seal_key.seal(&raw, TOKEN_KEY_AAD);
+    meta.put_setting("token_key", &sealed).await?;
+    tracing::info!("sealed the token-signing key stored in plain text by an earlier version");
+    Ok(sealed)
+}

@@ -1,0 +1,97 @@
+//! Counters since the process started, for `/metrics` (Prometheus text exposition).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters since the process started, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub gc_runs: AtomicU64,
+    pub gc_examined: AtomicU64,
+    pub gc_condemned: AtomicU64,
+    pub gc_deleted_blobs: AtomicU64,
+    pub gc_deleted_bytes: AtomicU64,
+    pub gc_failed: AtomicU64,
+    pub gc_uploads_removed: AtomicU64,
+    /// Duration of the last pass, milliseconds.
+    pub gc_last_ms: AtomicU64,
+    pub lifecycle_runs: AtomicU64,
+    pub lifecycle_expired: AtomicU64,
+    /// Audit events given up on (the database kept failing); shared with the audit writer.
+    pub audit_dropped: std::sync::Arc<AtomicU64>,
+    /// 1 while storage counts as full (new content refused).
+    pub storage_full: AtomicU64,
+}
+
+impl Counters {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, v: String| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        };
+        metric("berth_gc_runs_total", "counter", "Garbage collection passes.", g(&self.gc_runs).to_string());
+        metric(
+            "berth_gc_candidates_examined_total",
+            "counter",
+            "Candidates the mark step looked at.",
+            g(&self.gc_examined).to_string(),
+        );
+        metric(
+            "berth_gc_blobs_condemned_total",
+            "counter",
+            "Blobs found unreferenced.",
+            g(&self.gc_condemned).to_string(),
+        );
+        metric("berth_gc_blobs_deleted_total", "counter", "Blobs deleted.", g(&self.gc_deleted_blobs).to_string());
+        metric(
+            "berth_gc_bytes_deleted_total",
+            "counter",
+            "Bytes of blobs deleted.",
+            g(&self.gc_deleted_bytes).to_string(),
+        );
+        metric(
+            "berth_gc_delete_failures_total",
+            "counter",
+            "Blob files that could not be deleted.",
+            g(&self.gc_failed).to_string(),
+        );
+        metric(
+            "berth_gc_uploads_removed_total",
+            "counter",
+            "Abandoned uploads removed.",
+            g(&self.gc_uploads_removed).to_string(),
+        );
+        metric(
+            "berth_gc_last_duration_seconds",
+            "gauge",
+            "Duration of the last garbage collection pass.",
+            format!("{:.3}", g(&self.gc_last_ms) as f64 / 1000.0),
+        );
+        metric(
+            "berth_lifecycle_runs_total",
+            "counter",
+            "Lifecycle policy runs (per repository).",
+            g(&self.lifecycle_runs).to_string(),
+        );
+        metric(
+            "berth_lifecycle_images_expired_total",
+            "counter",
+            "Images expired by lifecycle policies.",
+            g(&self.lifecycle_expired).to_string(),
+        );
+        metric(
+            "berth_audit_events_dropped_total",
+            "counter",
+            "Audit events lost because the database kept failing.",
+            g(&self.audit_dropped).to_string(),
+        );
+        metric(
+            "berth_storage_full",
+            "gauge",
+            "1 while storage is full and pushes are refused.",
+            g(&self.storage_full).to_string(),
+        );
+        out
+    }
+}

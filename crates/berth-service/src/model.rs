@@ -1,0 +1,253 @@
+//! Plain values the service hands out and takes in, shared by its domains.
+
+use std::ops::Range;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_blob::BlobBody;
+use berth_core::{Digest, RepoName};
+use berth_meta::ManifestRow;
+pub use berth_meta::TagStatus;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use crate::error::{Error, Result};
+
+/// Most entries one page of a tag or catalog listing returns, whatever `n` asks.
+pub const MAX_PAGE: usize = 10_000;
+
+/// A byte range as a client asked for it: `first-last`, `first-` or `-suffix_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    From { first: u64, last: Option<u64> },
+    Suffix(u64),
+}
+
+pub struct BlobRead {
+    pub digest: Digest,
+    /// The whole blob's size.
+    pub size: u64,
+    /// The part being returned, when a range was asked for.
+    pub range: Option<Range<u64>>,
+    pub body: BlobBody,
+}
+
+/// A stored manifest as served to clients.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: String,
+    pub media_type: String,
+    pub content: Bytes,
+    pub subject: Option<String>,
+}
+
+impl From<ManifestRow> for Manifest {
+    fn from(r: ManifestRow) -> Self {
+        Manifest { digest: r.digest, media_type: r.media_type, content: Bytes::from(r.content), subject: r.subject }
+    }
+}
+
+/// Whether an index's child manifests must already be in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Children {
+    /// ECR's PutImage: ReferencedImagesNotFound otherwise.
+    Required,
+    /// OCI pushes: a sparse index (some platforms only) is accepted, as Harbor and Zot do.
+    MayBeAbsent,
+}
+
+/// The path a manifest is stored by: what it requires, and the cause its events name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    pub children: Children,
+    pub cause: &'static str,
+}
+
+impl Via {
+    pub const OCI_PUSH: Via = Via { children: Children::MayBeAbsent, cause: "push" };
+    pub const PUT_IMAGE: Via = Via { children: Children::Required, cause: "put_image" };
+    pub const SBOM: Via = Via { children: Children::Required, cause: "sbom" };
+}
+
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// One page of a listing; `more` says whether entries follow the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+/// A repository key: a name, account-qualified outside the configured account.
+pub fn parse_repo(name: &str) -> Result<RepoName> {
+    Ok(RepoName::parse_key(name)?)
+}
+
+pub fn parse_digest(s: &str) -> Result<Digest> {
+    Ok(s.parse::<Digest>()?)
+}
+
+/// An image as a request names it: by digest, tag, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageId {
+    pub digest: Option<String>,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFailure {
+    pub id: ImageId,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+/// One page and the token for the next.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Result of one layer's availability check.
+#[derive(Debug, Clone)]
+pub enum LayerCheck {
+    Available { digest: String, size: u64 },
+    Unavailable { digest: String },
+    Failed { digest: String, code: &'static str, reason: String },
+}
+
+/// The first `limit` of `items` (fetched with one extra to tell whether more follow), with the
+/// token that continues after the last.
+pub(crate) fn paged<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Paged<T> {
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|i| encode_token(&key(i)))
+    } else {
+        None
+    };
+    Paged { items, next }
+}
+
+pub(crate) fn encode_token(key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(key)
+}
+
+pub(crate) fn decode_token(token: Option<&str>) -> Result<Option<String>> {
+    token
+        .map(|t| {
+            URL_SAFE_NO_PAD.decode(t).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+                Error::InvalidParameter(
+                    "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Must be a token returned by a \
+                     previous call'"
+                        .into(),
+                )
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn check_max(max: Option<i64>, limit: i64) -> Result<i64> {
+    match max {
+        None => Ok(limit),
+        Some(n) if (1..=limit).contains(&n) => Ok(n),
+        Some(n) => Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value between 1 and \
+             {limit}', got {n}"
+        ))),
+    }
+}
+
+pub fn parse_tag_status(s: Option<&str>) -> Result<TagStatus> {
+    match s {
+        None | Some("ANY") => Ok(TagStatus::Any),
+        Some("TAGGED") => Ok(TagStatus::Tagged),
+        Some("UNTAGGED") => Ok(TagStatus::Untagged),
+        Some(o) => Err(Error::InvalidParameter(format!(
+            "Invalid parameter at 'tagStatus' failed to satisfy constraint: '{o}' is not one of [TAGGED, UNTAGGED, ANY]"
+        ))),
+    }
+}
+
+pub(crate) fn check_batch(n: usize) -> Result<()> {
+    if n == 0 || n > 100 {
+        return Err(Error::InvalidParameter(format!("a batch must name between 1 and 100 items, got {n}")));
+    }
+    Ok(())
+}
+
+/// Up to `limit` items after the cursor `after` that pass `visible`, read from `fetch` in
+/// batches, and whether another visible one follows. Hidden items are skipped, never returned
+/// as the last of a page: the cursor a client continues from (`Link`'s `last`, a `nextToken`) is
+/// always an item it was shown, so paging reveals nothing about the names it may not see.
+pub(crate) async fn visible_page<'a, T: Send + 'a>(
+    mut after: Option<String>,
+    limit: usize,
+    mut fetch: impl FnMut(Option<String>, i64) -> BoxFuture<'a, Result<Vec<T>>> + Send,
+    key: impl Fn(&T) -> String + Send,
+    mut visible: impl FnMut(String) -> BoxFuture<'a, Result<bool>> + Send,
+) -> Result<(Vec<T>, bool)> {
+    if limit == 0 {
+        return Ok((Vec::new(), false));
+    }
+    // One more than a page tells whether more follow; at least a modest batch when most are hidden.
+    let batch = (limit + 1).max(100);
+    let mut out = Vec::new();
+    loop {
+        let rows = fetch(after.take(), batch as i64).await?;
+        let last_batch = rows.len() < batch;
+        for row in rows {
+            let k = key(&row);
+            after = Some(k.clone());
+            if visible(k).await? {
+                out.push(row);
+                if out.len() > limit {
+                    out.truncate(limit);
+                    return Ok((out, true));
+                }
+            }
+        }
+        if last_batch {
+            return Ok((out, false));
+        }
+    }
+}
+
+pub(crate) fn resolve_range(r: RangeRequest, size: u64) -> Result<Range<u64>> {
+    let range = match r {
+        RangeRequest::From { first, last } => {
+            let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+            if first >= size || last.is_some_and(|l| l < first) {
+                return Err(Error::RangeNotSatisfiable { size });
+            }
+            first..end
+        }
+        RangeRequest::Suffix(n) => {
+            if n == 0 || size == 0 {
+                return Err(Error::RangeNotSatisfiable { size });
+            }
+            size.saturating_sub(n)..size
+        }
+    };
+    Ok(range)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let f = |first, last| RangeRequest::From { first, last };
+        assert_eq!(resolve_range(f(0, Some(9)), 100).unwrap(), 0..10);
+        assert_eq!(resolve_range(f(90, None), 100).unwrap(), 90..100);
+        assert_eq!(resolve_range(f(90, Some(1000)), 100).unwrap(), 90..100);
+        assert_eq!(resolve_range(RangeRequest::Suffix(10), 100).unwrap(), 90..100);
+        assert_eq!(resolve_range(RangeRequest::Suffix(1000), 100).unwrap(), 0..100);
+        assert!(resolve_range(f(100, None), 100).is_err());
+        assert!(resolve_range(f(5, Some(4)), 100).is_err());
+        assert!(resolve_range(RangeRequest::Suffix(0), 100).is_err());
+    }
+}
