@@ -215,7 +215,7 @@ python3 "$ROOT/tests/e2e/oci_image.py" "$W/oci-kill" 1 "zstd:$ROOTFS" "gz:$W/L1"
 aws ecr create-repository --repository-name debian/copy "${E[@]}" >/dev/null
 push "$W/oci-kill" debian/copy:1
 claimed() { # whether a worker holds debian/copy's scan
-  local q="SELECT COUNT(*) FROM image_scans s JOIN repositories r ON r.id = s.repo_id WHERE r.name = 'debian/copy' AND s.status = 'IN_PROGRESS' AND s.claimed_by IS NOT NULL"
+  local q="SELECT COUNT(*) FROM jobs WHERE queue = 'scan' AND payload LIKE '%\"repo\":\"debian/copy\"%' AND claimed_by IS NOT NULL"
   if [ "${E2E_DB:-sqlite}" = postgres ]; then psql "${BERTH_DB_ARGS[1]}" -Atc "$q"
   else python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$BERTH_DATA/berth.db" "$q"; fi
 }
