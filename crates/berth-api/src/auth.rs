@@ -63,14 +63,14 @@ fn operation(method: &Method, endpoint: &Endpoint) -> Operation {
 fn basic_password(headers: &HeaderMap) -> Option<Result<String, Error>> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-    let bad = || Error::Unauthorized("malformed Basic credentials".into());
+    let bad = || Error::unauthenticated("malformed Basic credentials".into());
     let decoded = match STANDARD.decode(b64.trim()).ok().and_then(|b| String::from_utf8(b).ok()) {
         Some(d) => d,
         None => return Some(Err(bad())),
     };
     Some(match decoded.split_once(':') {
         Some(("AWS", pw)) => Ok(pw.to_string()),
-        Some((user, _)) => Err(Error::Unauthorized(format!(
+        Some((user, _)) => Err(Error::unauthenticated(format!(
             "unknown user {user:?}: log in as AWS with the password from `aws ecr get-login-password`"
         ))),
         None => Err(bad()),
@@ -322,7 +322,7 @@ async fn metrics_caller(st: &AppState, headers: &HeaderMap) -> Result<Option<Pri
     }
     let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return Ok(None) };
     let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else { return Ok(None) };
-    let bad = || Error::Unauthorized("malformed Basic credentials".into());
+    let bad = || Error::unauthenticated("malformed Basic credentials".into());
     let decoded = STANDARD.decode(b64.trim()).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
     let (user, secret) = decoded.split_once(':').ok_or_else(bad)?;
     if user == "AWS" {
@@ -330,7 +330,7 @@ async fn metrics_caller(st: &AppState, headers: &HeaderMap) -> Result<Option<Pri
     }
     match st.registry.identities().signing_key(user, None).await? {
         Some((expected, p)) if berth_crypto::constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok(Some(p)),
-        _ => Err(Error::Unauthorized("unknown access key or wrong secret".into())),
+        _ => Err(Error::unauthenticated("unknown access key or wrong secret".into())),
     }
 }
 

@@ -114,7 +114,7 @@ async fn read_body<'a>(
     if let Some(n) = declared
         && n > limit as u64
     {
-        return Err(Error::InvalidParameter(format!(
+        return Err(Error::bad_request(format!(
             "the request body is {n} bytes; this operation takes at most {limit} bytes"
         )));
     }
@@ -132,10 +132,10 @@ async fn read_body<'a>(
     let mut out = Vec::with_capacity(reserve.min(1 << 20));
     let mut stream = body.into_data_stream();
     while let Some(chunk) =
-        stream.try_next().await.map_err(|e| Error::InvalidParameter(format!("reading the request body: {e}")))?
+        stream.try_next().await.map_err(|e| Error::bad_request(format!("reading the request body: {e}")))?
     {
         if out.len() + chunk.len() > limit || out.len() + chunk.len() > reserve {
-            return Err(Error::InvalidParameter(format!(
+            return Err(Error::bad_request(format!(
                 "the request body is larger than {} bytes",
                 if declared.is_some() { reserve } else { limit }
             )));

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use berth_service::error::NotFound;
 use berth_service::repo_settings::{MutabilityFilter, ResourceTag};
 use berth_service::repositories::{NewRepository, Repository};
 use berth_service::scan_config::RepositoryScanningResult;
@@ -63,7 +64,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         Err(Refusal::Service(e)) => {
             event.error = Some(format!("{}: {e}", crate::error::ecr_type(&e)));
             st.registry.audit(event).await;
-            return ecr_response(&e);
+            return ecr_response(&e, &st.registry.settings().registry_id);
         }
     };
     event.principal = Some(signed.principal.arn.clone());
@@ -106,7 +107,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
         }
         Err(e) => Err(e),
     };
-    event.allowed = !matches!(result, Err(Error::AccessDenied(_) | Error::Throttled(_)));
+    event.allowed = !matches!(&result, Err(e) if e.is_denied() || matches!(e, Error::Throttled(_)));
     event.error = match &result {
         Ok(Some(_)) => None,
         Ok(None) => Some("UnknownOperationException".into()),
@@ -123,7 +124,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
             &format!("Berth does not support the ECR operation {op:?} (see docs/ECR-API.md)"),
             None,
         ),
-        Err(e) => ecr_response(&e),
+        Err(e) => ecr_response(&e, &st.registry.settings().registry_id),
     }
 }
 
@@ -138,7 +139,7 @@ fn body_limit(op: &str) -> usize {
 }
 
 fn input<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
-    serde_json::from_value(v).map_err(|e| Error::InvalidParameter(format!("Invalid request: {e}")))
+    serde_json::from_value(v).map_err(|e| Error::bad_request(format!("Invalid request: {e}")))
 }
 
 /// Seconds since the epoch, as AWS JSON timestamps are.
@@ -218,10 +219,13 @@ async fn registry_of(st: &AppState, p: &Principal, v: &mut Value) -> Result<Stri
         Some(id) => {
             r.repositories().check_registry_id(Some(id))?;
             if !r.identities().account_exists(id).await? {
-                return Err(Error::InvalidParameter(format!(
-                    "Invalid parameter at 'registryId' failed to satisfy constraint: there is no registry '{id}' on \
+                return Err(Error::parameter(
+                    "registryId",
+                    format!(
+                        "there is no registry '{id}' on \
                      this server"
-                )));
+                    ),
+                ));
             }
             id.to_string()
         }
@@ -235,10 +239,13 @@ async fn registry_of(st: &AppState, p: &Principal, v: &mut Value) -> Result<Stri
     let qualify = |field: &str, n: &mut Value| -> Result<(), Error> {
         if let Some(name) = n.as_str() {
             if berth_core::RepoName::parse(name).is_err() {
-                return Err(Error::InvalidParameter(format!(
-                    "Invalid parameter at '{field}' failed to satisfy constraint: 'must satisfy regular expression \
+                return Err(Error::parameter(
+                    field,
+                    format!(
+                        "'must satisfy regular expression \
                      '(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*'', got '{name}'"
-                )));
+                    ),
+                ));
             }
             *n = Value::String(r.repo_key(&registry, name));
         }
@@ -326,7 +333,7 @@ fn filters_in(filters: Option<Vec<MutabilityFilter>>) -> Result<Vec<String>, Err
         .into_iter()
         .map(|f| {
             if f.filter_type != "WILDCARD" {
-                return Err(Error::InvalidParameter(format!("filterType must be WILDCARD, not '{}'", f.filter_type)));
+                return Err(Error::bad_request(format!("filterType must be WILDCARD, not '{}'", f.filter_type)));
             }
             Ok(f.filter)
         })
@@ -730,7 +737,7 @@ async fn batch_get_image(st: &AppState, c: &Caller, v: Value) -> R {
     if let Some(a) = &i.accepted_media_types
         && (a.is_empty() || a.len() > 100)
     {
-        return Err(Error::InvalidParameter("acceptedMediaTypes must list 1 to 100 media types".into()));
+        return Err(Error::bad_request("acceptedMediaTypes must list 1 to 100 media types".into()));
     }
     let ids: Vec<ImageId> = i.image_ids.into_iter().map(Into::into).collect();
     let (images, failures) =
@@ -911,7 +918,7 @@ async fn upload_layer_part(st: &AppState, c: &Caller, v: Value) -> R {
     st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let data = STANDARD
         .decode(i.layer_part_blob.as_bytes())
-        .map_err(|e| Error::InvalidParameter(format!("layerPartBlob is not valid base64: {e}")))?;
+        .map_err(|e| Error::bad_request(format!("layerPartBlob is not valid base64: {e}")))?;
     let last = st
         .registry
         .images()
@@ -974,7 +981,7 @@ async fn get_authorization_token(st: &AppState, c: &Caller, v: Value) -> R {
     let i: AuthTokenIn = input(v)?;
     let ids = i.registry_ids.unwrap_or_default();
     if ids.len() > 10 {
-        return Err(Error::InvalidParameter("registryIds may list at most 10 registries".into()));
+        return Err(Error::bad_request("registryIds may list at most 10 registries".into()));
     }
     for id in &ids {
         st.registry.repositories().check_registry_id(Some(id))?;
@@ -1010,7 +1017,7 @@ async fn get_account_setting(st: &AppState, c: &Caller, v: Value) -> R {
 
 async fn put_account_setting(st: &AppState, c: &Caller, v: Value) -> R {
     let i: AccountSettingIn = input(v)?;
-    let value = i.value.ok_or_else(|| Error::InvalidParameter("value is required".into()))?;
+    let value = i.value.ok_or_else(|| Error::bad_request("value is required".into()))?;
     let value = st.registry.repositories().put_account_setting(c, &registry_id(st), &i.name, &value).await?;
     Ok(json!({ "name": i.name, "value": value }))
 }
@@ -1112,7 +1119,7 @@ async fn put_lifecycle_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: LifecycleIn = input(v)?;
     st.registry.repositories().check_registry_id(i.registry_id.as_deref())?;
     let text = i.lifecycle_policy_text.ok_or_else(|| {
-        Error::InvalidParameter("Invalid parameter at 'lifecyclePolicyText': the policy text is required".into())
+        Error::bad_request("Invalid parameter at 'lifecyclePolicyText': the policy text is required".into())
     })?;
     let text = st.registry.lifecycle().put_lifecycle_policy(c, &i.repository_name, &text).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "lifecyclePolicyText": text }))
@@ -1172,10 +1179,13 @@ async fn get_lifecycle_policy_preview(st: &AppState, c: &Caller, v: Value) -> R 
         None => 100,
         Some(n) if (1..=100).contains(&n) => n as usize,
         Some(n) => {
-            return Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value between 1 \
+            return Err(Error::parameter(
+                "maxResults",
+                format!(
+                    "'Member must have value between 1 \
                  and 100', got {n}"
-            )));
+                ),
+            ));
         }
     };
     let status = parse_tag_status(i.filter.as_ref().and_then(|f| f.tag_status.as_deref()))?;
@@ -1200,8 +1210,9 @@ async fn get_lifecycle_policy_preview(st: &AppState, c: &Caller, v: Value) -> R 
     let start = match i.next_token.as_deref() {
         None => 0,
         Some(t) => t.parse::<usize>().ok().filter(|&n| n <= selected.len()).ok_or_else(|| {
-            Error::InvalidParameter(
-                "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Must be a token returned by a \
+            Error::parameter(
+                "nextToken",
+                "'Must be a token returned by a \
                  previous call'"
                     .into(),
             )
@@ -1281,27 +1292,27 @@ async fn describe_image_scan_findings(st: &AppState, c: &Caller, v: Value) -> R 
         None => 1000,
         Some(n) if (1..=1000).contains(&n) => n as usize,
         Some(n) => {
-            return Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value between 1 \
+            return Err(Error::parameter(
+                "maxResults",
+                format!(
+                    "'Member must have value between 1 \
                  and 1000', got {n}"
-            )));
+                ),
+            ));
         }
     };
     let id = ImageId::from(i.image_id);
     let report = st.registry.scanning().image_scan(c, &i.repository_name, &id).await?;
     let digest = report.digest;
     let Some((scan, findings)) = report.scan else {
-        let (registry, name) = st.registry.split_key(&i.repository_name);
-        return Err(Error::ScanNotFound(format!(
-            "Image scan does not exist for the image with '{{imageDigest:'{digest}', imageTag:'{}'}}' in the repository \
-             with name '{name}' in the registry with id '{registry}'",
-            id.tag.as_deref().unwrap_or("null")
-        )));
+        return Err(
+            NotFound::Scan { key: i.repository_name.clone(), digest, tag: id.tag.clone(), completed: false }.into()
+        );
     };
     let start = match i.next_token.as_deref() {
         None => 0,
         Some(t) => t.parse::<usize>().ok().filter(|&n| n <= findings.len()).ok_or_else(|| {
-            Error::InvalidParameter("Invalid parameter at 'nextToken': not a token from a previous call".into())
+            Error::bad_request("Invalid parameter at 'nextToken': not a token from a previous call".into())
         })?,
     };
     let end = (start + max).min(findings.len());
@@ -1392,7 +1403,7 @@ async fn put_registry_scanning(st: &AppState, c: &Caller, v: Value) -> R {
     let mut rules = Vec::new();
     for r in i.rules {
         if let Some(f) = r.repository_filters.iter().find(|f| f.filter_type != "WILDCARD") {
-            return Err(Error::Validation(format!("filterType must be WILDCARD, not {:?}", f.filter_type)));
+            return Err(Error::validation(format!("filterType must be WILDCARD, not {:?}", f.filter_type)));
         }
         rules.push(berth_service::scan_policy::ScanRule {
             scan_frequency: r.scan_frequency,

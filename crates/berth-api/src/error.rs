@@ -1,8 +1,13 @@
-//! The one place where service errors become protocol errors.
+//! The one place where service errors become protocol errors: for each kind, the OCI status,
+//! error code and message, the ECR exception and its message, and the IAM/STS error.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_service::Error;
+use berth_service::error::{
+    Conflict, Denied, DeniedBy, Exists, Invalid, InvalidKind, Limit, NotFound, Unauthenticated, Unavailable,
+    describe_id,
+};
 use serde_json::json;
 
 /// An error on its way to an OCI client.
@@ -23,131 +28,257 @@ impl From<Error> for ApiError {
     }
 }
 
-/// OCI status and error code for each service error.
-pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
-    use Error::*;
-    match e {
-        NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
-        TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
-        NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
-        DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
-        UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
-        UploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
-        ChunkOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
-        RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
-        ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
-        ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
-        ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
-        ManifestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
-        Conflict(_) => (StatusCode::CONFLICT, "DENIED"),
-        RepoNotCreated(_) | RepositoryNotFound(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
-        TagImmutable { .. } => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
-        ReferencedImagesNotFound(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
-        ImageNotFound(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
-        ImageDigestMismatch(_) | InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        Unauthorized(_) | InvalidToken(_) | ExpiredToken(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        AccessDenied(_) | PullBlocked(_) => (StatusCode::FORBIDDEN, "DENIED"),
-        Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
-        // Control-plane errors reach OCI clients only through shared code paths.
-        RepositoryAlreadyExists(_)
-        | RepositoryNotEmpty(_)
-        | ImageAlreadyExists(_)
-        | TemplateAlreadyExists(_)
-        | TemplateNotFound(_)
-        | TooManyTags(_)
-        | InvalidTagParameter(_)
-        | InvalidParameter(_)
-        | Validation(_)
-        | LayerAlreadyExists(_)
-        | EmptyUpload(_)
-        | LayerPartTooSmall(_)
-        | RepositoryPolicyNotFound(_)
-        | RegistryPolicyNotFound(_)
-        | LifecyclePolicyNotFound(_)
-        | LifecyclePolicyPreviewNotFound(_)
-        | ScanNotFound(_)
-        | UnsupportedImage(_)
-        | InvalidLayerPart { .. }
-        | NoSuchEntity(_)
-        | EntityAlreadyExists(_)
-        | DeleteConflict(_)
-        | LimitExceeded(_)
-        | MalformedPolicyDocument(_)
-        | InvalidInput(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
-        PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
-        Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-        StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "DENIED"),
-        Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+/// The registry id and name of a repository key (the configured registry's keys carry none).
+fn parts<'a>(key: &'a str, registry_id: &'a str) -> (&'a str, &'a str) {
+    match berth_core::split_repo_key(key) {
+        (Some(a), n) => (a, n),
+        (None, n) => (registry_id, n),
     }
 }
+
+/// Why a decision refused, as AWS ends its AccessDenied messages.
+fn why(by: DeniedBy) -> &'static str {
+    match by {
+        DeniedBy::ExplicitDeny => " with an explicit deny",
+        DeniedBy::NoAllow => " because no identity-based or resource-based policy allows the action",
+        DeniedBy::NoIdentityAllow => " because no identity-based policy allows the action",
+        DeniedBy::IdentityDeny => " with an explicit deny in an identity-based policy",
+        DeniedBy::Trust => "",
+    }
+}
+
+/// The message of a refusal, as AWS words it (OCI clients get the same text).
+fn denied_message(d: &Denied) -> String {
+    match d {
+        Denied::Action { principal, action, resource, by } => {
+            format!("User: {principal} is not authorized to perform: {action} on resource: {resource}{}", why(*by))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An invalid value, worded as ECR words its parameter errors.
+fn invalid_message(i: &Invalid) -> String {
+    match (&i.field, i.kind) {
+        (Some(f), InvalidKind::Parameter) => {
+            format!("Invalid parameter at '{f}' failed to satisfy constraint: {}", i.reason)
+        }
+        _ => i.reason.clone(),
+    }
+}
+
+// ---- OCI ----
+
+/// OCI status and error code for each service error.
+pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
+    let bad = StatusCode::BAD_REQUEST;
+    match e {
+        Error::NotFound(n) => match n {
+            NotFound::Repository { .. } | NotFound::RepositoryNotCreated { .. } | NotFound::Registry { .. } => {
+                (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+            }
+            NotFound::Blob { .. } | NotFound::Layer { .. } => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            NotFound::Upload { .. } => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            NotFound::Manifest { .. } | NotFound::Image { .. } => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            NotFound::References(_) | NotFound::ReferencedImages(_) => (bad, "MANIFEST_BLOB_UNKNOWN"),
+            // Control-plane errors reach OCI clients only through shared code paths.
+            _ => (bad, "UNSUPPORTED"),
+        },
+        Error::Invalid(i) => match i.kind {
+            InvalidKind::Name => (bad, "NAME_INVALID"),
+            InvalidKind::Tag => (bad, "TAG_INVALID"),
+            InvalidKind::Digest | InvalidKind::Layer | InvalidKind::ImageDigest => (bad, "DIGEST_INVALID"),
+            InvalidKind::Manifest => (bad, "MANIFEST_INVALID"),
+            InvalidKind::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
+            InvalidKind::Upload => (bad, "BLOB_UPLOAD_INVALID"),
+            InvalidKind::Range { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
+            InvalidKind::Chunk { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+            InvalidKind::Pagination => (bad, "PAGINATION_NUMBER_INVALID"),
+            _ => (bad, "UNSUPPORTED"),
+        },
+        Error::Conflict(c) => match c {
+            Conflict::TagImmutable { .. } => (bad, "TAG_INVALID"),
+            Conflict::Referenced { .. } => (StatusCode::CONFLICT, "DENIED"),
+            Conflict::UploadChanged { .. } => (bad, "BLOB_UPLOAD_INVALID"),
+            _ => (bad, "UNSUPPORTED"),
+        },
+        Error::AlreadyExists(_) | Error::LimitExceeded { .. } => (bad, "UNSUPPORTED"),
+        Error::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+        Error::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        Error::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+        Error::Unavailable(Unavailable::Busy(_)) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Error::Unavailable(Unavailable::StorageFull(_)) => (StatusCode::INSUFFICIENT_STORAGE, "DENIED"),
+        Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+    }
+}
+
+/// The message an OCI client reads.
+pub fn oci_message(e: &Error) -> String {
+    match e {
+        // Internal details go to the log, not to clients.
+        Error::Internal(_) => "internal server error; see the server log".to_string(),
+        Error::Denied(d) => denied_message(d),
+        Error::Invalid(i) => invalid_message(i),
+        Error::Conflict(Conflict::TagImmutable { key, tag }) => format!(
+            "The image tag '{tag}' already exists in the '{key}' repository and cannot be overwritten because the tag \
+             is immutable."
+        ),
+        e => e.to_string(),
+    }
+}
+
+/// An OCI error response: `{"errors":[{"code","message","detail"}]}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = oci_code(&self.0);
+        if self.0.is_internal() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let message = oci_message(&self.0);
+        let mut res = error_response(status, code, &message);
+        res.extensions_mut().insert(Outcome { denied: self.0.is_denied(), error: message });
+        if let Error::Invalid(Invalid { kind: InvalidKind::Range { size }, .. }) = self.0
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        res
+    }
+}
+
+// ---- ECR ----
 
 /// ECR exception name for each service error (HTTP 400 unless the server is at fault).
 pub fn ecr_type(e: &Error) -> &'static str {
-    use Error::*;
     match e {
-        NameInvalid(_) | TagInvalid(_) | DigestInvalid(_) | PaginationInvalid(_) | InvalidParameter(_) => {
-            "InvalidParameterException"
-        }
-        ManifestInvalid(_) | ManifestTooLarge(_) | UploadInvalid(_) | RangeNotSatisfiable { .. } => {
-            "InvalidParameterException"
-        }
-        NameUnknown(_) | RepoNotCreated(_) | RepositoryNotFound(_) => "RepositoryNotFoundException",
-        BlobUnknown(_) | ManifestBlobUnknown(_) => "LayersNotFoundException",
-        ReferencedImagesNotFound(_) => "ReferencedImagesNotFoundException",
-        UploadUnknown(_) => "UploadNotFoundException",
-        ChunkOutOfOrder { .. } | InvalidLayerPart { .. } => "InvalidLayerPartException",
-        ManifestUnknown(_) | ImageNotFound(_) => "ImageNotFoundException",
-        Conflict(_) => "InvalidParameterException",
-        RepositoryAlreadyExists(_) => "RepositoryAlreadyExistsException",
-        RepositoryNotEmpty(_) => "RepositoryNotEmptyException",
-        TagImmutable { .. } => "ImageTagAlreadyExistsException",
-        ImageAlreadyExists(_) => "ImageAlreadyExistsException",
-        ImageDigestMismatch(_) => "ImageDigestDoesNotMatchException",
-        TemplateAlreadyExists(_) => "TemplateAlreadyExistsException",
-        TemplateNotFound(_) => "TemplateNotFoundException",
-        TooManyTags(_) => "TooManyTagsException",
-        InvalidTagParameter(_) => "InvalidTagParameterException",
-        Validation(_) => "ValidationException",
-        LayerAlreadyExists(_) => "LayerAlreadyExistsException",
-        EmptyUpload(_) => "EmptyUploadException",
-        LayerPartTooSmall(_) => "LayerPartTooSmallException",
-        InvalidLayer(_) => "InvalidLayerException",
-        Unauthorized(_) | InvalidToken(_) => "UnrecognizedClientException",
-        ExpiredToken(_) => "ExpiredTokenException",
-        AccessDenied(_) => "AccessDeniedException",
-        LimitExceeded(_) | StorageFull(_) => "LimitExceededException",
-        UnsupportedImage(_) => "UnsupportedImageTypeException",
-        PullBlocked(_) => "AccessDeniedException",
-        NoSuchEntity(_) | EntityAlreadyExists(_) | DeleteConflict(_) | InvalidInput(_) => "InvalidParameterException",
-        MalformedPolicyDocument(_) => "InvalidParameterException",
-        Throttled(_) => "ThrottlingException",
-        RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
-        RegistryPolicyNotFound(_) => "RegistryPolicyNotFoundException",
-        LifecyclePolicyNotFound(_) => "LifecyclePolicyNotFoundException",
-        ScanNotFound(_) => "ScanNotFoundException",
-        LifecyclePolicyPreviewNotFound(_) => "LifecyclePolicyPreviewNotFoundException",
-        Internal(_) | Busy(_) => "ServerException",
+        Error::NotFound(n) => match n {
+            NotFound::Repository { .. } | NotFound::RepositoryNotCreated { .. } | NotFound::Registry { .. } => {
+                "RepositoryNotFoundException"
+            }
+            NotFound::Blob { .. } | NotFound::Layer { .. } | NotFound::References(_) => "LayersNotFoundException",
+            NotFound::ReferencedImages(_) => "ReferencedImagesNotFoundException",
+            NotFound::Upload { .. } => "UploadNotFoundException",
+            NotFound::Manifest { .. } | NotFound::Image { .. } => "ImageNotFoundException",
+            NotFound::Template { .. } => "TemplateNotFoundException",
+            NotFound::RepositoryPolicy { .. } => "RepositoryPolicyNotFoundException",
+            NotFound::RegistryPolicy { .. } => "RegistryPolicyNotFoundException",
+            NotFound::LifecyclePolicy { .. } => "LifecyclePolicyNotFoundException",
+            NotFound::LifecyclePreview { .. } => "LifecyclePolicyPreviewNotFoundException",
+            NotFound::Scan { .. } => "ScanNotFoundException",
+            NotFound::Entity { .. } | NotFound::Policy { .. } | NotFound::Member { .. } => "InvalidParameterException",
+        },
+        Error::AlreadyExists(x) => match x {
+            Exists::Repository { .. } => "RepositoryAlreadyExistsException",
+            Exists::Image { .. } => "ImageAlreadyExistsException",
+            Exists::Layer { .. } => "LayerAlreadyExistsException",
+            Exists::Template { .. } => "TemplateAlreadyExistsException",
+            Exists::Entity { .. } | Exists::Policy { .. } | Exists::Account { .. } => "InvalidParameterException",
+        },
+        Error::Invalid(i) => match i.kind {
+            InvalidKind::Validation => "ValidationException",
+            InvalidKind::Chunk { .. } | InvalidKind::LayerPart { .. } => "InvalidLayerPartException",
+            InvalidKind::Layer => "InvalidLayerException",
+            InvalidKind::ImageDigest => "ImageDigestDoesNotMatchException",
+            InvalidKind::ResourceTag => "InvalidTagParameterException",
+            InvalidKind::EmptyUpload => "EmptyUploadException",
+            InvalidKind::LayerPartTooSmall => "LayerPartTooSmallException",
+            InvalidKind::UnsupportedImage => "UnsupportedImageTypeException",
+            _ => "InvalidParameterException",
+        },
+        Error::Conflict(c) => match c {
+            Conflict::TagImmutable { .. } => "ImageTagAlreadyExistsException",
+            Conflict::RepositoryNotEmpty { .. } => "RepositoryNotEmptyException",
+            _ => "InvalidParameterException",
+        },
+        Error::Denied(_) => "AccessDeniedException",
+        Error::Unauthenticated { why: Unauthenticated::ExpiredToken, .. } => "ExpiredTokenException",
+        Error::Unauthenticated { .. } => "UnrecognizedClientException",
+        Error::LimitExceeded { what: Limit::Tags, .. } => "TooManyTagsException",
+        Error::LimitExceeded { .. } | Error::Unavailable(Unavailable::StorageFull(_)) => "LimitExceededException",
+        Error::Throttled(_) => "ThrottlingException",
+        Error::Internal(_) | Error::Unavailable(Unavailable::Busy(_)) => "ServerException",
     }
 }
 
-/// IAM / STS Query-API status and error code for each service error.
-pub fn iam_code(e: &Error) -> (StatusCode, &'static str) {
-    use Error::*;
+/// The message an ECR client reads; `registry_id` is the configured registry's (the one keys
+/// without an account are in).
+pub fn ecr_message(e: &Error, registry_id: &str) -> String {
+    let name_in = |key: &str| {
+        let (registry, name) = parts(key, registry_id);
+        format!("the repository with name '{name}' in the registry with id '{registry}'")
+    };
     match e {
-        NoSuchEntity(_) => (StatusCode::NOT_FOUND, "NoSuchEntity"),
-        EntityAlreadyExists(_) => (StatusCode::CONFLICT, "EntityAlreadyExists"),
-        DeleteConflict(_) => (StatusCode::CONFLICT, "DeleteConflict"),
-        LimitExceeded(_) => (StatusCode::CONFLICT, "LimitExceeded"),
-        MalformedPolicyDocument(_) => (StatusCode::BAD_REQUEST, "MalformedPolicyDocument"),
-        Validation(_) => (StatusCode::BAD_REQUEST, "ValidationError"),
-        AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
-        Unauthorized(_) | InvalidToken(_) => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
-        ExpiredToken(_) => (StatusCode::BAD_REQUEST, "ExpiredToken"),
-        Throttled(_) => (StatusCode::BAD_REQUEST, "Throttling"),
-        Internal(_) | Busy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure"),
-        StorageFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-        _ => (StatusCode::BAD_REQUEST, "InvalidInput"),
+        Error::NotFound(n) => match n {
+            NotFound::Repository { key } => {
+                let (registry, name) = parts(key, registry_id);
+                format!("The repository with name '{name}' does not exist in the registry with id '{registry}'")
+            }
+            NotFound::Layer { key, digest } => {
+                format!(
+                    "{digest} (The layer does not exist in the repository with name '{}')",
+                    parts(key, registry_id).1
+                )
+            }
+            NotFound::Image { key, id, reason } => {
+                let (registry, name) = parts(key, registry_id);
+                format!(
+                    "The image with imageId {} does not exist within the repository with name '{name}' in the \
+                     registry with id '{registry}' ({reason})",
+                    describe_id(id)
+                )
+            }
+            NotFound::Template { prefix } => format!("No repository creation template with prefix '{prefix}' exists"),
+            NotFound::RepositoryPolicy { key } => format!("Repository policy does not exist for {}", name_in(key)),
+            NotFound::RegistryPolicy { registry } => {
+                format!("Registry policy does not exist in the registry with id '{registry}'")
+            }
+            NotFound::LifecyclePolicy { key } => format!("Lifecycle policy does not exist for {}", name_in(key)),
+            NotFound::LifecyclePreview { key } => format!("There is no dry run for {}", name_in(key)),
+            NotFound::Scan { key, digest, completed: true, .. } => format!(
+                "no completed scan of {digest} in repository '{}': the SBOM comes from a scan's inventory \
+                 (StartImageScan)",
+                parts(key, registry_id).1
+            ),
+            NotFound::Scan { key, digest, tag, .. } => format!(
+                "Image scan does not exist for the image with '{{imageDigest:'{digest}', imageTag:'{}'}}' in {}",
+                tag.as_deref().unwrap_or("null"),
+                name_in(key)
+            ),
+            n => iam_not_found(n).unwrap_or_else(|| n.to_string()),
+        },
+        Error::AlreadyExists(x) => match x {
+            Exists::Repository { key } => {
+                let (registry, name) = parts(key, registry_id);
+                format!("The repository with name '{name}' already exists in the registry with id '{registry}'")
+            }
+            Exists::Image { key, digest, tag } => {
+                let (registry, name) = parts(key, registry_id);
+                format!(
+                    "Image with digest '{digest}'{} already exists in the repository with name '{name}' in registry \
+                     with id '{registry}'",
+                    tag.as_ref().map(|t| format!(" and tag '{t}'")).unwrap_or_default()
+                )
+            }
+            Exists::Layer { key, digest } => format!("The layer '{digest}' already exists in {}", name_in(key)),
+            Exists::Template { prefix } => {
+                format!("A repository creation template with prefix '{prefix}' already exists")
+            }
+            x => iam_exists(x),
+        },
+        Error::Conflict(Conflict::RepositoryNotEmpty { key }) => {
+            let (registry, name) = parts(key, registry_id);
+            format!(
+                "The repository with name '{name}' in registry with id '{registry}' cannot be deleted because it \
+                 still contains images"
+            )
+        }
+        Error::Internal(_) => "internal server error; see the server log".to_string(),
+        e => oci_message(e),
     }
 }
 
@@ -163,42 +294,138 @@ pub fn ecr_error_response(kind: &str, message: &str, extra: Option<serde_json::V
 }
 
 /// A service error for an ECR client.
-pub fn ecr_response(e: &Error) -> Response {
+pub fn ecr_response(e: &Error, registry_id: &str) -> Response {
     if e.is_internal() {
         tracing::error!(error = %e, "request failed");
-        return ecr_error_response("ServerException", "internal server error; see the server log", None);
     }
     let extra = match e {
-        Error::InvalidLayerPart { last_valid_byte: Some(b), .. } => Some(json!({ "lastValidByteReceived": b })),
+        Error::Invalid(Invalid { kind: InvalidKind::LayerPart { last_valid_byte: Some(b) }, .. }) => {
+            Some(json!({ "lastValidByteReceived": b }))
+        }
         _ => None,
     };
-    ecr_error_response(ecr_type(e), &e.to_string(), extra)
+    ecr_error_response(ecr_type(e), &ecr_message(e, registry_id), extra)
 }
 
-/// An OCI error response: `{"errors":[{"code","message","detail"}]}`.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+// ---- IAM and STS ----
+
+/// IAM's NoSuchEntity messages.
+fn iam_not_found(n: &NotFound) -> Option<String> {
+    Some(match n {
+        NotFound::Entity { what, key, name } => format!("The {what} with {key} {name} cannot be found."),
+        NotFound::Policy { arn, version: None } => format!("Policy {arn} does not exist or is not attachable."),
+        NotFound::Policy { arn, version: Some(v) } => {
+            format!("Policy {arn} version {v} does not exist or is not attachable.")
+        }
+        NotFound::Member { user, group } => format!("User {user} is not in group {group}."),
+        _ => return None,
+    })
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = oci_code(&self.0);
-        if self.0.is_internal() {
-            tracing::error!(error = %self.0, "request failed");
+/// IAM's EntityAlreadyExists messages.
+fn iam_exists(x: &Exists) -> String {
+    match x {
+        Exists::Entity { what, name } => format!("{what} with name {name} already exists."),
+        Exists::Policy { name } => format!("A policy called {name} already exists. Duplicate names are not allowed."),
+        Exists::Account { id } => format!("Account {id} already exists."),
+        x => x.to_string(),
+    }
+}
+
+/// IAM / STS Query-API status and error code for each service error.
+pub fn iam_code(e: &Error) -> (StatusCode, &'static str) {
+    match e {
+        Error::NotFound(NotFound::Entity { .. } | NotFound::Policy { .. } | NotFound::Member { .. }) => {
+            (StatusCode::NOT_FOUND, "NoSuchEntity")
         }
-        let message = match &self.0 {
-            // Internal details go to the log, not to clients.
-            Error::Internal(_) => "internal server error; see the server log".to_string(),
-            e => e.to_string(),
-        };
-        let mut res = error_response(status, code, &message);
-        res.extensions_mut().insert(Outcome { denied: matches!(self.0, Error::AccessDenied(_)), error: message });
-        if let Error::RangeNotSatisfiable { size } = self.0
-            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
-        {
-            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        Error::AlreadyExists(_) => (StatusCode::CONFLICT, "EntityAlreadyExists"),
+        Error::Conflict(Conflict::DependentsLeft(_)) => (StatusCode::CONFLICT, "DeleteConflict"),
+        Error::LimitExceeded { .. } => (StatusCode::CONFLICT, "LimitExceeded"),
+        Error::Invalid(i) if i.kind == InvalidKind::PolicyDocument => {
+            (StatusCode::BAD_REQUEST, "MalformedPolicyDocument")
         }
-        res
+        Error::Invalid(i) if i.kind == InvalidKind::Validation => (StatusCode::BAD_REQUEST, "ValidationError"),
+        Error::Denied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
+        Error::Unauthenticated { why: Unauthenticated::ExpiredToken, .. } => (StatusCode::BAD_REQUEST, "ExpiredToken"),
+        Error::Unauthenticated { .. } => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
+        Error::Throttled(_) => (StatusCode::BAD_REQUEST, "Throttling"),
+        Error::Internal(_) | Error::Unavailable(Unavailable::Busy(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure")
+        }
+        Error::Unavailable(Unavailable::StorageFull(_)) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+        _ => (StatusCode::BAD_REQUEST, "InvalidInput"),
+    }
+}
+
+/// The message an IAM or STS client reads.
+pub fn iam_message(e: &Error) -> String {
+    match e {
+        Error::Internal(_) => "internal server error; see the server log".to_string(),
+        Error::NotFound(n) => iam_not_found(n).unwrap_or_else(|| n.to_string()),
+        Error::AlreadyExists(x) => iam_exists(x),
+        Error::Invalid(Invalid { kind: InvalidKind::Validation, field: Some(f), value: Some(v), reason }) => {
+            format!("1 validation error detected: Value '{v}' at '{f}' failed to satisfy constraint: {reason}")
+        }
+        Error::Invalid(Invalid { kind: InvalidKind::Validation, field: Some(f), value: None, reason }) => {
+            format!("1 validation error detected: Value null at '{f}' failed to satisfy constraint: {reason}")
+        }
+        Error::Conflict(Conflict::AwsManaged { arn }) => {
+            format!("{arn} is an AWS managed policy and cannot be changed.")
+        }
+        e => oci_message(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_kind_words_for_each_protocol() {
+        // A repository of another account: its own registry id, not the configured one.
+        let e = Error::from(NotFound::Repository { key: "111111111111:team/a".into() });
+        assert_eq!(ecr_type(&e), "RepositoryNotFoundException");
+        assert_eq!(
+            ecr_message(&e, "000000000000"),
+            "The repository with name 'team/a' does not exist in the registry with id '111111111111'"
+        );
+        assert_eq!(oci_code(&e), (StatusCode::NOT_FOUND, "NAME_UNKNOWN"));
+        let e = Error::from(NotFound::Repository { key: "team/a".into() });
+        assert!(ecr_message(&e, "000000000000").ends_with("registry with id '000000000000'"));
+
+        let e = Error::parameter("imageDigest", "not a digest".into());
+        assert_eq!(
+            ecr_message(&e, "0"),
+            "Invalid parameter at 'imageDigest' failed to satisfy constraint: not a digest"
+        );
+
+        let e = Error::Denied(Denied::Action {
+            principal: "arn:aws:iam::000000000000:user/u".into(),
+            action: "ecr:PutImage".into(),
+            resource: "arn:aws:ecr:us-east-1:000000000000:repository/a".into(),
+            by: DeniedBy::NoAllow,
+        });
+        assert_eq!((ecr_type(&e), iam_code(&e).1, oci_code(&e).1), ("AccessDeniedException", "AccessDenied", "DENIED"));
+        assert!(oci_message(&e).starts_with(
+            "User: arn:aws:iam::000000000000:user/u is not authorized to perform: ecr:PutImage on resource: "
+        ));
+
+        let e = Error::Invalid(Invalid {
+            kind: InvalidKind::Validation,
+            field: Some("userName".into()),
+            value: None,
+            reason: "Member must not be null".into(),
+        });
+        assert_eq!(iam_code(&e), (StatusCode::BAD_REQUEST, "ValidationError"));
+        assert_eq!(
+            iam_message(&e),
+            "1 validation error detected: Value null at 'userName' failed to satisfy constraint: Member must not be null"
+        );
+
+        // Internal details never reach a client.
+        let e = Error::Internal("disk /secret/path failed".into());
+        for m in [oci_message(&e), ecr_message(&e, "0"), iam_message(&e)] {
+            assert!(!m.contains("/secret/path"), "{m}");
+        }
     }
 }

@@ -12,7 +12,9 @@ use berth_service::iam::{CurrentUser, Entity, KeyInfo, Kind, ManagedPolicy, NewE
 use berth_service::{Caller, Error};
 
 use crate::aws::Refusal;
-use crate::error::iam_code;
+use berth_service::error::{Invalid, InvalidKind};
+
+use crate::error::{iam_code, iam_message};
 use crate::state::AppState;
 
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -99,13 +101,10 @@ fn xml_response(status: StatusCode, body: String) -> Response {
 
 fn error_response(ns: &str, request_id: &str, e: &Error) -> Response {
     let (status, code) = iam_code(e);
-    let message = if e.is_internal() {
+    if e.is_internal() {
         tracing::error!(error = %e, "request failed");
-        "internal server error; see the server log".to_string()
-    } else {
-        e.to_string()
-    };
-    error_xml(ns, request_id, status, code, &message)
+    }
+    error_xml(ns, request_id, status, code, &iam_message(e))
 }
 
 fn error_xml(ns: &str, request_id: &str, status: StatusCode, code: &str, message: &str) -> Response {
@@ -146,7 +145,7 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
             // the signature was checked for.
             let signed_action = params.get("Action").cloned().unwrap_or_default();
             if is_sts(&signed_action) != is_sts(&action) {
-                let e = Error::InvalidInput("the Action of the payload does not match the signed service".into());
+                let e = Error::bad_request("the Action of the payload does not match the signed service".into());
                 return error_response(ns, request_id, &e);
             }
             action = signed_action;
@@ -173,7 +172,7 @@ async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response
     let call = Call { st, caller: &caller, account: &account, params: &params };
     let mut x = Xml::default();
     let result = call.dispatch(&action, &mut x, &mut event.resource).await;
-    event.allowed = !matches!(result, Err(Error::AccessDenied(_) | Error::Throttled(_)));
+    event.allowed = !matches!(&result, Err(e) if e.is_denied() || matches!(e, Error::Throttled(_)));
     event.error = result.as_ref().err().map(|e| iam_code(e).1.to_string());
     st.registry.audit(event).await;
     match result {
@@ -211,10 +210,12 @@ type R = Result<bool, Error>;
 impl Call<'_> {
     fn req(&self, name: &str) -> Result<&str, Error> {
         self.params.get(name).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
-            Error::Validation(format!(
-                "1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null",
-                lower_first(name)
-            ))
+            Error::Invalid(Invalid {
+                kind: InvalidKind::Validation,
+                field: Some(lower_first(name)),
+                value: None,
+                reason: "Member must not be null".into(),
+            })
         })
     }
 
@@ -224,7 +225,7 @@ impl Call<'_> {
 
     fn int(&self, name: &str) -> Result<Option<i64>, Error> {
         self.opt(name)
-            .map(|v| v.parse().map_err(|_| Error::Validation(format!("{name} must be a whole number, not {v:?}"))))
+            .map(|v| v.parse().map_err(|_| Error::validation(format!("{name} must be a whole number, not {v:?}"))))
             .transpose()
     }
 

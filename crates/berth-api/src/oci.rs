@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use berth_core::RepoName;
 use berth_core::media;
+use berth_service::error::{Invalid, InvalidKind, NotFound};
 use berth_service::{BodyStream, Caller, Error, RangeRequest, parse_digest, parse_repo};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
@@ -118,7 +119,7 @@ pub async fn download(State(st): State<AppState>, req: Request) -> Response {
     let blob = Blob::Signed { expires, signature: sig };
     serve_blob(&st, blob, name, digest, &method, req.headers()).await.unwrap_or_else(|e| match e.0 {
         // A bad or expired signature: the URL itself is refused.
-        Error::Unauthorized(m) => error_response(StatusCode::FORBIDDEN, "DENIED", &m),
+        Error::Unauthenticated { reason, .. } => error_response(StatusCode::FORBIDDEN, "DENIED", &reason),
         e => ApiError(e).into_response(),
     })
 }
@@ -189,7 +190,11 @@ async fn serve_blob(
             }
         };
         if range == Some(RangeRequest::Suffix(0)) {
-            return Err(Error::RangeNotSatisfiable { size }.into());
+            return Err(Error::invalid(
+                InvalidKind::Range { size },
+                format!("requested range is not satisfiable for a blob of {size} bytes"),
+            )
+            .into());
         }
         return Ok((
             StatusCode::OK,
@@ -271,7 +276,7 @@ fn upload_headers(status: StatusCode, name: &str, id: &str, offset: u64) -> Resp
 /// A chunk that does not continue the upload gets 416 with where the upload stands.
 fn upload_result(r: Result<Response, Error>, name: &str, id: &str) -> Result<Response> {
     match r {
-        Err(e @ Error::ChunkOutOfOrder { current, .. }) => {
+        Err(e @ Error::Invalid(Invalid { kind: InvalidKind::Chunk { current, .. }, .. })) => {
             let mut res = ApiError(e).into_response();
             res.headers_mut().insert(header::LOCATION, hv(&upload_location(name, id)));
             res.headers_mut().insert(header::RANGE, hv(&upload_range(current)));
@@ -323,7 +328,7 @@ fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error>
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad = || Error::UploadInvalid("Content-Range must be <start>-<end>".into());
+    let bad = || Error::invalid(InvalidKind::Upload, "Content-Range must be <start>-<end>".into());
     let s = v.to_str().map_err(|_| bad())?.trim();
     let s = s.strip_prefix("bytes ").unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
@@ -335,10 +340,10 @@ fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error>
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len != end - start + 1
     {
-        return Err(Error::UploadInvalid(format!(
-            "Content-Range {start}-{end} is {} bytes but Content-Length is {len}",
-            end - start + 1
-        )));
+        return Err(Error::invalid(
+            InvalidKind::Upload,
+            format!("Content-Range {start}-{end} is {} bytes but Content-Length is {len}", end - start + 1),
+        ));
     }
     Ok(Some((start, end)))
 }
@@ -359,7 +364,7 @@ async fn put_upload(st: &AppState, caller: &Caller, name: &str, id: &str, q: &Qu
     let repo = repo(name)?;
     let r = async {
         let digest = q.get("digest").ok_or_else(|| {
-            Error::DigestInvalid("the digest query parameter is required to complete an upload".into())
+            Error::invalid(InvalidKind::Digest, "the digest query parameter is required to complete an upload".into())
         })?;
         let digest = parse_digest(digest)?;
         let range = parse_content_range(req.headers())?;
@@ -413,7 +418,8 @@ async fn get_manifest(
     // A reference that cannot name a manifest names none: not found, as Distribution answers
     // (a PUT to it is still refused as invalid).
     if berth_core::Reference::parse(reference).is_err() {
-        return Err(Error::ManifestUnknown(format!("{reference} (not a valid tag or digest)")).into());
+        let why = Some("not a valid tag or digest".to_string());
+        return Err(Error::from(NotFound::Manifest { reference: reference.to_string(), why }).into());
     }
     let content = st.registry.content();
     let m = if *method == Method::GET {
@@ -421,11 +427,8 @@ async fn get_manifest(
     } else {
         let m = content.get_manifest(caller, &repo, reference).await?;
         if refuses(headers, &m.media_type) {
-            return Err(Error::ManifestUnknown(format!(
-                "{reference} (it is a {}, which the Accept header does not include)",
-                m.media_type
-            ))
-            .into());
+            let why = Some(format!("it is a {}, which the Accept header does not include", m.media_type));
+            return Err(Error::from(NotFound::Manifest { reference: reference.to_string(), why }).into());
         }
         m
     };
@@ -454,13 +457,14 @@ async fn put_manifest(
     // digest is not sha256, which a PUT by tag cannot name).
     let tags: Vec<&str> = q.all("tag").collect();
     if !tags.is_empty() && !reference.contains(':') {
-        return Err(Error::TagInvalid(berth_core::NameError::InvalidTag(
+        return Err(Error::invalid(
+            InvalidKind::Tag,
             "tag query parameters apply to a PUT by digest, not by tag".into(),
-        ))
+        )
         .into());
     }
     if tags.len() > MAX_TAG_PARAMS {
-        return Err(Error::InvalidParameter(format!("at most {MAX_TAG_PARAMS} tag parameters per PUT")).into());
+        return Err(Error::bad_request(format!("at most {MAX_TAG_PARAMS} tag parameters per PUT")).into());
     }
     let limit = berth_core::manifest::MAX_MANIFEST_SIZE;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -493,8 +497,10 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut seen = 0usize;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) =
-        stream.try_next().await.map_err(|e| Error::ManifestInvalid(format!("reading the request body: {e}")))?
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::invalid(InvalidKind::Manifest, format!("reading the request body: {e}")))?
     {
         seen += chunk.len();
         if seen > DRAIN {
@@ -505,7 +511,10 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
         }
     }
     if seen > limit {
-        return Err(Error::ManifestTooLarge(seen));
+        return Err(Error::invalid(
+            InvalidKind::ManifestTooLarge { size: seen },
+            format!("manifest is {seen} bytes; the limit is {}", berth_core::manifest::MAX_MANIFEST_SIZE),
+        ));
     }
     Ok(out)
 }
@@ -521,10 +530,9 @@ async fn delete_manifest(st: &AppState, caller: &Caller, name: &str, reference: 
 fn page_params(q: &Query) -> Result<(Option<usize>, Option<&str>), Error> {
     let n = match q.get("n") {
         None => None,
-        Some(s) => Some(
-            s.parse::<usize>()
-                .map_err(|_| Error::PaginationInvalid(format!("n must be a non-negative integer, not {s:?}")))?,
-        ),
+        Some(s) => Some(s.parse::<usize>().map_err(|_| {
+            Error::invalid(InvalidKind::Pagination, format!("n must be a non-negative integer, not {s:?}"))
+        })?),
     };
     Ok((n, q.get("last")))
 }

@@ -58,7 +58,7 @@ impl Query {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
             if pairs.iter().any(|(seen, _)| *seen == k) && !repeatable.contains(&k.as_ref()) {
-                return Err(Error::InvalidParameter(format!(
+                return Err(Error::bad_request(format!(
                     "the query parameter {k:?} is given more than once; give it once"
                 )));
             }
@@ -178,7 +178,10 @@ mod tests {
         let p = |m: Method, path: &str, q: Option<&str>| {
             OciRequest::parse(&m, path, q, "000000000000".into(), |n: &RepoName| n.clone())
         };
-        assert!(matches!(p(Method::GET, "/v2/000000000000:fresh/tags/list", None), Err(Error::NameInvalid(_))));
+        assert!(matches!(
+            p(Method::GET, "/v2/000000000000:fresh/tags/list", None),
+            Err(Error::Invalid(berth_service::error::Invalid { kind: berth_service::error::InvalidKind::Name, .. }))
+        ));
         assert!(matches!(p(Method::GET, "/v2/", None).unwrap().endpoint, Endpoint::Base));
         assert!(matches!(p(Method::GET, "/v2/_catalog", Some("n=1")).unwrap().endpoint, Endpoint::Catalog));
         assert!(matches!(p(Method::GET, "/v2/a/b/c", None).unwrap().endpoint, Endpoint::Unknown));

@@ -13,7 +13,7 @@ use berth_core::policy::{self, Caller as PolicyCaller, Context, Decision, Policy
 use crate::cache::RepoAccess;
 use crate::caller::{Caller, Identity};
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Denied, DeniedBy, Error, Result};
 use crate::identity::{Identities, gone};
 use crate::tokens::Scope;
 
@@ -25,14 +25,27 @@ pub const MAX_REGISTRY_POLICY: usize = 10_240;
 /// Checks a policy document for a repository or the registry.
 pub fn parse_resource_policy(text: &str, max: usize, what: &str) -> Result<Policy> {
     if text.is_empty() || text.len() > max {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'PolicyText' failed to satisfy constraint: the {what} policy must be 1 to {max} \
+        return Err(Error::parameter(
+            "PolicyText",
+            format!(
+                "the {what} policy must be 1 to {max} \
              characters, got {}",
-            text.len()
-        )));
+                text.len()
+            ),
+        ));
     }
     policy::parse(text, PolicyKind::Resource)
-        .map_err(|e| Error::InvalidParameter(format!("Invalid {what} policy provided: {e}")))
+        .map_err(|e| Error::bad_request(format!("Invalid {what} policy provided: {e}")))
+}
+
+/// `principal` may not do `action` on `resource`.
+pub(crate) fn denial(principal: &str, action: &str, resource: &str, by: DeniedBy) -> Error {
+    Error::Denied(Denied::Action {
+        principal: principal.to_string(),
+        action: action.to_string(),
+        resource: resource.to_string(),
+        by,
+    })
 }
 
 domain! {
@@ -171,15 +184,10 @@ impl<'a> Access<'a> {
         }
     }
 
-    /// The AccessDeniedException for a refused decision.
+    /// The refusal of a decision.
     pub(crate) fn denied(&self, who: &Caller, action: &str, resource: &str, d: Decision) -> Error {
-        let who = who.arn();
-        let why = if d == Decision::ExplicitDeny {
-            "with an explicit deny"
-        } else {
-            "because no identity-based or resource-based policy allows the action"
-        };
-        Error::AccessDenied(format!("User: {who} is not authorized to perform: {action} on resource: {resource} {why}"))
+        let by = if d == Decision::ExplicitDeny { DeniedBy::ExplicitDeny } else { DeniedBy::NoAllow };
+        denial(who.arn(), action, resource, by)
     }
 
     /// A registry-level action (`ecr:GetAuthorizationToken`, `ecr:PutRegistryPolicy`, ...):
@@ -224,7 +232,7 @@ impl<'a> Access<'a> {
             return Ok(());
         }
         let Some(p) = &who.principal else {
-            return Err(Error::AccessDenied(format!("anonymous callers may not perform {action}")));
+            return Err(denial("anonymous", action, resource, DeniedBy::NoIdentityAllow));
         };
         let id = self.identities().of(p).await?.ok_or_else(|| gone(p))?;
         let refs: Vec<&Policy> = id.policies.iter().collect();
@@ -238,15 +246,10 @@ impl<'a> Access<'a> {
         };
         match policy::evaluate(&req, &refs, None) {
             Decision::Allow => Ok(()),
-            d => Err(Error::AccessDenied(format!(
-                "User: {} is not authorized to perform: {action} on resource: {resource} {}",
-                p.arn,
-                if d == Decision::ExplicitDeny {
-                    "with an explicit deny in an identity-based policy"
-                } else {
-                    "because no identity-based policy allows the action"
-                }
-            ))),
+            d => {
+                let by = if d == Decision::ExplicitDeny { DeniedBy::IdentityDeny } else { DeniedBy::NoIdentityAllow };
+                Err(denial(&p.arn, action, resource, by))
+            }
         }
     }
 

@@ -104,9 +104,7 @@ impl Caller {
         if self.operator {
             Ok(())
         } else {
-            Err(crate::error::Error::AccessDenied(format!(
-                "only the server's operator may {what} (with the berth command)"
-            )))
+            Err(crate::error::Error::Denied(crate::error::Denied::OperatorOnly { what: what.to_string() }))
         }
     }
 

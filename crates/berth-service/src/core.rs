@@ -11,7 +11,7 @@ use berth_meta::{AuditFilter, AuditRow, Backend, Meta};
 use crate::audit::{AuditEvent, Auditor};
 use crate::cache::Caches;
 use crate::caller::{AccessKey, Caller};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unavailable};
 use crate::metrics::Counters;
 use crate::throttle::Throttle;
 use crate::tokens::{Auth, TOKEN_KEY_AAD, Tokens};
@@ -198,7 +198,7 @@ impl Core {
     pub(crate) fn check_space(&self) -> Result<()> {
         let full = self.blobs.storage_full();
         self.counters.storage_full.store(u64::from(full), std::sync::atomic::Ordering::Relaxed);
-        if full { Err(Error::StorageFull("the disk is full".into())) } else { Ok(()) }
+        if full { Err(Error::Unavailable(Unavailable::StorageFull("the disk is full".into()))) } else { Ok(()) }
     }
 
     /// Looks at the free space now (`serve` does every few seconds): gives up the reserve when

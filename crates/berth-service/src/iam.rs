@@ -9,9 +9,10 @@ use berth_core::policy::{self, Decision, Policy, PolicyKind};
 use berth_meta::{EntityRow, KeyRow, ManagedPolicyRow};
 
 use crate::access::Access;
+use crate::access::denial;
 use crate::caller::{AccessKey, Caller};
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, DeniedBy, Error, Exists, InvalidKind, NotFound, Result};
 pub use crate::identity::Kind;
 use crate::identity::{
     AWS_POLICY_PREFIX, Identities, SessionClaims, aws_managed_policies, aws_managed_policy, entity_arn, gone,
@@ -107,7 +108,7 @@ fn random_id(prefix: &str) -> String {
 }
 
 fn no_such(kind: Kind, name: &str) -> Error {
-    Error::NoSuchEntity(format!("The {} with name {name} cannot be found.", kind.as_str()))
+    NotFound::Entity { what: kind.as_str().to_string(), key: "name", name: name.to_string() }.into()
 }
 
 /// IAM names: letters, digits and `+=,.@_-`.
@@ -117,10 +118,11 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Validation(format!(
-            "1 validation error detected: Value '{name}' at '{what}' failed to satisfy constraint: Member must \
-             satisfy regular expression pattern: [\\w+=,.@-]+ and have length between 1 and {max}"
-        )))
+        Err(Error::validation_at(
+            what,
+            name,
+            format!("Member must satisfy regular expression pattern: [\\w+=,.@-]+ and have length between 1 and {max}"),
+        ))
     }
 }
 
@@ -132,7 +134,7 @@ fn check_path(path: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Validation(format!(
+        Err(Error::validation(format!(
             "The specified value for path is invalid. It must begin and end with / and contain only alphanumeric \
              characters and/or / characters: {path:?}"
         )))
@@ -141,12 +143,12 @@ fn check_path(path: &str) -> Result<()> {
 
 fn check_document(doc: &str, max: usize, kind: PolicyKind) -> Result<Policy> {
     if doc.is_empty() || doc.chars().count() > max {
-        return Err(Error::LimitExceeded(format!(
+        return Err(Error::quota(format!(
             "Cannot exceed quota for PolicySize: {max} (this document has {} characters)",
             doc.chars().count()
         )));
     }
-    policy::parse(doc, kind).map_err(|e| Error::MalformedPolicyDocument(e.to_string()))
+    policy::parse(doc, kind).map_err(|e| Error::invalid(InvalidKind::PolicyDocument, e.to_string()))
 }
 
 fn to_entity(r: EntityRow, kind: Kind) -> Entity {
@@ -223,7 +225,7 @@ impl<'a> Iam<'a> {
         let account = match &caller.principal {
             Some(p) => principal_account(p),
             None if caller.is_operator() => self.settings.registry_id.clone(),
-            None => return Err(Error::AccessDenied(format!("anonymous callers may not perform {action}"))),
+            None => return Err(denial("anonymous", action, resource, DeniedBy::NoIdentityAllow)),
         };
         let arn = if resource == "*" || resource.starts_with("arn:") {
             resource.to_string()
@@ -248,10 +250,10 @@ impl<'a> Iam<'a> {
     pub async fn create_account(&self, caller: &Caller, account: &str) -> Result<AccessKey> {
         caller.require_operator("create accounts")?;
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::Validation(format!("an account id is 12 digits, not {account:?}")));
+            return Err(Error::validation(format!("an account id is 12 digits, not {account:?}")));
         }
         if account == self.settings.registry_id || !self.meta.create_account(account).await? {
-            return Err(Error::EntityAlreadyExists(format!("Account {account} already exists.")));
+            return Err(Exists::Account { id: account.to_string() }.into());
         }
         let key = AccessKey::generate(crate::caller::root_arn(account));
         self.store_key(account, "", &key).await?;
@@ -281,7 +283,7 @@ impl<'a> Iam<'a> {
 
     /// GetCallerIdentity: who the caller is (no permission needed, as in AWS).
     pub async fn caller_identity(&self, caller: &Caller) -> Result<CallerIdentity> {
-        let p = caller.principal.as_ref().ok_or_else(|| Error::Unauthorized("the caller is anonymous".into()))?;
+        let p = caller.principal.as_ref().ok_or_else(|| Error::unauthenticated("the caller is anonymous".into()))?;
         let id = self.identities().of(p).await?.ok_or_else(|| gone(p))?;
         Ok(CallerIdentity {
             arn: id.caller.arn.clone(),
@@ -292,7 +294,7 @@ impl<'a> Iam<'a> {
 
     /// GetUser without a name: the caller itself.
     pub async fn current_user(&self, caller: &Caller) -> Result<CurrentUser> {
-        let p = caller.principal.as_ref().ok_or_else(|| Error::Unauthorized("the caller is anonymous".into()))?;
+        let p = caller.principal.as_ref().ok_or_else(|| Error::unauthenticated("the caller is anonymous".into()))?;
         let id = self.identities().of(p).await?.ok_or_else(|| gone(p))?;
         match id.caller.username.as_deref() {
             Some(u) => {
@@ -314,7 +316,7 @@ impl<'a> Iam<'a> {
             None => None,
         };
         id.and_then(|i| i.caller.username.clone()).ok_or_else(|| {
-            Error::Validation(
+            Error::validation(
                 "UserName is required when the caller is not an IAM user (an account root or a role)".into(),
             )
         })
@@ -328,20 +330,20 @@ impl<'a> Iam<'a> {
         check_path(path)?;
         if kind == Kind::Role {
             let doc = trust_policy.ok_or_else(|| {
-                Error::Validation("CreateRole needs AssumeRolePolicyDocument (the role's trust policy)".into())
+                Error::validation("CreateRole needs AssumeRolePolicyDocument (the role's trust policy)".into())
             })?;
             check_document(doc, MAX_TRUST_POLICY, PolicyKind::Resource)?;
         }
         if let Some(s) = max_session
             && !(DEFAULT_SESSION..=MAX_SESSION).contains(&s)
         {
-            return Err(Error::Validation(format!(
+            return Err(Error::validation(format!(
                 "The requested MaxSessionDuration {s} is out of range: it must be {DEFAULT_SESSION} to {MAX_SESSION} \
                  seconds"
             )));
         }
         if self.meta.entity(account, kind.as_str(), name).await?.is_some() {
-            return Err(Error::EntityAlreadyExists(format!("{} with name {name} already exists.", kind.capitalized())));
+            return Err(Exists::Entity { what: kind.capitalized().to_string(), name: name.to_string() }.into());
         }
         let row = EntityRow {
             account: account.to_string(),
@@ -355,7 +357,7 @@ impl<'a> Iam<'a> {
             created_at: berth_meta::now_ms(),
         };
         if !self.meta.create_entity(&row).await? {
-            return Err(Error::EntityAlreadyExists(format!("{} with name {name} already exists.", kind.capitalized())));
+            return Err(Exists::Entity { what: kind.capitalized().to_string(), name: name.to_string() }.into());
         }
         self.iam_changed();
         Ok(to_entity(row, kind))
@@ -385,11 +387,12 @@ impl<'a> Iam<'a> {
         let deps = self.meta.entity_dependents(account, kind.as_str(), &e.name).await?;
         let left: Vec<String> = deps.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect();
         if !left.is_empty() {
-            return Err(Error::DeleteConflict(format!(
+            return Err(Conflict::DependentsLeft(format!(
                 "Cannot delete entity, must remove {} first ({}).",
                 deps.iter().filter(|(_, n)| *n > 0).map(|(w, _)| *w).collect::<Vec<_>>().join(", "),
                 left.join(", ")
-            )));
+            ))
+            .into());
         }
         self.meta.delete_entity(account, kind.as_str(), &e.name).await?;
         self.iam_changed();
@@ -422,7 +425,7 @@ impl<'a> Iam<'a> {
         let g = self.entity(account, Kind::Group, group).await?;
         let u = self.entity(account, Kind::User, user).await?;
         if !self.meta.remove_member(account, &g.name, &u.name).await? {
-            return Err(Error::NoSuchEntity(format!("User {} is not in group {}.", u.name, g.name)));
+            return Err(NotFound::Member { user: u.name, group: g.name }.into());
         }
         self.iam_changed();
         Ok(())
@@ -458,9 +461,7 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, "iam:CreateAccessKey", &Self::entity_path(Kind::User, user)).await?;
         let u = self.entity(account, Kind::User, user).await?;
         if self.meta.keys_of(account, &u.name).await?.len() >= MAX_KEYS_PER_USER {
-            return Err(Error::LimitExceeded(format!(
-                "Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_USER}"
-            )));
+            return Err(Error::quota(format!("Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_USER}")));
         }
         let key = AccessKey::generate(u.arn.clone());
         self.store_key(account, &u.name, &key).await?;
@@ -496,14 +497,17 @@ impl<'a> Iam<'a> {
         let user = &self.user_or_self(caller, user).await?;
         let account = &self.allowed(caller, "iam:UpdateAccessKey", &Self::entity_path(Kind::User, user)).await?;
         if status != "Active" && status != "Inactive" {
-            return Err(Error::Validation(format!(
-                "1 validation error detected: Value '{status}' at 'status' failed to satisfy constraint: Member must \
+            return Err(Error::validation_at(
+                "status",
+                status,
+                "Member must \
                  satisfy enum value set: [Active, Inactive]"
-            )));
+                    .to_string(),
+            ));
         }
         let u = self.entity(account, Kind::User, user).await?;
         if !self.meta.set_key_status(account, &u.name, id, status).await? {
-            return Err(Error::NoSuchEntity(format!("The Access Key with id {id} cannot be found.")));
+            return Err(NotFound::Entity { what: "Access Key".into(), key: "id", name: id.to_string() }.into());
         }
         self.iam_changed();
         Ok(())
@@ -514,7 +518,7 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, "iam:DeleteAccessKey", &Self::entity_path(Kind::User, user)).await?;
         let u = self.entity(account, Kind::User, user).await?;
         if !self.meta.delete_key(account, &u.name, id).await? {
-            return Err(Error::NoSuchEntity(format!("The Access Key with id {id} cannot be found.")));
+            return Err(NotFound::Entity { what: "Access Key".into(), key: "id", name: id.to_string() }.into());
         }
         self.iam_changed();
         Ok(())
@@ -541,7 +545,11 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, &action("Get", kind, "Policy"), &Self::entity_path(kind, owner)).await?;
         let e = self.entity(account, kind, owner).await?;
         self.meta.inline_policy(account, kind.as_str(), &e.name, name).await?.ok_or_else(|| {
-            Error::NoSuchEntity(format!("The {} policy with name {name} cannot be found.", kind.as_str()))
+            Error::from(NotFound::Entity {
+                what: format!("{} policy", kind.as_str()),
+                key: "name",
+                name: name.to_string(),
+            })
         })
     }
 
@@ -555,7 +563,8 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, &action("Delete", kind, "Policy"), &Self::entity_path(kind, owner)).await?;
         let e = self.entity(account, kind, owner).await?;
         if !self.meta.delete_inline_policy(account, kind.as_str(), &e.name, name).await? {
-            return Err(Error::NoSuchEntity(format!("The {} policy with name {name} cannot be found.", kind.as_str())));
+            let what = format!("{} policy", kind.as_str());
+            return Err(NotFound::Entity { what, key: "name", name: name.to_string() }.into());
         }
         self.iam_changed();
         Ok(())
@@ -591,9 +600,7 @@ impl<'a> Iam<'a> {
         if self.meta.managed_policies(account).await?.iter().any(|p| p.name == name)
             || !self.meta.create_managed_policy(&row, doc).await?
         {
-            return Err(Error::EntityAlreadyExists(format!(
-                "A policy called {name} already exists. Duplicate names are not allowed."
-            )));
+            return Err(Exists::Policy { name: name.to_string() }.into());
         }
         self.iam_changed();
         Ok(to_policy(row))
@@ -633,10 +640,13 @@ impl<'a> Iam<'a> {
     ) -> Result<Vec<ManagedPolicy>> {
         let account = &self.allowed(caller, "iam:ListPolicies", "*").await?;
         if !matches!(scope, "All" | "AWS" | "Local") {
-            return Err(Error::Validation(format!(
-                "1 validation error detected: Value '{scope}' at 'scope' failed to satisfy constraint: Member must \
+            return Err(Error::validation_at(
+                "scope",
+                scope,
+                "Member must \
                  satisfy enum value set: [All, AWS, Local]"
-            )));
+                    .to_string(),
+            ));
         }
         let mut out = Vec::new();
         if scope != "Local" {
@@ -657,14 +667,15 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, "iam:DeletePolicy", arn).await?;
         let p = self.own_policy(account, arn).await?;
         if p.attachments > 0 {
-            return Err(Error::DeleteConflict("Cannot delete a policy attached to entities.".into()));
+            return Err(Conflict::DependentsLeft("Cannot delete a policy attached to entities.".into()).into());
         }
         if self.meta.policy_versions(arn).await?.len() > 1 {
-            return Err(Error::DeleteConflict(
+            return Err(Conflict::DependentsLeft(
                 "This policy has more than one version. Before you delete a policy, you must delete the policy's \
                  versions. The default version is deleted with the policy."
                     .into(),
-            ));
+            )
+            .into());
         }
         self.meta.delete_managed_policy(arn).await?;
         self.iam_changed();
@@ -673,7 +684,7 @@ impl<'a> Iam<'a> {
 
     async fn own_policy(&self, account: &str, arn: &str) -> Result<ManagedPolicyRow> {
         if aws_managed_policy(arn).is_some() {
-            return Err(Error::InvalidInput(format!("{arn} is an AWS managed policy and cannot be changed.")));
+            return Err(Conflict::AwsManaged { arn: arn.to_string() }.into());
         }
         match self.meta.managed_policy(arn).await? {
             Some(p) if p.account == account => Ok(p),
@@ -692,7 +703,7 @@ impl<'a> Iam<'a> {
         self.own_policy(account, arn).await?;
         check_document(doc, MAX_MANAGED_POLICY, PolicyKind::Identity)?;
         let v = self.meta.add_policy_version(arn, doc, set_default, MAX_POLICY_VERSIONS).await?.ok_or_else(|| {
-            Error::LimitExceeded(format!(
+            Error::quota(format!(
                 "A managed policy can have up to {MAX_POLICY_VERSIONS} versions. Before you create a new version, \
                  you must delete an existing version."
             ))
@@ -757,7 +768,7 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, "iam:DeletePolicyVersion", arn).await?;
         let p = self.own_policy(account, arn).await?;
         if p.default_version == version {
-            return Err(Error::DeleteConflict("Cannot delete the default version of a policy.".into()));
+            return Err(Conflict::DependentsLeft("Cannot delete the default version of a policy.".into()).into());
         }
         if !self.meta.delete_policy_version(arn, version).await? {
             return Err(no_version(arn, version));
@@ -793,7 +804,7 @@ impl<'a> Iam<'a> {
         let account = &self.allowed(caller, &action("Detach", kind, "Policy"), &Self::entity_path(kind, owner)).await?;
         let e = self.entity(account, kind, owner).await?;
         if !self.meta.detach_policy(account, kind.as_str(), &e.name, arn).await? {
-            return Err(Error::NoSuchEntity(format!("Policy {arn} was not found.")));
+            return Err(no_policy(arn));
         }
         self.iam_changed();
         Ok(())
@@ -822,19 +833,12 @@ impl<'a> Iam<'a> {
         session: &str,
         duration: Option<i64>,
     ) -> Result<Session> {
-        let p = who
-            .principal
-            .as_ref()
-            .ok_or_else(|| Error::AccessDenied("anonymous callers may not assume roles".into()))?;
+        let p =
+            who.principal.as_ref().ok_or_else(|| denial("anonymous", "sts:AssumeRole", role_arn, DeniedBy::Trust))?;
         check_session_name(session)?;
-        let denied = || {
-            Error::AccessDenied(format!(
-                "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
-                p.arn
-            ))
-        };
+        let denied = || denial(&p.arn, "sts:AssumeRole", role_arn, DeniedBy::Trust);
         let (account, name) = parse_role_arn(role_arn).ok_or_else(|| {
-            Error::Validation(format!("{role_arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"))
+            Error::validation(format!("{role_arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"))
         })?;
         let role = match self.meta.entity(account, "role", name).await? {
             Some(r) => r,
@@ -857,7 +861,7 @@ impl<'a> Iam<'a> {
         let max = role.max_session.unwrap_or(DEFAULT_SESSION);
         let duration = duration.unwrap_or(DEFAULT_SESSION);
         if !(MIN_SESSION..=max).contains(&duration) {
-            return Err(Error::Validation(format!(
+            return Err(Error::validation(format!(
                 "The requested DurationSeconds exceeds the MaxSessionDuration set for this role: {duration} is not \
                  within {MIN_SESSION}..{max} seconds"
             )));
@@ -890,17 +894,20 @@ fn check_session_name(s: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Validation(format!(
-            "1 validation error detected: Value '{s}' at 'roleSessionName' failed to satisfy constraint: Member must \
+        Err(Error::validation_at(
+            "roleSessionName",
+            s,
+            "Member must \
              satisfy regular expression pattern: [\\w+=,.@-]* and have length between 2 and 64"
-        )))
+                .to_string(),
+        ))
     }
 }
 
 fn no_policy(arn: &str) -> Error {
-    Error::NoSuchEntity(format!("Policy {arn} does not exist or is not attachable."))
+    NotFound::Policy { arn: arn.to_string(), version: None }.into()
 }
 
 fn no_version(arn: &str, v: &str) -> Error {
-    Error::NoSuchEntity(format!("Policy {arn} version {v} does not exist or is not attachable."))
+    NotFound::Policy { arn: arn.to_string(), version: Some(v.to_string()) }.into()
 }

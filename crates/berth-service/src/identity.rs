@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::caller::{Identity, Principal, ResolvedKey};
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unauthenticated};
 use crate::tokens::{Scope, now_secs};
 
 /// AWS's managed policies for ECR, under their names, with their published documents.
@@ -158,7 +158,7 @@ pub(crate) fn seal_aad(akid: &str) -> Vec<u8> {
 }
 
 pub(crate) fn gone(p: &Principal) -> Error {
-    Error::Unauthorized(format!("the principal {} no longer exists", p.arn))
+    Error::unauthenticated(format!("the principal {} no longer exists", p.arn))
 }
 
 impl Identities<'_> {
@@ -301,14 +301,20 @@ impl Identities<'_> {
 
     /// The secret and principal of temporary credentials, from their session token.
     pub(crate) fn resolve_session(&self, akid: &str, token: &str) -> Result<(String, Principal)> {
-        let bad = || Error::InvalidToken("The security token included in the request is invalid.".into());
+        let bad = || Error::Unauthenticated {
+            reason: "The security token included in the request is invalid.".into(),
+            why: Unauthenticated::InvalidToken,
+        };
         let payload = self.tokens().sessions.verify(token).ok_or_else(bad)?;
         let c: SessionClaims = serde_json::from_slice(&payload).map_err(|_| bad())?;
         if c.a != akid {
             return Err(bad());
         }
         if c.e <= now_secs() {
-            return Err(Error::ExpiredToken("The security token included in the request is expired".into()));
+            return Err(Error::Unauthenticated {
+                reason: "The security token included in the request is expired".into(),
+                why: Unauthenticated::ExpiredToken,
+            });
         }
         let (account, role) = parse_role_arn(&c.r).ok_or_else(bad)?;
         let arn = format!("arn:aws:sts::{account}:assumed-role/{role}/{}", c.s);
@@ -335,7 +341,7 @@ impl Identities<'_> {
         if self.principal_valid(p).await? {
             Ok(())
         } else {
-            Err(Error::Unauthorized(format!(
+            Err(Error::unauthenticated(format!(
                 "the {what} was issued to an access key that no longer exists or is inactive; log in again"
             )))
         }

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use crate::caller::Caller;
 use crate::content::Content;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Error, Exists, Invalid, InvalidKind, NotFound, Result};
 use crate::model::{
     ImageFailure, ImageId, LayerCheck, Manifest, Paged, TagStatus, check_batch, check_max, decode_token, paged,
 };
@@ -139,10 +139,7 @@ impl<'a> Images<'a> {
             Tag::parse(t)?;
         }
         let digest = digest
-            .map(|d| {
-                d.parse::<Digest>()
-                    .map_err(|e| Error::InvalidParameter(format!("Invalid parameter at 'imageDigest': {e}")))
-            })
+            .map(|d| d.parse::<Digest>().map_err(|e| Error::parameter("imageDigest", e.to_string())))
             .transpose()?;
         let (put, outcome) = self
             .content()
@@ -157,16 +154,18 @@ impl<'a> Images<'a> {
             )
             .await
             .map_err(|e| match e {
-                Error::DigestInvalid(m) if digest.is_some() => Error::ImageDigestMismatch(m),
+                Error::Invalid(i) if i.kind == InvalidKind::Digest && digest.is_some() => {
+                    Error::invalid(InvalidKind::ImageDigest, i.reason)
+                }
                 e => e,
             })?;
         if !outcome.new_manifest && outcome.tag_unchanged {
-            return Err(Error::ImageAlreadyExists(format!(
-                "Image with digest '{}'{} already exists in the repository with name '{repo}' in registry with id '{}'",
-                put.digest,
-                tag.map(|t| format!(" and tag '{t}'")).unwrap_or_default(),
-                self.split_key(repo.as_str()).0
-            )));
+            return Err(Exists::Image {
+                key: repo.to_string(),
+                digest: put.digest.to_string(),
+                tag: tag.map(str::to_string),
+            }
+            .into());
         }
         let m = self.content().manifest(&repo, &put.digest.to_string()).await?;
         Ok((ImageId { digest: Some(put.digest.to_string()), tag: tag.map(str::to_string) }, m))
@@ -224,7 +223,7 @@ impl<'a> Images<'a> {
     ) -> Result<Paged<ImageRow>> {
         if let Some(ids) = ids {
             if max.is_some() || token.is_some() {
-                return Err(Error::InvalidParameter(
+                return Err(Error::bad_request(
                     "maxResults and nextToken cannot be used together with imageIds".into(),
                 ));
             }
@@ -232,15 +231,7 @@ impl<'a> Images<'a> {
             let mut items: Vec<ImageRow> = Vec::new();
             for id in ids {
                 let m = self.content().resolve(row.id, id).await?.map_err(|f| {
-                    Error::ImageNotFound(format!(
-                        "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository \
-                         with name '{}' in the registry with id '{}' ({})",
-                        id.digest.as_deref().unwrap_or("null"),
-                        id.tag.as_deref().unwrap_or("null"),
-                        self.split_key(name).1,
-                        self.split_key(name).0,
-                        f.reason
-                    ))
+                    Error::from(NotFound::Image { key: name.to_string(), id: id.clone(), reason: f.reason })
                 })?;
                 if items.iter().any(|i| i.digest == m.digest) {
                     continue;
@@ -274,11 +265,10 @@ impl<'a> Images<'a> {
         if artifact_status.is_some_and(|s| s != "ACTIVE" && s != "ANY") {
             return Ok(Paged { items: Vec::new(), next: None });
         }
-        let subject: Digest = subject
-            .parse()
-            .map_err(|e| Error::InvalidParameter(format!("Invalid parameter at 'subjectId.imageDigest': {e}")))?;
+        let subject: Digest =
+            subject.parse::<Digest>().map_err(|e| Error::parameter("subjectId.imageDigest", e.to_string()))?;
         if artifact_types.len() > 5 {
-            return Err(Error::InvalidParameter("filter.artifactTypes may list at most 5 types".into()));
+            return Err(Error::bad_request("filter.artifactTypes may list at most 5 types".into()));
         }
         let limit = check_max(max, 50)?;
         let after = decode_token(token)?.unwrap_or_default();
@@ -346,7 +336,7 @@ impl<'a> Images<'a> {
         let (repo, _) = self.allowed(caller, "ecr:UploadLayerPart", name).await?;
         let status = self.content().upload_offset(&repo, id).await?;
         let last_valid = status.offset.checked_sub(1);
-        let bad = |message: String| Error::InvalidLayerPart { message, last_valid_byte: last_valid };
+        let bad = |message: String| Error::invalid(InvalidKind::LayerPart { last_valid_byte: last_valid }, message);
         if data.is_empty() {
             return Err(bad("The layer part is empty".into()));
         }
@@ -369,10 +359,10 @@ impl<'a> Images<'a> {
         let len = data.len() as u64;
         let stream = futures_util::stream::once(async move { Ok(bytes::Bytes::from(data)) }).boxed();
         let s = self.content().append(&repo, id, Some(first), stream).await.map_err(|e| match e {
-            Error::ChunkOutOfOrder { current, .. } => Error::InvalidLayerPart {
-                message: format!("The part starts at byte {first} but the upload holds {current} bytes"),
-                last_valid_byte: current.checked_sub(1),
-            },
+            Error::Invalid(Invalid { kind: InvalidKind::Chunk { current, .. }, .. }) => Error::invalid(
+                InvalidKind::LayerPart { last_valid_byte: current.checked_sub(1) },
+                format!("The part starts at byte {first} but the upload holds {current} bytes"),
+            ),
             e => e,
         })?;
         self.meta.record_layer_part(id, len < MIN_PART).await?;
@@ -389,32 +379,28 @@ impl<'a> Images<'a> {
     ) -> Result<String> {
         let (repo, row) = self.allowed(caller, "ecr:CompleteLayerUpload", name).await?;
         let [d] = digests else {
-            return Err(Error::InvalidParameter(format!(
+            return Err(Error::bad_request(format!(
                 "layerDigests must hold exactly one digest, got {}",
                 digests.len()
             )));
         };
-        let digest: Digest =
-            d.parse().map_err(|e| Error::InvalidParameter(format!("Invalid parameter at 'layerDigests': {e}")))?;
+        let digest: Digest = d.parse::<Digest>().map_err(|e| Error::parameter("layerDigests", e.to_string()))?;
         let status = self.content().upload_offset(&repo, id).await?;
         if status.offset == 0 {
-            return Err(Error::EmptyUpload(format!("The upload {id} contains no layer parts")));
+            return Err(Error::invalid(InvalidKind::EmptyUpload, format!("The upload {id} contains no layer parts")));
         }
         if self.meta.layer_part_too_small(id).await? {
-            return Err(Error::LayerPartTooSmall(format!(
-                "Every layer part except the last must be at least {MIN_PART} bytes"
-            )));
+            return Err(Error::invalid(
+                InvalidKind::LayerPartTooSmall,
+                format!("Every layer part except the last must be at least {MIN_PART} bytes"),
+            ));
         }
         if self.meta.repo_blob(row.id, &digest.to_string()).await?.is_some() {
             self.content().cancel(&repo, id).await?;
-            return Err(Error::LayerAlreadyExists(format!(
-                "The layer '{digest}' already exists in the repository with name '{}' in the registry with id '{}'",
-                self.split_key(name).1,
-                self.split_key(name).0
-            )));
+            return Err(Exists::Layer { key: name.to_string(), digest: digest.to_string() }.into());
         }
         self.content().finish(&repo, id, &digest, None, None).await.map_err(|e| match e {
-            Error::DigestInvalid(m) => Error::InvalidLayer(m),
+            Error::Invalid(i) if i.kind == InvalidKind::Digest => Error::invalid(InvalidKind::Layer, i.reason),
             e => e,
         })?;
         Ok(digest.to_string())
@@ -423,12 +409,9 @@ impl<'a> Images<'a> {
     /// GetDownloadUrlForLayer: a URL (relative to the public URL) a plain GET can fetch.
     pub async fn layer_download_url(&self, caller: &Caller, name: &str, digest: &str) -> Result<String> {
         let (_, row) = self.allowed(caller, "ecr:GetDownloadUrlForLayer", name).await?;
-        let d: Digest =
-            digest.parse().map_err(|e| Error::InvalidParameter(format!("Invalid parameter at 'layerDigest': {e}")))?;
+        let d: Digest = digest.parse::<Digest>().map_err(|e| Error::parameter("layerDigest", e.to_string()))?;
         if self.meta.repo_blob(row.id, &d.to_string()).await?.is_none() {
-            return Err(Error::BlobUnknown(format!(
-                "{d} (The layer does not exist in the repository with name '{name}')"
-            )));
+            return Err(NotFound::Layer { key: name.to_string(), digest: d.to_string() }.into());
         }
         // A store with its own download URLs (an object store's presigned GET) serves the layer
         // itself; otherwise Berth's signed URL does.

@@ -82,7 +82,7 @@ impl Registry {
                 };
                 let registry = r.settings.registry_id.clone();
                 match r.templates().create_template(&Caller::operator(), &registry, "ROOT", t).await {
-                    Ok(_) | Err(Error::TemplateAlreadyExists(_)) => {}
+                    Ok(_) | Err(Error::AlreadyExists(error::Exists::Template { .. })) => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditEvent;
 use crate::caller::Caller;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Error, NotFound, Result};
 use crate::repositories::Repositories;
 
 /// An image a policy expires.
@@ -40,18 +40,24 @@ pub struct RunReport {
 pub fn check_policy_text(text: &str) -> Result<lifecycle::Policy> {
     let n = text.chars().count();
     if !(lifecycle::MIN_POLICY_TEXT..=lifecycle::MAX_POLICY_TEXT).contains(&n) {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: 'Member must have length \
+        return Err(Error::parameter(
+            "LifecyclePolicyText",
+            format!(
+                "'Member must have length \
              between {} and {}', got {n}",
-            lifecycle::MIN_POLICY_TEXT,
-            lifecycle::MAX_POLICY_TEXT
-        )));
+                lifecycle::MIN_POLICY_TEXT,
+                lifecycle::MAX_POLICY_TEXT
+            ),
+        ));
     }
     lifecycle::parse(text).map_err(|e| {
-        Error::InvalidParameter(format!(
-            "Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: 'Lifecycle policy validation \
+        Error::parameter(
+            "LifecyclePolicyText",
+            format!(
+                "'Lifecycle policy validation \
              failure: {e}'"
-        ))
+            ),
+        )
     })
 }
 
@@ -66,10 +72,7 @@ impl<'a> Lifecycle<'a> {
     }
 
     fn no_lifecycle_policy(&self, key: &str) -> Error {
-        let (registry, name) = self.split_key(key);
-        Error::LifecyclePolicyNotFound(format!(
-            "Lifecycle policy does not exist for the repository with name '{name}' in the registry with id '{registry}'"
-        ))
+        NotFound::LifecyclePolicy { key: key.to_string() }.into()
     }
 
     pub async fn put_lifecycle_policy(&self, caller: &Caller, key: &str, text: &str) -> Result<String> {
@@ -159,12 +162,8 @@ impl<'a> Lifecycle<'a> {
     /// The last preview: policy text, status and results.
     pub async fn lifecycle_preview(&self, caller: &Caller, key: &str) -> Result<(String, String, Vec<PlannedExpiry>)> {
         let (_, row) = self.repos().allowed(caller, "ecr:GetLifecyclePolicyPreview", key).await?;
-        let p = self.meta.lifecycle_preview(row.id).await?.ok_or_else(|| {
-            let (registry, name) = self.split_key(key);
-            Error::LifecyclePolicyPreviewNotFound(format!(
-                "There is no dry run for the repository with name '{name}' in the registry with id '{registry}'"
-            ))
-        })?;
+        let p =
+            self.meta.lifecycle_preview(row.id).await?.ok_or_else(|| NotFound::LifecyclePreview { key: key.into() })?;
         let results = serde_json::from_str(&p.results).map_err(|e| Error::Internal(e.to_string()))?;
         Ok((p.policy, p.status, results))
     }

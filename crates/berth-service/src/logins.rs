@@ -21,7 +21,7 @@ impl Logins<'_> {
         let p = caller
             .principal
             .as_ref()
-            .ok_or_else(|| Error::Unauthorized("a login password is issued to a signed-in caller only".into()))?;
+            .ok_or_else(|| Error::unauthenticated("a login password is issued to a signed-in caller only".into()))?;
         Ok(self.auth().issue_login(p))
     }
 

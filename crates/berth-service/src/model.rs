@@ -11,7 +11,7 @@ pub use berth_meta::TagStatus;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidKind, Result};
 
 /// Most entries one page of a tag or catalog listing returns, whatever `n` asks.
 pub const MAX_PAGE: usize = 10_000;
@@ -139,8 +139,9 @@ pub(crate) fn decode_token(token: Option<&str>) -> Result<Option<String>> {
     token
         .map(|t| {
             URL_SAFE_NO_PAD.decode(t).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
-                Error::InvalidParameter(
-                    "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Must be a token returned by a \
+                Error::parameter(
+                    "nextToken",
+                    "'Must be a token returned by a \
                      previous call'"
                         .into(),
                 )
@@ -153,10 +154,13 @@ pub(crate) fn check_max(max: Option<i64>, limit: i64) -> Result<i64> {
     match max {
         None => Ok(limit),
         Some(n) if (1..=limit).contains(&n) => Ok(n),
-        Some(n) => Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value between 1 and \
+        Some(n) => Err(Error::parameter(
+            "maxResults",
+            format!(
+                "'Member must have value between 1 and \
              {limit}', got {n}"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -165,15 +169,13 @@ pub fn parse_tag_status(s: Option<&str>) -> Result<TagStatus> {
         None | Some("ANY") => Ok(TagStatus::Any),
         Some("TAGGED") => Ok(TagStatus::Tagged),
         Some("UNTAGGED") => Ok(TagStatus::Untagged),
-        Some(o) => Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'tagStatus' failed to satisfy constraint: '{o}' is not one of [TAGGED, UNTAGGED, ANY]"
-        ))),
+        Some(o) => Err(Error::parameter("tagStatus", format!("'{o}' is not one of [TAGGED, UNTAGGED, ANY]"))),
     }
 }
 
 pub(crate) fn check_batch(n: usize) -> Result<()> {
     if n == 0 || n > 100 {
-        return Err(Error::InvalidParameter(format!("a batch must name between 1 and 100 items, got {n}")));
+        return Err(Error::bad_request(format!("a batch must name between 1 and 100 items, got {n}")));
     }
     Ok(())
 }
@@ -220,13 +222,19 @@ pub(crate) fn resolve_range(r: RangeRequest, size: u64) -> Result<Range<u64>> {
         RangeRequest::From { first, last } => {
             let end = last.map_or(size, |l| l.saturating_add(1).min(size));
             if first >= size || last.is_some_and(|l| l < first) {
-                return Err(Error::RangeNotSatisfiable { size });
+                return Err(Error::invalid(
+                    InvalidKind::Range { size },
+                    format!("requested range is not satisfiable for a blob of {size} bytes"),
+                ));
             }
             first..end
         }
         RangeRequest::Suffix(n) => {
             if n == 0 || size == 0 {
-                return Err(Error::RangeNotSatisfiable { size });
+                return Err(Error::invalid(
+                    InvalidKind::Range { size },
+                    format!("requested range is not satisfiable for a blob of {size} bytes"),
+                ));
             }
             size.saturating_sub(n)..size
         }

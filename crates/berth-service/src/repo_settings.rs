@@ -5,7 +5,7 @@ use berth_core::wildcard;
 use berth_meta::RepoSettings;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidKind, Limit, Result};
 
 pub const MUTABILITY: [&str; 4] = ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"];
 pub const ENCRYPTION_TYPES: [&str; 3] = ["AES256", "KMS", "KMS_DSSE"];
@@ -29,32 +29,35 @@ pub(crate) fn parse_filters(json: Option<&str>) -> Vec<String> {
 /// Checks a mutability setting and its exclusion filters; returns the filters as stored.
 pub fn check_mutability(mutability: &str, filters: &[String]) -> Result<Option<String>> {
     if !MUTABILITY.contains(&mutability) {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'imageTagMutability' failed to satisfy constraint: 'Member must satisfy enum value \
+        return Err(Error::parameter(
+            "imageTagMutability",
+            format!(
+                "'Member must satisfy enum value \
              set: [{}]'",
-            MUTABILITY.join(", ")
-        )));
+                MUTABILITY.join(", ")
+            ),
+        ));
     }
     let with_exclusion = mutability.ends_with("_WITH_EXCLUSION");
     if with_exclusion && filters.is_empty() {
-        return Err(Error::InvalidParameter(format!(
+        return Err(Error::bad_request(format!(
             "imageTagMutabilityExclusionFilters must be specified when imageTagMutability is {mutability}"
         )));
     }
     if !with_exclusion && !filters.is_empty() {
-        return Err(Error::InvalidParameter(format!(
+        return Err(Error::bad_request(format!(
             "imageTagMutabilityExclusionFilters can only be specified when imageTagMutability is \
              IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION, not {mutability}"
         )));
     }
     if filters.len() > 5 {
-        return Err(Error::InvalidParameter("at most 5 imageTagMutabilityExclusionFilters are allowed".into()));
+        return Err(Error::bad_request("at most 5 imageTagMutabilityExclusionFilters are allowed".into()));
     }
     for f in filters {
         let ok =
             !f.is_empty() && f.len() <= 128 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"._*-".contains(&b));
         if !ok {
-            return Err(Error::InvalidParameter(format!(
+            return Err(Error::bad_request(format!(
                 "Invalid exclusion filter '{f}': it must be 1 to 128 characters of [0-9a-zA-Z._*-]"
             )));
         }
@@ -64,16 +67,17 @@ pub fn check_mutability(mutability: &str, filters: &[String]) -> Result<Option<S
 
 pub fn check_encryption(kind: &str, kms_key: Option<&str>) -> Result<()> {
     if !ENCRYPTION_TYPES.contains(&kind) {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'encryptionType' failed to satisfy constraint: 'Member must satisfy enum value set: \
+        return Err(Error::parameter(
+            "encryptionType",
+            format!(
+                "'Member must satisfy enum value set: \
              [{}]'",
-            ENCRYPTION_TYPES.join(", ")
-        )));
+                ENCRYPTION_TYPES.join(", ")
+            ),
+        ));
     }
     if kind == "AES256" && kms_key.is_some_and(|k| !k.is_empty()) {
-        return Err(Error::InvalidParameter(
-            "kmsKey can only be specified when encryptionType is KMS or KMS_DSSE".into(),
-        ));
+        return Err(Error::bad_request("kmsKey can only be specified when encryptionType is KMS or KMS_DSSE".into()));
     }
     Ok(())
 }
@@ -81,20 +85,26 @@ pub fn check_encryption(kind: &str, kms_key: Option<&str>) -> Result<()> {
 /// ECR's tag rules: at most 50; keys 1–128 characters, not starting `aws:`; values up to 256.
 pub fn check_resource_tags(tags: &[(String, String)]) -> Result<()> {
     if tags.len() > berth_meta::MAX_RESOURCE_TAGS {
-        return Err(Error::TooManyTags(format!(
-            "a repository may have at most {} tags",
-            berth_meta::MAX_RESOURCE_TAGS
-        )));
+        return Err(Error::LimitExceeded {
+            reason: format!("a repository may have at most {} tags", berth_meta::MAX_RESOURCE_TAGS),
+            what: Limit::Tags,
+        });
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
-            return Err(Error::InvalidTagParameter(format!("tag key '{k}' must be 1 to 128 characters")));
+            return Err(Error::invalid(InvalidKind::ResourceTag, format!("tag key '{k}' must be 1 to 128 characters")));
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(Error::InvalidTagParameter(format!("tag key '{k}' uses the reserved prefix 'aws:'")));
+            return Err(Error::invalid(
+                InvalidKind::ResourceTag,
+                format!("tag key '{k}' uses the reserved prefix 'aws:'"),
+            ));
         }
         if v.chars().count() > 256 {
-            return Err(Error::InvalidTagParameter(format!("the value of tag '{k}' is longer than 256 characters")));
+            return Err(Error::invalid(
+                InvalidKind::ResourceTag,
+                format!("the value of tag '{k}' is longer than 256 characters"),
+            ));
         }
     }
     Ok(())
@@ -158,9 +168,15 @@ mod tests {
     #[test]
     fn resource_tags() {
         assert!(check_resource_tags(&[("team".into(), "a".into())]).is_ok());
-        assert!(matches!(check_resource_tags(&[("aws:x".into(), "a".into())]), Err(Error::InvalidTagParameter(_))));
-        assert!(matches!(check_resource_tags(&[("".into(), "a".into())]), Err(Error::InvalidTagParameter(_))));
+        assert!(matches!(
+            check_resource_tags(&[("aws:x".into(), "a".into())]),
+            Err(Error::Invalid(crate::error::Invalid { kind: InvalidKind::ResourceTag, .. }))
+        ));
+        assert!(matches!(
+            check_resource_tags(&[("".into(), "a".into())]),
+            Err(Error::Invalid(crate::error::Invalid { kind: InvalidKind::ResourceTag, .. }))
+        ));
         let many: Vec<_> = (0..51).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(matches!(check_resource_tags(&many), Err(Error::TooManyTags(_))));
+        assert!(matches!(check_resource_tags(&many), Err(Error::LimitExceeded { what: Limit::Tags, .. })));
     }
 }

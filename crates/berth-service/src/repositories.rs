@@ -8,7 +8,7 @@ use berth_meta::{MetaError, RepoRow, RepoSettings};
 use crate::access::{Access, MAX_REGISTRY_POLICY, MAX_REPOSITORY_POLICY, parse_resource_policy};
 use crate::caller::Caller;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, Exists, InvalidKind, NotFound, Result};
 use crate::identity::Identities;
 use crate::model::{Paged, check_max, decode_token, encode_token, visible_page};
 use crate::repo_settings::{check_encryption, check_mutability, check_resource_tags, parse_filters};
@@ -61,10 +61,7 @@ impl<'a> Repositories<'a> {
     }
 
     fn not_found(&self, key: &str) -> Error {
-        let (registry, name) = self.split_key(key);
-        Error::RepositoryNotFound(format!(
-            "The repository with name '{name}' does not exist in the registry with id '{registry}'"
-        ))
+        NotFound::Repository { key: key.to_string() }.into()
     }
 
     /// The repository, which must exist (ECR API calls never create one). `key` is the name,
@@ -102,7 +99,7 @@ impl<'a> Repositories<'a> {
             return default();
         }
         if !Identities(self.0).account_exists(label).await? {
-            return Err(Error::NameUnknown(format!("registry {label} (no such account on this server)")));
+            return Err(NotFound::Registry { account: label.to_string() }.into());
         }
         Ok(label.to_string())
     }
@@ -111,26 +108,26 @@ impl<'a> Repositories<'a> {
     /// checks when it picks the registry a call is about).
     pub fn check_registry_id(&self, id: Option<&str>) -> Result<()> {
         match id {
-            Some(id) if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) => Err(Error::InvalidParameter(
-                format!("Invalid parameter at 'registryId' failed to satisfy constraint: '{id}' is not 12 digits"),
-            )),
+            Some(id) if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(Error::parameter("registryId", format!("'{id}' is not 12 digits")))
+            }
             _ => Ok(()),
         }
     }
 
     pub async fn create_repository(&self, caller: &Caller, key: &str, new: NewRepository) -> Result<Repository> {
-        let repo = RepoName::parse_key(key).map_err(|e| {
-            Error::InvalidParameter(format!("Invalid parameter at 'repositoryName' failed to satisfy constraint: {e}"))
-        })?;
+        let repo = RepoName::parse_key(key).map_err(|e| Error::parameter("repositoryName", format!("{e}")))?;
         self.access().check(caller, "ecr:CreateRepository", repo.as_str()).await?;
-        let (registry, name) = self.split_key(key);
-        let registry = registry.to_string();
+        let name = self.split_key(key).1;
         if name.len() < 2 || name.len() > 256 {
-            return Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'Member must have length between \
+            return Err(Error::parameter(
+                "repositoryName",
+                format!(
+                    "'Member must have length between \
                  2 and 256', got {} characters",
-                name.len()
-            )));
+                    name.len()
+                ),
+            ));
         }
         let mutability = new.tag_mutability.unwrap_or_else(|| "MUTABLE".into());
         let filters = check_mutability(&mutability, &new.mutability_filters)?;
@@ -145,9 +142,7 @@ impl<'a> Repositories<'a> {
             kms_key: new.kms_key.filter(|k| !k.is_empty()),
         };
         let row = self.meta.create_repo(repo.as_str(), &settings, &new.tags, false).await.map_err(|e| match e {
-            MetaError::AlreadyExists(_) => Error::RepositoryAlreadyExists(format!(
-                "The repository with name '{repo}' already exists in the registry with id '{registry}'"
-            )),
+            MetaError::AlreadyExists(_) => Error::from(Exists::Repository { key: repo.to_string() }),
             e => e.into(),
         })?;
         self.caches.access.invalidate();
@@ -167,12 +162,12 @@ impl<'a> Repositories<'a> {
         const ACTION: &str = "ecr:DescribeRepositories";
         if let Some(names) = names {
             if max.is_some() || token.is_some() {
-                return Err(Error::InvalidParameter(
+                return Err(Error::bad_request(
                     "maxResults and nextToken cannot be used together with repositoryNames".into(),
                 ));
             }
             if names.is_empty() || names.len() > 100 {
-                return Err(Error::InvalidParameter("repositoryNames must list 1 to 100 names".into()));
+                return Err(Error::bad_request("repositoryNames must list 1 to 100 names".into()));
             }
             let mut items = Vec::new();
             for n in names {
@@ -200,11 +195,7 @@ impl<'a> Repositories<'a> {
     pub async fn delete_repository(&self, caller: &Caller, name: &str, force: bool) -> Result<Repository> {
         let (repo, row) = self.allowed(caller, "ecr:DeleteRepository", name).await?;
         self.meta.delete_repo(row.id, force).await.map_err(|e| match e {
-            MetaError::NotEmpty => Error::RepositoryNotEmpty(format!(
-                "The repository with name '{repo}' in registry with id '{}' cannot be deleted because it still \
-                 contains images",
-                self.split_key(name).0
-            )),
+            MetaError::NotEmpty => Error::from(Conflict::RepositoryNotEmpty { key: repo.to_string() }),
             e => e.into(),
         })?;
         self.caches.content.forget_repo(repo.as_str());
@@ -237,10 +228,13 @@ impl<'a> Repositories<'a> {
         let prefix = format!("arn:aws:ecr:{}:", self.settings.region);
         let parsed = arn.strip_prefix(&prefix).and_then(|r| r.split_once(":repository/"));
         let Some((registry, name)) = parsed.filter(|(r, _)| self.check_registry_id(Some(r)).is_ok()) else {
-            return Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'resourceArn' failed to satisfy constraint: '{arn}' is not a repository ARN of \
+            return Err(Error::parameter(
+                "resourceArn",
+                format!(
+                    "'{arn}' is not a repository ARN of \
                  this registry ({prefix}<registry id>:repository/<name>)"
-            )));
+                ),
+            ));
         };
         let key = self.repo_key(registry, name);
         Ok(self.allowed(caller, action, &key).await?.1)
@@ -262,7 +256,7 @@ impl<'a> Repositories<'a> {
     pub async fn untag_resource(&self, caller: &Caller, arn: &str, keys: &[String]) -> Result<()> {
         let row = self.repo_of_arn(caller, "ecr:UntagResource", arn).await?;
         if let Some(k) = keys.iter().find(|k| k.is_empty() || k.chars().count() > 128) {
-            return Err(Error::InvalidTagParameter(format!("tag key '{k}' must be 1 to 128 characters")));
+            return Err(Error::invalid(InvalidKind::ResourceTag, format!("tag key '{k}' must be 1 to 128 characters")));
         }
         self.meta.remove_repo_tags(row.id, keys).await?;
         self.caches.access.invalidate();
@@ -277,7 +271,7 @@ impl<'a> Repositories<'a> {
     async fn setting(&self, name: &str) -> Result<String> {
         match name {
             "BLOB_MOUNTING" => Ok(self.meta.setting("BLOB_MOUNTING").await?.unwrap_or_else(|| "ENABLED".into())),
-            _ => Err(Error::Validation(format!(
+            _ => Err(Error::validation(format!(
                 "Account setting '{name}' is not supported; Berth supports BLOB_MOUNTING"
             ))),
         }
@@ -293,7 +287,7 @@ impl<'a> Repositories<'a> {
         self.access().check_registry(caller, "ecr:PutAccountSetting", registry).await?;
         self.setting(name).await?;
         if value != "ENABLED" && value != "DISABLED" {
-            return Err(Error::Validation(format!("BLOB_MOUNTING must be ENABLED or DISABLED, not '{value}'")));
+            return Err(Error::validation(format!("BLOB_MOUNTING must be ENABLED or DISABLED, not '{value}'")));
         }
         self.meta.put_setting(name, value).await?;
         Ok(value.to_string())
@@ -313,7 +307,8 @@ impl<'a> Repositories<'a> {
         if let Some(id) = self.caches.content.repo_id(repo.as_str()) {
             return Ok(id);
         }
-        let id = self.meta.repo_id(repo.as_str()).await?.ok_or_else(|| Error::NameUnknown(repo.to_string()))?;
+        let id =
+            self.meta.repo_id(repo.as_str()).await?.ok_or_else(|| NotFound::Repository { key: repo.to_string() })?;
         self.caches.content.set_repo_id(repo.as_str(), id);
         Ok(id)
     }
@@ -330,7 +325,7 @@ impl<'a> Repositories<'a> {
                     .templates()
                     .template_for(repo.name(), "CREATE_ON_PUSH")
                     .await?
-                    .ok_or_else(|| Error::RepoNotCreated(repo.to_string()))?;
+                    .ok_or_else(|| NotFound::RepositoryNotCreated { key: repo.to_string() })?;
                 let id = self.meta.create_repo(repo.as_str(), &settings, &tags, true).await?.id;
                 self.caches.access.invalidate();
                 id
@@ -354,8 +349,9 @@ impl<'a> Repositories<'a> {
             let action = "ecr:SetRepositoryPolicy";
             let after = self.access().evaluate(who, identity.as_deref(), action, name, &tags, Some(&new));
             if !who.is_operator() && !after.allowed() {
-                return Err(Error::InvalidParameter(
-                    "Invalid parameter at 'PolicyText' failed to satisfy constraint: the policy would prevent you \
+                return Err(Error::parameter(
+                    "PolicyText",
+                    "the policy would prevent you \
                      from setting another policy in the future; use force to set it anyway"
                         .into(),
                 ));
@@ -379,11 +375,8 @@ impl<'a> Repositories<'a> {
         Ok(text)
     }
 
-    fn no_repository_policy(&self, name: &str) -> Error {
-        Error::RepositoryPolicyNotFound(format!(
-            "Repository policy does not exist for the repository with name '{name}' in the registry with id '{}'",
-            self.settings.registry_id
-        ))
+    fn no_repository_policy(&self, key: &str) -> Error {
+        NotFound::RepositoryPolicy { key: key.to_string() }.into()
     }
 
     pub async fn put_registry_policy(&self, caller: &Caller, registry: &str, text: &str) -> Result<String> {
@@ -410,9 +403,6 @@ impl<'a> Repositories<'a> {
     }
 
     fn no_registry_policy(&self) -> Error {
-        Error::RegistryPolicyNotFound(format!(
-            "Registry policy does not exist in the registry with id '{}'",
-            self.settings.registry_id
-        ))
+        NotFound::RegistryPolicy { registry: self.settings.registry_id.clone() }.into()
     }
 }

@@ -6,7 +6,7 @@ use berth_scan::matcher::Finding;
 use crate::access::Access;
 use crate::caller::Caller;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Denied, Error, NotFound, Result};
 use crate::repositories::{Repositories, Repository};
 use crate::scan_policy::{RegistryScanning, RepositoryScanning, ScanPolicy, ScanRule};
 
@@ -99,11 +99,14 @@ impl<'a> ScanConfig<'a> {
     ) -> Result<Vec<RepositoryScanningResult>> {
         Access(self.0).check_registry(caller, "ecr:BatchGetRepositoryScanningConfiguration", registry).await?;
         if keys.is_empty() || keys.len() > 25 {
-            return Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'Member must have length \
+            return Err(Error::parameter(
+                "repositoryNames",
+                format!(
+                    "'Member must have length \
                  between 1 and 25', got {}",
-                keys.len()
-            )));
+                    keys.len()
+                ),
+            ));
         }
         let mut out = Vec::new();
         for key in keys {
@@ -114,7 +117,9 @@ impl<'a> ScanConfig<'a> {
                     let scanning = self.repository_scanning(&repository.name, own).await?;
                     out.push(RepositoryScanningResult::Found { repository: Box::new(repository), scanning });
                 }
-                Err(Error::RepositoryNotFound(_)) => out.push(RepositoryScanningResult::NotFound { key: key.clone() }),
+                Err(Error::NotFound(NotFound::Repository { .. })) => {
+                    out.push(RepositoryScanningResult::NotFound { key: key.clone() })
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -173,11 +178,11 @@ impl<'a> ScanConfig<'a> {
                 f.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default()
             }
             _ if policy.block_unscanned => {
-                return Err(Error::PullBlocked(format!(
+                return Err(Error::Denied(Denied::PullBlocked(format!(
                     "pulls of {repo}@{digest} are refused: the repository's scan policy blocks images without a \
                      completed scan ({})",
                     scan.map_or("never scanned".to_string(), |(s, _)| format!("scan status {s}"))
-                )));
+                ))));
             }
             _ => return Ok(()),
         };
@@ -190,11 +195,11 @@ impl<'a> ScanConfig<'a> {
         names.dedup();
         let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
         names.truncate(5);
-        Err(Error::PullBlocked(format!(
+        Err(Error::Denied(Denied::PullBlocked(format!(
             "pulls of {repo}@{digest} are refused: it has {} finding(s) of severity {} or higher: {}{more}",
             blocking.len(),
             policy.block_pulls_at_severity.unwrap_or_default(),
             names.join(", ")
-        )))
+        ))))
     }
 }

@@ -85,33 +85,33 @@ fn valid_filter(f: &str) -> bool {
 impl RegistryScanning {
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.scan_type.as_str(), "BASIC" | "ENHANCED") {
-            return Err(Error::Validation(format!("scanType must be BASIC or ENHANCED, not {:?}", self.scan_type)));
+            return Err(Error::validation(format!("scanType must be BASIC or ENHANCED, not {:?}", self.scan_type)));
         }
         if self.rules.len() > MAX_RULES {
-            return Err(Error::Validation(format!("at most {MAX_RULES} rules (one per scan frequency)")));
+            return Err(Error::validation(format!("at most {MAX_RULES} rules (one per scan frequency)")));
         }
         let mut seen = Vec::new();
         for r in &self.rules {
             if !matches!(r.scan_frequency.as_str(), "SCAN_ON_PUSH" | "CONTINUOUS_SCAN") {
-                return Err(Error::Validation(format!(
+                return Err(Error::validation(format!(
                     "scanFrequency must be SCAN_ON_PUSH or CONTINUOUS_SCAN, not {:?}",
                     r.scan_frequency
                 )));
             }
             if r.scan_frequency == "CONTINUOUS_SCAN" && self.scan_type == "BASIC" {
-                return Err(Error::Validation(
+                return Err(Error::validation(
                     "CONTINUOUS_SCAN rules need scanType ENHANCED (basic scanning scans on push or manually)".into(),
                 ));
             }
             if seen.contains(&&r.scan_frequency) {
-                return Err(Error::Validation(format!("two rules with scanFrequency {}", r.scan_frequency)));
+                return Err(Error::validation(format!("two rules with scanFrequency {}", r.scan_frequency)));
             }
             seen.push(&r.scan_frequency);
             if r.filters.is_empty() || r.filters.len() > MAX_FILTERS {
-                return Err(Error::Validation(format!("a rule has 1 to {MAX_FILTERS} repositoryFilters")));
+                return Err(Error::validation(format!("a rule has 1 to {MAX_FILTERS} repositoryFilters")));
             }
             if let Some(f) = r.filters.iter().find(|f| !valid_filter(f)) {
-                return Err(Error::Validation(format!(
+                return Err(Error::validation(format!(
                     "invalid repository filter {f:?}: lowercase letters, digits, '*' and the separators . _ - /"
                 )));
             }
@@ -125,13 +125,13 @@ impl ScanPolicy {
         if let Some(s) = &self.block_pulls_at_severity
             && rank(s).is_none()
         {
-            return Err(Error::InvalidParameter(format!(
+            return Err(Error::bad_request(format!(
                 "blockPullsAtSeverity must be one of {}, not {s:?}",
                 SEVERITIES.join(", ")
             )));
         }
         if self.ignored_vulnerabilities.len() > 1000 {
-            return Err(Error::InvalidParameter("at most 1000 ignoredVulnerabilities".into()));
+            return Err(Error::bad_request("at most 1000 ignoredVulnerabilities".into()));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::Access;
 use crate::caller::Caller;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Error, Exists, NotFound, Result};
 use crate::model::{Paged, check_max, decode_token, paged};
 use crate::repo_settings::{
     EncryptionConfiguration, MutabilityFilter, ResourceTag, check_encryption, check_mutability, check_resource_tags,
@@ -44,7 +44,7 @@ pub struct Template {
 impl Template {
     fn check(&self) -> Result<()> {
         if self.description.as_ref().is_some_and(|d| d.chars().count() > 256) {
-            return Err(Error::InvalidParameter("description must be at most 256 characters".into()));
+            return Err(Error::bad_request("description must be at most 256 characters".into()));
         }
         if let Some(e) = &self.encryption_configuration {
             check_encryption(&e.encryption_type, e.kms_key.as_deref())?;
@@ -53,38 +53,35 @@ impl Template {
         check_resource_tags(&tags)?;
         check_mutability(self.image_tag_mutability.as_deref().unwrap_or("MUTABLE"), &self.filter_values())?;
         if let Some(f) = self.image_tag_mutability_exclusion_filters.iter().find(|f| f.filter_type != "WILDCARD") {
-            return Err(Error::InvalidParameter(format!("filterType must be WILDCARD, not '{}'", f.filter_type)));
+            return Err(Error::bad_request(format!("filterType must be WILDCARD, not '{}'", f.filter_type)));
         }
         if self.applied_for.is_empty() {
-            return Err(Error::InvalidParameter(
+            return Err(Error::bad_request(
                 "appliedFor must name at least one of REPLICATION, \
                                                 PULL_THROUGH_CACHE, CREATE_ON_PUSH"
                     .into(),
             ));
         }
         if let Some(a) = self.applied_for.iter().find(|a| !APPLIED_FOR.contains(&a.as_str())) {
-            return Err(Error::InvalidParameter(format!(
-                "Invalid parameter at 'appliedFor' failed to satisfy constraint: '{a}' is not one of [{}]",
-                APPLIED_FOR.join(", ")
-            )));
+            return Err(Error::parameter("appliedFor", format!("'{a}' is not one of [{}]", APPLIED_FOR.join(", "))));
         }
         if self.repository_policy.as_ref().is_some_and(|p| p.len() > 10240) {
-            return Err(Error::InvalidParameter("repositoryPolicy must be at most 10,240 characters".into()));
+            return Err(Error::bad_request("repositoryPolicy must be at most 10,240 characters".into()));
         }
         if let Some(p) = &self.repository_policy
             && !p.is_empty()
             && serde_json::from_str::<serde_json::Value>(p).is_err()
         {
-            return Err(Error::InvalidParameter("repositoryPolicy is not valid JSON".into()));
+            return Err(Error::bad_request("repositoryPolicy is not valid JSON".into()));
         }
         if self.lifecycle_policy.as_ref().is_some_and(|p| p.len() > 30720) {
-            return Err(Error::InvalidParameter("lifecyclePolicy must be at most 30,720 characters".into()));
+            return Err(Error::bad_request("lifecyclePolicy must be at most 30,720 characters".into()));
         }
         if let Some(p) = &self.lifecycle_policy
             && !p.is_empty()
             && serde_json::from_str::<serde_json::Value>(p).is_err()
         {
-            return Err(Error::InvalidParameter("lifecyclePolicy is not valid JSON".into()));
+            return Err(Error::bad_request("lifecyclePolicy is not valid JSON".into()));
         }
         Ok(())
     }
@@ -115,10 +112,13 @@ fn check_prefix(prefix: &str) -> Result<()> {
     }
     let name = prefix.strip_suffix('/').unwrap_or(prefix);
     if prefix.len() > 256 || RepoName::parse(name).is_err() {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid parameter at 'prefix' failed to satisfy constraint: '{prefix}' must be ROOT or a repository \
+        return Err(Error::parameter(
+            "prefix",
+            format!(
+                "'{prefix}' must be ROOT or a repository \
              namespace such as 'prod' or 'team/app'"
-        )));
+            ),
+        ));
     }
     Ok(())
 }
@@ -155,11 +155,11 @@ impl Templates<'_> {
         check_prefix(prefix)?;
         t.check()?;
         if self.meta.templates().await?.len() >= MAX_TEMPLATES {
-            return Err(Error::Validation(format!("a registry may have at most {MAX_TEMPLATES} creation templates")));
+            return Err(Error::validation(format!("a registry may have at most {MAX_TEMPLATES} creation templates")));
         }
         let body = serde_json::to_string(&t).expect("templates serialize");
         let row = self.meta.put_template(prefix, &body, true).await.map_err(|e| match e {
-            MetaError::AlreadyExists(p) => Error::TemplateAlreadyExists(p),
+            MetaError::AlreadyExists(prefix) => Error::from(Exists::Template { prefix }),
             e => e.into(),
         })?;
         stored_template(row)
@@ -180,13 +180,13 @@ impl Templates<'_> {
             .await?
             .into_iter()
             .find(|t| t.prefix == prefix)
-            .ok_or_else(|| Error::TemplateNotFound(prefix.to_string()))?;
+            .ok_or_else(|| NotFound::Template { prefix: prefix.to_string() })?;
         let mut t = stored_template(current)?.template;
         update(&mut t);
         t.check()?;
         let body = serde_json::to_string(&t).expect("templates serialize");
         let row = self.meta.put_template(prefix, &body, false).await.map_err(|e| match e {
-            MetaError::NotFound(p) => Error::TemplateNotFound(p),
+            MetaError::NotFound(prefix) => Error::from(NotFound::Template { prefix }),
             e => e.into(),
         })?;
         stored_template(row)
@@ -195,8 +195,11 @@ impl Templates<'_> {
     pub async fn delete_template(&self, caller: &Caller, registry: &str, prefix: &str) -> Result<StoredTemplate> {
         self.allow(caller, registry, "ecr:DeleteRepositoryCreationTemplate").await?;
         check_prefix(prefix)?;
-        let row =
-            self.meta.delete_template(prefix).await?.ok_or_else(|| Error::TemplateNotFound(prefix.to_string()))?;
+        let row = self
+            .meta
+            .delete_template(prefix)
+            .await?
+            .ok_or_else(|| NotFound::Template { prefix: prefix.to_string() })?;
         stored_template(row)
     }
 

@@ -80,10 +80,10 @@ mod tests {
         assert!(t.failed_at(Some(ip), now).is_some(), "past the limit");
         assert!(t.failed_at(Some(other), now).is_none(), "other addresses are not");
         assert!(t.failed_at(Some(ip), now + WINDOW + Duration::from_secs(1)).is_none(), "failures age out");
-        let e = t.refuse(Some(other), Error::Unauthorized("bad".into()));
-        assert!(matches!(e, Error::Unauthorized(_)), "the own error below the limit");
+        let e = t.refuse(Some(other), Error::unauthenticated("bad".into()));
+        assert!(matches!(e, Error::Unauthenticated { .. }), "the own error below the limit");
         assert!(
-            t.refuse(None, Error::Unauthorized("x".into())).to_string().contains('x'),
+            t.refuse(None, Error::unauthenticated("x".into())).to_string().contains('x'),
             "no address: never throttled"
         );
     }

@@ -101,11 +101,11 @@ impl Auth {
     }
 
     fn check(&self, key: &TokenKey, token: &str, what: &str) -> Result<(Principal, Claims)> {
-        let bad = || Error::Unauthorized(format!("the {what} is not valid; log in again"));
+        let bad = || Error::unauthenticated(format!("the {what} is not valid; log in again"));
         let payload = key.verify(token).ok_or_else(bad)?;
         let c: Claims = serde_json::from_slice(&payload).map_err(|_| bad())?;
         if c.e <= now_secs() {
-            return Err(Error::Unauthorized(format!("the {what} has expired; log in again")));
+            return Err(Error::unauthenticated(format!("the {what} has expired; log in again")));
         }
         // Whether its key still stands is the registry's check (it knows the stored keys).
         Ok((Principal { arn: c.p.clone(), access_key_id: c.k.clone(), expires: None }, c))
@@ -129,12 +129,12 @@ impl Auth {
 
     /// The token's principal (`None`: issued to an anonymous caller) and scopes.
     pub fn check_bearer(&self, token: &str) -> Result<(Option<Principal>, Vec<Scope>)> {
-        let bad = || Error::Unauthorized("the bearer token is not valid; log in again".into());
+        let bad = || Error::unauthenticated("the bearer token is not valid; log in again".into());
         let payload = self.bearer.verify(token).ok_or_else(bad)?;
         let c: Claims = serde_json::from_slice(&payload).map_err(|_| bad())?;
         if c.k.is_empty() {
             if c.e <= now_secs() {
-                return Err(Error::Unauthorized("the bearer token has expired".into()));
+                return Err(Error::unauthenticated("the bearer token has expired".into()));
             }
             return Ok((None, c.s));
         }
@@ -154,12 +154,12 @@ impl Auth {
     }
 
     pub fn check_download(&self, repo: &str, digest: &str, expires: &str, signature: &str) -> Result<()> {
-        let e: i64 = expires.parse().map_err(|_| Error::Unauthorized("malformed download URL".into()))?;
+        let e: i64 = expires.parse().map_err(|_| Error::unauthenticated("malformed download URL".into()))?;
         if !self.download.verify_hex(&Self::download_message(repo, digest, e), signature) {
-            return Err(Error::Unauthorized("the download URL's signature is not valid".into()));
+            return Err(Error::unauthenticated("the download URL's signature is not valid".into()));
         }
         if e <= now_secs() {
-            return Err(Error::Unauthorized("the download URL has expired; ask for a new one".into()));
+            return Err(Error::unauthenticated("the download URL has expired; ask for a new one".into()));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use berth_blob::FsBlobStore;
 use berth_core::{Algorithm, RepoName};
 use berth_meta::Meta;
+use berth_service::error::NotFound;
 use berth_service::{Caller, Error, Registry};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -65,19 +66,28 @@ async fn tag_moves_and_deletes_are_never_served_stale() {
     // Deleting the tag, then the manifest by digest.
     reg.content().get_manifest(&op, &repo, "moving").await.unwrap();
     reg.content().delete_manifest(&op, &repo, "moving").await.unwrap();
-    assert!(matches!(reg.content().get_manifest(&op, &repo, "moving").await, Err(Error::ManifestUnknown(_))));
+    assert!(matches!(
+        reg.content().get_manifest(&op, &repo, "moving").await,
+        Err(Error::NotFound(NotFound::Manifest { .. }))
+    ));
     let last = &digests[199 % manifests.len()];
     reg.content().put_manifest(&op, &repo, "again", &[], None, &manifests[199 % manifests.len()]).await.unwrap();
     reg.content().get_manifest(&op, &repo, "again").await.unwrap();
     reg.content().get_manifest(&op, &repo, last).await.unwrap();
     reg.content().delete_manifest(&op, &repo, last).await.unwrap();
-    assert!(matches!(reg.content().get_manifest(&op, &repo, "again").await, Err(Error::ManifestUnknown(_))));
-    assert!(matches!(reg.content().get_manifest(&op, &repo, last).await, Err(Error::ManifestUnknown(_))));
+    assert!(matches!(
+        reg.content().get_manifest(&op, &repo, "again").await,
+        Err(Error::NotFound(NotFound::Manifest { .. }))
+    ));
+    assert!(matches!(
+        reg.content().get_manifest(&op, &repo, last).await,
+        Err(Error::NotFound(NotFound::Manifest { .. }))
+    ));
     // Blob links too.
     let lone = berth_crypto::digest_of(Algorithm::Sha256, b"lone");
     let body = futures_util::stream::iter([Ok(Bytes::from_static(b"lone"))]).boxed();
     reg.content().push_blob(&op, &repo, &lone, body).await.unwrap();
     assert_eq!(reg.content().stat_blob(&op, &repo, &lone).await.unwrap(), 4);
     reg.content().delete_blob(&op, &repo, &lone).await.unwrap();
-    assert!(matches!(reg.content().stat_blob(&op, &repo, &lone).await, Err(Error::BlobUnknown(_))));
+    assert!(matches!(reg.content().stat_blob(&op, &repo, &lone).await, Err(Error::NotFound(NotFound::Blob { .. }))));
 }

@@ -18,7 +18,7 @@ pub use uploads::{BodyStream, UploadStatus};
 use crate::access::Access;
 use crate::caller::Caller;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, InvalidKind, NotFound, Result, Unavailable};
 use crate::model::{
     BlobRead, Children, ImageFailure, ImageId, MAX_PAGE, Manifest, Page, PutManifest, RangeRequest, Via, resolve_range,
     visible_page,
@@ -67,7 +67,7 @@ impl<'a> Content<'a> {
         }
         let seen = self.caches.content.snapshot(repo.as_str());
         let size = self.meta.repo_blob(id, &key).await?;
-        let size = size.ok_or_else(|| Error::BlobUnknown(key.clone()))? as u64;
+        let size = size.ok_or_else(|| NotFound::Blob { digest: key.clone() })? as u64;
         self.caches.content.put_blob(repo.as_str(), seen, &key, size);
         Ok(size)
     }
@@ -118,7 +118,7 @@ impl<'a> Content<'a> {
         let key = digest.to_string();
         let found = self.meta.unlink_blob(id, &key).await?;
         self.caches.content.drop_blob(repo.as_str(), &key);
-        if found { Ok(()) } else { Err(Error::BlobUnknown(digest.to_string())) }
+        if found { Ok(()) } else { Err(NotFound::Blob { digest: digest.to_string() }.into()) }
     }
 
     /// Links a blob that another repository holds into `repo` (`ecr:InitiateLayerUpload`
@@ -175,7 +175,9 @@ impl<'a> Content<'a> {
                 r => return r.map_err(Error::from),
             }
         }
-        Err(Error::Busy(format!("blob {key} is being garbage-collected right now; push it again in a moment")))
+        Err(Error::Unavailable(Unavailable::Busy(format!(
+            "blob {key} is being garbage-collected right now; push it again in a moment"
+        ))))
     }
 
     // ---- manifests ----
@@ -224,7 +226,11 @@ impl<'a> Content<'a> {
         via: Via,
     ) -> Result<(PutManifest, PutOutcome)> {
         if body.len() > MAX_MANIFEST_SIZE {
-            return Err(Error::ManifestTooLarge(body.len()));
+            let size = body.len();
+            return Err(Error::invalid(
+                InvalidKind::ManifestTooLarge { size },
+                format!("manifest is {size} bytes; the limit is {MAX_MANIFEST_SIZE}"),
+            ));
         }
         self.check_space()?;
         let algorithm = digest.map_or(Algorithm::Sha256, |d| d.algorithm());
@@ -232,7 +238,10 @@ impl<'a> Content<'a> {
         if let Some(d) = digest
             && *d != actual
         {
-            return Err(Error::DigestInvalid(format!("manifest digest is {actual}, not {d} as the URL says")));
+            return Err(Error::invalid(
+                InvalidKind::Digest,
+                format!("manifest digest is {actual}, not {d} as the URL says"),
+            ));
         }
         let digest = actual;
         let parsed = parse_manifest(body, content_type)?;
@@ -245,7 +254,7 @@ impl<'a> Content<'a> {
             .collect();
         let children: Vec<String> = parsed.children.iter().map(|c| c.digest.to_string()).collect();
         if children.contains(&digest.to_string()) {
-            return Err(Error::ManifestInvalid("an index cannot contain itself".into()));
+            return Err(Error::invalid(InvalidKind::Manifest, "an index cannot contain itself".into()));
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).expect("a JSON map serializes"));
@@ -278,7 +287,9 @@ impl<'a> Content<'a> {
             )
             .await
             .map_err(|e| match e {
-                berth_meta::MetaError::TagImmutable(tag) => Error::TagImmutable { repo: repo.to_string(), tag },
+                berth_meta::MetaError::TagImmutable(tag) => {
+                    Error::from(Conflict::TagImmutable { key: repo.to_string(), tag })
+                }
                 e => e.into(),
             })?;
         if let Some(t) = tag {
@@ -304,10 +315,8 @@ impl<'a> Content<'a> {
     ) -> Result<Arc<Manifest>> {
         let m = self.get_manifest(caller, repo, reference).await?;
         if !accepts(&m.media_type) {
-            return Err(Error::ManifestUnknown(format!(
-                "{reference} (it is a {}, which the Accept header does not include)",
-                m.media_type
-            )));
+            let why = format!("it is a {}, which the Accept header does not include", m.media_type);
+            return Err(NotFound::Manifest { reference: reference.to_string(), why: Some(why) }.into());
         }
         ScanConfig(self.0).check_pull(repo, &m.digest).await?;
         self.record_pull(repo, &m.digest);
@@ -330,7 +339,7 @@ impl<'a> Content<'a> {
             Reference::Tag(t) => self.meta.get_manifest_by_tag(id, t.as_str()).await?,
             Reference::Digest(d) => self.meta.get_manifest(id, &d.to_string()).await?,
         };
-        let row = row.ok_or_else(|| Error::ManifestUnknown(reference.to_string()))?;
+        let row = row.ok_or_else(|| NotFound::Manifest { reference: reference.to_string(), why: None })?;
         let m = Arc::new(Manifest::from(row));
         self.caches.content.put_manifest(name, seen, tag, &m);
         Ok(m)
@@ -357,7 +366,7 @@ impl<'a> Content<'a> {
                 found
             }
         };
-        if found { Ok(()) } else { Err(Error::ManifestUnknown(reference.to_string())) }
+        if found { Ok(()) } else { Err(NotFound::Manifest { reference: reference.to_string(), why: None }.into()) }
     }
 
     /// An image id's manifest; the failure (as BatchGetImage reports it) otherwise.
@@ -398,16 +407,7 @@ impl<'a> Content<'a> {
         let (_, row) = self.repos().repository(key).await?;
         match self.resolve(row.id, id).await? {
             Ok(m) => Ok(m.digest.clone()),
-            Err(f) => {
-                let (registry, name) = self.split_key(key);
-                Err(Error::ImageNotFound(format!(
-                    "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository \
-                     with name '{name}' in the registry with id '{registry}' ({})",
-                    id.digest.as_deref().unwrap_or("null"),
-                    id.tag.as_deref().unwrap_or("null"),
-                    f.reason
-                )))
-            }
+            Err(f) => Err(NotFound::Image { key: key.to_string(), id: id.clone(), reason: f.reason }.into()),
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::caller::Caller;
 use crate::content::Content;
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidKind, NotFound, Result};
 use crate::repositories::Repositories;
 
 /// A request body as the service consumes it.
@@ -66,12 +66,13 @@ impl<'a> Content<'a> {
 
     async fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
         if berth_blob::check_upload_id(id).is_err() {
-            return Err(Error::UploadUnknown(id.to_string()));
+            return Err(Error::from(NotFound::Upload { id: id.to_string() }));
         }
-        let row = self.meta.get_upload(id).await?.ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        let row =
+            self.meta.get_upload(id).await?.ok_or_else(|| Error::from(NotFound::Upload { id: id.to_string() }))?;
         match Repositories(self.0).existing_repo(repo).await {
             Ok(r) if r == row.repo_id => Ok(row),
-            _ => Err(Error::UploadUnknown(id.to_string())),
+            _ => Err(Error::from(NotFound::Upload { id: id.to_string() })),
         }
     }
 
@@ -141,7 +142,10 @@ impl<'a> Content<'a> {
         if let Some(start) = start
             && start != current
         {
-            return Err(Error::ChunkOutOfOrder { start, current });
+            return Err(Error::invalid(
+                InvalidKind::Chunk { start, current },
+                format!("chunk starts at {start} but the upload holds {current} bytes"),
+            ));
         }
         let hasher = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
         let state = backend_state(row);
@@ -163,16 +167,18 @@ impl<'a> Content<'a> {
         mut body: BodyStream,
     ) -> Result<(u64, Option<Hasher>, UploadState)> {
         let mut writer = self.blobs.write_part(id, state, offset).await.map_err(|e| match e {
-            BlobError::UploadSize { .. } => Error::UploadInvalid(format!(
-                "upload {id} is damaged (its stored data is shorter than recorded); start a new upload"
-            )),
+            BlobError::UploadSize { .. } => Error::invalid(
+                InvalidKind::Upload,
+                format!("upload {id} is damaged (its stored data is shorter than recorded); start a new upload"),
+            ),
             other => other.into(),
         })?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let receive = async move {
             let mut buf = BytesMut::new();
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| Error::UploadInvalid(format!("reading the request body: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| Error::invalid(InvalidKind::Upload, format!("reading the request body: {e}")))?;
                 if buf.is_empty() && chunk.len() >= CHUNK {
                     if tx.send(chunk).await.is_err() {
                         return Ok(());
@@ -262,7 +268,10 @@ impl<'a> Content<'a> {
             _ => self.rehash_upload(id, &state, digest.algorithm()).await?,
         };
         if actual != *digest {
-            return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest} as given")));
+            return Err(Error::invalid(
+                InvalidKind::Digest,
+                format!("uploaded content has digest {actual}, not {digest} as given"),
+            ));
         }
         self.claim_blob(digest).await?;
         match self.blobs.commit(id, &state, digest, size).await {
@@ -319,9 +328,10 @@ impl<'a> Content<'a> {
             let actual = hasher.map(Hasher::finish);
             if actual.as_ref() != Some(digest) {
                 let actual = actual.map_or_else(|| "unknown".into(), |d| d.to_string());
-                return Err(Error::DigestInvalid(format!(
-                    "uploaded content has digest {actual}, not {digest} as given"
-                )));
+                return Err(Error::invalid(
+                    InvalidKind::Digest,
+                    format!("uploaded content has digest {actual}, not {digest} as given"),
+                ));
             }
             self.claim_blob(digest).await?;
             self.blobs.commit(&id, &state, digest, size).await?;

@@ -28,7 +28,7 @@ use crate::audit::AuditEvent;
 use crate::caller::Caller;
 use crate::content::Content;
 use crate::core::domain;
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, InvalidKind, NotFound, Result};
 use crate::events::Consume;
 use crate::model::ImageId;
 use crate::repositories::Repositories;
@@ -214,10 +214,9 @@ impl<'a> Scanning<'a> {
     pub async fn import_osv(&self, caller: &Caller, path: &Path) -> Result<ImportReport> {
         caller.require_operator("import vulnerability data")?;
         let mut files = Vec::new();
-        osv_files(path, &mut files)
-            .map_err(|e| Error::InvalidParameter(format!("cannot read {}: {e}", path.display())))?;
+        osv_files(path, &mut files).map_err(|e| Error::bad_request(format!("cannot read {}: {e}", path.display())))?;
         if files.is_empty() {
-            return Err(Error::InvalidParameter(format!(
+            return Err(Error::bad_request(format!(
                 "{} holds no OSV records (.json files or .zip archives of them)",
                 path.display()
             )));
@@ -288,7 +287,7 @@ impl<'a> Scanning<'a> {
             }
             let wait = self.settings.manual_scan_interval.as_millis() as i64;
             if now - prev.started_at < wait {
-                return Err(Error::LimitExceeded(format!(
+                return Err(Error::quota(format!(
                     "The scan quota per image has been exceeded: image {digest} was scanned at {}; it can be \
                      scanned again after {} (manual_scan_interval). New vulnerability data is matched against \
                      stored inventories without a rescan.",
@@ -395,9 +394,9 @@ impl<'a> Scanning<'a> {
                     inventory: serde_json::to_string(&scanned.inventories).ok(),
                 }
             }
-            Err(Error::UnsupportedImage(why)) => ScanRow {
+            Err(Error::Invalid(Invalid { kind: InvalidKind::UnsupportedImage, reason, .. })) => ScanRow {
                 status: "UNSUPPORTED_IMAGE".into(),
-                description: Some(why),
+                description: Some(reason),
                 started_at: scan.started_at,
                 completed_at: Some(now),
                 ..Default::default()
@@ -435,11 +434,9 @@ impl<'a> Scanning<'a> {
 
     async fn sbom(&self, repo: &RepoName, row: &RepoRow, digest: &str) -> Result<serde_json::Value> {
         let Some((at, inventory)) = self.meta.scan_inventory(row.id, digest).await? else {
-            return Err(Error::ScanNotFound(format!(
-                "no completed scan of {digest} in repository '{}': the SBOM comes from a scan's inventory \
-                 (StartImageScan)",
-                repo.name()
-            )));
+            return Err(
+                NotFound::Scan { key: repo.to_string(), digest: digest.into(), tag: None, completed: true }.into()
+            );
         };
         let inventories: Vec<Inventory> =
             serde_json::from_str(&inventory).map_err(|e| Error::Internal(format!("stored inventory: {e}")))?;
@@ -602,7 +599,7 @@ impl<'a> Scanning<'a> {
         }
         drop(tx);
         let r = worker.await.map_err(|e| Error::Internal(e.to_string()))?;
-        r.map_err(|e| Error::InvalidLayer(format!("{layer}: {e}")))
+        r.map_err(|e| Error::invalid(InvalidKind::Layer, format!("{layer}: {e}")))
     }
 
     /// Inventories an image (each platform of an index) and matches it.
@@ -620,7 +617,7 @@ impl<'a> Scanning<'a> {
             for child in &parsed.children {
                 // A sparse index lists platforms that were never pushed here: nothing to scan.
                 match Box::pin(self.inventories(repo, &child.digest.to_string(), out)).await {
-                    Err(Error::ManifestUnknown(_)) => {}
+                    Err(Error::NotFound(NotFound::Manifest { .. })) => {}
                     r => r?,
                 }
             }
@@ -628,10 +625,13 @@ impl<'a> Scanning<'a> {
         }
         let config = parsed.blobs.first().map(|d| d.media_type.as_str()).unwrap_or_default();
         if !IMAGE_CONFIGS.contains(&config) {
-            return Err(Error::UnsupportedImage(format!(
-                "The operation is not supported for this image: {digest} is not a container image (config media \
+            return Err(Error::invalid(
+                InvalidKind::UnsupportedImage,
+                format!(
+                    "The operation is not supported for this image: {digest} is not a container image (config media \
                  type {config:?})"
-            )));
+                ),
+            ));
         }
         // The config is the first blob; the layers follow. A layer scanned before (in any image)
         // is not read again; the others are read in parallel.
