@@ -3,7 +3,7 @@
 
     oci_image.py OUT TAG [--os-arch linux/amd64] gz:DIR zstd:DIR tar:DIR ...
 
-Each DIR is archived with GNU tar (numeric owners, sorted names) and compressed as named; whiteout
+An image written to an existing layout joins the others there (replacing one of the same tag). Each DIR is archived with GNU tar (numeric owners, sorted names) and compressed as named; whiteout
 files (`.wh.NAME`) are ordinary files in DIR, as in any layer."""
 import gzip, hashlib, json, os, subprocess, sys
 
@@ -16,6 +16,10 @@ def blob(out, data, media):
 
 def main():
     out, tag, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+    os_name, arch = "linux", "amd64"
+    if specs[:1] == ["--os-arch"]:
+        os_name, arch = specs[1].split("/", 1)
+        specs = specs[2:]
     layers, diff_ids = [], []
     for spec in specs:
         kind, path = spec.split(":", 1)
@@ -32,7 +36,7 @@ def main():
             layers.append(blob(out, raw, "application/vnd.oci.image.layer.v1.tar"))
         else:
             sys.exit(f"unknown layer kind {kind}")
-    config = {"architecture": "amd64", "os": "linux",
+    config = {"architecture": arch, "os": os_name,
               "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
               "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     cfg = blob(out, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
@@ -40,8 +44,12 @@ def main():
                 "config": cfg, "layers": layers}
     m = blob(out, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
     m["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    others = []
+    if os.path.exists(f"{out}/index.json"):
+        others = [x for x in json.load(open(f"{out}/index.json"))["manifests"]
+                  if x.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
     with open(f"{out}/index.json", "w") as f:
-        json.dump({"schemaVersion": 2, "manifests": [m]}, f)
+        json.dump({"schemaVersion": 2, "manifests": others + [m]}, f)
     with open(f"{out}/oci-layout", "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
     print(m["digest"])
