@@ -73,7 +73,7 @@ pub struct AppState {
 
 /// Prometheus metrics (counts only; nothing about repositories or callers).
 pub(crate) async fn metrics(st: State<AppState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.registry.counters().render()).into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.registry.metrics().await).into_response()
 }
 
 /// The client's address, when the server was started with connection info.

@@ -460,6 +460,20 @@ async fn put_image_is_scanned_on_push(s: Server) {
     assert_eq!(v["imageScanStatus"]["status"], "IN_PROGRESS", "{v}");
     let d = s.ecr_ok("DescribeImages", json!({"repositoryName": repo})).await;
     assert_eq!(d["imageDetails"][0]["imageScanStatus"]["status"], "IN_PROGRESS", "{d}");
+    // Queued as a job no worker holds: /metrics counts it.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = s.req(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+        if metrics.contains("berth_jobs{queue=\"scan\"} 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("berth_jobs{queue=\"scan\"} 1\n")
+            && metrics.contains("berth_jobs_running{queue=\"scan\"} 0\n"),
+        "{metrics}"
+    );
     let s = s.restart().await;
     let mut last = Value::Null;
     for _ in 0..200 {

@@ -154,6 +154,30 @@ impl Core {
         &self.counters
     }
 
+    /// `/metrics`: this process's counters, and the jobs every node shares (from the database;
+    /// left out when it cannot be read, so the endpoint still answers).
+    pub async fn metrics(&self) -> String {
+        let mut out = self.counters.render();
+        match self.meta.job_counts(berth_meta::now_ms()).await {
+            Ok(queues) => {
+                out.push_str(
+                    "# HELP berth_jobs Jobs waiting or running, per queue (all nodes).\n# TYPE berth_jobs gauge\n",
+                );
+                for (queue, c) in &queues {
+                    out.push_str(&format!("berth_jobs{{queue=\"{queue}\"}} {}\n", c.queued));
+                }
+                out.push_str(
+                    "# HELP berth_jobs_running Jobs a live lease holds, per queue (all nodes).\n# TYPE berth_jobs_running gauge\n",
+                );
+                for (queue, c) in &queues {
+                    out.push_str(&format!("berth_jobs_running{{queue=\"{queue}\"}} {}\n", c.running));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "job counts for /metrics"),
+        }
+        out
+    }
+
     /// This process's name in job claims.
     pub fn node(&self) -> Arc<str> {
         self.node.clone()
