@@ -224,12 +224,12 @@ pub fn ecr_message(e: &Error, registry_id: &str) -> String {
                     parts(key, registry_id).1
                 )
             }
-            NotFound::Image { key, id, reason } => {
+            NotFound::Image { key, digest, tag, reason } => {
                 let (registry, name) = parts(key, registry_id);
                 format!(
                     "The image with imageId {} does not exist within the repository with name '{name}' in the \
                      registry with id '{registry}' ({reason})",
-                    describe_id(id)
+                    describe_id(digest.as_deref(), tag.as_deref())
                 )
             }
             NotFound::Template { prefix } => format!("No repository creation template with prefix '{prefix}' exists"),

@@ -6,8 +6,6 @@ use berth_blob::BlobError;
 use berth_core::{DigestError, ManifestError, NameError};
 use berth_meta::MetaError;
 
-use crate::model::ImageId;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// What the call names does not exist.
@@ -70,8 +68,8 @@ pub enum NotFound {
     #[error("manifest {reference} not found{}", why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default())]
     Manifest { reference: String, why: Option<String> },
     /// An image the ECR API names by id.
-    #[error("image {} not found in repository {key} ({reason})", describe_id(id))]
-    Image { key: String, id: ImageId, reason: String },
+    #[error("image {} not found in repository {key} ({reason})", describe_id(digest.as_deref(), tag.as_deref()))]
+    Image { key: String, digest: Option<String>, tag: Option<String>, reason: String },
     /// What a manifest references that the repository lacks (`blob <digest>`, `manifest <digest>`).
     #[error("manifest references content that is not in the repository: {}", .0.join(", "))]
     References(Vec<String>),
@@ -104,12 +102,8 @@ pub enum NotFound {
 }
 
 /// `{imageDigest:'..', imageTag:'..'}`, as ECR prints image ids.
-pub fn describe_id(id: &ImageId) -> String {
-    format!(
-        "{{imageDigest:'{}', imageTag:'{}'}}",
-        id.digest.as_deref().unwrap_or("null"),
-        id.tag.as_deref().unwrap_or("null")
-    )
+pub fn describe_id(digest: Option<&str>, tag: Option<&str>) -> String {
+    format!("{{imageDigest:'{}', imageTag:'{}'}}", digest.unwrap_or("null"), tag.unwrap_or("null"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -231,7 +231,12 @@ impl<'a> Images<'a> {
             let mut items: Vec<ImageRow> = Vec::new();
             for id in ids {
                 let m = self.content().resolve(row.id, id).await?.map_err(|f| {
-                    Error::from(NotFound::Image { key: name.to_string(), id: id.clone(), reason: f.reason })
+                    Error::from(NotFound::Image {
+                        key: name.to_string(),
+                        digest: id.digest.clone(),
+                        tag: id.tag.clone(),
+                        reason: f.reason,
+                    })
                 })?;
                 if items.iter().any(|i| i.digest == m.digest) {
                     continue;

@@ -407,7 +407,13 @@ impl<'a> Content<'a> {
         let (_, row) = self.repos().repository(key).await?;
         match self.resolve(row.id, id).await? {
             Ok(m) => Ok(m.digest.clone()),
-            Err(f) => Err(NotFound::Image { key: key.to_string(), id: id.clone(), reason: f.reason }.into()),
+            Err(f) => Err(NotFound::Image {
+                key: key.to_string(),
+                digest: id.digest.clone(),
+                tag: id.tag.clone(),
+                reason: f.reason,
+            }
+            .into()),
         }
     }
 
