@@ -492,3 +492,46 @@ async fn put_image_is_scanned_on_push(s: Server) {
     assert!(stored.detail.as_deref().unwrap().contains("put_image"), "{stored:?}");
 }
 both!(put_image_is_scanned_on_push);
+
+/// A tag put on an image stored before scan on push was turned on (PutImage of the same
+/// manifest, as `aws ecr put-image` retags) gets the image scanned; once scanned, more tags
+/// start no scan (scans are per digest).
+async fn a_new_tag_scans_an_image_never_scanned(s: Server) {
+    let repo = "late-scan";
+    s.ecr_ok("CreateRepository", json!({"repositoryName": repo})).await;
+    let layer = gz_layer(&[("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"), ("var/lib/dpkg/status", STATUS)]);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let m = image_manifest(
+        &s.push_blob(repo, config).await,
+        config.len(),
+        &[(s.push_blob(repo, &layer).await, layer.len())],
+    );
+    let manifest = String::from_utf8(m).unwrap();
+    s.ecr_ok("PutImage", json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "1"})).await;
+    let (_, v) =
+        s.ecr("DescribeImageScanFindings", json!({"repositoryName": repo, "imageId": {"imageTag": "1"}})).await;
+    assert_eq!(v["__type"], "ScanNotFoundException", "no scan on push yet: {v}");
+    s.ecr_ok(
+        "PutImageScanningConfiguration",
+        json!({"repositoryName": repo, "imageScanningConfiguration": {"scanOnPush": true}}),
+    )
+    .await;
+    s.ecr_ok("PutImage", json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "2"})).await;
+    let id = json!({"repositoryName": repo, "imageId": {"imageTag": "2"}});
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = s.ecr_ok("DescribeImageScanFindings", id.clone()).await;
+        if last["imageScanStatus"]["status"] != "IN_PROGRESS" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["imageScanStatus"]["status"], "COMPLETE", "{last}");
+    let first = last["imageScanFindings"]["imageScanCompletedAt"].clone();
+    s.ecr_ok("PutImage", json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "3"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the consumer has long read the event
+    let again = s.ecr_ok("DescribeImageScanFindings", id).await;
+    assert_eq!(again["imageScanStatus"]["status"], "COMPLETE", "{again}");
+    assert_eq!(again["imageScanFindings"]["imageScanCompletedAt"], first, "a tag rescanned a scanned image");
+}
+both!(a_new_tag_scans_an_image_never_scanned);

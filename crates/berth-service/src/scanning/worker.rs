@@ -90,7 +90,11 @@ impl Consume for ScanOnPush {
     const NAME: &'static str = "scan_on_push";
 
     async fn consume(&mut self, e: &EventRow) -> Result<()> {
-        let (Some(EventKind::ManifestStored), Some(digest)) = (e.kind, e.digest.as_deref()) else { return Ok(()) };
+        let (Some(kind @ (EventKind::ManifestStored | EventKind::TagMoved)), Some(digest)) =
+            (e.kind, e.digest.as_deref())
+        else {
+            return Ok(());
+        };
         let Ok(repo) = RepoName::parse_key(&e.repo) else { return Ok(()) };
         let r = &*self.core;
         let Some(row) = r.meta.get_repo(repo.as_str()).await? else { return Ok(()) };
@@ -99,6 +103,12 @@ impl Consume for ScanOnPush {
         }
         // Deleted again since: nothing to scan.
         if r.meta.get_manifest(row.id, digest).await?.is_none() {
+            return Ok(());
+        }
+        // A tag put on an image stored before (a re-push, PutImage of the same manifest): scanned
+        // only if it never was, as when scan on push was turned on after the image came. Scans
+        // are per digest; a new tag adds nothing to scan.
+        if kind == EventKind::TagMoved && r.meta.scan(row.id, digest).await?.is_some() {
             return Ok(());
         }
         let job = ScanJob {
