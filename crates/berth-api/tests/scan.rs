@@ -70,7 +70,7 @@ fn osv_dir() -> tempfile::TempDir {
 }
 
 async fn wait_complete(s: &Server, repo: &str, tag: &str) -> Value {
-    for _ in 0..100 {
+    for _ in 0..200 {
         let v =
             s.ecr_ok("DescribeImageScanFindings", json!({"repositoryName": repo, "imageId": {"imageTag": tag}})).await;
         if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
@@ -475,14 +475,7 @@ async fn put_image_is_scanned_on_push(s: Server) {
         "{metrics}"
     );
     let s = s.restart().await;
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = s.ecr_ok("DescribeImageScanFindings", id.clone()).await;
-        if last["imageScanStatus"]["status"] != "IN_PROGRESS" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = wait_complete(&s, repo, "put").await;
     assert_eq!(last["imageScanStatus"]["status"], "COMPLETE", "{last}");
     // The outbox holds the push and the scan's outcome.
     let events = s.meta.events_after(0, 1000).await.unwrap();
@@ -518,14 +511,7 @@ async fn a_new_tag_scans_an_image_never_scanned(s: Server) {
     .await;
     s.ecr_ok("PutImage", json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "2"})).await;
     let id = json!({"repositoryName": repo, "imageId": {"imageTag": "2"}});
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = s.ecr_ok("DescribeImageScanFindings", id.clone()).await;
-        if last["imageScanStatus"]["status"] != "IN_PROGRESS" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = wait_complete(&s, repo, "2").await;
     assert_eq!(last["imageScanStatus"]["status"], "COMPLETE", "{last}");
     let first = last["imageScanFindings"]["imageScanCompletedAt"].clone();
     s.ecr_ok("PutImage", json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "3"})).await;

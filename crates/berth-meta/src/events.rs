@@ -65,6 +65,14 @@ pub struct EventRow {
 /// Lock that orders PostgreSQL writers of events (see the module comment).
 const EVENT_ORDER_LOCK: i64 = 7348212;
 
+/// Takes the event-order lock for the rest of the transaction (PostgreSQL; SQLite has one writer).
+async fn order_events(c: &mut AnyConnection) -> Result<()> {
+    if c.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
 /// Writes an event about repository `repo_id` in the current transaction.
 pub(crate) async fn record(
     c: &mut AnyConnection,
@@ -74,9 +82,7 @@ pub(crate) async fn record(
     tag: Option<&str>,
     detail: Option<&str>,
 ) -> Result<()> {
-    if c.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut *c).await?;
-    }
+    order_events(c).await?;
     sqlx::query(
         "INSERT INTO events (kind, repo, digest, tag, detail, created_at) \
          SELECT $1, name, $2, $3, $4, $5 FROM repositories WHERE id = $6",
@@ -94,9 +100,7 @@ pub(crate) async fn record(
 
 /// Writes an `image_deleted` event for every image of repository `repo_id` (before they go with it).
 pub(crate) async fn record_repo_images_deleted(c: &mut AnyConnection, repo_id: i64, detail: &str) -> Result<()> {
-    if c.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut *c).await?;
-    }
+    order_events(c).await?;
     sqlx::query(
         "INSERT INTO events (kind, repo, digest, tag, detail, created_at) \
          SELECT $1, r.name, m.digest, NULL, $2, $3 FROM manifests m JOIN repositories r ON r.id = m.repo_id \
@@ -187,20 +191,24 @@ impl Meta {
         .await
     }
 
-    /// Whether an event of `kind` about image `digest` of `repo` is past `consumer`'s cursor
+    /// Whether an event of one of `kinds` about image `digest` of `repo` is past `consumer`'s cursor
     /// (written, not consumed yet).
-    pub async fn event_pending(&self, consumer: &str, kind: EventKind, repo: &str, digest: &str) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 FROM events e WHERE e.repo = $1 AND e.digest = $2 AND e.kind = $3 \
-             AND e.id > COALESCE((SELECT position FROM event_cursors WHERE consumer = $4), 0) LIMIT 1",
-        )
-        .bind(repo)
-        .bind(digest)
-        .bind(kind.as_str())
-        .bind(consumer)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.is_some())
+    pub async fn event_pending(&self, consumer: &str, kinds: &[EventKind], repo: &str, digest: &str) -> Result<bool> {
+        if kinds.is_empty() {
+            return Ok(false);
+        }
+        let marks: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "SELECT 1 FROM events e WHERE e.repo = $1 AND e.digest = $2 AND e.kind IN ({}) \
+             AND e.id > COALESCE((SELECT position FROM event_cursors WHERE consumer = $3), 0) LIMIT 1",
+            marks.join(", ")
+        );
+        // Only placeholders are formatted in; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).bind(digest).bind(consumer);
+        for k in kinds {
+            q = q.bind(k.as_str());
+        }
+        Ok(q.fetch_optional(&self.read).await?.is_some())
     }
 
     /// Deletes events written before `before` (ms) that every consumer has read. How many went.

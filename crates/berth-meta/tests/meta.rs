@@ -282,10 +282,10 @@ async fn changes_write_events_in_their_transaction() {
         assert!(events[7].detail.as_deref().unwrap().contains("repository_deleted"), "{name}");
         // Cursors move by compare-and-set; pruning keeps what a consumer has not read.
         assert_eq!(m.event_cursor("c", 0).await.unwrap(), 0, "{name}");
-        assert!(m.event_pending("c", EventKind::ManifestStored, "app", &two).await.unwrap(), "{name}");
+        assert!(m.event_pending("c", &[EventKind::ManifestStored], "app", &two).await.unwrap(), "{name}");
         assert!(m.advance_event_cursor("c", 0, events[4].id).await.unwrap(), "{name}");
         assert!(!m.advance_event_cursor("c", 0, events[5].id).await.unwrap(), "{name}: not at 0 any more");
-        assert!(!m.event_pending("c", EventKind::ManifestStored, "app", &two).await.unwrap(), "{name}");
+        assert!(!m.event_pending("c", &[EventKind::ManifestStored], "app", &two).await.unwrap(), "{name}");
         assert_eq!(m.prune_events(berth_meta::now_ms() + 1).await.unwrap(), 5, "{name}");
         assert_eq!(m.events_after(0, 100).await.unwrap().len(), 3, "{name}");
     }

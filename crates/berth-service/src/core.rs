@@ -159,20 +159,7 @@ impl Core {
     pub async fn metrics(&self) -> String {
         let mut out = self.counters.render();
         match self.meta.job_counts(berth_meta::now_ms()).await {
-            Ok(queues) => {
-                out.push_str(
-                    "# HELP berth_jobs Jobs waiting or running, per queue (all nodes).\n# TYPE berth_jobs gauge\n",
-                );
-                for (queue, c) in &queues {
-                    out.push_str(&format!("berth_jobs{{queue=\"{queue}\"}} {}\n", c.queued));
-                }
-                out.push_str(
-                    "# HELP berth_jobs_running Jobs a live lease holds, per queue (all nodes).\n# TYPE berth_jobs_running gauge\n",
-                );
-                for (queue, c) in &queues {
-                    out.push_str(&format!("berth_jobs_running{{queue=\"{queue}\"}} {}\n", c.running));
-                }
-            }
+            Ok(queues) => out.push_str(&crate::metrics::render_jobs(&queues)),
             Err(e) => tracing::warn!(error = %e, "job counts for /metrics"),
         }
         out

@@ -95,3 +95,19 @@ impl Counters {
         out
     }
 }
+
+/// The jobs every node shares, per queue: waiting or running, and held by a live lease.
+pub(crate) fn render_jobs(queues: &[(String, berth_meta::QueueCounts)]) -> String {
+    let mut out =
+        String::from("# HELP berth_jobs Jobs waiting or running, per queue (all nodes).\n# TYPE berth_jobs gauge\n");
+    for (queue, c) in queues {
+        out.push_str(&format!("berth_jobs{{queue=\"{queue}\"}} {}\n", c.queued));
+    }
+    out.push_str(
+        "# HELP berth_jobs_running Jobs a live lease holds, per queue (all nodes).\n# TYPE berth_jobs_running gauge\n",
+    );
+    for (queue, c) in queues {
+        out.push_str(&format!("berth_jobs_running{{queue=\"{queue}\"}} {}\n", c.running));
+    }
+    out
+}

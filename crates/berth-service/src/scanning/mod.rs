@@ -335,8 +335,8 @@ impl<'a> Scanning<'a> {
             None => {
                 // Pushed (or tagged) a moment ago, the scan on push not queued yet: it is as good as
                 // in progress.
-                let pending = self.meta.event_pending(ScanOnPush::NAME, EventKind::ManifestStored, key, digest).await?
-                    || self.meta.event_pending(ScanOnPush::NAME, EventKind::TagMoved, key, digest).await?;
+                let kinds = [EventKind::ManifestStored, EventKind::TagMoved];
+                let pending = self.meta.event_pending(ScanOnPush::NAME, &kinds, key, digest).await?;
                 if pending && self.scans_on_push(repo).await? && self.meta.get_manifest(row.id, digest).await?.is_some()
                 {
                     let scan = ScanRow {
