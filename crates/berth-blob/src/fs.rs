@@ -235,6 +235,13 @@ impl BlobStore for FsBlobStore {
         .await;
         let (file, size) = not_found_as(opened, BlobError::NotFound(digest.clone()))?;
         let range = range.unwrap_or(0..size);
+        if range.end > size {
+            // The record says more than the file holds: damaged storage, never a panic.
+            return Err(BlobError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("blob {digest} holds {size} bytes, fewer than the {} asked for", range.end),
+            )));
+        }
         let len = range.end.saturating_sub(range.start);
         if len < MMAP_MIN {
             let data = blocking(move || {

@@ -5,6 +5,7 @@
 mod fs;
 mod memory;
 pub mod reserve;
+pub mod sealed;
 pub mod testsuite;
 
 use std::io;

@@ -8,13 +8,20 @@
 //! what one instance writes, another continues and reads, as two nodes over one bucket do. Each
 //! check panics with what went wrong.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use berth_core::{Algorithm, Digest};
+use berth_crypto::envelope::DataKey;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::{BlobBody, BlobError, BlobStore, UploadState};
+use crate::sealed::SealedStore;
+use crate::{BlobBody, BlobError, BlobStore, PartWriter, Result, UploadState};
 
 /// Runs every check of the contract.
 pub async fn run<S: BlobStore>(instance: impl Fn() -> S) {
@@ -219,5 +226,134 @@ pub async fn path_like_upload_ids_are_refused(a: &dyn BlobStore) {
         assert!(matches!(a.begin_upload(bad).await, Err(BlobError::BadUploadId(_))), "{bad:?}");
         let s = UploadState::default();
         assert!(matches!(a.write_part(bad, &s, 0).await, Err(BlobError::BadUploadId(_))), "{bad:?}");
+    }
+}
+
+/// What the service keeps for sealed objects, for [`Sealing`]: each upload's data key, and
+/// each blob's object name, key and size. Shared by the instances of one test, as the
+/// metadata store is by nodes.
+#[derive(Clone, Default)]
+pub struct KeyBook(Arc<Mutex<Book>>);
+
+#[derive(Default)]
+struct Book {
+    uploads: HashMap<String, DataKey>,
+    blobs: HashMap<Digest, (Digest, DataKey, u64)>,
+}
+
+impl KeyBook {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A backend seen through the encrypting wrapper as the service uses it (random object names,
+/// one data key per upload, the first commit of a digest kept), so that [`run`] checks the
+/// wrapper over every backend:
+///
+/// ```ignore
+/// let book = KeyBook::default();
+/// testsuite::run(|| Sealing::new(MyStore::connect(&cfg), &book)).await;
+/// ```
+pub struct Sealing {
+    store: SealedStore,
+    book: KeyBook,
+}
+
+impl Sealing {
+    pub fn new(inner: impl BlobStore, book: &KeyBook) -> Self {
+        Sealing { store: SealedStore::new(Arc::new(inner)), book: book.clone() }
+    }
+
+    fn upload_key(&self, id: &str) -> Result<DataKey> {
+        self.book.book().uploads.get(id).cloned().ok_or_else(|| BlobError::UploadNotFound(id.to_string()))
+    }
+
+    fn blob(&self, d: &Digest) -> Option<(Digest, DataKey, u64)> {
+        self.book.book().blobs.get(d).cloned()
+    }
+}
+
+#[async_trait]
+impl BlobStore for Sealing {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        let Some((object, _, size)) = self.blob(digest) else { return Ok(None) };
+        let stored = self.store.backend().stat(&object).await?;
+        Ok(stored.and_then(crate::sealed::plain_len).filter(|p| *p == size))
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody> {
+        let (object, key, size) = self.blob(digest).ok_or_else(|| BlobError::NotFound(digest.clone()))?;
+        self.store.open(&object, &key, size, range).await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        let found = self.book.book().blobs.remove(digest);
+        match found {
+            Some((object, ..)) => self.store.backend().delete(&object).await,
+            None => Ok(()),
+        }
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<Digest>> {
+        let by_object: HashMap<Digest, Digest> =
+            self.book.book().blobs.iter().map(|(d, (o, ..))| (o.clone(), d.clone())).collect();
+        self.store
+            .backend()
+            .list()
+            .filter_map(move |r| {
+                let out = match r {
+                    Ok(o) => by_object.get(&o).cloned().map(Ok),
+                    Err(e) => Some(Err(e)),
+                };
+                async move { out }
+            })
+            .boxed()
+    }
+
+    async fn begin_upload(&self, id: &str) -> Result<UploadState> {
+        let state = self.store.begin_upload(id).await?;
+        self.book.book().uploads.insert(id.to_string(), DataKey::generate());
+        Ok(state)
+    }
+
+    async fn write_part(&self, id: &str, state: &UploadState, offset: u64) -> Result<Box<dyn PartWriter>> {
+        crate::check_upload_id(id)?;
+        let key = self.upload_key(id)?;
+        self.store.write_part(id, state, &key, offset).await
+    }
+
+    async fn discard_unrecorded(&self, id: &str, state: &UploadState, _offset: u64) -> Result<()> {
+        self.store.discard_unrecorded(id, state).await
+    }
+
+    async fn read_upload(&self, id: &str, state: &UploadState) -> Result<BlobBody> {
+        let key = self.upload_key(id)?;
+        self.store.read_upload(id, state, &key).await
+    }
+
+    async fn commit(&self, id: &str, state: &UploadState, digest: &Digest, size: u64) -> Result<()> {
+        let key = self.upload_key(id)?;
+        let object = Digest::new(Algorithm::Sha256, hex::encode(berth_crypto::random_bytes())).expect("64 hex digits");
+        self.store.commit(id, state, &key, &object, size).await?;
+        let lost = {
+            let mut book = self.book.book();
+            book.uploads.remove(id);
+            if book.blobs.contains_key(digest) {
+                true
+            } else {
+                book.blobs.insert(digest.clone(), (object.clone(), key, size));
+                false
+            }
+        };
+        if lost {
+            // Another commit of this digest came first: its object stays, this one goes.
+            self.store.backend().delete(&object).await?;
+        }
+        Ok(())
+    }
+
+    async fn abort_upload(&self, id: &str, state: &UploadState) -> Result<()> {
+        self.store.abort_upload(id, state).await
     }
 }

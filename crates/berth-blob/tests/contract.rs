@@ -21,3 +21,19 @@ async fn memory() {
     // Clones share the data.
     testsuite::run(|| store.clone()).await;
 }
+
+// The same contract through the encrypting wrapper, over each backend.
+
+#[tokio::test]
+async fn sealed_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = testsuite::KeyBook::default();
+    testsuite::run(|| testsuite::Sealing::new(FsBlobStore::open(dir.path()).unwrap(), &book)).await;
+}
+
+#[tokio::test]
+async fn sealed_memory() {
+    let store = MemoryBlobStore::new();
+    let book = testsuite::KeyBook::default();
+    testsuite::run(|| testsuite::Sealing::new(store.clone(), &book)).await;
+}

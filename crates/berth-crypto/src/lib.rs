@@ -2,6 +2,7 @@
 //! (so an upload can be resumed after a restart or by another node), SigV4 verification, and
 //! server-signed tokens.
 
+pub mod envelope;
 pub mod seal;
 pub mod sigv4;
 pub mod token;

@@ -37,9 +37,14 @@ impl SealKey {
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("a 256-bit key"))
     }
 
-    /// `s1:<base64(nonce ‖ ciphertext ‖ tag)>`; a fresh random nonce each time (values sealed
-    /// under one key are few: secrets, not content).
-    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
+    /// A short public name for the key (a hash of it), so that what was sealed can say which
+    /// key opens it without revealing anything of the key.
+    pub fn fingerprint(&self) -> String {
+        crate::sha256_hex(&[b"berth key fingerprint\0".as_slice(), &self.0].concat())[..16].to_string()
+    }
+
+    /// `nonce ‖ ciphertext ‖ tag`, with a fresh random nonce.
+    pub fn seal_bytes(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&crate::random_bytes()[..12]);
         let mut buf = plaintext.to_vec();
@@ -48,12 +53,11 @@ impl SealKey {
             .expect("AES-GCM encrypts any input below 64 GiB");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        format!("{PREFIX}{}", STANDARD.encode(out))
+        out
     }
 
-    /// The plaintext, if `sealed` was sealed under this key with the same `aad`.
-    pub fn open(&self, sealed: &str, aad: &[u8]) -> Option<Vec<u8>> {
-        let raw = STANDARD.decode(sealed.strip_prefix(PREFIX)?).ok()?;
+    /// The plaintext of [`SealKey::seal_bytes`]' output, if sealed under this key with `aad`.
+    pub fn open_bytes(&self, raw: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
         if raw.len() < 12 + 16 {
             return None;
         }
@@ -63,6 +67,26 @@ impl SealKey {
         let n = self.cipher().open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf).ok()?.len();
         buf.truncate(n);
         Some(buf)
+    }
+
+    /// A data key sealed under this key, bound to `aad` (what the key belongs to).
+    pub fn wrap_key(&self, key: &crate::envelope::DataKey, aad: &[u8]) -> Vec<u8> {
+        self.seal_bytes(key.expose(), aad)
+    }
+
+    pub fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Option<crate::envelope::DataKey> {
+        crate::envelope::DataKey::from_bytes(&self.open_bytes(wrapped, aad)?)
+    }
+
+    /// `s1:<base64(nonce ‖ ciphertext ‖ tag)>`; a fresh random nonce each time (values sealed
+    /// under one key are few: secrets, not content).
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
+        format!("{PREFIX}{}", STANDARD.encode(self.seal_bytes(plaintext, aad)))
+    }
+
+    /// The plaintext, if `sealed` was sealed under this key with the same `aad`.
+    pub fn open(&self, sealed: &str, aad: &[u8]) -> Option<Vec<u8>> {
+        self.open_bytes(&STANDARD.decode(sealed.strip_prefix(PREFIX)?).ok()?, aad)
     }
 }
 

@@ -1,0 +1,365 @@
+//! The encrypting wrapper: content sealed in segments under a per-object data key
+//! ([`berth_crypto::envelope`]) over any [`BlobStore`]. The wrapper holds no keys: the caller
+//! gives each call the object's data key (kept wrapped in the metadata store) and its plaintext
+//! size. A stored object is named by the caller too (the service uses random names, so two
+//! uploads of one digest under two data keys never meet in one object).
+//!
+//! An upload's bytes reach the backend as whole sealed segments only; the unfinished last
+//! segment (at most [`SEGMENT`] bytes) is kept sealed in the upload's state, which the service
+//! stores with the upload's row, and becomes the object's last segment at commit. So any node
+//! continues any upload, as with a plain backend.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_core::Digest;
+use berth_crypto::envelope::{self, DataKey, SEALED_SEGMENT, SEGMENT, TAG};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::{BlobBody, BlobError, BlobStore, PartWriter, Result, UploadState};
+
+/// Sealed segments decrypted per batch on a blocking thread (1 MiB of plaintext).
+const BATCH: usize = 16;
+const STATE_MAGIC: &[u8; 2] = b"E1";
+
+/// An upload's state as the wrapper keeps it: the backend's state, the sealed segments written
+/// and the unfinished last segment (sealed).
+struct SealedState {
+    segments: u64,
+    inner: UploadState,
+    tail: Vec<u8>,
+}
+
+fn corrupt(what: &str) -> BlobError {
+    BlobError::Io(io::Error::other(format!("encrypted upload state is corrupt ({what})")))
+}
+
+impl SealedState {
+    fn decode(s: &UploadState) -> Result<Self> {
+        let b = &s.0;
+        if b.len() < 14 || &b[..2] != STATE_MAGIC {
+            return Err(corrupt("header"));
+        }
+        let segments = u64::from_le_bytes(b[2..10].try_into().expect("8 bytes"));
+        let n = u32::from_le_bytes(b[10..14].try_into().expect("4 bytes")) as usize;
+        if b.len() < 14 + n {
+            return Err(corrupt("length"));
+        }
+        Ok(SealedState { segments, inner: UploadState(b[14..14 + n].to_vec()), tail: b[14 + n..].to_vec() })
+    }
+
+    fn encode(&self) -> UploadState {
+        let mut b = Vec::with_capacity(14 + self.inner.0.len() + self.tail.len());
+        b.extend_from_slice(STATE_MAGIC);
+        b.extend_from_slice(&self.segments.to_le_bytes());
+        b.extend_from_slice(&(self.inner.0.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.inner.0);
+        b.extend_from_slice(&self.tail);
+        UploadState(b)
+    }
+
+    fn inner_offset(&self) -> u64 {
+        self.segments * SEALED_SEGMENT as u64
+    }
+
+    fn tail_plain(&self, key: &DataKey) -> Result<Vec<u8>> {
+        if self.tail.is_empty() {
+            return Ok(Vec::new());
+        }
+        key.open_tail(&self.tail).map_err(|_| corrupt("its unfinished segment does not open under this key"))
+    }
+}
+
+/// Storage of sealed objects over a backend.
+#[derive(Clone)]
+pub struct SealedStore {
+    inner: Arc<dyn BlobStore>,
+}
+
+impl SealedStore {
+    pub fn new(inner: Arc<dyn BlobStore>) -> Self {
+        SealedStore { inner }
+    }
+
+    /// The backend (for what is not sealed: listing, deleting, plain objects of old versions).
+    pub fn backend(&self) -> &Arc<dyn BlobStore> {
+        &self.inner
+    }
+
+    pub async fn begin_upload(&self, id: &str) -> Result<UploadState> {
+        let inner = self.inner.begin_upload(id).await?;
+        Ok(SealedState { segments: 0, inner, tail: Vec::new() }.encode())
+    }
+
+    /// The next part of an upload holding `offset` plaintext bytes by `state`.
+    pub async fn write_part(
+        &self,
+        id: &str,
+        state: &UploadState,
+        key: &DataKey,
+        offset: u64,
+    ) -> Result<Box<dyn PartWriter>> {
+        crate::check_upload_id(id)?;
+        let st = SealedState::decode(state)?;
+        let tail = st.tail_plain(key)?;
+        if st.segments * SEGMENT as u64 + tail.len() as u64 != offset {
+            return Err(BlobError::UploadSize {
+                id: id.to_string(),
+                expected: offset,
+                actual: st.segments * SEGMENT as u64 + tail.len() as u64,
+            });
+        }
+        let inner = self.inner.write_part(id, &st.inner, st.inner_offset()).await?;
+        Ok(Box::new(SealedPart { inner, key: key.clone(), segments: st.segments, tail: BytesMut::from(&tail[..]) }))
+    }
+
+    pub async fn discard_unrecorded(&self, id: &str, state: &UploadState) -> Result<()> {
+        crate::check_upload_id(id)?;
+        let st = SealedState::decode(state)?;
+        self.inner.discard_unrecorded(id, &st.inner, st.inner_offset()).await
+    }
+
+    /// An upload's plaintext so far.
+    pub async fn read_upload(&self, id: &str, state: &UploadState, key: &DataKey) -> Result<BlobBody> {
+        crate::check_upload_id(id)?;
+        let st = SealedState::decode(state)?;
+        let tail = Bytes::from(st.tail_plain(key)?);
+        let body = self.inner.read_upload(id, &st.inner).await?;
+        let written = st.segments * SEGMENT as u64;
+        // The segments written so far are none of them the last: they open as not last.
+        let segs = decrypt_stream(body, key.clone(), 0, u64::MAX, 0, written);
+        let len = written + tail.len() as u64;
+        let stream = segs.chain(futures_util::stream::once(async move { Ok(tail) })).filter(|r| {
+            let keep = !matches!(r, Ok(b) if b.is_empty());
+            async move { keep }
+        });
+        Ok(BlobBody { len, stream: stream.boxed() })
+    }
+
+    /// Seals the unfinished segment as the object's last and commits the upload as `object`.
+    /// Returns the stored size.
+    pub async fn commit(
+        &self,
+        id: &str,
+        state: &UploadState,
+        key: &DataKey,
+        object: &Digest,
+        size: u64,
+    ) -> Result<u64> {
+        crate::check_upload_id(id)?;
+        let st = SealedState::decode(state)?;
+        let mut last = st.tail_plain(key)?;
+        let actual = st.segments * SEGMENT as u64 + last.len() as u64;
+        if actual != size {
+            return Err(BlobError::UploadSize { id: id.to_string(), expected: size, actual });
+        }
+        key.seal_segment(st.segments, true, &mut last);
+        let mut w = self.inner.write_part(id, &st.inner, st.inner_offset()).await?;
+        w.write(Bytes::from(last)).await?;
+        let (stored, inner) = w.finish().await?;
+        debug_assert_eq!(stored, envelope::sealed_len(size));
+        self.inner.commit(id, &inner, object, stored).await?;
+        Ok(stored)
+    }
+
+    pub async fn abort_upload(&self, id: &str, state: &UploadState) -> Result<()> {
+        // A state that does not decode still names an upload the backend may hold.
+        let inner = SealedState::decode(state).map(|s| s.inner).unwrap_or_default();
+        self.inner.abort_upload(id, &inner).await
+    }
+
+    /// Plaintext `range` (within `0..size`) of object `object` holding `size` plaintext bytes.
+    /// A segment that fails its check ends the stream with an error: it is never yielded.
+    pub async fn open(&self, object: &Digest, key: &DataKey, size: u64, range: Option<Range<u64>>) -> Result<BlobBody> {
+        let r = envelope::sealed_range(size, range);
+        let body = self.inner.open(object, Some(r.stored.clone())).await?;
+        if body.len != r.stored.end - r.stored.start {
+            return Err(BlobError::Io(io::Error::other(format!("stored object {object} is cut short"))));
+        }
+        let stream = decrypt_stream(body, key.clone(), r.first, r.last, r.skip, r.len);
+        Ok(BlobBody { len: r.len, stream })
+    }
+
+    /// Stores `data` whole as sealed object `object` (small objects, re-encryption); returns the
+    /// stored size.
+    pub async fn put(&self, id: &str, object: &Digest, key: &DataKey, data: Bytes) -> Result<u64> {
+        let state = self.begin_upload(id).await?;
+        let r = async {
+            let mut w = self.write_part(id, &state, key, 0).await?;
+            w.write(data.clone()).await?;
+            let (_, state) = w.finish().await?;
+            self.commit(id, &state, key, object, data.len() as u64).await
+        }
+        .await;
+        if r.is_err() {
+            let _ = self.abort_upload(id, &state).await;
+        }
+        r
+    }
+}
+
+/// The plaintext size of a sealed object of `stored` bytes, when that is a possible size.
+pub fn plain_len(stored: u64) -> Option<u64> {
+    let n = stored.div_ceil(SEALED_SEGMENT as u64).max(1);
+    let plain = stored.checked_sub(n * TAG as u64)?;
+    (envelope::sealed_len(plain) == stored).then_some(plain)
+}
+
+struct SealedPart {
+    inner: Box<dyn PartWriter>,
+    key: DataKey,
+    /// Segments written to the backend, by this part and before it.
+    segments: u64,
+    /// Plaintext not yet sealed: never more than one segment once a write returns, and held
+    /// back even when full, since only the commit knows which segment is the last.
+    tail: BytesMut,
+}
+
+#[async_trait]
+impl PartWriter for SealedPart {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.tail.extend_from_slice(&data);
+        if self.tail.len() <= SEGMENT {
+            return Ok(());
+        }
+        // Everything but the last (possibly full) segment is sealed now.
+        let keep = match self.tail.len() % SEGMENT {
+            0 => SEGMENT,
+            r => r,
+        };
+        let ready = self.tail.split_to(self.tail.len() - keep);
+        let (key, first) = (self.key.clone(), self.segments);
+        let n = (ready.len() / SEGMENT) as u64;
+        let sealed = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(ready.len() + n as usize * TAG);
+            for (i, seg) in ready.chunks(SEGMENT).enumerate() {
+                let mut buf = Vec::with_capacity(SEALED_SEGMENT);
+                buf.extend_from_slice(seg);
+                key.seal_segment(first + i as u64, false, &mut buf);
+                out.extend_from_slice(&buf);
+            }
+            out
+        })
+        .await
+        .map_err(|e| BlobError::Io(io::Error::other(e)))?;
+        self.inner.write(Bytes::from(sealed)).await?;
+        self.segments += n;
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(u64, UploadState)> {
+        let SealedPart { inner, key, segments, tail } = *self;
+        let (_, inner) = inner.finish().await?;
+        let len = segments * SEGMENT as u64 + tail.len() as u64;
+        let tail = if tail.is_empty() { Vec::new() } else { key.seal_tail(&tail) };
+        Ok((len, SealedState { segments, inner, tail }.encode()))
+    }
+}
+
+/// Opens the sealed segments `body` yields, the first being segment `first` and segment `last`
+/// the object's last; yields `len` plaintext bytes after skipping `skip`.
+fn decrypt_stream(
+    body: BlobBody,
+    key: DataKey,
+    first: u64,
+    last: u64,
+    skip: u64,
+    len: u64,
+) -> futures_util::stream::BoxStream<'static, io::Result<Bytes>> {
+    struct Batches {
+        body: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
+        buf: BytesMut,
+        done: bool,
+        next_index: u64,
+    }
+    let want = BATCH * SEALED_SEGMENT;
+    let batches = futures_util::stream::unfold(
+        Batches { body: body.stream, buf: BytesMut::new(), done: false, next_index: first },
+        move |mut s| async move {
+            while !s.done && s.buf.len() < want {
+                match s.body.next().await {
+                    Some(Ok(b)) => s.buf.extend_from_slice(&b),
+                    Some(Err(e)) => return Some((Err(e), Batches { done: true, buf: BytesMut::new(), ..s })),
+                    None => s.done = true,
+                }
+            }
+            if s.buf.is_empty() {
+                return None;
+            }
+            let take = s.buf.len().min(want);
+            // A batch ends on a segment boundary unless the body ended.
+            let take = if take == want || s.done { take } else { take - take % SEALED_SEGMENT };
+            let batch = s.buf.split_to(take);
+            let index = s.next_index;
+            s.next_index += batch.len().div_ceil(SEALED_SEGMENT) as u64;
+            Some((Ok((index, batch)), s))
+        },
+    );
+    let opened = batches
+        .map(move |b| {
+            let key = key.clone();
+            async move {
+                let (index, mut batch) = b?;
+                tokio::task::spawn_blocking(move || open_batch(&key, index, last, &mut batch).map(|_| batch))
+                    .await
+                    .map_err(io::Error::other)?
+            }
+        })
+        .buffered(2);
+    // Trim to the range asked for.
+    let mut to_skip = skip;
+    let mut left = len;
+    opened
+        .filter_map(move |r| {
+            let out = match r {
+                Err(e) => Some(Err(e)),
+                Ok(mut b) => {
+                    let s = to_skip.min(b.len() as u64) as usize;
+                    to_skip -= s as u64;
+                    let mut b = b.split_off(s);
+                    b.truncate(left.min(b.len() as u64) as usize);
+                    left -= b.len() as u64;
+                    (!b.is_empty()).then(|| Ok(b.freeze()))
+                }
+            };
+            async move { out }
+        })
+        .boxed()
+}
+
+/// Opens a batch of sealed segments in place, leaving their plaintexts packed at its start.
+fn open_batch(key: &DataKey, first: u64, last: u64, batch: &mut BytesMut) -> io::Result<()> {
+    let mut out = 0;
+    let mut at = 0;
+    let mut index = first;
+    while at < batch.len() {
+        let end = (at + SEALED_SEGMENT).min(batch.len());
+        let n = key
+            .open_segment(index, index == last, &mut batch[at..end])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        batch.copy_within(at..at + n, out);
+        out += n;
+        at = end;
+        index += 1;
+    }
+    batch.truncate(out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_len_inverts_sealed_len() {
+        for n in [0u64, 1, 65535, 65536, 65537, 10 * 65536, 10 * 65536 + 3] {
+            assert_eq!(plain_len(envelope::sealed_len(n)), Some(n));
+        }
+        assert_eq!(plain_len(0), None);
+        assert_eq!(plain_len(15), None);
+        assert_eq!(plain_len(SEALED_SEGMENT as u64 + 5), None);
+    }
+}
