@@ -352,6 +352,7 @@ async fn the_token_key_is_sealed_and_rotation_ends_old_tokens() {
     let blobs = std::sync::Arc::new(berth_blob::FsBlobStore::open(s.dir.path()).unwrap());
     let settings = berth_service::Settings {
         seal_key: berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap(),
+        master_keys: berth_crypto::keyring::Keyring::parse(&"07".repeat(32)).unwrap(),
         ..Default::default()
     };
     let other = berth_service::Registry::open(meta, blobs, settings, vec![]).await.unwrap();

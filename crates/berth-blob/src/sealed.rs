@@ -166,8 +166,8 @@ impl SealedStore {
     }
 
     pub async fn abort_upload(&self, id: &str, state: &UploadState) -> Result<()> {
-        // A state that does not decode still names an upload the backend may hold.
-        let inner = SealedState::decode(state).map(|s| s.inner).unwrap_or_default();
+        // A state that does not decode is a plain upload's (begun before encryption).
+        let inner = SealedState::decode(state).map(|s| s.inner).unwrap_or_else(|_| state.clone());
         self.inner.abort_upload(id, &inner).await
     }
 

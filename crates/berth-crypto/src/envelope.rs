@@ -21,6 +21,7 @@ pub const SEALED_SEGMENT: usize = SEGMENT + TAG;
 
 const SEGMENT_AAD: &[u8] = b"berth segment v1";
 const TAIL_AAD: &[u8] = b"berth upload tail v1";
+const HASH_AAD: &[u8] = b"berth upload hash state v1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
@@ -99,22 +100,41 @@ impl DataKey {
     }
 
     /// Seals the unfinished last segment of an upload, kept with the upload's state until more
-    /// bytes arrive. Its nonce is random and in a space segment nonces never use (first byte
-    /// 0xff: segment indexes stay far below 2^56), so sealing a tail never repeats a nonce.
+    /// bytes arrive.
     pub fn seal_tail(&self, plain: &[u8]) -> Vec<u8> {
+        self.seal_aside(TAIL_AAD, plain)
+    }
+
+    pub fn open_tail(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.open_aside(TAIL_AAD, sealed)
+    }
+
+    /// Seals an upload's saved hash state (which holds the bytes after the last whole block).
+    pub fn seal_hash_state(&self, plain: &[u8]) -> Vec<u8> {
+        self.seal_aside(HASH_AAD, plain)
+    }
+
+    pub fn open_hash_state(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.open_aside(HASH_AAD, sealed)
+    }
+
+    /// Seals something kept beside an object (`domain` tells what). Its nonce is random and in a
+    /// space segment nonces never use (first byte 0xff: segment indexes stay far below 2^56), so
+    /// this never repeats a segment's nonce.
+    fn seal_aside(&self, domain: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut n = [0u8; 12];
         n.copy_from_slice(&crate::random_bytes()[..12]);
         n[0] = 0xff;
         let mut buf = plain.to_vec();
         self.cipher
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(n), Aad::from(TAIL_AAD), &mut buf)
-            .expect("AES-GCM seals any tail");
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(n), Aad::from(domain), &mut buf)
+            .expect("AES-GCM seals any input");
         let mut out = n.to_vec();
         out.extend_from_slice(&buf);
         out
     }
 
-    pub fn open_tail(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    fn open_aside(&self, domain: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         if sealed.len() < 12 + TAG || sealed[0] != 0xff {
             return Err(SealError::Corrupt(u64::MAX));
         }
@@ -123,11 +143,48 @@ impl DataKey {
         let nonce = Nonce::assume_unique_for_key(n.try_into().expect("12 bytes"));
         let len = self
             .cipher
-            .open_in_place(nonce, Aad::from(TAIL_AAD), &mut buf)
+            .open_in_place(nonce, Aad::from(domain), &mut buf)
             .map_err(|_| SealError::Corrupt(u64::MAX))?
             .len();
         buf.truncate(len);
         Ok(buf)
+    }
+}
+
+/// A data key sealed under key `key_id` (a master key's `local:<fingerprint>` or a KMS key's
+/// id) at material `version`: what the metadata store keeps beside an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    pub key_id: String,
+    pub version: u32,
+    pub sealed: Vec<u8>,
+}
+
+impl WrappedKey {
+    /// `W1 ‖ len(key_id) ‖ key_id ‖ version (LE) ‖ sealed`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(7 + self.key_id.len() + self.sealed.len());
+        b.extend_from_slice(b"W1");
+        b.push(self.key_id.len() as u8);
+        b.extend_from_slice(self.key_id.as_bytes());
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.extend_from_slice(&self.sealed);
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let rest = b.strip_prefix(b"W1")?;
+        let (&n, rest) = rest.split_first()?;
+        if rest.len() < n as usize + 4 {
+            return None;
+        }
+        let (id, rest) = rest.split_at(n as usize);
+        let (version, sealed) = rest.split_at(4);
+        Some(WrappedKey {
+            key_id: String::from_utf8(id.to_vec()).ok()?,
+            version: u32::from_le_bytes(version.try_into().ok()?),
+            sealed: sealed.to_vec(),
+        })
     }
 }
 
@@ -284,6 +341,9 @@ mod tests {
         bad[14] ^= 1;
         assert!(k.open_tail(&bad).is_err());
         assert!(k.open_tail(b"short").is_err());
+        let h = k.seal_hash_state(b"state");
+        assert_eq!(k.open_hash_state(&h).unwrap(), b"state");
+        assert!(k.open_tail(&h).is_err(), "a hash state is not a tail");
         assert_eq!(format!("{k:?}"), "DataKey(..)");
     }
 }

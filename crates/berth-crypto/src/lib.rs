@@ -3,6 +3,7 @@
 //! server-signed tokens.
 
 pub mod envelope;
+pub mod keyring;
 pub mod seal;
 pub mod sigv4;
 pub mod token;

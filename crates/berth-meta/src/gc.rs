@@ -18,7 +18,7 @@ const CHUNK: usize = 64;
 
 /// `sql` with `{list}` made `$n, $n+1, ...` for `digests` (after `$1` when `lead` is given, bound
 /// first), every value bound: only placeholders are ever formatted into a statement.
-fn over_digests<'q>(
+pub(crate) fn over_digests<'q>(
     sql: &str,
     lead: Option<i64>,
     digests: &'q [String],
@@ -201,6 +201,7 @@ impl Meta {
                         "DELETE FROM repo_blobs WHERE digest IN ({list})",
                         "DELETE FROM gc_candidates WHERE digest IN ({list})",
                         "DELETE FROM layer_scans WHERE digest IN ({list})",
+                        "DELETE FROM blob_objects WHERE digest IN ({list})",
                     ] {
                         over_digests(sql, None, chunk).execute(&mut *c).await?;
                     }

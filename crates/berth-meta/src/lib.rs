@@ -15,6 +15,7 @@ mod jobs;
 mod lifecycle;
 mod migrate;
 mod scan;
+mod sealing;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use ecr::{ImageRow, MAX_RESOURCE_TAGS, RepoRow, RepoSettings, TagStatus, TemplateRow};
@@ -24,6 +25,7 @@ pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersi
 pub use jobs::{JobRow, NotClaimed, QueueCounts};
 pub use lifecycle::PreviewRow;
 pub use scan::{SCAN_QUEUE, ScanJob, ScanRow, StoredScan, VulnRow};
+pub use sealing::{BlobObject, RepoBlob};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -164,6 +166,8 @@ pub struct UploadRow {
     pub hash_state: Option<Vec<u8>>,
     /// The blob store's state of the upload (opaque here).
     pub backend_state: Option<Vec<u8>>,
+    /// The upload's data key, wrapped (`None`: begun before encryption, written in the clear).
+    pub data_key: Option<Vec<u8>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -330,11 +334,21 @@ impl Meta {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    /// Records a stored blob (if new) and links it into the repository.
-    pub async fn link_blob(&self, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+    /// Records a stored blob (if new) with its sealed copy `object` (if new for its scope), and
+    /// links it into the repository. Returns whether `object` was recorded (`false`: the blob
+    /// already had a copy for that scope, and `object` is not needed).
+    pub async fn link_blob(&self, repo_id: i64, digest: &str, size: i64, object: Option<BlobObject>) -> Result<bool> {
         let digest = digest.to_string();
-        self.write_tx(Box::new(move |c| Box::pin(async move { insert_blob_and_link(c, repo_id, &digest, size).await })))
-            .await
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                insert_blob_and_link(c, repo_id, &digest, size).await?;
+                match &object {
+                    Some(o) => sealing::insert_object_in(c, &digest, o).await,
+                    None => Ok(false),
+                }
+            })
+        }))
+        .await
     }
 
     /// Removes a blob's link from a repository. Refused while a manifest of the repository
@@ -540,19 +554,28 @@ impl Meta {
 
     // ---- uploads ----
 
-    pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8], backend_state: &[u8]) -> Result<()> {
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repo_id: i64,
+        hash_state: &[u8],
+        backend_state: &[u8],
+        data_key: Option<&[u8]>,
+    ) -> Result<()> {
         let (id, state, backend) = (id.to_string(), hash_state.to_vec(), backend_state.to_vec());
+        let data_key = data_key.map(<[u8]>::to_vec);
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at, backend_state) \
-                     VALUES ($1, $2, 0, $3, $4, $4, $5)",
+                    "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at, backend_state, data_key) \
+                     VALUES ($1, $2, 0, $3, $4, $4, $5, $6)",
                 )
                 .bind(id.as_str())
                 .bind(repo_id)
                 .bind(state.as_slice())
                 .bind(now_ms())
                 .bind(backend.as_slice())
+                .bind(data_key.as_deref())
                 .execute(&mut *c)
                 .await?;
                 Ok(())
@@ -564,7 +587,8 @@ impl Meta {
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
         // Writes are acknowledged only once committed, so the read pool sees them.
         let row = sqlx::query(
-            "SELECT id, repo_id, size, hash_state, created_at, updated_at, backend_state FROM uploads WHERE id = $1",
+            "SELECT id, repo_id, size, hash_state, created_at, updated_at, backend_state, data_key FROM uploads \
+             WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -578,6 +602,7 @@ impl Meta {
                 created_at: r.try_get(4)?,
                 updated_at: r.try_get(5)?,
                 backend_state: r.try_get(6)?,
+                data_key: r.try_get(7)?,
             })
         })
         .transpose()
@@ -618,14 +643,26 @@ impl Meta {
         .await
     }
 
-    /// Atomically: the upload session ends and its blob is recorded and linked into the repository.
-    pub async fn complete_upload(&self, id: &str, repo_id: i64, digest: &str, size: i64) -> Result<()> {
+    /// Atomically: the upload session ends and its blob is recorded (with its sealed copy, as
+    /// [`Meta::link_blob`]) and linked into the repository. Returns whether `object` was recorded.
+    pub async fn complete_upload(
+        &self,
+        id: &str,
+        repo_id: i64,
+        digest: &str,
+        size: i64,
+        object: Option<BlobObject>,
+    ) -> Result<bool> {
         let (id, digest) = (id.to_string(), digest.to_string());
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
                 insert_blob_and_link(c, repo_id, &digest, size).await?;
+                let recorded = match &object {
+                    Some(o) => sealing::insert_object_in(c, &digest, o).await?,
+                    None => false,
+                };
                 sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&mut *c).await?;
-                Ok(())
+                Ok(recorded)
             })
         }))
         .await

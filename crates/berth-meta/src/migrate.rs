@@ -77,6 +77,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0013_upload_state.sqlite.sql"),
         postgres: include_str!("../migrations/0013_upload_state.postgres.sql"),
     },
+    Migration {
+        version: 14,
+        sqlite: include_str!("../migrations/0014_sealing.sqlite.sql"),
+        postgres: include_str!("../migrations/0014_sealing.postgres.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

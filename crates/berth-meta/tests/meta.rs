@@ -72,7 +72,7 @@ async fn manifests_need_their_references() {
         let m = &db.meta;
         let r = repo(m, "app").await.unwrap();
         let other = repo(m, "other").await.unwrap();
-        m.link_blob(other, &d('a'), 10).await.unwrap();
+        m.link_blob(other, &d('a'), 10, None).await.unwrap();
         let blobs = vec![d('a')];
         // Linked in another repository only: missing here.
         match m.put_manifest(r, &manifest(&d('1'), &blobs, &[], Some("v1"))).await {
@@ -82,7 +82,7 @@ async fn manifests_need_their_references() {
             other => panic!("{name}: {other:?}"),
         }
         assert_eq!(m.get_manifest_by_tag(r, "v1").await.unwrap(), None, "{name}: nothing stored");
-        m.link_blob(r, &d('a'), 10).await.unwrap();
+        m.link_blob(r, &d('a'), 10, None).await.unwrap();
         m.put_manifest(r, &manifest(&d('1'), &blobs, &[], Some("v1"))).await.unwrap();
         let got = m.get_manifest_by_tag(r, "v1").await.unwrap().unwrap();
         assert_eq!(got.digest, d('1'), "{name}");
@@ -153,17 +153,17 @@ async fn uploads_advance_with_compare_and_set() {
     for (name, db) in backends().await {
         let m = &db.meta;
         let r = repo(m, "u").await.unwrap();
-        m.create_upload("up1", r, b"state0", b"parts0").await.unwrap();
+        m.create_upload("up1", r, b"state0", b"parts0", None).await.unwrap();
         m.advance_upload("up1", 0, 100, Some(b"state1"), b"parts1").await.unwrap();
         let conflict = m.advance_upload("up1", 0, 50, None, b"parts-other").await;
         assert!(matches!(conflict, Err(MetaError::UploadConflict(_))), "{name}");
         let u = m.get_upload("up1").await.unwrap().unwrap();
         assert_eq!((u.size, u.hash_state.as_deref()), (100, Some(&b"state1"[..])), "{name}");
         assert_eq!(u.backend_state.as_deref(), Some(&b"parts1"[..]), "{name}: the store's state moves with it");
-        m.complete_upload("up1", r, &d('b'), 100).await.unwrap();
+        m.complete_upload("up1", r, &d('b'), 100, None).await.unwrap();
         assert_eq!(m.get_upload("up1").await.unwrap(), None);
         assert_eq!(m.repo_blob(r, &d('b')).await.unwrap(), Some(100), "{name}");
-        m.create_upload("up2", r, b"", b"").await.unwrap();
+        m.create_upload("up2", r, b"", b"", None).await.unwrap();
         assert_eq!(m.upload_ids().await.unwrap(), ["up2"]);
         assert!(m.delete_upload("up2").await.unwrap());
     }
@@ -241,7 +241,7 @@ async fn changes_write_events_in_their_transaction() {
     for (name, db) in backends().await {
         let m = &db.meta;
         let r = repo(m, "app").await.unwrap();
-        m.link_blob(r, &d('a'), 10).await.unwrap();
+        m.link_blob(r, &d('a'), 10, None).await.unwrap();
         let blobs = vec![d('a')];
         m.put_manifest(r, &manifest(&d('1'), &blobs, &[], Some("v1"))).await.unwrap();
         m.put_manifest(r, &manifest(&d('1'), &blobs, &[], Some("v1"))).await.unwrap(); // nothing changes
@@ -298,7 +298,7 @@ async fn a_reader_following_the_outbox_misses_nothing() {
     for (name, db) in backends().await {
         let m = db.meta.clone();
         let r = repo(&m, "busy").await.unwrap();
-        m.link_blob(r, &d('a'), 10).await.unwrap();
+        m.link_blob(r, &d('a'), 10, None).await.unwrap();
         let writers: Vec<_> = (0..8u32)
             .map(|w| {
                 let m = m.clone();

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use berth_blob::BlobStore;
+use berth_blob::sealed::SealedStore;
 use berth_meta::{AuditFilter, AuditRow, Backend, Meta};
 
 use crate::audit::{AuditEvent, Auditor};
@@ -29,6 +30,9 @@ pub struct Settings {
     pub create_on_push: bool,
     /// Seals access-key secrets in the metadata store; kept outside it.
     pub seal_key: berth_crypto::seal::SealKey,
+    /// The master keys: the newest seals new content of AES256 repositories (and the KMS keys'
+    /// material); every one opens what it sealed. Kept outside the metadata store.
+    pub master_keys: berth_crypto::keyring::Keyring,
     /// Other accounts' registries answer on `<account-id>.<account_domain>` (None: only
     /// through the ECR API's `registryId`).
     pub account_domain: Option<String>,
@@ -48,6 +52,7 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:5000".into(),
             create_on_push: true,
             seal_key: berth_crypto::seal::SealKey::generate(),
+            master_keys: Default::default(),
             account_domain: None,
             manual_scan_interval: std::time::Duration::from_secs(24 * 3600),
             sbom_referrers: false,
@@ -89,6 +94,8 @@ pub(crate) use domain;
 pub struct Core {
     pub(crate) meta: Meta,
     pub(crate) blobs: Arc<dyn BlobStore>,
+    /// The same storage through the encrypting wrapper.
+    pub(crate) sealed: SealedStore,
     pub(crate) settings: Settings,
     /// Everything derived from the token-signing key; replaced whole when it is rotated.
     pub(crate) tokens: RwLock<Arc<Tokens>>,
@@ -125,6 +132,7 @@ impl Core {
         Ok(Core {
             auditor: Auditor::start(meta.clone(), counters.audit_dropped.clone()),
             meta,
+            sealed: SealedStore::new(blobs.clone()),
             blobs,
             settings,
             tokens: RwLock::new(Arc::new(tokens)),

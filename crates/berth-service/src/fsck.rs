@@ -1,10 +1,11 @@
 //! Consistency check: every blob against its digest, every reference against what it names.
 //! Read-only: it reports and changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use berth_core::Digest;
 use berth_crypto::Hasher;
+use berth_meta::BlobObject;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::caller::Caller;
@@ -19,7 +20,8 @@ pub struct FsckReport {
     /// Damage: missing or corrupt blobs, manifests whose bytes do not match their digest,
     /// references to content that is not there.
     pub problems: Vec<String>,
-    /// Stored blobs that no metadata records (left by an interrupted upload; harmless).
+    /// Stored objects that no metadata records (left by an interrupted upload, or a blob's copy
+    /// in the clear that the encryption job has sealed but not yet removed).
     pub unrecorded_blobs: Vec<String>,
     /// Child manifests an index lists that are not in its repository (a sparse index: accepted
     /// on push, not damage).
@@ -43,52 +45,77 @@ impl Fsck<'_> {
         let mut report = FsckReport::default();
         let recorded = self.meta.all_blobs().await?;
         let stored: HashSet<Digest> = self.blobs.list().try_collect().await?;
+        let mut sealed: HashMap<String, Vec<BlobObject>> = HashMap::new();
+        for (digest, _, o) in self.meta.all_blob_objects().await? {
+            sealed.entry(digest).or_default().push(o);
+        }
         let mut recorded_set = HashSet::new();
         for (digest_str, size) in &recorded {
             let Ok(digest) = digest_str.parse::<Digest>() else {
                 report.problems.push(format!("blob record {digest_str:?} is not a valid digest"));
                 continue;
             };
-            recorded_set.insert(digest.clone());
             report.blobs_checked += 1;
-            if !stored.contains(&digest) {
-                if self.meta.blob_state(digest_str).await?.is_some_and(|s| s != "deleting") {
-                    report.problems.push(format!("blob {digest} is recorded but missing from storage"));
-                }
-                continue;
-            }
-            let mut body = match self.blobs.open(&digest, None).await {
-                Ok(b) => b,
-                // Collected since it was listed (fsck runs beside a live registry).
-                Err(berth_blob::BlobError::NotFound(_))
-                    if self.meta.blob_state(digest_str).await?.is_none_or(|s| s == "deleting") =>
-                {
+            // Each sealed copy, or (stored before encryption, not sealed yet) the plain one.
+            let copies: Vec<Option<&BlobObject>> = match sealed.get(digest_str) {
+                Some(objects) => objects.iter().map(Some).collect(),
+                None => vec![None],
+            };
+            for copy in copies {
+                let name = match copy {
+                    Some(o) => match o.object.parse::<Digest>() {
+                        Ok(n) => n,
+                        Err(_) => {
+                            report.problems.push(format!("blob {digest}: stored copy name {:?} is invalid", o.object));
+                            continue;
+                        }
+                    },
+                    None => digest.clone(),
+                };
+                let what = match copy {
+                    Some(o) if o.scope.is_empty() => format!("blob {digest}"),
+                    Some(o) => format!("blob {digest} (copy under KMS key {})", o.scope),
+                    None => format!("blob {digest} (stored in the clear)"),
+                };
+                recorded_set.insert(name.clone());
+                if !stored.contains(&name) {
+                    if self.meta.blob_state(digest_str).await?.is_some_and(|s| s != "deleting") {
+                        report.problems.push(format!("{what} is recorded but missing from storage"));
+                    }
                     continue;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let mut h = Hasher::new(digest.algorithm());
-            let mut n = 0u64;
-            let mut failed = None;
-            while let Some(chunk) = body.stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        n += c.len() as u64;
-                        h.update(&c);
-                    }
+                let mut body = match self.open_copy(&digest, *size as u64, copy, None).await {
+                    Ok(b) => b,
+                    // Collected since it was listed (fsck runs beside a live registry).
+                    Err(_) if self.meta.blob_state(digest_str).await?.is_none_or(|s| s == "deleting") => continue,
                     Err(e) => {
-                        failed = Some(e);
-                        break;
+                        report.problems.push(format!("{what} cannot be opened: {e}"));
+                        continue;
+                    }
+                };
+                let mut h = Hasher::new(digest.algorithm());
+                let mut n = 0u64;
+                let mut failed = None;
+                while let Some(chunk) = body.stream.next().await {
+                    match chunk {
+                        Ok(c) => {
+                            n += c.len() as u64;
+                            h.update(&c);
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
                     }
                 }
-            }
-            report.bytes_checked += n;
-            if let Some(e) = failed {
-                report.problems.push(format!("blob {digest} cannot be read: {e}"));
-            } else if n != *size as u64 {
-                report.problems.push(format!("blob {digest} holds {n} bytes, {size} recorded"));
-            } else if h.finish() != digest {
-                report.problems.push(format!("blob {digest} is corrupt: its content has another digest"));
+                report.bytes_checked += n;
+                if let Some(e) = failed {
+                    report.problems.push(format!("{what} cannot be read: {e}"));
+                } else if n != *size as u64 {
+                    report.problems.push(format!("{what} holds {n} bytes, {size} recorded"));
+                } else if h.finish() != digest {
+                    report.problems.push(format!("{what} is corrupt: its content has another digest"));
+                }
             }
             progress(&format!("checked blob {digest}"));
         }

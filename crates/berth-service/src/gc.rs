@@ -151,19 +151,32 @@ impl Gc<'_> {
                 continue;
             }
             let n = sweep.blobs.len();
+            // Each blob's stored copies: sealed ones by their names, and the one kept in the
+            // clear under its digest by versions before encryption (deleting a missing one is
+            // no error).
+            let digests: Vec<String> = sweep.blobs.iter().map(|b| b.0.clone()).collect();
+            let mut copies: std::collections::HashMap<String, Vec<String>> = Default::default();
+            for (d, object) in self.meta.blob_objects_of(&digests).await? {
+                copies.entry(d).or_default().push(object);
+            }
             let results: Vec<(String, i64, bool)> = futures_util::stream::iter(sweep.blobs)
-                .map(|(d, size)| async move {
-                    let ok = match d.parse::<berth_core::Digest>() {
-                        Ok(digest) => match self.blobs.delete(&digest).await {
-                            Ok(()) | Err(berth_blob::BlobError::NotFound(_)) => true,
-                            Err(e) => {
-                                tracing::error!(blob = %d, error = %e, "garbage collection could not delete a blob file");
-                                false
+                .map(|(d, size)| {
+                    let mut names = copies.remove(&d).unwrap_or_default();
+                    names.push(d.clone());
+                    async move {
+                        let mut ok = true;
+                        for name in names {
+                            let Ok(name) = name.parse::<berth_core::Digest>() else { continue };
+                            match self.blobs.delete(&name).await {
+                                Ok(()) | Err(berth_blob::BlobError::NotFound(_)) => {}
+                                Err(e) => {
+                                    tracing::error!(blob = %d, error = %e, "garbage collection could not delete a blob file");
+                                    ok = false;
+                                }
                             }
-                        },
-                        Err(_) => true,
-                    };
-                    (d, size, ok)
+                        }
+                        (d, size, ok)
+                    }
                 })
                 .buffer_unordered(PARALLEL_DELETES)
                 .collect()
@@ -195,7 +208,7 @@ impl Gc<'_> {
         let mut removed = 0;
         for (id, state) in self.meta.stale_uploads(berth_meta::now_ms() - ttl.as_millis() as i64, 10_000).await? {
             self.meta.delete_upload(&id).await?;
-            match self.blobs.abort_upload(&id, &berth_blob::UploadState(state.unwrap_or_default())).await {
+            match self.sealed.abort_upload(&id, &berth_blob::UploadState(state.unwrap_or_default())).await {
                 Ok(()) | Err(berth_blob::BlobError::UploadNotFound(_)) => {}
                 Err(e) => tracing::warn!(upload = %id, error = %e, "could not delete an abandoned upload's file"),
             }

@@ -415,13 +415,16 @@ impl<'a> Images<'a> {
     pub async fn layer_download_url(&self, caller: &Caller, name: &str, digest: &str) -> Result<String> {
         let (_, row) = self.allowed(caller, "ecr:GetDownloadUrlForLayer", name).await?;
         let d: Digest = digest.parse::<Digest>().map_err(|e| Error::parameter("layerDigest", e.to_string()))?;
-        if self.meta.repo_blob(row.id, &d.to_string()).await?.is_none() {
+        let Some(blob) = self.meta.repo_blob_object(row.id, &d.to_string()).await? else {
             return Err(NotFound::Layer { key: name.to_string(), digest: d.to_string() }.into());
-        }
-        // A store with its own download URLs (an object store's presigned GET) serves the layer
-        // itself; otherwise Berth's signed URL does.
+        };
+        // A store with its own download URLs (an object store's presigned GET) serves a layer
+        // kept in the clear itself; a sealed one (the store holds only its ciphertext), and any
+        // on other stores, through Berth's signed URL.
         let ttl = std::time::Duration::from_secs(crate::tokens::DOWNLOAD_TTL_SECS as u64);
-        if let Some(url) = self.blobs.presign(&d, ttl).await? {
+        if blob.object.is_none()
+            && let Some(url) = self.blobs.presign(&d, ttl).await?
+        {
             return Ok(url);
         }
         let q = self.auth().sign_download(&row.name, &d.to_string());

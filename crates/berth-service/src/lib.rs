@@ -33,6 +33,7 @@ pub mod repositories;
 pub mod scan_config;
 pub mod scan_policy;
 pub mod scanning;
+mod sealing;
 pub mod templates;
 pub mod throttle;
 pub mod tokens;

@@ -74,6 +74,10 @@ pub struct Config {
     /// Space kept free in the data directory so deletes and garbage collection work when the
     /// disk fills (`64MiB`, `1GiB`, `0` off).
     pub disk_reserve: String,
+    /// The master keyring, for operators who keep keys outside the data directory (one key of
+    /// 64 hex digits per line, oldest first). Default: `<data_dir>/master.keyring`, created on
+    /// first start; `BERTH_MASTER_KEY` (keys separated by commas) overrides both.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -106,6 +110,7 @@ impl Default for Config {
             metrics_auth: false,
             metrics_listen: None,
             disk_reserve: "64MiB".into(),
+            master_key_file: None,
         }
     }
 }
@@ -129,7 +134,7 @@ pub struct Overrides {
     pub allow_anonymous: Option<bool>,
 }
 
-pub const ENV_KEYS: [&str; 27] = [
+pub const ENV_KEYS: [&str; 28] = [
     "listen",
     "data_dir",
     "database_url",
@@ -157,6 +162,7 @@ pub const ENV_KEYS: [&str; 27] = [
     "metrics_auth",
     "metrics_listen",
     "disk_reserve",
+    "master_key_file",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {

@@ -147,3 +147,44 @@ pub fn secrets_key(cfg: &Config) -> Result<berth_crypto::seal::SealKey, String> 
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
+
+pub const KEYRING_FILE: &str = "master.keyring";
+
+/// The master keyring (which seals content and the KMS keys' material): `BERTH_MASTER_KEY`
+/// (64 hex digits per key, commas between, oldest first; give every node the same), else the
+/// file `master_key_file` names, else `<data_dir>/master.keyring`, created on first start (0600).
+/// Like the secrets key it lives apart from the database and the blobs.
+pub fn master_keys(cfg: &Config) -> Result<berth_crypto::keyring::Keyring, String> {
+    use berth_crypto::keyring::Keyring;
+    if let Ok(v) = std::env::var("BERTH_MASTER_KEY")
+        && !v.is_empty()
+    {
+        return Keyring::parse(&v).map_err(|e| format!("BERTH_MASTER_KEY: {e}"));
+    }
+    let (path, create) = match &cfg.master_key_file {
+        Some(p) => (p.clone(), false),
+        None => (cfg.data_dir.join(KEYRING_FILE), true),
+    };
+    crate::datadir::check_key_file(&path, "content and KMS keys")?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Keyring::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let ring = Keyring::default();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            f.write_all(ring.to_text().as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            tracing::info!(path = %path.display(), "created the master keyring");
+            Ok(ring)
+        }
+        Err(e) => Err(format!("cannot read the master keyring {}: {e}", path.display())),
+    }
+}

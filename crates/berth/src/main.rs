@@ -298,6 +298,7 @@ async fn open_registry_with(
         public_url: cfg.public_url(),
         create_on_push: cfg.create_on_push,
         seal_key: credentials::secrets_key(cfg)?,
+        master_keys: credentials::master_keys(cfg)?,
         account_domain: cfg.account_domain.clone().filter(|d| !d.is_empty()),
         manual_scan_interval: config::duration("manual_scan_interval", &cfg.manual_scan_interval)?,
         sbom_referrers: cfg.sbom_referrers,

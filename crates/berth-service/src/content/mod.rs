@@ -99,15 +99,12 @@ impl<'a> Content<'a> {
     }
 
     async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
-        let size = self.blob_size(repo, digest).await?;
+        let id = self.repos().existing_repo(repo).await?;
+        let key = digest.to_string();
+        let blob = self.meta.repo_blob_object(id, &key).await?.ok_or(NotFound::Blob { digest: key })?;
+        let size = blob.size as u64;
         let range = range.map(|r| resolve_range(r, size)).transpose()?;
-        let body = match self.blobs.open(digest, range.clone()).await {
-            Ok(b) => b,
-            Err(berth_blob::BlobError::NotFound(d)) => {
-                return Err(Error::Internal(format!("blob {d} is recorded but missing from storage")));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let body = self.open_repo_blob(digest, &blob, range.clone()).await?;
         Ok(BlobRead { digest: digest.clone(), size, range, body })
     }
 
@@ -153,12 +150,25 @@ impl<'a> Content<'a> {
             None => None,
         };
         let Some(size) = size else { return Ok(None) };
-        if self.blobs.stat(digest).await? != Some(size as u64) {
+        let id = self.repos().ensure_repo(repo).await?;
+        // Only a copy sealed in this repository's scope is shared; across keys the client
+        // uploads (and the blob is sealed again under this repository's key).
+        let scope = self.repo_scope(id).await?;
+        let shared = match self.meta.blob_object(&key, &scope).await? {
+            Some(_) => true,
+            // Stored in the clear before encryption: readable by default-key repositories
+            // until the encryption job seals it.
+            None => {
+                scope.is_empty()
+                    && self.meta.any_blob_object(&key).await?.is_none()
+                    && self.blobs.stat(digest).await? == Some(size as u64)
+            }
+        };
+        if !shared {
             return Ok(None);
         }
-        let id = self.repos().ensure_repo(repo).await?;
-        match self.meta.link_blob(id, &key, size).await {
-            Ok(()) => Ok(Some(size as u64)),
+        match self.meta.link_blob(id, &key, size, None).await {
+            Ok(_) => Ok(Some(size as u64)),
             // Being garbage-collected: the client uploads it instead.
             Err(berth_meta::MetaError::BlobDeleting(_)) => Ok(None),
             Err(e) => Err(e.into()),

@@ -19,6 +19,7 @@ use crate::caller::Caller;
 use crate::content::Content;
 use crate::error::{Error, InvalidKind, NotFound, Result};
 use crate::repositories::Repositories;
+use crate::sealing::{NewKey, new_object_name, scope_of_key};
 
 /// A request body as the service consumes it.
 pub type BodyStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -55,6 +56,33 @@ fn backend_state(row: &UploadRow) -> UploadState {
     UploadState(row.backend_state.clone().unwrap_or_default())
 }
 
+/// How an upload's bytes are stored: sealed under its data key, or (begun before encryption)
+/// in the clear, sealed later by the encryption job.
+enum Sink {
+    Plain,
+    Sealed(NewKey),
+}
+
+impl Sink {
+    /// The hash state as stored: sealed with the upload's data key, since it holds the bytes
+    /// after the last whole block.
+    fn save_hash(&self, h: &Hasher) -> Vec<u8> {
+        match self {
+            Sink::Plain => h.save(),
+            Sink::Sealed(k) => k.key.seal_hash_state(&h.save()),
+        }
+    }
+
+    fn restore_hash(&self, stored: Option<&[u8]>) -> Option<Hasher> {
+        let stored = stored?;
+        let plain = match self {
+            Sink::Plain => stored.to_vec(),
+            Sink::Sealed(k) => k.key.open_hash_state(stored).ok()?,
+        };
+        Hasher::restore(Algorithm::Sha256, &plain).ok()
+    }
+}
+
 impl<'a> Content<'a> {
     async fn lock_upload(&self, id: &str) -> UploadLock<'a> {
         let m = {
@@ -62,6 +90,73 @@ impl<'a> Content<'a> {
             map.entry(id.to_string()).or_default().clone()
         };
         UploadLock { content: *self, id: id.to_string(), _guard: m.lock_owned().await }
+    }
+
+    async fn sink_of(&self, row: &UploadRow) -> Result<Sink> {
+        let Some(encoded) = &row.data_key else { return Ok(Sink::Plain) };
+        let wrapped = berth_crypto::envelope::WrappedKey::decode(encoded)
+            .ok_or_else(|| Error::Internal(format!("upload {} has a corrupt data key", row.id)))?;
+        let key = self.open_data_key(encoded).await?;
+        Ok(Sink::Sealed(NewKey { scope: scope_of_key(&wrapped), key, wrapped }))
+    }
+
+    async fn part_writer(
+        &self,
+        id: &str,
+        state: &UploadState,
+        offset: u64,
+        sink: &Sink,
+    ) -> berth_blob::Result<Box<dyn berth_blob::PartWriter>> {
+        match sink {
+            Sink::Plain => self.blobs.write_part(id, state, offset).await,
+            Sink::Sealed(k) => self.sealed.write_part(id, state, &k.key, offset).await,
+        }
+    }
+
+    /// Commits the upload as blob `digest` and records it, linked into `repo_id`; `upload` is
+    /// the upload row to end with it (none for a monolithic push).
+    async fn commit_blob(
+        &self,
+        id: &str,
+        state: &UploadState,
+        sink: &Sink,
+        (digest, size): (&Digest, u64),
+        repo_id: i64,
+        upload: bool,
+    ) -> Result<()> {
+        let key = digest.to_string();
+        match sink {
+            Sink::Plain => {
+                match self.blobs.commit(id, state, digest, size).await {
+                    Ok(()) => {}
+                    // A crash after the rename and before the metadata commit leaves exactly this.
+                    Err(BlobError::UploadNotFound(_)) if self.blobs.stat(digest).await? == Some(size) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if upload {
+                    self.meta.complete_upload(id, repo_id, &key, size as i64, None).await?;
+                } else {
+                    self.meta.link_blob(repo_id, &key, size as i64, None).await?;
+                }
+            }
+            Sink::Sealed(k) => {
+                let object = new_object_name();
+                self.sealed.commit(id, state, &k.key, &object, size).await?;
+                let record = Some(k.object(&object));
+                let recorded = if upload {
+                    self.meta.complete_upload(id, repo_id, &key, size as i64, record).await
+                } else {
+                    self.meta.link_blob(repo_id, &key, size as i64, record).await
+                };
+                // The copy is needed only if it was recorded: the blob already had one in this
+                // scope, or the record failed (then nothing names it).
+                if !matches!(recorded, Ok(true)) {
+                    let _ = self.blobs.delete(&object).await;
+                }
+                recorded?;
+            }
+        }
+        Ok(())
     }
 
     async fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
@@ -85,9 +180,13 @@ impl<'a> Content<'a> {
     pub(crate) async fn begin_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
         self.check_space()?;
         let repo_id = Repositories(self.0).ensure_repo(repo).await?;
+        let key = self.new_data_key(repo_id).await?;
+        let wrapped = key.wrapped.encode();
+        let sink = Sink::Sealed(key);
         let id = uuid::Uuid::new_v4().to_string();
-        let state = self.blobs.begin_upload(&id).await?;
-        self.meta.create_upload(&id, repo_id, &Hasher::new(Algorithm::Sha256).save(), &state.0).await?;
+        let state = self.sealed.begin_upload(&id).await?;
+        let hash = sink.save_hash(&Hasher::new(Algorithm::Sha256));
+        self.meta.create_upload(&id, repo_id, &hash, &state.0, Some(&wrapped)).await?;
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -147,11 +246,12 @@ impl<'a> Content<'a> {
                 format!("chunk starts at {start} but the upload holds {current} bytes"),
             ));
         }
-        let hasher = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
+        let sink = self.sink_of(row).await?;
+        let hasher = sink.restore_hash(row.hash_state.as_deref());
         let state = backend_state(row);
-        let (written, hasher, state) = self.write_stream(&row.id, &state, current, hasher, body).await?;
+        let (written, hasher, state) = self.write_stream(&row.id, &state, &sink, current, hasher, body).await?;
         if written > 0 {
-            let hashed = hasher.as_ref().map(Hasher::save);
+            let hashed = hasher.as_ref().map(|h| sink.save_hash(h));
             let new_size = (current + written) as i64;
             self.meta.advance_upload(&row.id, row.size, new_size, hashed.as_deref(), &state.0).await?;
         }
@@ -162,11 +262,12 @@ impl<'a> Content<'a> {
         &self,
         id: &str,
         state: &UploadState,
+        sink: &Sink,
         offset: u64,
         mut hasher: Option<Hasher>,
         mut body: BodyStream,
     ) -> Result<(u64, Option<Hasher>, UploadState)> {
-        let mut writer = self.blobs.write_part(id, state, offset).await.map_err(|e| match e {
+        let mut writer = self.part_writer(id, state, offset, sink).await.map_err(|e| match e {
             BlobError::UploadSize { .. } => Error::invalid(
                 InvalidKind::Upload,
                 format!("upload {id} is damaged (its stored data is shorter than recorded); start a new upload"),
@@ -218,7 +319,11 @@ impl<'a> Content<'a> {
         if received.is_err() || stored.is_err() {
             // Whatever was written past the recorded length goes now (not at the next append):
             // on a full disk, those bytes are the space the next request needs.
-            if let Err(e) = self.blobs.discard_unrecorded(id, state, offset).await {
+            let discarded = match sink {
+                Sink::Plain => self.blobs.discard_unrecorded(id, state, offset).await,
+                Sink::Sealed(_) => self.sealed.discard_unrecorded(id, state).await,
+            };
+            if let Err(e) = discarded {
                 tracing::debug!(upload = %id, error = %e, "could not drop a failed part's bytes");
             }
         }
@@ -256,16 +361,14 @@ impl<'a> Content<'a> {
         }
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
+        let sink = self.sink_of(&row).await?;
         let (size, hasher, state) = match body {
             Some(b) => self.append_locked(&row, start, b).await?,
-            None => {
-                let h = row.hash_state.as_deref().and_then(|s| Hasher::restore(Algorithm::Sha256, s).ok());
-                (row.size as u64, h, backend_state(&row))
-            }
+            None => (row.size as u64, sink.restore_hash(row.hash_state.as_deref()), backend_state(&row)),
         };
         let actual = match hasher {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
-            _ => self.rehash_upload(id, &state, digest.algorithm()).await?,
+            _ => self.rehash_upload(id, &state, &sink, digest.algorithm()).await?,
         };
         if actual != *digest {
             return Err(Error::invalid(
@@ -274,18 +377,15 @@ impl<'a> Content<'a> {
             ));
         }
         self.claim_blob(digest).await?;
-        match self.blobs.commit(id, &state, digest, size).await {
-            Ok(()) => {}
-            // A crash after the rename and before the metadata commit leaves exactly this.
-            Err(BlobError::UploadNotFound(_)) if self.blobs.stat(digest).await? == Some(size) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.meta.complete_upload(id, row.repo_id, &digest.to_string(), size as i64).await?;
+        self.commit_blob(id, &state, &sink, (digest, size), row.repo_id, true).await?;
         Ok(size)
     }
 
-    async fn rehash_upload(&self, id: &str, state: &UploadState, algorithm: Algorithm) -> Result<Digest> {
-        let mut body = self.blobs.read_upload(id, state).await?;
+    async fn rehash_upload(&self, id: &str, state: &UploadState, sink: &Sink, algorithm: Algorithm) -> Result<Digest> {
+        let mut body = match sink {
+            Sink::Plain => self.blobs.read_upload(id, state).await?,
+            Sink::Sealed(k) => self.sealed.read_upload(id, state, &k.key).await?,
+        };
         let mut h = Hasher::new(algorithm);
         while let Some(chunk) = body.stream.next().await {
             h.update(&chunk.map_err(|e| Error::Internal(e.to_string()))?);
@@ -304,7 +404,7 @@ impl<'a> Content<'a> {
         let row = self.load_upload(repo, id).await?;
         // The file first: its space is what a full disk needs back, and a row left without its
         // file is an upload nobody can continue, removed by garbage collection.
-        self.blobs.abort_upload(&row.id, &backend_state(&row)).await?;
+        self.sealed.abort_upload(&row.id, &backend_state(&row)).await?;
         self.meta.delete_upload(&row.id).await?;
         Ok(())
     }
@@ -320,11 +420,12 @@ impl<'a> Content<'a> {
     pub(crate) async fn store_blob(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
         self.check_space()?;
         let repo_id = Repositories(self.0).ensure_repo(repo).await?;
+        let sink = Sink::Sealed(self.new_data_key(repo_id).await?);
         let id = uuid::Uuid::new_v4().to_string();
-        let begun = self.blobs.begin_upload(&id).await?;
+        let begun = self.sealed.begin_upload(&id).await?;
         let r = async {
             let hasher = Some(Hasher::new(digest.algorithm()));
-            let (size, hasher, state) = self.write_stream(&id, &begun, 0, hasher, body).await?;
+            let (size, hasher, state) = self.write_stream(&id, &begun, &sink, 0, hasher, body).await?;
             let actual = hasher.map(Hasher::finish);
             if actual.as_ref() != Some(digest) {
                 let actual = actual.map_or_else(|| "unknown".into(), |d| d.to_string());
@@ -334,13 +435,12 @@ impl<'a> Content<'a> {
                 ));
             }
             self.claim_blob(digest).await?;
-            self.blobs.commit(&id, &state, digest, size).await?;
-            self.meta.link_blob(repo_id, &digest.to_string(), size as i64).await?;
+            self.commit_blob(&id, &state, &sink, (digest, size), repo_id, false).await?;
             Ok(size)
         }
         .await;
         if r.is_err() {
-            let _ = self.blobs.abort_upload(&id, &begun).await;
+            let _ = self.sealed.abort_upload(&id, &begun).await;
         }
         r
     }

@@ -585,7 +585,7 @@ impl<'a> Scanning<'a> {
     /// Reads one layer blob into what the scanner needs of it (on a blocking thread, the blob
     /// streamed to it: memory does not follow the layer's size).
     async fn scan_layer(&self, layer: &Digest, index: usize) -> Result<LayerScan> {
-        let body = self.blobs.open(layer, None).await?;
+        let body = self.open_any_copy(layer).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let reader = ChannelReader { rx, cur: Bytes::new() };
         let worker = tokio::task::spawn_blocking(move || berth_scan::layers::scan_layer(reader, index));

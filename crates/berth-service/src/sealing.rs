@@ -1,0 +1,128 @@
+//! Which key seals a repository's content, and reading what was sealed. A repository's content
+//! is sealed in its key scope: '' (the registry's default key, from the master keyring: AES256
+//! repositories) or the KMS key it was created with. Every stored blob copy has its own data key,
+//! wrapped under its scope's key; the wrapped key is kept in the metadata store (see
+//! `berth_blob::sealed` for the format of the bytes).
+
+use std::ops::Range;
+
+use berth_blob::{BlobBody, BlobError};
+use berth_core::{Algorithm, Digest};
+use berth_crypto::envelope::{DataKey, WrappedKey};
+use berth_crypto::keyring::LOCAL;
+use berth_meta::{BlobObject, RepoBlob};
+
+use crate::core::Core;
+use crate::error::{Error, Result};
+
+/// A new data key and its wrapped form, for content of one scope.
+pub(crate) struct NewKey {
+    pub scope: String,
+    pub key: DataKey,
+    pub wrapped: WrappedKey,
+}
+
+impl NewKey {
+    /// The record of a copy stored under this key as `object`.
+    pub fn object(&self, object: &Digest) -> BlobObject {
+        BlobObject {
+            scope: self.scope.clone(),
+            object: object.to_string(),
+            key_id: self.wrapped.key_id.clone(),
+            key_version: self.wrapped.version as i64,
+            wrapped_key: self.wrapped.encode(),
+        }
+    }
+}
+
+/// The scope a wrapped key belongs to: '' for the master keyring's, else the KMS key's id.
+pub(crate) fn scope_of_key(w: &WrappedKey) -> String {
+    if w.key_id.starts_with(LOCAL) { String::new() } else { w.key_id.clone() }
+}
+
+/// A fresh name to store a copy under (random: never the digest, so two copies of one blob
+/// under two keys, or two racing uploads of it, never share stored bytes).
+pub(crate) fn new_object_name() -> Digest {
+    Digest::new(Algorithm::Sha256, hex::encode(berth_crypto::random_bytes())).expect("64 hex digits")
+}
+
+impl Core {
+    /// The key scope of a repository's content.
+    pub(crate) async fn repo_scope(&self, repo_id: i64) -> Result<String> {
+        Ok(self.meta.repo_encryption_key(repo_id).await?.unwrap_or_default())
+    }
+
+    /// A new data key for content of repository `repo_id`.
+    pub(crate) async fn new_data_key(&self, repo_id: i64) -> Result<NewKey> {
+        let scope = self.repo_scope(repo_id).await?;
+        if !scope.is_empty() {
+            return Err(Error::Internal(format!(
+                "repository {repo_id} names KMS key {scope}, which this version cannot use"
+            )));
+        }
+        let (key, wrapped) = self.settings.master_keys.new_data_key();
+        Ok(NewKey { scope, key, wrapped })
+    }
+
+    /// Opens a wrapped data key from the metadata store.
+    pub(crate) async fn open_data_key(&self, encoded: &[u8]) -> Result<DataKey> {
+        let w = WrappedKey::decode(encoded).ok_or_else(|| Error::Internal("a stored data key is corrupt".into()))?;
+        if w.key_id.starts_with(LOCAL) {
+            return self.settings.master_keys.unwrap(&w).ok_or_else(|| {
+                Error::Internal(format!(
+                    "content is sealed under master key {}, which is not in this node's keyring \
+                     (BERTH_MASTER_KEY or the keyring file); add it back",
+                    &w.key_id[LOCAL.len()..]
+                ))
+            });
+        }
+        Err(Error::Internal(format!("content is sealed under KMS key {}, which this version cannot use", w.key_id)))
+    }
+
+    /// Reads a stored copy: sealed, or (written before encryption) in the clear under its digest.
+    pub(crate) async fn open_copy(
+        &self,
+        digest: &Digest,
+        size: u64,
+        object: Option<&BlobObject>,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobBody> {
+        let r = match object {
+            None => self.blobs.open(digest, range).await,
+            Some(o) => {
+                let key = self.open_data_key(&o.wrapped_key).await?;
+                let name: Digest =
+                    o.object.parse().map_err(|_| Error::Internal("a stored object name is corrupt".into()))?;
+                self.sealed.open(&name, &key, size, range).await
+            }
+        };
+        match r {
+            Ok(b) => Ok(b),
+            Err(BlobError::NotFound(_)) => {
+                Err(Error::Internal(format!("blob {digest} is recorded but missing from storage")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A blob as a repository reads it.
+    pub(crate) async fn open_repo_blob(
+        &self,
+        digest: &Digest,
+        blob: &RepoBlob,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobBody> {
+        self.open_copy(digest, blob.size as u64, blob.object.as_ref(), range).await
+    }
+
+    /// A blob from whichever copy there is (the scanner's reads, outside any repository).
+    pub(crate) async fn open_any_copy(&self, digest: &Digest) -> Result<BlobBody> {
+        match self.meta.any_blob_object(&digest.to_string()).await? {
+            Some((size, o)) => self.open_copy(digest, size as u64, Some(&o), None).await,
+            None => {
+                let size = self.meta.blob_size(&digest.to_string()).await?.unwrap_or_default();
+                self.open_copy(digest, size as u64, None, None).await
+            }
+        }
+    }
+}
