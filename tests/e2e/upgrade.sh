@@ -7,6 +7,8 @@
 #  - the upload the old server left half done takes its second half and completes;
 #  - the scan it queued (an old-style scan lease) runs as a job and completes;
 #  - an IAM user's access key and a repository policy made before still let that user pull;
+#  - what the old server stored in the clear is sealed (the background job at start-up, then
+#    `berth encryption run` for the upload completed after it): no plaintext left in blobs/;
 #  - berth fsck finds nothing wrong, and a second start serves the same.
 source "$(dirname "$0")/lib.sh"
 need skopeo "apt-get install skopeo"
@@ -94,8 +96,30 @@ out=$(AWS_ACCESS_KEY_ID=$(expect .reader.AccessKeyId) AWS_SECRET_ACCESS_KEY=$(ex
   --query 'failures' 2>&1) && fail "the old user pulled from a repository no policy opens to it: $out"
 grep -q AccessDenied <<<"$out" || fail "refused with: $out"
 
-step "fsck is clean; a second start serves the same"
+step "what the old server stored in the clear is sealed"
+for _ in $(seq 1 100); do
+  grep -q "blobs stored in the clear sealed" "$U/berth.log" && break
+  sleep 0.2
+done
+grep "blobs stored in the clear sealed" "$U/berth.log" | head -1 | sed 's/^/  /'
+grep -q "blobs stored in the clear sealed" "$U/berth.log" || fail "the background job sealed nothing"
 stop_berth
+"$BERTH" encryption run --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$U/seal.out" 2>&1 || { cat "$U/seal.out"; fail "berth encryption run"; }
+sed 's/^/  /' "$U/seal.out" | tail -3
+"$BERTH" encryption status --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null | grep -q "^0 blob(s)" \
+  || fail "blobs left in the clear: $("$BERTH" encryption status --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>&1)"
+python3 - "$F/upload.bin" "$BERTH_DATA/blobs" <<'PY' || fail "plaintext left in blobs/"
+import os, sys
+data = open(sys.argv[1], "rb").read()
+pieces = [data[i:i + 32] for i in (0, len(data) // 2, len(data) - 40)]
+for root, _, files in os.walk(sys.argv[2]):
+    for f in files:
+        body = open(os.path.join(root, f), "rb").read()
+        if any(p in body for p in pieces):
+            sys.exit(f"plaintext of the completed upload in {os.path.join(root, f)}")
+PY
+
+step "fsck is clean; a second start serves the same"
 fsck_clean
 serve
 login_berth

@@ -144,3 +144,93 @@ async fn damaged_ciphertext_is_never_served(s: Server) {
     assert!(report.problems.iter().any(|p| p.contains(&d) && p.contains("cannot be read")), "{:?}", report.problems);
 }
 both!(damaged_ciphertext_is_never_served);
+
+/// Stores `data` as earlier versions did: in the clear under its digest, through an upload with
+/// no data key, and links it into `repo`.
+async fn store_in_clear(s: &Server, repo: &str, data: &[u8]) -> String {
+    use berth_blob::BlobStore;
+    let d = sha256(data);
+    let digest: berth_core::Digest = d.parse().unwrap();
+    let store = berth_blob::FsBlobStore::open(s.dir.path()).unwrap();
+    let id = format!("old-{}", &d[7..19]);
+    let state = store.begin_upload(&id).await.unwrap();
+    let mut w = store.write_part(&id, &state, 0).await.unwrap();
+    w.write(bytes::Bytes::copy_from_slice(data)).await.unwrap();
+    let (len, state) = w.finish().await.unwrap();
+    store.commit(&id, &state, &digest, len).await.unwrap();
+    let repo_id = match s.meta.repo_id(repo).await.unwrap() {
+        Some(r) => r,
+        None => {
+            s.ecr_ok("CreateRepository", json!({"repositoryName": repo})).await;
+            s.meta.repo_id(repo).await.unwrap().unwrap()
+        }
+    };
+    s.meta.create_upload(&id, repo_id, b"", &state.0, None).await.unwrap();
+    s.meta.complete_upload(&id, repo_id, &d, len as i64, None).await.unwrap();
+    d
+}
+
+async fn blobs_stored_in_the_clear_are_sealed_and_stay_readable(s: Server) {
+    let layer = noise(250_000, 6);
+    let config = noise(500, 7);
+    let l = store_in_clear(&s, "old", &layer).await;
+    let c = store_in_clear(&s, "old", &config).await;
+    let m = image_manifest(&c, config.len(), &[(l.clone(), layer.len())]);
+    assert_eq!(s.put_manifest("old", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+    let pull = |d: String| {
+        let s = &s;
+        async move { s.req(Method::GET, &format!("/v2/old/blobs/{d}")).send().await.unwrap().bytes().await.unwrap() }
+    };
+    assert_eq!(pull(l.clone()).await.to_vec(), layer, "read in the clear");
+    assert!(!holding(s.dir.path(), &layer[1000..1032]).is_empty(), "the test stored it in the clear");
+    // A mount between default-key repositories shares the clear copy until it is sealed.
+    let r = s.req(Method::POST, &format!("/v2/other/blobs/uploads/?mount={l}&from=old")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let op = berth_service::Caller::operator();
+    let st = s.registry.encryption().status(&op).await.unwrap();
+    assert_eq!((st.clear_blobs, st.clear_bytes), (2, (layer.len() + config.len()) as u64));
+    let metrics = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("berth_blobs_in_clear 2"), "{metrics}");
+
+    let seen = std::sync::Mutex::new(Vec::new());
+    let r = s.registry.encryption().seal_all(&op, |d, _, _| seen.lock().unwrap().push(d.to_string())).await.unwrap();
+    assert_eq!(r.sealed, 2);
+    assert!(r.damaged.is_empty());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(s.registry.encryption().status(&op).await.unwrap().clear_blobs, 0);
+    assert!(holding(s.dir.path().join("blobs").as_path(), &layer[1000..1032]).is_empty(), "plaintext left");
+    assert!(s.meta.blob_object(&l, "").await.unwrap().is_some());
+    assert_eq!(pull(l.clone()).await.to_vec(), layer, "read sealed");
+    let r = s.req(Method::GET, &format!("/v2/other/blobs/{l}")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), layer, "the mounted repository reads the sealed copy");
+    let r = s.req(Method::GET, "/v2/old/manifests/v1").header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report = s.registry.fsck().fsck(&op, |_| {}).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.unrecorded_blobs.is_empty(), "{:?}", report.unrecorded_blobs);
+    // Running again finds nothing to do.
+    assert_eq!(s.registry.encryption().seal_all(&op, |_, _, _| {}).await.unwrap().sealed, 0);
+}
+both!(blobs_stored_in_the_clear_are_sealed_and_stay_readable);
+
+async fn a_round_cut_short_is_taken_up_again(s: Server) {
+    let op = berth_service::Caller::operator();
+    let data = noise(90_000, 8);
+    let d = store_in_clear(&s, "cut", &data).await;
+    // As if a round died after recording the sealed copy and before deleting the clear one:
+    // seal it, then put the clear file and flag back.
+    s.registry.encryption().seal_all(&op, |_, _, _| {}).await.unwrap();
+    let again = store_in_clear(&s, "cut", &data).await;
+    assert_eq!(again, d);
+    assert_eq!(s.registry.encryption().status(&op).await.unwrap().clear_blobs, 1);
+    let before = s.meta.blob_object(&d, "").await.unwrap().unwrap();
+    let r = s.registry.encryption().seal_all(&op, |_, _, _| {}).await.unwrap();
+    assert_eq!(r.sealed, 1);
+    assert_eq!(s.meta.blob_object(&d, "").await.unwrap().unwrap(), before, "the recorded copy is kept");
+    assert!(holding(s.dir.path().join("blobs").as_path(), &data[5000..5032]).is_empty());
+    let r = s.req(Method::GET, &format!("/v2/cut/blobs/{d}")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+    let report = s.registry.fsck().fsck(&op, |_| {}).await.unwrap();
+    assert!(report.is_clean() && report.unrecorded_blobs.is_empty(), "{report:?}");
+}
+both!(a_round_cut_short_is_taken_up_again);

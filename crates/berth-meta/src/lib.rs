@@ -659,7 +659,14 @@ impl Meta {
                 insert_blob_and_link(c, repo_id, &digest, size).await?;
                 let recorded = match &object {
                     Some(o) => sealing::insert_object_in(c, &digest, o).await?,
-                    None => false,
+                    None => {
+                        // An upload begun before encryption: its blob is stored in the clear.
+                        sqlx::query("UPDATE blobs SET in_clear = 1 WHERE digest = $1")
+                            .bind(digest.as_str())
+                            .execute(&mut *c)
+                            .await?;
+                        false
+                    }
                 };
                 sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&mut *c).await?;
                 Ok(recorded)

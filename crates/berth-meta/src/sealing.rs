@@ -126,11 +126,11 @@ impl Meta {
             .collect()
     }
 
-    /// Blobs still stored in the clear (no sealed copy), in digest order after `after`.
+    /// Blobs still stored in the clear, in digest order after `after`.
     pub async fn plain_blobs(&self, after: &str, limit: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT b.digest, b.size FROM blobs b WHERE b.digest > $1 AND b.state <> 'deleting' \
-             AND NOT EXISTS (SELECT 1 FROM blob_objects o WHERE o.digest = b.digest) ORDER BY b.digest LIMIT $2",
+            "SELECT digest, size FROM blobs WHERE in_clear = 1 AND digest > $1 AND state <> 'deleting' \
+             ORDER BY digest LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -139,15 +139,44 @@ impl Meta {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
-    /// How many blobs are still stored in the clear.
-    pub async fn count_plain_blobs(&self) -> Result<i64> {
+    /// How many blobs are still stored in the clear, and their bytes.
+    pub async fn count_plain_blobs(&self) -> Result<(i64, i64)> {
         let r = sqlx::query(
-            "SELECT COUNT(*) FROM blobs b WHERE b.state <> 'deleting' \
-             AND NOT EXISTS (SELECT 1 FROM blob_objects o WHERE o.digest = b.digest)",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE in_clear = 1 AND state <> 'deleting'",
         )
         .fetch_one(&self.read)
         .await?;
-        Ok(r.try_get(0)?)
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    }
+
+    /// Whether a blob is (also) stored in the clear under its digest.
+    pub async fn blob_in_clear(&self, digest: &str) -> Result<bool> {
+        let r = sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 AND in_clear = 1")
+            .bind(digest)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Every blob stored in the clear (for verification).
+    pub async fn clear_blobs(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT digest FROM blobs WHERE in_clear = 1").fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The blob's copy in the clear is gone (sealed, then deleted).
+    pub async fn forget_clear_copy(&self, digest: &str) -> Result<()> {
+        let digest = digest.to_string();
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE blobs SET in_clear = 0 WHERE digest = $1")
+                    .bind(digest.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// Records a sealed copy of a stored blob (sealing one kept in the clear). `false`: the blob

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::caller::Caller;
 use crate::content::Content;
 use crate::core::Core;
+use crate::encryption::Encryption;
 use crate::error::Result;
 use crate::events::Consumer;
 use crate::gc::{GC_JOB, Gc, GcOptions};
@@ -27,6 +28,8 @@ pub enum Periodic {
     UploadExpiry(Duration),
     /// Outbox events every consumer has read, once older than this, are deleted.
     PruneEvents(Duration),
+    /// Blobs stored in the clear by earlier versions are sealed.
+    Seal,
 }
 
 impl Round for Periodic {
@@ -36,6 +39,7 @@ impl Round for Periodic {
             Periodic::Lifecycle => "periodic:lifecycle",
             Periodic::UploadExpiry(_) => "periodic:upload_expiry",
             Periodic::PruneEvents(_) => "periodic:prune_events",
+            Periodic::Seal => crate::encryption::SEAL_JOB,
         }
     }
 
@@ -74,6 +78,15 @@ impl Round for Periodic {
                 let deleted = core.meta().prune_events(before).await?;
                 tracing::info!(job, round, %node, deleted, "old outbox events deleted");
             }
+            Periodic::Seal => {
+                let r = Encryption(core).seal_clear_blobs(|_, _, _| {}).await?;
+                if r.sealed > 0 || !r.damaged.is_empty() {
+                    tracing::info!(
+                        job, round, %node, sealed = r.sealed, bytes = r.bytes, damaged = r.damaged.len(),
+                        elapsed_ms = r.elapsed.as_millis() as u64, "blobs stored in the clear sealed"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -95,6 +108,9 @@ pub struct Background {
     pub storage_check: Duration,
     /// How long outbox events are kept after every consumer has read them.
     pub keep_events: Duration,
+    /// How often blobs stored in the clear are looked for and sealed (None: only by
+    /// `berth encryption run`).
+    pub seal_every: Option<Duration>,
 }
 
 impl Default for Background {
@@ -107,6 +123,7 @@ impl Default for Background {
             token_refresh: Duration::from_secs(5),
             storage_check: Duration::from_secs(2),
             keep_events: Duration::from_secs(7 * 24 * 3600),
+            seal_every: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -126,6 +143,11 @@ pub(crate) fn start(core: &Arc<Core>, bg: &Background) -> Workers {
         ws.spawn(PeriodicWorker::new(core.clone(), Periodic::Lifecycle, every));
     }
     let hourly = Duration::from_secs(3600);
+    // Blobs in the clear exist only after an upgrade (or an upload begun before it): sealed soon
+    // after start-up, then looked for again now and then.
+    if let Some(every) = bg.seal_every {
+        ws.spawn(PeriodicWorker::new(core.clone(), Periodic::Seal, every));
+    }
     ws.spawn(PeriodicWorker::new(core.clone(), Periodic::PruneEvents(bg.keep_events), hourly));
     let c = core.clone();
     ws.spawn(Every::new("pull-times", bg.pull_flush, move || {

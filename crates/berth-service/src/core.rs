@@ -170,6 +170,15 @@ impl Core {
             Ok(queues) => out.push_str(&crate::metrics::render_jobs(&queues)),
             Err(e) => tracing::warn!(error = %e, "job counts for /metrics"),
         }
+        match self.meta.count_plain_blobs().await {
+            Ok((n, bytes)) => out.push_str(&format!(
+                "# HELP berth_blobs_in_clear Blobs stored in the clear by earlier versions, not sealed yet.\n\
+                 # TYPE berth_blobs_in_clear gauge\nberth_blobs_in_clear {n}\n\
+                 # HELP berth_bytes_in_clear Bytes of those blobs.\n# TYPE berth_bytes_in_clear gauge\n\
+                 berth_bytes_in_clear {bytes}\n"
+            )),
+            Err(e) => tracing::warn!(error = %e, "blobs in the clear for /metrics"),
+        }
         out
     }
 

@@ -49,6 +49,7 @@ impl Fsck<'_> {
         for (digest, _, o) in self.meta.all_blob_objects().await? {
             sealed.entry(digest).or_default().push(o);
         }
+        let clear: HashSet<String> = self.meta.clear_blobs().await?.into_iter().collect();
         let mut recorded_set = HashSet::new();
         for (digest_str, size) in &recorded {
             let Ok(digest) = digest_str.parse::<Digest>() else {
@@ -57,10 +58,13 @@ impl Fsck<'_> {
             };
             report.blobs_checked += 1;
             // Each sealed copy, or (stored before encryption, not sealed yet) the plain one.
-            let copies: Vec<Option<&BlobObject>> = match sealed.get(digest_str) {
-                Some(objects) => objects.iter().map(Some).collect(),
-                None => vec![None],
-            };
+            let mut copies: Vec<Option<&BlobObject>> = sealed.get(digest_str).into_iter().flatten().map(Some).collect();
+            if clear.contains(digest_str) {
+                copies.push(None);
+            }
+            if copies.is_empty() {
+                report.problems.push(format!("blob {digest} is recorded with no stored copy"));
+            }
             for copy in copies {
                 let name = match copy {
                     Some(o) => match o.object.parse::<Digest>() {

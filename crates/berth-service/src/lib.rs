@@ -16,6 +16,7 @@ mod cache;
 pub mod caller;
 pub mod content;
 pub mod core;
+pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod fsck;
@@ -138,6 +139,10 @@ impl Registry {
 
     pub fn gc(&self) -> gc::Gc<'_> {
         gc::Gc(&self.core)
+    }
+
+    pub fn encryption(&self) -> encryption::Encryption<'_> {
+        encryption::Encryption(&self.core)
     }
 
     pub fn fsck(&self) -> fsck::Fsck<'_> {

@@ -53,6 +53,18 @@ enum Command {
     /// bearer tokens, STS sessions and layer URLs; everything it signed stops working (running
     /// servers notice within seconds) and clients log in again.
     Keys(KeysArgs),
+    /// Encryption at rest: `berth encryption status` shows what earlier versions stored in the
+    /// clear; `berth encryption run` seals it now, with progress (`serve` does it in the
+    /// background too, resuming after a crash).
+    Encryption(EncryptionArgs),
+}
+
+#[derive(Args)]
+struct EncryptionArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = ["status", "run"])]
+    action: String,
 }
 
 #[derive(Args)]
@@ -213,6 +225,10 @@ fn main() -> ExitCode {
             ("account", a.common)
         }
         Command::Keys(k) => ("keys", k.common),
+        Command::Encryption(e) => {
+            ENCRYPTION.set(e.action).ok();
+            ("encryption", e.common)
+        }
         Command::Audit(a) => {
             let filter = match audit_filter(&a) {
                 Ok(f) => f,
@@ -261,6 +277,7 @@ fn main() -> ExitCode {
             "gc" => gc(cfg).await,
             "vulndb" => vulndb(cfg).await,
             "keys" => keys(cfg).await,
+            "encryption" => encryption(cfg).await,
             _ => fsck(cfg).await,
         }
     });
@@ -730,6 +747,28 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+static ENCRYPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+async fn encryption(cfg: Config) -> Result<ExitCode, String> {
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let e = registry.encryption();
+    let status = e.status(&Caller::operator()).await.map_err(|e| e.to_string())?;
+    println!("{} blob(s) ({} bytes) stored in the clear", status.clear_blobs, status.clear_bytes);
+    if ENCRYPTION.get().map(String::as_str) != Some("run") || status.clear_blobs == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total = status.clear_blobs;
+    let r = e
+        .seal_all(&Caller::operator(), |digest, n, bytes| println!("sealed {n}/{total} ({bytes} bytes): {digest}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("sealed {} blob(s), {} bytes, in {:.1} s", r.sealed, r.bytes, r.elapsed.as_secs_f64());
+    for d in &r.damaged {
+        println!("PROBLEM: blob {d} does not match its digest and was left in the clear (see `berth fsck`)");
+    }
+    Ok(if r.damaged.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn fsck(cfg: Config) -> Result<ExitCode, String> {

@@ -135,11 +135,12 @@ impl Server {
         let key2 = AccessKey { id: AKID2.into(), secret: SECRET2.into(), principal: settings.root_arn() };
         let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key, key2]).await.unwrap();
         let app = berth_api::router(registry.clone(), options);
-        // As `berth serve` runs them, but pull times often, so tests see them promptly (GC
-        // and lifecycle rounds are run by the tests themselves).
+        // As `berth serve` runs them, but pull times often, so tests see them promptly (GC,
+        // lifecycle and sealing rounds are run by the tests themselves).
         let background = berth_service::Background {
             scan_workers: scanners,
             pull_flush: std::time::Duration::from_millis(50),
+            seal_every: None,
             ..Default::default()
         };
         let workers = registry.start_workers(&background);

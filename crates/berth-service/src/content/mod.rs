@@ -101,10 +101,17 @@ impl<'a> Content<'a> {
     async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
         let id = self.repos().existing_repo(repo).await?;
         let key = digest.to_string();
-        let blob = self.meta.repo_blob_object(id, &key).await?.ok_or(NotFound::Blob { digest: key })?;
+        let blob = self.meta.repo_blob_object(id, &key).await?.ok_or_else(|| NotFound::Blob { digest: key.clone() })?;
         let size = blob.size as u64;
         let range = range.map(|r| resolve_range(r, size)).transpose()?;
-        let body = self.open_repo_blob(digest, &blob, range.clone()).await?;
+        let body = match self.open_repo_blob(digest, &blob, range.clone()).await {
+            // Stored in the clear and sealed since it was looked up: read the sealed copy.
+            Err(e) if blob.object.is_none() => match self.meta.repo_blob_object(id, &key).await? {
+                Some(again) if again.object.is_some() => self.open_repo_blob(digest, &again, range.clone()).await?,
+                _ => return Err(e),
+            },
+            r => r?,
+        };
         Ok(BlobRead { digest: digest.clone(), size, range, body })
     }
 
@@ -158,11 +165,7 @@ impl<'a> Content<'a> {
             Some(_) => true,
             // Stored in the clear before encryption: readable by default-key repositories
             // until the encryption job seals it.
-            None => {
-                scope.is_empty()
-                    && self.meta.any_blob_object(&key).await?.is_none()
-                    && self.blobs.stat(digest).await? == Some(size as u64)
-            }
+            None => scope.is_empty() && self.meta.blob_in_clear(&key).await?,
         };
         if !shared {
             return Ok(None);
