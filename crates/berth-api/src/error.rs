@@ -81,6 +81,8 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
             NotFound::Upload { .. } => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             NotFound::Manifest { .. } | NotFound::Image { .. } => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             NotFound::References(_) | NotFound::ReferencedImages(_) => (bad, "MANIFEST_BLOB_UNKNOWN"),
+            // The repository's key is gone: its content cannot be opened.
+            NotFound::KmsKey { .. } => (StatusCode::FORBIDDEN, "DENIED"),
             // Control-plane errors reach OCI clients only through shared code paths.
             _ => (bad, "UNSUPPORTED"),
         },
@@ -100,6 +102,8 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
             Conflict::TagImmutable { .. } => (bad, "TAG_INVALID"),
             Conflict::Referenced { .. } => (StatusCode::CONFLICT, "DENIED"),
             Conflict::UploadChanged { .. } => (bad, "BLOB_UPLOAD_INVALID"),
+            // The repository's KMS key refuses its use (disabled, pending deletion).
+            Conflict::KmsKeyState { .. } | Conflict::KmsManaged { .. } => (StatusCode::FORBIDDEN, "DENIED"),
             _ => (bad, "UNSUPPORTED"),
         },
         Error::AlreadyExists(_) | Error::LimitExceeded { .. } => (bad, "UNSUPPORTED"),
@@ -171,13 +175,16 @@ pub fn ecr_type(e: &Error) -> &'static str {
             NotFound::LifecyclePreview { .. } => "LifecyclePolicyPreviewNotFoundException",
             NotFound::Scan { .. } => "ScanNotFoundException",
             NotFound::Entity { .. } | NotFound::Policy { .. } | NotFound::Member { .. } => "InvalidParameterException",
+            NotFound::KmsKey { .. } | NotFound::KmsAlias { .. } => "KmsException",
         },
         Error::AlreadyExists(x) => match x {
             Exists::Repository { .. } => "RepositoryAlreadyExistsException",
             Exists::Image { .. } => "ImageAlreadyExistsException",
             Exists::Layer { .. } => "LayerAlreadyExistsException",
             Exists::Template { .. } => "TemplateAlreadyExistsException",
-            Exists::Entity { .. } | Exists::Policy { .. } | Exists::Account { .. } => "InvalidParameterException",
+            Exists::Entity { .. } | Exists::Policy { .. } | Exists::Account { .. } | Exists::KmsAlias { .. } => {
+                "InvalidParameterException"
+            }
         },
         Error::Invalid(i) => match i.kind {
             InvalidKind::Validation => "ValidationException",
@@ -188,11 +195,13 @@ pub fn ecr_type(e: &Error) -> &'static str {
             InvalidKind::EmptyUpload => "EmptyUploadException",
             InvalidKind::LayerPartTooSmall => "LayerPartTooSmallException",
             InvalidKind::UnsupportedImage => "UnsupportedImageTypeException",
+            InvalidKind::Ciphertext => "KmsException",
             _ => "InvalidParameterException",
         },
         Error::Conflict(c) => match c {
             Conflict::TagImmutable { .. } => "ImageTagAlreadyExistsException",
             Conflict::RepositoryNotEmpty { .. } => "RepositoryNotEmptyException",
+            Conflict::KmsKeyState { .. } | Conflict::KmsManaged { .. } => "KmsException",
             _ => "InvalidParameterException",
         },
         Error::Denied(_) => "AccessDeniedException",
@@ -305,6 +314,64 @@ pub fn ecr_response(e: &Error, registry_id: &str) -> Response {
         _ => None,
     };
     ecr_error_response(ecr_type(e), &ecr_message(e, registry_id), extra)
+}
+
+// ---- KMS ----
+
+/// KMS exception name for each service error (all HTTP 400 but the server's own faults).
+pub fn kms_type(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound(_) => "NotFoundException",
+        Error::AlreadyExists(_) => "AlreadyExistsException",
+        Error::Conflict(Conflict::KmsKeyState { state, .. }) if state == "Disabled" => "DisabledException",
+        Error::Conflict(Conflict::KmsManaged { .. }) => "UnsupportedOperationException",
+        Error::Conflict(_) => "KMSInvalidStateException",
+        Error::Invalid(i) => match i.kind {
+            InvalidKind::Ciphertext => "InvalidCiphertextException",
+            InvalidKind::PolicyDocument => "MalformedPolicyDocumentException",
+            InvalidKind::ResourceTag => "TagException",
+            _ => "ValidationException",
+        },
+        Error::Denied(_) => "AccessDeniedException",
+        Error::Unauthenticated { why: Unauthenticated::ExpiredToken, .. } => "ExpiredTokenException",
+        Error::Unauthenticated { .. } => "UnrecognizedClientException",
+        Error::LimitExceeded { what: Limit::Tags, .. } => "TagException",
+        Error::LimitExceeded { .. } => "LimitExceededException",
+        Error::Throttled(_) => "ThrottlingException",
+        Error::Internal(_) | Error::Unavailable(_) => "KMSInternalException",
+    }
+}
+
+/// The message a KMS client reads.
+pub fn kms_message(e: &Error) -> String {
+    match e {
+        Error::Internal(_) => "internal server error; see the server log".to_string(),
+        Error::NotFound(NotFound::KmsKey { key }) => format!("Key '{key}' does not exist"),
+        Error::Invalid(i) if i.kind == InvalidKind::Validation => match &i.field {
+            Some(f) => {
+                format!("1 validation error detected: Value at '{f}' failed to satisfy constraint: {}", i.reason)
+            }
+            None => i.reason.clone(),
+        },
+        e => oci_message(e),
+    }
+}
+
+/// A KMS error response: `{"__type", "message"}`.
+pub fn kms_error_response(kind: &str, message: &str) -> Response {
+    let status =
+        if kind == "KMSInternalException" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+    let body = json!({ "__type": kind, "message": message });
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], body.to_string())
+        .into_response()
+}
+
+/// A service error for a KMS client.
+pub fn kms_response(e: &Error) -> Response {
+    if e.is_internal() {
+        tracing::error!(error = %e, "request failed");
+    }
+    kms_error_response(kms_type(e), &kms_message(e))
 }
 
 // ---- IAM and STS ----

@@ -8,6 +8,7 @@ mod aws;
 mod ecr;
 mod error;
 mod iam;
+mod kms;
 mod oci;
 mod request;
 mod serve;
@@ -55,9 +56,15 @@ pub fn metrics_router(registry: Registry, options: Options, authenticated: bool)
     r.with_state(state)
 }
 
-/// `POST /`: the ECR API (JSON, `X-Amz-Target`) or the IAM/STS Query APIs (form-encoded).
+/// `POST /`: the ECR and KMS APIs (JSON, `X-Amz-Target`) or the IAM/STS Query APIs (form-encoded).
 async fn aws_api(st: axum::extract::State<AppState>, req: Request) -> Response {
-    if iam::is_query(&req) { iam::handle(st, req).await } else { ecr::handle(st, req).await }
+    if iam::is_query(&req) {
+        iam::handle(st, req).await
+    } else if kms::is_kms(&req) {
+        kms::handle(st, req).await
+    } else {
+        ecr::handle(st, req).await
+    }
 }
 
 async fn common_headers(req: Request, next: Next) -> Response {

@@ -14,7 +14,10 @@ pub struct RepoSettings {
     pub mutability_filters: Option<String>,
     pub scan_on_push: bool,
     pub encryption_type: String,
+    /// The key as the ECR API shows it (for KMS repositories, the key's ARN).
     pub kms_key: Option<String>,
+    /// The KMS key id content is sealed under (None: the registry's default key). Fixed at creation.
+    pub encryption_key: Option<String>,
 }
 
 impl Default for RepoSettings {
@@ -25,6 +28,7 @@ impl Default for RepoSettings {
             scan_on_push: false,
             encryption_type: "AES256".into(),
             kms_key: None,
+            encryption_key: None,
         }
     }
 }
@@ -69,7 +73,8 @@ pub struct ImageRow {
 
 macro_rules! repo_cols {
     () => {
-        "id, name, created_at, tag_mutability, mutability_filters, scan_on_push, encryption_type, kms_key, policy"
+        "id, name, created_at, tag_mutability, mutability_filters, scan_on_push, encryption_type, kms_key, policy, \
+         encryption_key"
     };
 }
 
@@ -84,6 +89,7 @@ fn repo_row(r: &AnyRow) -> Result<RepoRow> {
             scan_on_push: r.try_get::<i64, _>(5)? != 0,
             encryption_type: r.try_get(6)?,
             kms_key: r.try_get(7)?,
+            encryption_key: r.try_get(9)?,
         },
         policy: r.try_get(8)?,
     })
@@ -113,7 +119,8 @@ impl Meta {
             Box::pin(async move {
                 let n = sqlx::query(
                     "INSERT INTO repositories (name, created_at, tag_mutability, mutability_filters, scan_on_push, \
-                     encryption_type, kms_key) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+                     encryption_type, kms_key, encryption_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (name) DO NOTHING",
                 )
                 .bind(name.as_str())
                 .bind(now_ms())
@@ -122,6 +129,7 @@ impl Meta {
                 .bind(i64::from(s.scan_on_push))
                 .bind(s.encryption_type.as_str())
                 .bind(s.kms_key.as_deref())
+                .bind(s.encryption_key.as_deref())
                 .execute(&mut *c)
                 .await?
                 .rows_affected();

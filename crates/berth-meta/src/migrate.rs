@@ -82,6 +82,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0014_sealing.sqlite.sql"),
         postgres: include_str!("../migrations/0014_sealing.postgres.sql"),
     },
+    Migration {
+        version: 15,
+        sqlite: include_str!("../migrations/0015_kms.sqlite.sql"),
+        postgres: include_str!("../migrations/0015_kms.postgres.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

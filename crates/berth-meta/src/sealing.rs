@@ -202,6 +202,13 @@ impl Meta {
         .await
     }
 
+    /// Every key data keys are wrapped under.
+    pub async fn blob_object_key_ids(&self) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT key_id FROM blob_objects ORDER BY key_id").fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     /// The KMS key a repository is sealed under (`None`: the registry's default key).
     pub async fn repo_encryption_key(&self, repo_id: i64) -> Result<Option<String>> {
         let row = sqlx::query("SELECT encryption_key FROM repositories WHERE id = $1")

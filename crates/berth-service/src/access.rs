@@ -176,6 +176,39 @@ impl<'a> Access<'a> {
         policy::evaluate(&req, &policies, resource_policy)
     }
 
+    /// The decision for `action` on KMS key `arn` (of `account`) under its key policy, as KMS
+    /// decides (the operator may do anything; anonymous callers nothing, unless the registry runs
+    /// with `allow_anonymous`).
+    pub(crate) async fn decide_key(
+        &self,
+        who: &Caller,
+        action: &str,
+        arn: &str,
+        account: &str,
+        key_policy: &Policy,
+    ) -> Result<Decision> {
+        if who.is_operator() || (who.is_anonymous() && self.settings.allow_anonymous) {
+            return Ok(Decision::Allow);
+        }
+        let Some(Some(identity)) = self.identity(who).await? else { return Ok(Decision::ImplicitDeny) };
+        let ctx = self.context(who, Some(&identity.caller), &[]);
+        let req = policy::Request {
+            action,
+            resource: arn,
+            resource_account: account,
+            caller: Some(&identity.caller),
+            context: &ctx,
+        };
+        let policies: Vec<&Policy> = identity.policies.iter().collect();
+        Ok(policy::evaluate_key(&req, &policies, key_policy))
+    }
+
+    /// The refusal of a key decision, as KMS words it (no resource-based policy allowed it).
+    pub(crate) fn denied_by_key(&self, who: &Caller, action: &str, arn: &str, d: Decision) -> Error {
+        let by = if d == Decision::ExplicitDeny { DeniedBy::ExplicitDeny } else { DeniedBy::NoAllow };
+        denial(who.arn(), action, arn, by)
+    }
+
     /// [`Access::decide`], as an error when not allowed.
     pub async fn check(&self, who: &Caller, action: &str, name: &str) -> Result<()> {
         match self.decide(who, action, name).await? {

@@ -30,6 +30,8 @@ pub enum Periodic {
     PruneEvents(Duration),
     /// Blobs stored in the clear by earlier versions are sealed.
     Seal,
+    /// KMS keys: deleted once their waiting period is over, rotated when due.
+    KmsMaintenance,
 }
 
 impl Round for Periodic {
@@ -40,6 +42,7 @@ impl Round for Periodic {
             Periodic::UploadExpiry(_) => "periodic:upload_expiry",
             Periodic::PruneEvents(_) => "periodic:prune_events",
             Periodic::Seal => crate::encryption::SEAL_JOB,
+            Periodic::KmsMaintenance => "periodic:kms",
         }
     }
 
@@ -77,6 +80,12 @@ impl Round for Periodic {
                 let before = berth_meta::now_ms() - keep.as_millis() as i64;
                 let deleted = core.meta().prune_events(before).await?;
                 tracing::info!(job, round, %node, deleted, "old outbox events deleted");
+            }
+            Periodic::KmsMaintenance => {
+                let (deleted, rotated) = crate::kms::Kms(core).maintain().await?;
+                if deleted + rotated > 0 {
+                    tracing::info!(job, round, %node, deleted, rotated, "KMS keys deleted or rotated");
+                }
             }
             Periodic::Seal => {
                 let r = Encryption(core).seal_clear_blobs(|_, _, _| {}).await?;
@@ -145,6 +154,8 @@ pub(crate) fn start(core: &Arc<Core>, bg: &Background) -> Workers {
     let hourly = Duration::from_secs(3600);
     // Blobs in the clear exist only after an upgrade (or an upload begun before it): sealed soon
     // after start-up, then looked for again now and then.
+    // Deletion dates and rotations are days apart: looked at every minute.
+    ws.spawn(PeriodicWorker::new(core.clone(), Periodic::KmsMaintenance, Duration::from_secs(60)));
     if let Some(every) = bg.seal_every {
         ws.spawn(PeriodicWorker::new(core.clone(), Periodic::Seal, every));
     }

@@ -271,6 +271,8 @@ pub(crate) struct Caches {
     pub access: AccessCache,
     pub iam: IamCache,
     pub scan_policies: PolicyCache,
+    /// KMS keys' state (for [`crate::kms::KEY_STATE_TTL`], on every backend) and material.
+    pub kms: crate::kms::KeyCache,
 }
 
 impl Caches {
@@ -281,6 +283,7 @@ impl Caches {
             access: AccessCache::new(enabled),
             iam: IamCache::new(enabled),
             scan_policies: PolicyCache::new(enabled),
+            kms: Default::default(),
         }
     }
 }

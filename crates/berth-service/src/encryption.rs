@@ -58,6 +58,13 @@ impl Encryption<'_> {
         self.seal_clear_blobs(progress).await
     }
 
+    /// Wraps every data key again under its key's newest material (after a KMS key's rotation,
+    /// or a new master key in the keyring); content is not touched. Returns how many changed.
+    pub async fn rewrap(&self, caller: &Caller, progress: &(dyn Fn(&str, u64) + Sync)) -> Result<u64> {
+        caller.require_operator("re-wrap data keys")?;
+        crate::kms::Kms(self.0).rewrap_all(progress).await
+    }
+
     pub(crate) async fn seal_clear_blobs(&self, progress: impl Fn(&str, u64, u64)) -> Result<SealReport> {
         let started = Instant::now();
         let mut report = SealReport::default();

@@ -99,6 +99,12 @@ pub enum NotFound {
     /// A user is not a member of the group.
     #[error("user {user} is not in group {group}")]
     Member { user: String, group: String },
+    /// A KMS key, by what the call named it (id, ARN, alias or alias ARN).
+    #[error("KMS key {key} does not exist")]
+    KmsKey { key: String },
+    /// A KMS alias.
+    #[error("alias {arn} is not found")]
+    KmsAlias { arn: String },
 }
 
 /// `{imageDigest:'..', imageTag:'..'}`, as ECR prints image ids.
@@ -124,6 +130,8 @@ pub enum Exists {
     Policy { name: String },
     #[error("account {id} already exists")]
     Account { id: String },
+    #[error("an alias with the name {arn} already exists")]
+    KmsAlias { arn: String },
 }
 
 /// A value that breaks a rule: `field` names it as the protocol's request does (`repositoryName`,
@@ -180,6 +188,8 @@ pub enum InvalidKind {
     Pagination,
     /// An IAM policy document.
     PolicyDocument,
+    /// A KMS ciphertext that does not open (changed, or not KMS's).
+    Ciphertext,
     /// A completion of an upload with nothing in it.
     EmptyUpload,
     /// A layer part smaller than the minimum followed by another.
@@ -206,6 +216,24 @@ pub enum Conflict {
     /// An AWS-managed policy, which cannot be changed.
     #[error("{arn} is an AWS managed policy and cannot be changed")]
     AwsManaged { arn: String },
+    /// A KMS key whose state refuses the operation: `Disabled`, or `PendingDeletion` (until
+    /// `deletion`, an RFC 3339 date), or a key gone for good (`Deleted`).
+    #[error("{arn} is {}", describe_key_state(state, deletion.as_deref()))]
+    KmsKeyState { arn: String, state: String, deletion: Option<String> },
+    /// An AWS-managed KMS key, which its account cannot change.
+    #[error("{arn} is an AWS managed key: this operation is not available on it")]
+    KmsManaged { arn: String },
+}
+
+/// A KMS key state in words.
+pub fn describe_key_state(state: &str, deletion: Option<&str>) -> String {
+    match (state, deletion) {
+        ("Disabled", _) => "disabled".into(),
+        ("PendingDeletion", Some(d)) => format!("pending deletion (scheduled for {d})"),
+        ("PendingDeletion", None) => "pending deletion".into(),
+        ("Deleted", _) => "deleted: what it sealed can no longer be read".into(),
+        (s, _) => format!("in state {s}"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

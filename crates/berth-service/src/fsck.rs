@@ -88,7 +88,7 @@ impl Fsck<'_> {
                     }
                     continue;
                 }
-                let mut body = match self.open_copy(&digest, *size as u64, copy, None).await {
+                let mut body = match self.open_copy(None, &digest, *size as u64, copy, None).await {
                     Ok(b) => b,
                     // Collected since it was listed (fsck runs beside a live registry).
                     Err(_) if self.meta.blob_state(digest_str).await?.is_none_or(|s| s == "deleting") => continue,

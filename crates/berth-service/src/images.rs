@@ -56,6 +56,7 @@ impl<'a> Images<'a> {
     ) -> Result<(Vec<(ImageId, Arc<Manifest>)>, Vec<ImageFailure>)> {
         check_batch(ids.len())?;
         let (repo, row) = self.allowed(caller, "ecr:BatchGetImage", name).await?;
+        self.check_key_use(caller, row.id, "kms:Decrypt").await?;
         let (mut images, mut failures) = (Vec::new(), Vec::new());
         for id in ids {
             match self.content().resolve(row.id, id).await? {
@@ -135,6 +136,7 @@ impl<'a> Images<'a> {
         digest: Option<&str>,
     ) -> Result<(ImageId, Arc<Manifest>)> {
         let (repo, row) = self.allowed(caller, "ecr:PutImage", name).await?;
+        self.check_key_use(caller, row.id, "kms:GenerateDataKey").await?;
         if let Some(t) = tag {
             Tag::parse(t)?;
         }
@@ -324,7 +326,7 @@ impl<'a> Images<'a> {
 
     pub async fn initiate_layer_upload(&self, caller: &Caller, name: &str) -> Result<String> {
         let (repo, _) = self.allowed(caller, "ecr:InitiateLayerUpload", name).await?;
-        Ok(self.content().begin_upload(&repo).await?.id)
+        Ok(self.content().begin_upload(Some(caller), &repo).await?.id)
     }
 
     /// UploadLayerPart: appends `[first, last]`, which must start where the upload ends.
@@ -363,7 +365,7 @@ impl<'a> Images<'a> {
         }
         let len = data.len() as u64;
         let stream = futures_util::stream::once(async move { Ok(bytes::Bytes::from(data)) }).boxed();
-        let s = self.content().append(&repo, id, Some(first), stream).await.map_err(|e| match e {
+        let s = self.content().append(Some(caller), &repo, id, Some(first), stream).await.map_err(|e| match e {
             Error::Invalid(Invalid { kind: InvalidKind::Chunk { current, .. }, .. }) => Error::invalid(
                 InvalidKind::LayerPart { last_valid_byte: current.checked_sub(1) },
                 format!("The part starts at byte {first} but the upload holds {current} bytes"),
@@ -404,7 +406,7 @@ impl<'a> Images<'a> {
             self.content().cancel(&repo, id).await?;
             return Err(Exists::Layer { key: name.to_string(), digest: digest.to_string() }.into());
         }
-        self.content().finish(&repo, id, &digest, None, None).await.map_err(|e| match e {
+        self.content().finish(Some(caller), &repo, id, &digest, None, None).await.map_err(|e| match e {
             Error::Invalid(i) if i.kind == InvalidKind::Digest => Error::invalid(InvalidKind::Layer, i.reason),
             e => e,
         })?;
@@ -418,6 +420,7 @@ impl<'a> Images<'a> {
         let Some(blob) = self.meta.repo_blob_object(row.id, &d.to_string()).await? else {
             return Err(NotFound::Layer { key: name.to_string(), digest: d.to_string() }.into());
         };
+        self.check_key_use(caller, row.id, "kms:Decrypt").await?;
         // A store with its own download URLs (an object store's presigned GET) serves a layer
         // kept in the clear itself; a sealed one (the store holds only its ciphertext), and any
         // on other stores, through Berth's signed URL.

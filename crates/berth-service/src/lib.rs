@@ -25,6 +25,7 @@ pub mod iam;
 pub mod identity;
 pub mod images;
 pub mod jobs;
+pub mod kms;
 pub mod lifecycle;
 pub mod logins;
 mod metrics;
@@ -139,6 +140,10 @@ impl Registry {
 
     pub fn gc(&self) -> gc::Gc<'_> {
         gc::Gc(&self.core)
+    }
+
+    pub fn kms(&self) -> kms::Kms<'_> {
+        kms::Kms(&self.core)
     }
 
     pub fn encryption(&self) -> encryption::Encryption<'_> {

@@ -134,12 +134,23 @@ impl<'a> Repositories<'a> {
         let encryption_type = new.encryption_type.unwrap_or_else(|| "AES256".into());
         check_encryption(&encryption_type, new.kms_key.as_deref())?;
         check_resource_tags(&new.tags)?;
+        // A KMS repository is sealed under the key it names (or the account's AWS-managed key),
+        // resolved now and fixed for the repository's life.
+        let (kms_key, encryption_key) = if encryption_type == "AES256" {
+            (None, None)
+        } else {
+            let account = self.split_key(repo.as_str()).0.to_string();
+            let named = new.kms_key.as_deref().filter(|k| !k.is_empty());
+            let (id, arn) = crate::kms::Kms(self.0).key_for_repository(Some(caller), &account, named).await?;
+            (Some(arn), Some(id))
+        };
         let settings = RepoSettings {
             tag_mutability: mutability,
             mutability_filters: filters,
             scan_on_push: new.scan_on_push.unwrap_or(false),
             encryption_type,
-            kms_key: new.kms_key.filter(|k| !k.is_empty()),
+            kms_key,
+            encryption_key,
         };
         let row = self.meta.create_repo(repo.as_str(), &settings, &new.tags, false).await.map_err(|e| match e {
             MetaError::AlreadyExists(_) => Error::from(Exists::Repository { key: repo.to_string() }),

@@ -12,8 +12,10 @@ use berth_crypto::envelope::{DataKey, WrappedKey};
 use berth_crypto::keyring::LOCAL;
 use berth_meta::{BlobObject, RepoBlob};
 
+use crate::caller::Caller;
 use crate::core::Core;
 use crate::error::{Error, Result};
+use crate::kms::Kms;
 
 /// A new data key and its wrapped form, for content of one scope.
 pub(crate) struct NewKey {
@@ -52,20 +54,21 @@ impl Core {
         Ok(self.meta.repo_encryption_key(repo_id).await?.unwrap_or_default())
     }
 
-    /// A new data key for content of repository `repo_id`.
-    pub(crate) async fn new_data_key(&self, repo_id: i64) -> Result<NewKey> {
+    /// A new data key for content of repository `repo_id`; `who` (when a caller pushes) needs
+    /// `kms:GenerateDataKey` on a KMS repository's key: the key decided is the key used.
+    pub(crate) async fn new_data_key(&self, who: Option<&Caller>, repo_id: i64) -> Result<NewKey> {
         let scope = self.repo_scope(repo_id).await?;
-        if !scope.is_empty() {
-            return Err(Error::Internal(format!(
-                "repository {repo_id} names KMS key {scope}, which this version cannot use"
-            )));
-        }
-        let (key, wrapped) = self.settings.master_keys.new_data_key();
+        let (key, wrapped) = if scope.is_empty() {
+            self.settings.master_keys.new_data_key()
+        } else {
+            Kms(self).new_data_key(who, &scope).await?
+        };
         Ok(NewKey { scope, key, wrapped })
     }
 
-    /// Opens a wrapped data key from the metadata store.
-    pub(crate) async fn open_data_key(&self, encoded: &[u8]) -> Result<DataKey> {
+    /// Opens a wrapped data key from the metadata store; `who` needs the action given (for a
+    /// KMS key) on the very key that wrapped it.
+    pub(crate) async fn open_data_key(&self, who: Option<(&Caller, &str)>, encoded: &[u8]) -> Result<DataKey> {
         let w = WrappedKey::decode(encoded).ok_or_else(|| Error::Internal("a stored data key is corrupt".into()))?;
         if w.key_id.starts_with(LOCAL) {
             return self.settings.master_keys.unwrap(&w).ok_or_else(|| {
@@ -76,12 +79,20 @@ impl Core {
                 ))
             });
         }
-        Err(Error::Internal(format!("content is sealed under KMS key {}, which this version cannot use", w.key_id)))
+        Kms(self).open_data_key(who, &w).await
+    }
+
+    /// Whether `who` may use a repository's KMS key for `action` now (none to decide for
+    /// repositories under the registry's default key).
+    pub(crate) async fn check_key_use(&self, who: &Caller, repo_id: i64, action: &str) -> Result<()> {
+        let scope = self.repo_scope(repo_id).await?;
+        if scope.is_empty() { Ok(()) } else { Kms(self).check_use(who, &scope, action).await }
     }
 
     /// Reads a stored copy: sealed, or (written before encryption) in the clear under its digest.
     pub(crate) async fn open_copy(
         &self,
+        who: Option<&Caller>,
         digest: &Digest,
         size: u64,
         object: Option<&BlobObject>,
@@ -90,7 +101,7 @@ impl Core {
         let r = match object {
             None => self.blobs.open(digest, range).await,
             Some(o) => {
-                let key = self.open_data_key(&o.wrapped_key).await?;
+                let key = self.open_data_key(who.map(|c| (c, "kms:Decrypt")), &o.wrapped_key).await?;
                 let name: Digest =
                     o.object.parse().map_err(|_| Error::Internal("a stored object name is corrupt".into()))?;
                 self.sealed.open(&name, &key, size, range).await
@@ -108,20 +119,21 @@ impl Core {
     /// A blob as a repository reads it.
     pub(crate) async fn open_repo_blob(
         &self,
+        who: Option<&Caller>,
         digest: &Digest,
         blob: &RepoBlob,
         range: Option<Range<u64>>,
     ) -> Result<BlobBody> {
-        self.open_copy(digest, blob.size as u64, blob.object.as_ref(), range).await
+        self.open_copy(who, digest, blob.size as u64, blob.object.as_ref(), range).await
     }
 
     /// A blob from whichever copy there is (the scanner's reads, outside any repository).
     pub(crate) async fn open_any_copy(&self, digest: &Digest) -> Result<BlobBody> {
         match self.meta.any_blob_object(&digest.to_string()).await? {
-            Some((size, o)) => self.open_copy(digest, size as u64, Some(&o), None).await,
+            Some((size, o)) => self.open_copy(None, digest, size as u64, Some(&o), None).await,
             None => {
                 let size = self.meta.blob_size(&digest.to_string()).await?.unwrap_or_default();
-                self.open_copy(digest, size as u64, None, None).await
+                self.open_copy(None, digest, size as u64, None, None).await
             }
         }
     }

@@ -249,12 +249,23 @@ impl Templates<'_> {
         let Some(t) = best.map(|b| b.template) else { return Ok(None) };
         let filters = t.filter_values();
         let mutability = t.image_tag_mutability.clone().unwrap_or_else(|| "MUTABLE".into());
+        let encryption_type =
+            t.encryption_configuration.as_ref().map_or("AES256".into(), |e| e.encryption_type.clone());
+        let named = t.encryption_configuration.as_ref().and_then(|e| e.kms_key.clone()).filter(|k| !k.is_empty());
+        let (kms_key, encryption_key) = if encryption_type == "AES256" {
+            (None, None)
+        } else {
+            let account = self.split_key(name).0.to_string();
+            let (id, arn) = crate::kms::Kms(self.0).key_for_repository(None, &account, named.as_deref()).await?;
+            (Some(arn), Some(id))
+        };
         let settings = RepoSettings {
             mutability_filters: check_mutability(&mutability, &filters).unwrap_or(None),
             tag_mutability: mutability,
             scan_on_push: false,
-            encryption_type: t.encryption_configuration.as_ref().map_or("AES256".into(), |e| e.encryption_type.clone()),
-            kms_key: t.encryption_configuration.and_then(|e| e.kms_key).filter(|k| !k.is_empty()),
+            encryption_type,
+            kms_key,
+            encryption_key,
         };
         Ok(Some((settings, t.resource_tags.into_iter().map(|t| (t.key, t.value)).collect())))
     }

@@ -55,7 +55,8 @@ enum Command {
     Keys(KeysArgs),
     /// Encryption at rest: `berth encryption status` shows what earlier versions stored in the
     /// clear; `berth encryption run` seals it now, with progress (`serve` does it in the
-    /// background too, resuming after a crash).
+    /// background too, resuming after a crash); `berth encryption rewrap` wraps every data key
+    /// again under its key's newest material (after a rotation), without touching content.
     Encryption(EncryptionArgs),
 }
 
@@ -63,7 +64,7 @@ enum Command {
 struct EncryptionArgs {
     #[command(flatten)]
     common: Common,
-    #[arg(value_parser = ["status", "run"])]
+    #[arg(value_parser = ["status", "run", "rewrap"])]
     action: String,
 }
 
@@ -754,6 +755,14 @@ static ENCRYPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 async fn encryption(cfg: Config) -> Result<ExitCode, String> {
     let registry = open_registry(&cfg, Vec::new()).await?;
     let e = registry.encryption();
+    if ENCRYPTION.get().map(String::as_str) == Some("rewrap") {
+        let n = e
+            .rewrap(&Caller::operator(), &|digest, n| println!("re-wrapped {n}: {digest}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("re-wrapped {n} data key(s) under their keys' newest material");
+        return Ok(ExitCode::SUCCESS);
+    }
     let status = e.status(&Caller::operator()).await.map_err(|e| e.to_string())?;
     println!("{} blob(s) ({} bytes) stored in the clear", status.clear_blobs, status.clear_bytes);
     if ENCRYPTION.get().map(String::as_str) != Some("run") || status.clear_blobs == 0 {

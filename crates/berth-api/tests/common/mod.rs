@@ -193,10 +193,46 @@ impl Server {
         session_token: Option<&str>,
         tamper: impl FnOnce(&mut Vec<(String, String)>),
     ) -> (StatusCode, Value) {
+        let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
+        self.json_call("ecr", &target, body, akid, secret, session_token, tamper).await
+    }
+
+    /// A KMS API call signed with `creds`.
+    pub async fn kms_as(&self, op: &str, body: Value, creds: &Creds) -> (StatusCode, Value) {
+        let target = format!("TrentService.{op}");
+        self.json_call("kms", &target, body, &creds.akid, &creds.secret, creds.token.as_deref(), |_| {}).await
+    }
+
+    /// A KMS API call as the root user; panics unless it succeeds.
+    pub async fn kms_ok(&self, op: &str, body: Value) -> Value {
+        let (st, v) = self.kms_as(op, body, &Creds::root()).await;
+        assert_eq!(st, StatusCode::OK, "{op}: {v}");
+        v
+    }
+
+    /// A KMS API call as the root user that fails: its `__type` and message.
+    pub async fn kms_err(&self, op: &str, body: Value) -> (String, String) {
+        let (st, v) = self.kms_as(op, body, &Creds::root()).await;
+        assert_ne!(st, StatusCode::OK, "{op} succeeded: {v}");
+        (v["__type"].as_str().unwrap_or_default().to_string(), v["message"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// An AWS JSON 1.1 call to `service` (`X-Amz-Target: target`), signed as the SDKs sign it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn json_call(
+        &self,
+        service: &str,
+        target: &str,
+        body: Value,
+        akid: &str,
+        secret: &str,
+        session_token: Option<&str>,
+        tamper: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> (StatusCode, Value) {
         let body = body.to_string();
         let host = self.base.trim_start_matches("http://").to_string();
         let date = berth_core::time::format_amz_date(berth_service::tokens::now_secs());
-        let target = format!("AmazonEC2ContainerRegistry_V20150921.{op}");
+        let target = target.to_string();
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), host),
             ("content-type".into(), "application/x-amz-json-1.1".into()),
@@ -211,7 +247,7 @@ impl Server {
         let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let req =
             berth_crypto::sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body: body.as_bytes() };
-        let auth = berth_crypto::sigv4::sign(&req, akid, secret, "us-east-1", "ecr", &signed).unwrap();
+        let auth = berth_crypto::sigv4::sign(&req, akid, secret, "us-east-1", service, &signed).unwrap();
         headers.push(("authorization".into(), auth));
         tamper(&mut headers);
         let mut rb = self.http.post(format!("{}/", self.base)).body(body);

@@ -198,6 +198,32 @@ pub fn evaluate(req: &Request, identity: &[&Policy], resource: Option<&Policy>) 
     if allowed { Decision::Allow } else { Decision::ImplicitDeny }
 }
 
+/// Decides `req` on a KMS key as KMS does: the key policy must allow it. A statement naming the
+/// caller itself is enough within the key's account; one naming the caller's account delegates
+/// to that account's identity policies, which must then allow it too (the account root's always
+/// do). An explicit deny in either refuses.
+pub fn evaluate_key(req: &Request, identity: &[&Policy], key_policy: &Policy) -> Decision {
+    let mut identity_allows = false;
+    for h in identity.iter().map(|p| matches(p, req, false)) {
+        if h.deny {
+            return Decision::ExplicitDeny;
+        }
+        identity_allows |= h.allow;
+    }
+    let key = matches(key_policy, req, true);
+    if key.deny {
+        return Decision::ExplicitDeny;
+    }
+    let Some(caller) = req.caller else { return Decision::ImplicitDeny };
+    identity_allows |= caller.is_root;
+    let same_account = caller.account == req.resource_account;
+    if (same_account && key.allow_principal) || (key.allow && identity_allows) {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
 #[derive(Default)]
 struct Hits {
     allow: bool,

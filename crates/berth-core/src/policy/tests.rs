@@ -535,3 +535,81 @@ mod properties {
         }
     }
 }
+
+/// KMS key policies: the key policy must allow; naming the account delegates to IAM.
+#[test]
+fn key_policy_cases() {
+    const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let default = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow",
+        "Principal":{{"AWS":"arn:aws:iam::{A}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#
+    );
+    let named = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{A}:user/alice"}},
+        "Action":"kms:Decrypt","Resource":"*"}}]}}"#
+    );
+    let other_account = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{B}:root"}},
+        "Action":["kms:Decrypt"],"Resource":"*"}}]}}"#
+    );
+    let allow_decrypt = idp(r#"{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}"#);
+    let deny_decrypt = idp(r#"{"Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}"#);
+    /// Name, key policy, identity policies, caller, action, expected decision.
+    type KeyCase<'a> = (&'a str, &'a str, Vec<String>, Caller, &'a str, Decision);
+    let cases: Vec<KeyCase> = vec![
+        ("default policy: root may", &default, vec![], root(A), "kms:Decrypt", Allow),
+        ("default policy: a user with no IAM allow may not", &default, vec![], user(A, "bob"), "kms:Decrypt", Implicit),
+        (
+            "default policy: a user's IAM allow counts",
+            &default,
+            vec![allow_decrypt.clone()],
+            user(A, "bob"),
+            "kms:Decrypt",
+            Allow,
+        ),
+        (
+            "IAM allows one action, not another",
+            &default,
+            vec![allow_decrypt.clone()],
+            user(A, "bob"),
+            "kms:GenerateDataKey",
+            Implicit,
+        ),
+        ("an explicit IAM deny binds even root", &default, vec![deny_decrypt.clone()], root(A), "kms:Decrypt", Deny),
+        ("a key policy naming the user needs no IAM", &named, vec![], user(A, "alice"), "kms:Decrypt", Allow),
+        (
+            "a key policy without the account: IAM alone is not enough",
+            &named,
+            vec![allow_decrypt.clone()],
+            user(A, "bob"),
+            "kms:Decrypt",
+            Implicit,
+        ),
+        ("a key policy without the account locks root out", &named, vec![], root(A), "kms:Decrypt", Implicit),
+        (
+            "another account named: its user with IAM allow may",
+            &other_account,
+            vec![allow_decrypt.clone()],
+            user(B, "carol"),
+            "kms:Decrypt",
+            Allow,
+        ),
+        (
+            "another account named: without IAM allow may not",
+            &other_account,
+            vec![],
+            user(B, "carol"),
+            "kms:Decrypt",
+            Implicit,
+        ),
+        ("another account not named may not", &default, vec![allow_decrypt], user(B, "carol"), "kms:Decrypt", Implicit),
+    ];
+    for (name, key_policy, identity, caller, action, want) in cases {
+        let kp = parse(key_policy, PolicyKind::Resource).unwrap();
+        let ids: Vec<Policy> = identity.iter().map(|p| parse(p, PolicyKind::Identity).unwrap()).collect();
+        let refs: Vec<&Policy> = ids.iter().collect();
+        let ctx = Context::new().with_caller(Some(&caller));
+        let req = Request { action, resource: KEY, resource_account: A, caller: Some(&caller), context: &ctx };
+        assert_eq!(evaluate_key(&req, &refs, &kp), want, "{name}");
+    }
+}

@@ -81,7 +81,7 @@ impl<'a> Content<'a> {
         range: Option<RangeRequest>,
     ) -> Result<BlobRead> {
         self.access().check(caller, "ecr:GetDownloadUrlForLayer", repo.as_str()).await?;
-        self.read_blob(repo, digest, range).await
+        self.read_blob(Some(caller), repo, digest, range).await
     }
 
     /// A blob by a URL GetDownloadUrlForLayer signed (the signature stands for the decision
@@ -95,19 +95,27 @@ impl<'a> Content<'a> {
         range: Option<RangeRequest>,
     ) -> Result<BlobRead> {
         self.auth().check_download(repo.as_str(), &digest.to_string(), expires, signature)?;
-        self.read_blob(repo, digest, range).await
+        self.read_blob(None, repo, digest, range).await
     }
 
-    async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
+    async fn read_blob(
+        &self,
+        who: Option<&Caller>,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobRead> {
         let id = self.repos().existing_repo(repo).await?;
         let key = digest.to_string();
         let blob = self.meta.repo_blob_object(id, &key).await?.ok_or_else(|| NotFound::Blob { digest: key.clone() })?;
         let size = blob.size as u64;
         let range = range.map(|r| resolve_range(r, size)).transpose()?;
-        let body = match self.open_repo_blob(digest, &blob, range.clone()).await {
+        let body = match self.open_repo_blob(who, digest, &blob, range.clone()).await {
             // Stored in the clear and sealed since it was looked up: read the sealed copy.
             Err(e) if blob.object.is_none() => match self.meta.repo_blob_object(id, &key).await? {
-                Some(again) if again.object.is_some() => self.open_repo_blob(digest, &again, range.clone()).await?,
+                Some(again) if again.object.is_some() => {
+                    self.open_repo_blob(who, digest, &again, range.clone()).await?
+                }
                 _ => return Err(e),
             },
             r => r?,
@@ -216,6 +224,7 @@ impl<'a> Content<'a> {
         };
         self.access().check(caller, "ecr:PutImage", repo.as_str()).await?;
         let repo_id = self.repos().ensure_repo(repo).await?;
+        self.check_key_use(caller, repo_id, "kms:GenerateDataKey").await?;
         let first = tag.or(extra.first().map(|t| t.as_str()));
         // An index may name children that are not here (a mirror of some platforms only).
         let sparse = Via::OCI_PUSH;
@@ -327,6 +336,8 @@ impl<'a> Content<'a> {
         accepts: impl Fn(&str) -> bool,
     ) -> Result<Arc<Manifest>> {
         let m = self.get_manifest(caller, repo, reference).await?;
+        // A pull of a KMS repository needs kms:Decrypt on its key, and the key usable.
+        self.check_key_use(caller, self.repos().existing_repo(repo).await?, "kms:Decrypt").await?;
         if !accepts(&m.media_type) {
             let why = format!("it is a {}, which the Accept header does not include", m.media_type);
             return Err(NotFound::Manifest { reference: reference.to_string(), why: Some(why) }.into());

@@ -92,11 +92,12 @@ impl<'a> Content<'a> {
         UploadLock { content: *self, id: id.to_string(), _guard: m.lock_owned().await }
     }
 
-    async fn sink_of(&self, row: &UploadRow) -> Result<Sink> {
+    async fn sink_of(&self, who: Option<&Caller>, row: &UploadRow) -> Result<Sink> {
         let Some(encoded) = &row.data_key else { return Ok(Sink::Plain) };
         let wrapped = berth_crypto::envelope::WrappedKey::decode(encoded)
             .ok_or_else(|| Error::Internal(format!("upload {} has a corrupt data key", row.id)))?;
-        let key = self.open_data_key(encoded).await?;
+        // Continuing a push is a push: the key's GenerateDataKey permission decides.
+        let key = self.open_data_key(who.map(|c| (c, "kms:GenerateDataKey")), encoded).await?;
         Ok(Sink::Sealed(NewKey { scope: scope_of_key(&wrapped), key, wrapped }))
     }
 
@@ -174,13 +175,15 @@ impl<'a> Content<'a> {
     /// (`ecr:InitiateLayerUpload`.)
     pub async fn start_upload(&self, caller: &Caller, repo: &RepoName) -> Result<UploadStatus> {
         self.access().check(caller, "ecr:InitiateLayerUpload", repo.as_str()).await?;
-        self.begin_upload(repo).await
+        self.begin_upload(Some(caller), repo).await
     }
 
-    pub(crate) async fn begin_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+    /// `who`: the caller (its use of the repository's KMS key is decided), or none for the
+    /// registry's own work.
+    pub(crate) async fn begin_upload(&self, who: Option<&Caller>, repo: &RepoName) -> Result<UploadStatus> {
         self.check_space()?;
         let repo_id = Repositories(self.0).ensure_repo(repo).await?;
-        let key = self.new_data_key(repo_id).await?;
+        let key = self.new_data_key(who, repo_id).await?;
         let wrapped = key.wrapped.encode();
         let sink = Sink::Sealed(key);
         let id = uuid::Uuid::new_v4().to_string();
@@ -212,11 +215,12 @@ impl<'a> Content<'a> {
         body: BodyStream,
     ) -> Result<UploadStatus> {
         self.access().check(caller, "ecr:UploadLayerPart", repo.as_str()).await?;
-        self.append(repo, id, start, body).await
+        self.append(Some(caller), repo, id, start, body).await
     }
 
     pub(crate) async fn append(
         &self,
+        who: Option<&Caller>,
         repo: &RepoName,
         id: &str,
         start: Option<u64>,
@@ -225,7 +229,7 @@ impl<'a> Content<'a> {
         self.check_space()?;
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
-        let (offset, ..) = self.append_locked(&row, start, body).await?;
+        let (offset, ..) = self.append_locked(who, &row, start, body).await?;
         Ok(UploadStatus { id: row.id, offset })
     }
 
@@ -233,6 +237,7 @@ impl<'a> Content<'a> {
     /// and the blob store's state.
     async fn append_locked(
         &self,
+        who: Option<&Caller>,
         row: &UploadRow,
         start: Option<u64>,
         body: BodyStream,
@@ -246,7 +251,7 @@ impl<'a> Content<'a> {
                 format!("chunk starts at {start} but the upload holds {current} bytes"),
             ));
         }
-        let sink = self.sink_of(row).await?;
+        let sink = self.sink_of(who, row).await?;
         let hasher = sink.restore_hash(row.hash_state.as_deref());
         let state = backend_state(row);
         let (written, hasher, state) = self.write_stream(&row.id, &state, &sink, current, hasher, body).await?;
@@ -345,11 +350,12 @@ impl<'a> Content<'a> {
         body: Option<BodyStream>,
     ) -> Result<u64> {
         self.access().check(caller, "ecr:CompleteLayerUpload", repo.as_str()).await?;
-        self.finish(repo, id, digest, start, body).await
+        self.finish(Some(caller), repo, id, digest, start, body).await
     }
 
     pub(crate) async fn finish(
         &self,
+        who: Option<&Caller>,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
@@ -361,9 +367,9 @@ impl<'a> Content<'a> {
         }
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
-        let sink = self.sink_of(&row).await?;
+        let sink = self.sink_of(who, &row).await?;
         let (size, hasher, state) = match body {
-            Some(b) => self.append_locked(&row, start, b).await?,
+            Some(b) => self.append_locked(who, &row, start, b).await?,
             None => (row.size as u64, sink.restore_hash(row.hash_state.as_deref()), backend_state(&row)),
         };
         let actual = match hasher {
@@ -414,13 +420,19 @@ impl<'a> Content<'a> {
     /// linked in one metadata transaction.
     pub async fn push_blob(&self, caller: &Caller, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
         self.access().check(caller, "ecr:InitiateLayerUpload", repo.as_str()).await?;
-        self.store_blob(repo, digest, body).await
+        self.store_blob(Some(caller), repo, digest, body).await
     }
 
-    pub(crate) async fn store_blob(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
+    pub(crate) async fn store_blob(
+        &self,
+        who: Option<&Caller>,
+        repo: &RepoName,
+        digest: &Digest,
+        body: BodyStream,
+    ) -> Result<u64> {
         self.check_space()?;
         let repo_id = Repositories(self.0).ensure_repo(repo).await?;
-        let sink = Sink::Sealed(self.new_data_key(repo_id).await?);
+        let sink = Sink::Sealed(self.new_data_key(who, repo_id).await?);
         let id = uuid::Uuid::new_v4().to_string();
         let begun = self.sealed.begin_upload(&id).await?;
         let r = async {

@@ -464,7 +464,7 @@ impl<'a> Scanning<'a> {
             let d = berth_crypto::digest_of(berth_core::Algorithm::Sha256, &data);
             let size = data.len();
             let stream = futures_util::stream::once(async move { Ok(data) }).boxed();
-            self.content().store_blob(&repo, &d, stream).await?;
+            self.content().store_blob(None, &repo, &d, stream).await?;
             blobs.push((d, size));
         }
         let created = sbom["metadata"]["timestamp"].clone();
