@@ -260,7 +260,9 @@ impl PartWriter for SealedPart {
 }
 
 /// Opens the sealed segments `body` yields, the first being segment `first` and segment `last`
-/// the object's last; yields `len` plaintext bytes after skipping `skip`.
+/// the object's last; yields `len` plaintext bytes after skipping `skip`. Segments are cut from
+/// the backend's chunks without copying (only one that straddles two chunks is copied) and
+/// decrypted straight into the output, a batch at a time on a blocking thread, two in flight.
 fn decrypt_stream(
     body: BlobBody,
     key: DataKey,
@@ -269,41 +271,68 @@ fn decrypt_stream(
     skip: u64,
     len: u64,
 ) -> futures_util::stream::BoxStream<'static, io::Result<Bytes>> {
-    struct Batches {
+    struct Cutter {
         body: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
-        buf: BytesMut,
+        cur: Bytes,
+        carry: BytesMut,
         done: bool,
         next_index: u64,
     }
-    let want = BATCH * SEALED_SEGMENT;
     let batches = futures_util::stream::unfold(
-        Batches { body: body.stream, buf: BytesMut::new(), done: false, next_index: first },
-        move |mut s| async move {
-            while !s.done && s.buf.len() < want {
-                match s.body.next().await {
-                    Some(Ok(b)) => s.buf.extend_from_slice(&b),
-                    Some(Err(e)) => return Some((Err(e), Batches { done: true, buf: BytesMut::new(), ..s })),
-                    None => s.done = true,
-                }
-            }
-            if s.buf.is_empty() {
+        Cutter { body: body.stream, cur: Bytes::new(), carry: BytesMut::new(), done: false, next_index: first },
+        move |mut c| async move {
+            if c.done && c.cur.is_empty() && c.carry.is_empty() {
                 return None;
             }
-            let take = s.buf.len().min(want);
-            // A batch ends on a segment boundary unless the body ended.
-            let take = if take == want || s.done { take } else { take - take % SEALED_SEGMENT };
-            let batch = s.buf.split_to(take);
-            let index = s.next_index;
-            s.next_index += batch.len().div_ceil(SEALED_SEGMENT) as u64;
-            Some((Ok((index, batch)), s))
+            let mut segs: Vec<Bytes> = Vec::with_capacity(BATCH);
+            while segs.len() < BATCH {
+                if c.cur.is_empty() {
+                    if c.done {
+                        break;
+                    }
+                    match c.body.next().await {
+                        Some(Ok(b)) => c.cur = b,
+                        Some(Err(e)) => {
+                            c.done = true;
+                            c.cur = Bytes::new();
+                            c.carry.clear();
+                            return Some((Err(e), c));
+                        }
+                        None => {
+                            c.done = true;
+                            // What is left is the object's (short) last segment.
+                            if !c.carry.is_empty() {
+                                segs.push(c.carry.split().freeze());
+                            }
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                if c.carry.is_empty() && c.cur.len() >= SEALED_SEGMENT {
+                    segs.push(c.cur.split_to(SEALED_SEGMENT));
+                    continue;
+                }
+                let take = (SEALED_SEGMENT - c.carry.len()).min(c.cur.len());
+                c.carry.extend_from_slice(&c.cur.split_to(take));
+                if c.carry.len() == SEALED_SEGMENT {
+                    segs.push(c.carry.split().freeze());
+                }
+            }
+            if segs.is_empty() {
+                return None;
+            }
+            let index = c.next_index;
+            c.next_index += segs.len() as u64;
+            Some((Ok((index, segs)), c))
         },
     );
     let opened = batches
         .map(move |b| {
             let key = key.clone();
             async move {
-                let (index, mut batch) = b?;
-                tokio::task::spawn_blocking(move || open_batch(&key, index, last, &mut batch).map(|_| batch))
+                let (index, segs) = b?;
+                tokio::task::spawn_blocking(move || open_batch(&key, index, last, &segs))
                     .await
                     .map_err(io::Error::other)?
             }
@@ -322,7 +351,7 @@ fn decrypt_stream(
                     let mut b = b.split_off(s);
                     b.truncate(left.min(b.len() as u64) as usize);
                     left -= b.len() as u64;
-                    (!b.is_empty()).then(|| Ok(b.freeze()))
+                    (!b.is_empty()).then(|| Ok(b))
                 }
             };
             async move { out }
@@ -330,23 +359,21 @@ fn decrypt_stream(
         .boxed()
 }
 
-/// Opens a batch of sealed segments in place, leaving their plaintexts packed at its start.
-fn open_batch(key: &DataKey, first: u64, last: u64, batch: &mut BytesMut) -> io::Result<()> {
-    let mut out = 0;
+/// Opens a batch of sealed segments (segment `first` onwards) into one plaintext buffer.
+fn open_batch(key: &DataKey, first: u64, last: u64, segs: &[Bytes]) -> io::Result<Bytes> {
+    let plain: usize = segs.iter().map(|s| s.len().saturating_sub(TAG)).sum();
+    let mut out = BytesMut::zeroed(plain);
     let mut at = 0;
-    let mut index = first;
-    while at < batch.len() {
-        let end = (at + SEALED_SEGMENT).min(batch.len());
-        let n = key
-            .open_segment(index, index == last, &mut batch[at..end])
+    for (i, seg) in segs.iter().enumerate() {
+        let index = first + i as u64;
+        let n = seg.len().checked_sub(TAG).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, berth_crypto::envelope::SealError::Corrupt(index))
+        })?;
+        key.open_segment_to(index, index == last, seg, &mut out[at..at + n])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        batch.copy_within(at..at + n, out);
-        out += n;
-        at = end;
-        index += 1;
+        at += n;
     }
-    batch.truncate(out);
-    Ok(())
+    Ok(out.freeze())
 }
 
 #[cfg(test)]

@@ -99,6 +99,18 @@ impl DataKey {
             .map_err(|_| SealError::Corrupt(index))
     }
 
+    /// Opens sealed segment `index` from `sealed` (its ciphertext then tag) into `out`, which
+    /// must be exactly its plaintext length: one pass, no copy of the ciphertext.
+    pub fn open_segment_to(&self, index: u64, last: bool, sealed: &[u8], out: &mut [u8]) -> Result<(), SealError> {
+        if sealed.len() < TAG || out.len() != sealed.len() - TAG {
+            return Err(SealError::Corrupt(index));
+        }
+        let (ct, tag) = sealed.split_at(sealed.len() - TAG);
+        self.cipher
+            .open_separate_gather(segment_nonce(index, last), Aad::from(SEGMENT_AAD), ct, tag, out)
+            .map_err(|_| SealError::Corrupt(index))
+    }
+
     /// Seals the unfinished last segment of an upload, kept with the upload's state until more
     /// bytes arrive.
     pub fn seal_tail(&self, plain: &[u8]) -> Vec<u8> {
