@@ -57,8 +57,8 @@ run_e2e() { # NAME [ENV=VALUE...]
   [ $rc = 0 ] || tail -n 30 "$E2E_WORK/$name.${1:-default}.out"
   record "$label" $rc
 }
-for t in serve readme hardening diskfull tls nodes upgrade kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
-for t in upgrade kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
+for t in serve readme hardening diskfull tls nodes upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
+for t in upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
 # The Basic challenge (as ECR answers) with every client; the default is the Docker token flow.
 for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=basic; done
 run_e2e oras E2E_ORAS_BACKEND=basic

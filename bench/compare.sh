@@ -5,6 +5,9 @@
 #   bench/compare.sh                 full run (about 20 minutes)
 #   QUICK=1 bench/compare.sh         small sizes, for a quick look
 # Extra berth-bench flags can be given in BENCH_ARGS. Results: $OUT (default /tmp/berth-compare).
+# Encryption's cost: the blob scenario also runs against Berth as it was before encryption at rest
+# (PLAIN_REV, default 6fe116e, built once into $PLAIN_DIR; PLAIN_REV=none skips it), and the report
+# gives encrypted/plain ratios beside the machine's AES-256-GCM speed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/berth-compare}; rm -rf "$OUT"; mkdir -p "$OUT"
@@ -22,8 +25,22 @@ fi
 # shellcheck disable=SC2206
 ARGS+=(${BENCH_ARGS:-})
 
+PLAIN_REV=${PLAIN_REV:-6fe116e}
+PLAIN_DIR=${PLAIN_DIR:-/tmp/berth-plain-$PLAIN_REV}
+if [ "$PLAIN_REV" != none ] && [ ! -x "$PLAIN_DIR/target/release/berth" ]; then
+  rm -rf "$PLAIN_DIR"; git -C "$ROOT" worktree add -f "$PLAIN_DIR" "$PLAIN_REV" >/dev/null 2>&1
+  CARGO_TARGET_DIR=$PLAIN_DIR/target cargo build --release -q -p berth --manifest-path "$PLAIN_DIR/Cargo.toml"
+fi
+
 source "$ROOT/bench/lib.sh"
 start_pair 5201 5202
+if [ "$PLAIN_REV" != none ]; then
+  "$PLAIN_DIR/target/release/berth" serve --listen 127.0.0.1:5203 --data-dir "$OUT/plain-data" --log warn >"$OUT/plain.log" 2>&1 &
+  PP=$!
+  trap 'kill $BP $DP $PP 2>/dev/null; wait 2>/dev/null' EXIT
+  for _ in $(seq 50); do [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5203/v2/)" != 000 ] && break; sleep 0.2; done
+  PLAIN_PW=$("$PLAIN_DIR/target/release/berth" get-login-password --data-dir "$OUT/plain-data")
+fi
 sleep 1
 # Berth is measured as deployed: authentication on, every request carrying the docker login
 # password (Basic, $BERTH_PW from start_pair). Distribution runs without authentication.
@@ -36,6 +53,7 @@ sleep 1
   rm -f "$OUT/dd"
   iperf3 -s -1 -p 5299 >/dev/null 2>&1 & sleep 0.5
   iperf3 -c 127.0.0.1 -p 5299 -t 3 -l 1M -J | python3 -c 'import json,sys; print("   loopback TCP, one stream (iperf3): %.0f MB/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))'
+  openssl speed -evp aes-256-gcm -bytes 65536 -seconds 2 2>/dev/null | awk '/^AES-256-GCM/{printf "   AES-256-GCM, one core, 64 KiB (openssl): %.0f MB/s\n", $NF/1000}'
 } | tee "$OUT/machine.txt"
 
 # The large-blob scenario is short and the most sensitive to a shared machine's noise: it runs
@@ -51,6 +69,18 @@ for s in blob:1 blob:2 blob:3 small:1 manifest:1 tags:1 mixed:1; do
       || { tail -5 "$OUT/$name-$scen-$round.err"; echo "(scenario failed)"; }
   done
 done
+# Encryption's cost: the same blob scenario against the build before encryption, alternating.
+if [ "$PLAIN_REV" != none ]; then
+  for round in 1 2 3; do
+    for reg in sealed:5201:$BP:$BERTH_PW plain:5203:$PP:$PLAIN_PW; do
+      IFS=: read -r name port pid pw <<<"$reg"
+      echo "== blob (encryption $round): $name"
+      "$BIN/berth-bench" --url "http://127.0.0.1:$port" --pid "$pid" --scenarios blob --prefix "enc$round" --json \
+        --user AWS --password "$pw" "${ARGS[@]}" >"$OUT/enc-$name-$round.json" 2>"$OUT/enc-$name-$round.err" \
+        || { tail -5 "$OUT/enc-$name-$round.err"; echo "(scenario failed)"; }
+    done
+  done
+fi
 for reg in berth:$BP dist:$DP; do
   echo "${reg%%:*} idle RSS after the run: $(awk '/VmRSS/{printf "%.1f MiB", $2/1024}' /proc/${reg##*:}/status)" >>"$OUT/machine.txt"
 done
@@ -106,6 +136,22 @@ for name, s in b.items():
         srv = src.get("server")
         if srv:
             print(f"{'':34} {label + ' server':12} peak RSS {srv['peak_rss_mib']:.0f} MiB, CPU {srv['cpu_seconds']:.1f} s")
+enc = {}
+for name in ("sealed", "plain"):
+    for f in sorted(glob.glob(f"{out}/enc-{name}-*.json")):
+        try:
+            for sc in json.load(open(f)):
+                if sc["scenario"].startswith("blob"):
+                    enc.setdefault((sc["scenario"], name), []).append(sc["metrics"][0]["value"])
+        except Exception:
+            pass
+if enc:
+    print(f"\nencryption at rest (same machine, same run; plain = Berth before encryption, {os.environ.get('PLAIN_REV', '6fe116e')}):")
+    for scen in sorted({k[0] for k in enc}):
+        se, pl = sorted(enc.get((scen, "sealed"), [0])), sorted(enc.get((scen, "plain"), [0]))
+        m = lambda v: v[len(v) // 2]
+        if m(pl):
+            print(f"  {scen:28} encrypted {m(se):8.1f} MB/s   plain {m(pl):8.1f} MB/s   ratio {m(se) / m(pl):5.2f}")
 print("\nthe blob scenario ran 3 times per registry, alternating; its figures are medians")
 print("ratio: Berth's advantage (higher is better for Berth; for latencies Distribution/Berth)")
 PY
