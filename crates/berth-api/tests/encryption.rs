@@ -234,3 +234,82 @@ async fn a_round_cut_short_is_taken_up_again(s: Server) {
     assert!(report.is_clean() && report.unrecorded_blobs.is_empty(), "{report:?}");
 }
 both!(a_round_cut_short_is_taken_up_again);
+
+/// A manifest with a marker only its bytes hold (not its media type or annotations, which are
+/// kept beside it for queries).
+fn marked_manifest(config: &str, layer: &str, marker: &str) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}],"berthTestNote":"{marker}"}}"#
+    )
+    .into_bytes()
+}
+
+async fn manifests_are_sealed_and_those_from_before_are_sealed_in_place(s: Server) {
+    let op = berth_service::Caller::operator();
+    let c = s.push_blob("man", b"{}").await;
+    let l = s.push_blob("man", b"layer").await;
+    let marker = format!("manifest-marker-{}", std::process::id());
+    let m = marked_manifest(&c, &l, &marker);
+    assert_eq!(s.put_manifest("man", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+    let r = s.req(Method::GET, "/v2/man/manifests/v1").header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), m, "pulled back byte for byte");
+    assert!(holding(s.dir.path(), marker.as_bytes()).is_empty(), "the manifest's bytes on disk");
+    let id = s.meta.repo_id("man").await.unwrap().unwrap();
+    let stored = s.meta.get_manifest(id, &sha256(&m)).await.unwrap().unwrap();
+    assert!(stored.content.starts_with(&berth_meta::SEALED_MANIFEST));
+    assert_eq!(stored.size, m.len() as i64, "the size is the manifest's own");
+
+    // One stored in the clear, as an earlier version stored it: readable, then sealed in place.
+    let old = marked_manifest(&c, &l, "from-an-earlier-version");
+    let digest = sha256(&old);
+    let blobs = vec![c.clone(), l.clone()];
+    s.meta
+        .put_manifest(
+            id,
+            &berth_meta::NewManifest {
+                digest: &digest,
+                media_type: OCI_MANIFEST,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                content: &old,
+                size: old.len() as i64,
+                blobs: &blobs,
+                children: &[],
+                require_children: false,
+                tag: Some("old"),
+                immutable_tag: false,
+                cause: "push",
+            },
+        )
+        .await
+        .unwrap();
+    let get = |t: &'static str| {
+        let s = &s;
+        async move {
+            s.req(Method::GET, &format!("/v2/man/manifests/{t}"))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+    };
+    assert_eq!(get("old").await, old);
+    assert_eq!(s.registry.encryption().status(&op).await.unwrap().clear_manifests, 1);
+    let r = s.registry.encryption().seal_all(&op, |_, _, _| {}).await.unwrap();
+    assert_eq!(r.manifests, 1);
+    assert_eq!(s.registry.encryption().status(&op).await.unwrap().clear_manifests, 0);
+    let stored = s.meta.get_manifest(id, &digest).await.unwrap().unwrap();
+    assert!(stored.content.starts_with(&berth_meta::SEALED_MANIFEST));
+    // (A restart drops the read cache: the sealed bytes are what is read.)
+    let s = s.restart().await;
+    let r = s.req(Method::GET, "/v2/man/manifests/old").header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), old);
+    let report = s.registry.fsck().fsck(&op, |_| {}).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+both!(manifests_are_sealed_and_those_from_before_are_sealed_in_place);

@@ -203,9 +203,7 @@ impl SealedStore {
 
 /// The plaintext size of a sealed object of `stored` bytes, when that is a possible size.
 pub fn plain_len(stored: u64) -> Option<u64> {
-    let n = stored.div_ceil(SEALED_SEGMENT as u64).max(1);
-    let plain = stored.checked_sub(n * TAG as u64)?;
-    (envelope::sealed_len(plain) == stored).then_some(plain)
+    envelope::plain_len(stored)
 }
 
 struct SealedPart {

@@ -211,6 +211,13 @@ pub fn sealed_len(plain: u64) -> u64 {
     plain + segments(plain) * TAG as u64
 }
 
+/// The plaintext size of an object stored in `stored` bytes, when that is a possible size.
+pub fn plain_len(stored: u64) -> Option<u64> {
+    let n = stored.div_ceil(SEALED_SEGMENT as u64).max(1);
+    let plain = stored.checked_sub(n * TAG as u64)?;
+    (sealed_len(plain) == stored).then_some(plain)
+}
+
 /// Which stored bytes a plaintext range of an object needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedRange {

@@ -86,6 +86,9 @@ impl MetaError {
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
+/// What a sealed manifest's stored bytes start with (never the start of a JSON document).
+pub const SEALED_MANIFEST: [u8; 4] = *b"\0BM1";
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
 }
@@ -130,7 +133,9 @@ pub struct NewManifest<'a> {
     pub artifact_type: Option<&'a str>,
     pub subject: Option<&'a str>,
     pub annotations: Option<&'a str>,
+    /// The bytes as stored (sealed by the service), and the manifest's own size.
     pub content: &'a [u8],
+    pub size: i64,
     pub blobs: &'a [String],
     pub children: &'a [String],
     /// Refuse the manifest when a child (of an index) is not in the repository. Off for OCI
@@ -424,6 +429,51 @@ impl Meta {
             .collect()
     }
 
+    /// Manifests stored in the clear (written before manifests were sealed): repository id,
+    /// digest and content, in (repository, digest) order after `after`.
+    pub async fn plain_manifests(&self, after: (i64, &str), limit: i64) -> Result<Vec<(i64, String, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT repo_id, digest, content FROM manifests WHERE substr(content, 1, 4) <> $1 \
+             AND (repo_id > $2 OR (repo_id = $2 AND digest > $3)) ORDER BY repo_id, digest LIMIT $4",
+        )
+        .bind(SEALED_MANIFEST.as_slice())
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    pub async fn count_plain_manifests(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) FROM manifests WHERE substr(content, 1, 4) <> $1")
+            .bind(SEALED_MANIFEST.as_slice())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(r.try_get(0)?)
+    }
+
+    /// Replaces a manifest's stored bytes (sealing them) unless they changed meanwhile.
+    pub async fn reseal_manifest(&self, repo_id: i64, digest: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let (digest, old, new) = (digest.to_string(), old.to_vec(), new.to_vec());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE manifests SET content = $1 WHERE repo_id = $2 AND digest = $3 AND content = $4",
+                )
+                .bind(new.as_slice())
+                .bind(repo_id)
+                .bind(digest.as_str())
+                .bind(old.as_slice())
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            })
+        }))
+        .await
+    }
+
     /// Every stored manifest as (repository, digest, content), for verification.
     pub async fn all_manifests(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
         let rows = sqlx::query(
@@ -448,6 +498,7 @@ impl Meta {
             subject: m.subject.map(str::to_string),
             annotations: m.annotations.map(str::to_string),
             content: m.content.to_vec(),
+            size: m.size,
             blobs: m.blobs.to_vec(),
             children: m.children.to_vec(),
             require_children: m.require_children,
@@ -705,6 +756,7 @@ struct OwnedManifest {
     subject: Option<String>,
     annotations: Option<String>,
     content: Vec<u8>,
+    size: i64,
     blobs: Vec<String>,
     children: Vec<String>,
     require_children: bool,
@@ -774,7 +826,7 @@ async fn put_manifest_tx(c: &mut AnyConnection, repo_id: i64, m: &OwnedManifest)
     .bind(m.artifact_type.as_deref())
     .bind(m.subject.as_deref())
     .bind(m.annotations.as_deref())
-    .bind(m.content.len() as i64)
+    .bind(m.size)
     .bind(m.content.as_slice())
     .bind(now)
     .execute(&mut *c)
@@ -969,6 +1021,9 @@ async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         "PRAGMA synchronous = FULL",
         "PRAGMA busy_timeout = 10000",
         "PRAGMA foreign_keys = ON",
+        // Deleted and replaced content (a manifest sealed in place, a deleted row) is zeroed
+        // where that costs no extra I/O, so less of what was stored in the clear lingers.
+        "PRAGMA secure_delete = FAST",
     ] {
         sqlx::query(p).execute(&mut *conn).await?;
     }

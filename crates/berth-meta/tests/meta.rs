@@ -35,6 +35,7 @@ fn manifest<'a>(digest: &'a str, blobs: &'a [String], children: &'a [String], ta
         subject: None,
         annotations: None,
         content: b"{}",
+        size: 2,
         blobs,
         children,
         require_children: true,

@@ -89,9 +89,9 @@ impl Round for Periodic {
             }
             Periodic::Seal => {
                 let r = Encryption(core).seal_clear_blobs(|_, _, _| {}).await?;
-                if r.sealed > 0 || !r.damaged.is_empty() {
+                if r.sealed > 0 || r.manifests > 0 || !r.damaged.is_empty() {
                     tracing::info!(
-                        job, round, %node, sealed = r.sealed, bytes = r.bytes, damaged = r.damaged.len(),
+                        job, round, %node, sealed = r.sealed, bytes = r.bytes, manifests = r.manifests, damaged = r.damaged.len(),
                         elapsed_ms = r.elapsed.as_millis() as u64, "blobs stored in the clear sealed"
                     );
                 }

@@ -109,6 +109,8 @@ pub struct Core {
     pub(crate) scan_wake: tokio::sync::Notify,
     /// Uploads being written by a request on this node: one request at a time per upload.
     pub(crate) busy_uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each repository's key scope (`sealing.rs`), by repository id: fixed at creation.
+    pub(crate) scopes: Mutex<HashMap<i64, String>>,
     /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
     /// write per pull would make every pull a database write (ECR, too, records them lazily).
     pub(crate) pulls: Mutex<HashMap<String, HashMap<String, i64>>>,
@@ -142,6 +144,7 @@ impl Core {
             node: hex::encode(&berth_crypto::random_bytes()[..8]).into(),
             scan_wake: tokio::sync::Notify::new(),
             busy_uploads: Mutex::default(),
+            scopes: Mutex::default(),
             pulls: Mutex::default(),
         })
     }
@@ -178,6 +181,13 @@ impl Core {
                  berth_bytes_in_clear {bytes}\n"
             )),
             Err(e) => tracing::warn!(error = %e, "blobs in the clear for /metrics"),
+        }
+        match self.meta.count_plain_manifests().await {
+            Ok(n) => out.push_str(&format!(
+                "# HELP berth_manifests_in_clear Manifests stored in the clear by earlier versions, not sealed yet.\n\
+                 # TYPE berth_manifests_in_clear gauge\nberth_manifests_in_clear {n}\n"
+            )),
+            Err(e) => tracing::warn!(error = %e, "manifests in the clear for /metrics"),
         }
         out
     }

@@ -26,6 +26,7 @@ const PAGE: i64 = 200;
 pub struct EncryptionStatus {
     pub clear_blobs: u64,
     pub clear_bytes: u64,
+    pub clear_manifests: u64,
 }
 
 /// What one sealing round did.
@@ -33,6 +34,7 @@ pub struct EncryptionStatus {
 pub struct SealReport {
     pub sealed: u64,
     pub bytes: u64,
+    pub manifests: u64,
     /// Blobs left in the clear because their stored bytes do not match their digest (fsck
     /// reports them too): sealing damaged content would hide the damage.
     pub damaged: Vec<String>,
@@ -48,7 +50,8 @@ impl Encryption<'_> {
     pub async fn status(&self, caller: &Caller) -> Result<EncryptionStatus> {
         caller.require_operator("see the state of encryption at rest")?;
         let (n, bytes) = self.meta.count_plain_blobs().await?;
-        Ok(EncryptionStatus { clear_blobs: n as u64, clear_bytes: bytes as u64 })
+        let m = self.meta.count_plain_manifests().await?;
+        Ok(EncryptionStatus { clear_blobs: n as u64, clear_bytes: bytes as u64, clear_manifests: m as u64 })
     }
 
     /// Seals every blob stored in the clear (`berth encryption run`; the periodic job does the
@@ -92,6 +95,19 @@ impl Encryption<'_> {
                         "sealing blobs stored in the clear"
                     );
                     last_log = Instant::now();
+                }
+            }
+        }
+        // Manifests stored in the clear: sealed in place (compare-and-set on the old bytes).
+        let mut after = (0i64, String::new());
+        loop {
+            let page = self.meta.plain_manifests((after.0, &after.1), PAGE).await?;
+            let Some((r, d, _)) = page.last() else { break };
+            after = (*r, d.clone());
+            for (repo_id, digest, content) in page {
+                let sealed = self.seal_manifest(None, repo_id, &content).await?;
+                if self.meta.reseal_manifest(repo_id, &digest, &content, &sealed).await? {
+                    report.manifests += 1;
                 }
             }
         }

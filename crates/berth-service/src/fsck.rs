@@ -128,8 +128,15 @@ impl Fsck<'_> {
         }
         report.unrecorded_blobs.sort();
 
-        for (repo, digest_str, content) in self.meta.all_manifests().await? {
+        for (repo, digest_str, stored) in self.meta.all_manifests().await? {
             report.manifests_checked += 1;
+            let content = match self.open_manifest(None, stored).await {
+                Ok(c) => c,
+                Err(e) => {
+                    report.problems.push(format!("manifest {repo}@{digest_str} cannot be opened: {e}"));
+                    continue;
+                }
+            };
             match digest_str.parse::<Digest>() {
                 Ok(d) if berth_crypto::digest_of(d.algorithm(), &content) == d => {}
                 _ => report.problems.push(format!("manifest {repo}@{digest_str}: content does not match its digest")),

@@ -51,7 +51,18 @@ pub(crate) fn new_object_name() -> Digest {
 impl Core {
     /// The key scope of a repository's content.
     pub(crate) async fn repo_scope(&self, repo_id: i64) -> Result<String> {
-        Ok(self.meta.repo_encryption_key(repo_id).await?.unwrap_or_default())
+        // Fixed at creation, and ids are never reused: cached for the process's life, on
+        // every backend (the pull path asks for it on every request).
+        if let Some(s) = self.scopes.lock().unwrap_or_else(|e| e.into_inner()).get(&repo_id) {
+            return Ok(s.clone());
+        }
+        let scope = self.meta.repo_encryption_key(repo_id).await?.unwrap_or_default();
+        let mut map = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        map.insert(repo_id, scope.clone());
+        Ok(scope)
     }
 
     /// A new data key for content of repository `repo_id`; `who` (when a caller pushes) needs
@@ -87,6 +98,35 @@ impl Core {
     pub(crate) async fn check_key_use(&self, who: &Caller, repo_id: i64, action: &str) -> Result<()> {
         let scope = self.repo_scope(repo_id).await?;
         if scope.is_empty() { Ok(()) } else { Kms(self).check_use(who, &scope, action).await }
+    }
+
+    /// A manifest's bytes as stored: `\0BM1 ‖ len (u32 LE) ‖ wrapped data key ‖ sealed bytes`,
+    /// under a new data key of the repository's scope (`who` needs `kms:GenerateDataKey` on a
+    /// KMS repository's key).
+    pub(crate) async fn seal_manifest(&self, who: Option<&Caller>, repo_id: i64, plain: &[u8]) -> Result<Vec<u8>> {
+        let k = self.new_data_key(who, repo_id).await?;
+        let wrapped = k.wrapped.encode();
+        let mut out = berth_meta::SEALED_MANIFEST.to_vec();
+        out.extend_from_slice(&(wrapped.len() as u32).to_le_bytes());
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&berth_crypto::envelope::seal_all(&k.key, plain));
+        Ok(out)
+    }
+
+    /// A manifest's bytes from what is stored (kept as they are when stored in the clear by an
+    /// earlier version); `who` needs `kms:Decrypt` on a KMS repository's key.
+    pub(crate) async fn open_manifest(&self, who: Option<&Caller>, stored: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(rest) = stored.strip_prefix(&berth_meta::SEALED_MANIFEST) else { return Ok(stored) };
+        let corrupt = || Error::Internal("a stored manifest is corrupt".into());
+        if rest.len() < 4 {
+            return Err(corrupt());
+        }
+        let n = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let (wrapped, sealed) = rest[4..].split_at_checked(n).ok_or_else(corrupt)?;
+        let key = self.open_data_key(who.map(|c| (c, "kms:Decrypt")), wrapped).await?;
+        let plain = berth_crypto::envelope::plain_len(sealed.len() as u64).ok_or_else(corrupt)?;
+        berth_crypto::envelope::open_all(&key, sealed, plain)
+            .map_err(|e| Error::Internal(format!("a stored manifest failed its integrity check: {e}")))
     }
 
     /// Reads a stored copy: sealed, or (written before encryption) in the clear under its digest.

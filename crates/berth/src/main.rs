@@ -764,8 +764,11 @@ async fn encryption(cfg: Config) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let status = e.status(&Caller::operator()).await.map_err(|e| e.to_string())?;
-    println!("{} blob(s) ({} bytes) stored in the clear", status.clear_blobs, status.clear_bytes);
-    if ENCRYPTION.get().map(String::as_str) != Some("run") || status.clear_blobs == 0 {
+    println!(
+        "{} blob(s) ({} bytes) and {} manifest(s) stored in the clear",
+        status.clear_blobs, status.clear_bytes, status.clear_manifests
+    );
+    if ENCRYPTION.get().map(String::as_str) != Some("run") || status.clear_blobs + status.clear_manifests == 0 {
         return Ok(ExitCode::SUCCESS);
     }
     let total = status.clear_blobs;
@@ -773,7 +776,13 @@ async fn encryption(cfg: Config) -> Result<ExitCode, String> {
         .seal_all(&Caller::operator(), |digest, n, bytes| println!("sealed {n}/{total} ({bytes} bytes): {digest}"))
         .await
         .map_err(|e| e.to_string())?;
-    println!("sealed {} blob(s), {} bytes, in {:.1} s", r.sealed, r.bytes, r.elapsed.as_secs_f64());
+    println!(
+        "sealed {} blob(s), {} bytes, and {} manifest(s) in {:.1} s",
+        r.sealed,
+        r.bytes,
+        r.manifests,
+        r.elapsed.as_secs_f64()
+    );
     for d in &r.damaged {
         println!("PROBLEM: blob {d} does not match its digest and was left in the clear (see `berth fsck`)");
     }

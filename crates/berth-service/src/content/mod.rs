@@ -288,6 +288,8 @@ impl<'a> Content<'a> {
             None => false,
         };
         let digest_str = digest.to_string();
+        // Sealed under the repository's key (the caller's use of it was decided with PutImage).
+        let stored = self.seal_manifest(None, repo_id, body).await?;
         let outcome = self
             .meta
             .put_manifest(
@@ -298,7 +300,8 @@ impl<'a> Content<'a> {
                     artifact_type: parsed.artifact_type.as_deref(),
                     subject: subject.as_deref(),
                     annotations: annotations.as_deref(),
-                    content: body,
+                    content: &stored,
+                    size: body.len() as i64,
                     blobs: &blobs,
                     children: &children,
                     require_children: via.children == Children::Required,
@@ -323,6 +326,8 @@ impl<'a> Content<'a> {
     /// A manifest by tag or digest (`ecr:BatchGetImage`); a HEAD, not counted as a pull.
     pub async fn get_manifest(&self, caller: &Caller, repo: &RepoName, reference: &str) -> Result<Arc<Manifest>> {
         self.access().check(caller, "ecr:BatchGetImage", repo.as_str()).await?;
+        // A KMS repository's manifests need kms:Decrypt on its key, and the key usable.
+        self.check_key_use(caller, self.repos().existing_repo(repo).await?, "kms:Decrypt").await?;
         self.manifest(repo, reference).await
     }
 
@@ -336,8 +341,6 @@ impl<'a> Content<'a> {
         accepts: impl Fn(&str) -> bool,
     ) -> Result<Arc<Manifest>> {
         let m = self.get_manifest(caller, repo, reference).await?;
-        // A pull of a KMS repository needs kms:Decrypt on its key, and the key usable.
-        self.check_key_use(caller, self.repos().existing_repo(repo).await?, "kms:Decrypt").await?;
         if !accepts(&m.media_type) {
             let why = format!("it is a {}, which the Accept header does not include", m.media_type);
             return Err(NotFound::Manifest { reference: reference.to_string(), why: Some(why) }.into());
@@ -363,7 +366,8 @@ impl<'a> Content<'a> {
             Reference::Tag(t) => self.meta.get_manifest_by_tag(id, t.as_str()).await?,
             Reference::Digest(d) => self.meta.get_manifest(id, &d.to_string()).await?,
         };
-        let row = row.ok_or_else(|| NotFound::Manifest { reference: reference.to_string(), why: None })?;
+        let mut row = row.ok_or_else(|| NotFound::Manifest { reference: reference.to_string(), why: None })?;
+        row.content = self.open_manifest(None, std::mem::take(&mut row.content)).await?;
         let m = Arc::new(Manifest::from(row));
         self.caches.content.put_manifest(name, seen, tag, &m);
         Ok(m)
@@ -423,6 +427,8 @@ impl<'a> Content<'a> {
         {
             return fail("ImageTagDoesNotMatchDigest", format!("Image tag does not match the digest {d}"));
         }
+        let mut row = row;
+        row.content = self.open_manifest(None, std::mem::take(&mut row.content)).await?;
         Ok(Ok(Arc::new(Manifest::from(row))))
     }
 
