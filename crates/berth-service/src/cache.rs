@@ -32,6 +32,8 @@ struct Repo {
     tags: HashMap<String, Arc<Manifest>>,
     digests: HashMap<String, Arc<Manifest>>,
     blobs: HashMap<String, u64>,
+    /// Blobs as a read opens them: size and sealed copy (`Meta::repo_blob_object`).
+    objects: HashMap<String, Arc<berth_meta::RepoBlob>>,
 }
 
 #[derive(Default)]
@@ -134,6 +136,19 @@ impl Cache {
         });
     }
 
+    pub fn blob_object(&self, repo: &str, digest: &str) -> Option<Arc<berth_meta::RepoBlob>> {
+        if !self.enabled {
+            return None;
+        }
+        self.read().repos.get(repo)?.objects.get(digest).cloned()
+    }
+
+    pub fn put_blob_object(&self, repo: &str, seen: Snapshot, digest: &str, b: &Arc<berth_meta::RepoBlob>) {
+        self.fill(repo, seen, 0, |r| {
+            r.objects.insert(digest.to_string(), b.clone());
+        });
+    }
+
     pub fn put_blob(&self, repo: &str, seen: Snapshot, digest: &str, size: u64) {
         self.fill(repo, seen, 0, |r| {
             r.blobs.insert(digest.to_string(), size);
@@ -153,6 +168,7 @@ impl Cache {
         if let Some(r) = self.write().repos.get_mut(repo) {
             r.version += 1;
             r.blobs.remove(digest);
+            r.objects.remove(digest);
         }
     }
 
@@ -164,6 +180,7 @@ impl Cache {
             r.tags.clear();
             r.digests.clear();
             r.blobs.clear();
+            r.objects.clear();
         }
     }
 
@@ -173,6 +190,7 @@ impl Cache {
         for r in self.write().repos.values_mut() {
             r.version += 1;
             r.blobs.clear();
+            r.objects.clear();
         }
     }
 

@@ -107,17 +107,33 @@ impl<'a> Content<'a> {
     ) -> Result<BlobRead> {
         let id = self.repos().existing_repo(repo).await?;
         let key = digest.to_string();
-        let blob = self.meta.repo_blob_object(id, &key).await?.ok_or_else(|| NotFound::Blob { digest: key.clone() })?;
+        let blob = match self.caches.content.blob_object(repo.as_str(), &key) {
+            Some(b) => b,
+            None => {
+                let seen = self.caches.content.snapshot(repo.as_str());
+                let b = self
+                    .meta
+                    .repo_blob_object(id, &key)
+                    .await?
+                    .ok_or_else(|| NotFound::Blob { digest: key.clone() })?;
+                let b = Arc::new(b);
+                self.caches.content.put_blob_object(repo.as_str(), seen, &key, &b);
+                b
+            }
+        };
         let size = blob.size as u64;
         let range = range.map(|r| resolve_range(r, size)).transpose()?;
         let body = match self.open_repo_blob(who, digest, &blob, range.clone()).await {
             // Stored in the clear and sealed since it was looked up: read the sealed copy.
-            Err(e) if blob.object.is_none() => match self.meta.repo_blob_object(id, &key).await? {
-                Some(again) if again.object.is_some() => {
-                    self.open_repo_blob(who, digest, &again, range.clone()).await?
+            Err(e) if blob.object.is_none() => {
+                self.caches.content.drop_blob(repo.as_str(), &key);
+                match self.meta.repo_blob_object(id, &key).await? {
+                    Some(again) if again.object.is_some() => {
+                        self.open_repo_blob(who, digest, &again, range.clone()).await?
+                    }
+                    _ => return Err(e),
                 }
-                _ => return Err(e),
-            },
+            }
             r => r?,
         };
         Ok(BlobRead { digest: digest.clone(), size, range, body })

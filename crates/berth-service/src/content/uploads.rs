@@ -279,7 +279,7 @@ impl<'a> Content<'a> {
             ),
             other => other.into(),
         })?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let receive = async move {
             let mut buf = BytesMut::new();
             while let Some(chunk) = body.next().await {
@@ -302,6 +302,9 @@ impl<'a> Content<'a> {
             Ok::<(), Error>(())
         };
         let store = async {
+            // Owned here, so that a failed write drops the receiver and the body's reader stops
+            // (it would wait forever on a full channel otherwise).
+            let mut rx = rx;
             let mut written = 0u64;
             while let Some(chunk) = rx.recv().await {
                 written += chunk.len() as u64;
