@@ -84,15 +84,7 @@ pub fn root_key(cfg: &Config) -> Result<Root, String> {
         key.id,
         key.secret
     );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_new_private(&path, &text)?;
     Ok(Root { key, source: Source::Created(path) })
 }
 
@@ -133,15 +125,7 @@ pub fn secrets_key(cfg: &Config) -> Result<berth_crypto::seal::SealKey, String> 
         Ok(text) => parse(&text, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = berth_crypto::seal::SealKey::generate();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            f.write_all(format!("{}\n", hex::encode(key.as_bytes())).as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            write_new_private(&path, &format!("{}\n", hex::encode(key.as_bytes())))?;
             Ok(key)
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
@@ -170,21 +154,28 @@ pub fn master_keys(cfg: &Config) -> Result<berth_crypto::keyring::Keyring, Strin
         Ok(text) => Keyring::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             let ring = Keyring::default();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            f.write_all(ring.to_text().as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-            }
+            write_new_private(&path, &ring.to_text())?;
             tracing::info!(path = %path.display(), "created the master keyring");
             Ok(ring)
         }
         Err(e) => Err(format!("cannot read the master keyring {}: {e}", path.display())),
     }
+}
+
+/// Creates `path` (it must not exist) readable by its owner only, with `text`, durably (the file
+/// and its directory entry).
+fn write_new_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
