@@ -289,8 +289,8 @@ pub(crate) struct Caches {
     pub access: AccessCache,
     pub iam: IamCache,
     pub scan_policies: PolicyCache,
-    /// KMS keys' state (for [`crate::kms::KEY_STATE_TTL`], on every backend) and material.
-    pub kms: crate::kms::KeyCache,
+    /// KMS keys' state (for a second, on every backend) and material.
+    pub kms: KeyCache,
 }
 
 impl Caches {
@@ -303,5 +303,29 @@ impl Caches {
             scan_policies: PolicyCache::new(enabled),
             kms: Default::default(),
         }
+    }
+}
+
+/// KMS keys' state and opened material, each for `kms::KEY_STATE_TTL` (material itself never
+/// changes: rotations only add versions). On every backend: the TTL bounds staleness.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    pub map: Mutex<HashMap<String, (std::time::Instant, Arc<LoadedKey>)>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct LoadedKey {
+    pub row: berth_meta::KmsKeyRow,
+    /// Material by version, oldest first.
+    pub material: Vec<(i64, berth_crypto::seal::SealKey)>,
+}
+
+impl LoadedKey {
+    pub fn newest(&self) -> Option<&(i64, berth_crypto::seal::SealKey)> {
+        self.material.last()
+    }
+
+    pub fn version(&self, v: i64) -> Option<&berth_crypto::seal::SealKey> {
+        self.material.iter().find(|(n, _)| *n == v).map(|(_, k)| k)
     }
 }

@@ -4,8 +4,7 @@
 //! data stays readable after a rotation. Every use is decided by the key's policy together with
 //! the caller's IAM policies, as KMS decides it (`policy::evaluate_key`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_core::policy::{self, Decision, PolicyKind};
@@ -15,6 +14,7 @@ use berth_crypto::seal::SealKey;
 use berth_meta::{KmsAliasRow, KmsKeyRow, KmsMaterialRow, MetaError};
 
 use crate::access::Access;
+use crate::cache::LoadedKey;
 use crate::caller::Caller;
 use crate::core::domain;
 use crate::error::{Conflict, Error, Exists, InvalidKind, Limit, NotFound, Result};
@@ -31,29 +31,6 @@ pub const MAX_KEY_POLICY: usize = 32_768;
 /// How long a key's state is taken from this node's cache: a disabled key stops working on
 /// every node within this.
 pub const KEY_STATE_TTL: Duration = Duration::from_secs(1);
-
-/// A key's state and opened material, cached for [`KEY_STATE_TTL`] (material itself never
-/// changes; versions are only added).
-#[derive(Default)]
-pub(crate) struct KeyCache {
-    map: Mutex<HashMap<String, (Instant, Arc<LoadedKey>)>>,
-}
-
-pub(crate) struct LoadedKey {
-    pub row: KmsKeyRow,
-    /// Material by version, oldest first.
-    material: Vec<(i64, SealKey)>,
-}
-
-impl LoadedKey {
-    fn newest(&self) -> Option<&(i64, SealKey)> {
-        self.material.last()
-    }
-
-    fn version(&self, v: i64) -> Option<&SealKey> {
-        self.material.iter().find(|(n, _)| *n == v).map(|(_, k)| k)
-    }
-}
 
 /// What CreateKey takes.
 #[derive(Debug, Clone, Default)]
@@ -783,7 +760,7 @@ impl<'a> Kms<'a> {
         let bad = || Error::invalid(InvalidKind::Ciphertext, "the ciphertext is invalid or was changed".into());
         let (key_id, version, sealed) = decode_ciphertext(ciphertext).ok_or_else(bad)?;
         let k = match self.load(&key_id).await? {
-            Some(k) => Arc::new(LoadedKey { row: k.row.clone(), material: k.material.clone() }),
+            Some(k) => k,
             None => return Err(bad()),
         };
         if let Some(named) = key {
@@ -921,12 +898,6 @@ impl<'a> Kms<'a> {
             }
         }
         Ok((deleted, rotated))
-    }
-}
-
-impl Clone for LoadedKey {
-    fn clone(&self) -> Self {
-        LoadedKey { row: self.row.clone(), material: self.material.clone() }
     }
 }
 

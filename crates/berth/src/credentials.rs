@@ -149,7 +149,7 @@ pub fn master_keys(cfg: &Config) -> Result<berth_crypto::keyring::Keyring, Strin
         Some(p) => (p.clone(), false),
         None => (cfg.data_dir.join(KEYRING_FILE), true),
     };
-    crate::datadir::check_key_file(&path, "content and KMS keys")?;
+    check_key_file(&path, "content and KMS keys")?;
     match std::fs::read_to_string(&path) {
         Ok(text) => Keyring::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
@@ -178,4 +178,16 @@ fn write_new_private(path: &std::path::Path, text: &str) -> Result<(), String> {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// A key file others can read is refused (`unseals`: what it protects).
+pub fn check_key_file(path: &std::path::Path, unseals: &str) -> Result<(), String> {
+    match std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777) {
+        Some(m) if m & 0o077 != 0 => Err(format!(
+            "{} is readable by other users (mode {m:04o}); it unseals {unseals}. Run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )),
+        _ => Ok(()),
+    }
 }

@@ -49,7 +49,7 @@ pub fn prepare(cfg: &Config, create: bool) -> Result<(), String> {
         tighten(&dir.join(f), 0o600);
     }
     check_secrets_key(&dir.join(crate::credentials::SECRETS_KEY_FILE))?;
-    check_key_file(&dir.join(crate::credentials::KEYRING_FILE), "content and KMS keys")
+    crate::credentials::check_key_file(&dir.join(crate::credentials::KEYRING_FILE), "content and KMS keys")
 }
 
 /// Sets `want` when `path` allows its group or others anything.
@@ -72,18 +72,6 @@ pub fn check_secrets_key(path: &Path) -> Result<(), String> {
         Some(m) if m & 0o077 != 0 => Err(format!(
             "{} is readable by other users (mode {m:04o}); it unseals every stored secret. Run `chmod 600 {}` \
              (and consider rotating what it protects), or give the key in BERTH_SECRETS_KEY instead",
-            path.display(),
-            path.display()
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// A key file others can read is refused (`unseals`: what it protects).
-pub fn check_key_file(path: &Path, unseals: &str) -> Result<(), String> {
-    match mode(path) {
-        Some(m) if m & 0o077 != 0 => Err(format!(
-            "{} is readable by other users (mode {m:04o}); it unseals {unseals}. Run `chmod 600 {}`",
             path.display(),
             path.display()
         )),
