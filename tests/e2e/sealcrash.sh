@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sealing what an earlier version stored in the clear survives a kill -9: the last layout before
-# encryption (tests/upgrade/schema-11.tar.gz), grown by 300 blobs of 1 MiB written as that version
+# encryption (tests/upgrade/schema-13.tar.gz), grown by 300 blobs of 1 MiB written as that version
 # wrote them (files under their digest, rows in blobs/repo_blobs), is sealed by
 # `berth encryption run`, killed with SIGKILL part way; then a second run finishes the rest, fsck
 # is clean, every blob pulls back byte for byte, and no plaintext is left in blobs/.
@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 need jq "apt-get install jq"
 DB=${E2E_DB:-sqlite}
 U=$E2E_WORK/sealcrash-$DB; rm -rf "$U"; mkdir -p "$U"
-tar -C "$U" -xzf "$ROOT/tests/upgrade/schema-11.tar.gz" "$DB"
+tar -C "$U" -xzf "$ROOT/tests/upgrade/schema-13.tar.gz" "$DB"
 F=$U/$DB; BERTH_DATA=$F/data; BERTH_DB_ARGS=()
 if [ "$DB" = postgres ]; then
   [ -n "${BERTH_TEST_POSTGRES_URL:-}" ] || fail "E2E_DB=postgres needs BERTH_TEST_POSTGRES_URL"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Upgrade: today's `berth serve` opens a data directory (and, with E2E_DB=postgres, a database)
-# written by an earlier main, tests/upgrade/schema-11.tar.gz (made by tests/upgrade/make-fixture.sh
-# with the last build before jobs and events), and serves it:
+# written by an earlier main, each fixture in tests/upgrade/ (made by tests/upgrade/make-fixture.sh:
+# schema-11 with the last build before jobs and events, schema-13 with the last before encryption
+# at rest; E2E_FIXTURE=name runs one), and serves it:
 #  - every repository and tag the old server stored is listed, and every image pulls (skopeo
 #    copies each, checking every blob's digest) with the digest the old server gave it;
 #  - the upload the old server left half done takes its second half and completes;
@@ -15,12 +16,21 @@ need skopeo "apt-get install skopeo"
 need aws "pip install awscli"
 need jq "apt-get install jq"
 DB=${E2E_DB:-sqlite}
-U=$E2E_WORK/upgrade-$DB; rm -rf "$U"; mkdir -p "$U"
-tar -C "$U" -xzf "$ROOT/tests/upgrade/schema-11.tar.gz" "$DB"
+if [ -z "${E2E_FIXTURE:-}" ]; then
+  for f in "$ROOT"/tests/upgrade/*.tar.gz; do
+    name=$(basename "$f" .tar.gz)
+    echo "=== fixture $name"
+    E2E_FIXTURE=$name bash "$0" || exit 1
+  done
+  echo "PASS (every fixture)"
+  exit 0
+fi
+U=$E2E_WORK/upgrade-$DB-$E2E_FIXTURE; rm -rf "$U"; mkdir -p "$U"
+tar -C "$U" -xzf "$ROOT/tests/upgrade/$E2E_FIXTURE.tar.gz" "$DB"
 F=$U/$DB; BERTH_DATA=$F/data; BERTH_DB_ARGS=()
 if [ "$DB" = postgres ]; then
   [ -n "${BERTH_TEST_POSTGRES_URL:-}" ] || fail "E2E_DB=postgres needs BERTH_TEST_POSTGRES_URL"
-  db="e2e_upgrade_$$"
+  db="e2e_upgrade_${E2E_FIXTURE//-/_}_$$"
   psql "$BERTH_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
   psql "${BERTH_TEST_POSTGRES_URL%/*}/$db" -q -v ON_ERROR_STOP=1 -f "$F/postgres.sql" >/dev/null 2>"$U/restore.err" \
     || { cat "$U/restore.err"; fail "restoring the old database"; }

@@ -3,8 +3,8 @@
 #
 #     tests/upgrade/make-fixture.sh OLD_BERTH_BINARY OUT.tar.gz
 #
-# OLD_BERTH_BINARY is `berth` built from an earlier main (this fixture: schema 11, commit 849f45d,
-# the last layout before jobs and events). Needs BERTH_TEST_POSTGRES_URL, skopeo, the aws CLI.
+# OLD_BERTH_BINARY is `berth` built from an earlier main (schema-11: commit 849f45d, the last layout
+# before jobs and events; schema-13: commit 6fe116e, the last before encryption at rest). Needs BERTH_TEST_POSTGRES_URL, skopeo, the aws CLI.
 # For each metadata backend (sqlite/, and postgres/ with its database as postgres.sql) it leaves:
 #   - images pushed over /v2/ (skopeo: two tags, one an index of two platforms),
 #   - an image put with ECR's PutImage, its layers uploaded with the ECR layer API,
