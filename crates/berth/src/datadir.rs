@@ -114,4 +114,27 @@ mod tests {
         assert!(check_secrets_key(&k).is_ok());
         assert!(check_secrets_key(&d.path().join("missing")).is_ok());
     }
+
+    #[test]
+    fn a_readable_master_keyring_is_refused_and_a_new_one_is_private() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Config { data_dir: d.path().to_path_buf(), ..Default::default() };
+        // Created on first use, 0600, and the same keys the next time.
+        let ring = crate::credentials::master_keys(&cfg).unwrap();
+        let path = d.path().join(crate::credentials::KEYRING_FILE);
+        assert_eq!(mode(&path), Some(0o600));
+        let again = crate::credentials::master_keys(&cfg).unwrap();
+        assert_eq!(again.active_id(), ring.active_id());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = crate::credentials::master_keys(&cfg).unwrap_err();
+        assert!(e.contains("readable by other users") && e.contains("chmod 600"), "{e}");
+        // A named file that is missing is an error, not a new keyring.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let named = crate::config::Config { master_key_file: Some(d.path().join("elsewhere")), ..cfg.clone() };
+        assert!(crate::credentials::master_keys(&named).unwrap_err().contains("cannot read"));
+        // Garbage is refused without being echoed.
+        std::fs::write(d.path().join("elsewhere"), "not-a-key-at-all\n").unwrap();
+        let e = crate::credentials::master_keys(&named).unwrap_err();
+        assert!(!e.contains("not-a-key-at-all"), "{e}");
+    }
 }

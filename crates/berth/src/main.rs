@@ -619,7 +619,9 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
     let host = registry.settings().public_host().to_string();
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("Berth {} is ready.", env!("CARGO_PKG_VERSION"));
-    println!("  listening on    {scheme}://{addr}  (OCI distribution API at /v2/; ECR, KMS, IAM and STS APIs at POST /)");
+    println!(
+        "  listening on    {scheme}://{addr}  (OCI distribution API at /v2/; ECR, KMS, IAM and STS APIs at POST /)"
+    );
     println!("  data directory  {}", data_dir.display());
     println!("  metadata        {db}");
     println!("  registry        {} in {} (public URL {public})", cfg.registry_id, cfg.region);
