@@ -97,6 +97,39 @@ fsck_clean() {
     || { cat "$E2E_WORK/fsck.out"; fail "berth fsck found problems"; }
 }
 
+# unpack_fixture NAME DIR: the upgrade fixture tests/upgrade/NAME.tar.gz, for the metadata backend
+# E2E_DB (sqlite or postgres), unpacked under DIR; sets F (its folder), BERTH_DATA, BERTH_DB_ARGS
+# and, for PostgreSQL, FIXTURE_DB (a database restored from its dump, for the caller to drop).
+unpack_fixture() {
+  local name=$1 dir=$2 db=${E2E_DB:-sqlite}
+  tar -C "$dir" -xzf "$ROOT/tests/upgrade/$name.tar.gz" "$db"
+  F=$dir/$db; BERTH_DATA=$F/data; BERTH_DB_ARGS=(); FIXTURE_DB=
+  if [ "$db" = postgres ]; then
+    [ -n "${BERTH_TEST_POSTGRES_URL:-}" ] || fail "E2E_DB=postgres needs BERTH_TEST_POSTGRES_URL"
+    FIXTURE_DB="e2e_fixture_${name//-/_}_$$"
+    psql "$BERTH_TEST_POSTGRES_URL" -qc "CREATE DATABASE $FIXTURE_DB" >/dev/null
+    psql "${BERTH_TEST_POSTGRES_URL%/*}/$FIXTURE_DB" -q -v ON_ERROR_STOP=1 -f "$F/postgres.sql" >/dev/null 2>"$dir/restore.err" \
+      || { cat "$dir/restore.err"; fail "restoring the old database"; }
+    BERTH_DB_ARGS=(--database-url "${BERTH_TEST_POSTGRES_URL%/*}/$FIXTURE_DB")
+  fi
+}
+
+# no_plaintext FILE DIR: no 32-byte piece of FILE (its start, middle and end) is in any file under DIR.
+no_plaintext() {
+  python3 - "$1" "$2" <<'PY' || fail "plaintext of $1 found under $2"
+import os, sys
+data = open(sys.argv[1], "rb").read()
+pieces = [data[i:i + 32] for i in (0, len(data) // 2, len(data) - 40)]
+n = 0
+for root, _, files in os.walk(sys.argv[2]):
+    for f in files:
+        n += 1
+        if any(p in open(os.path.join(root, f), "rb").read() for p in pieces):
+            sys.exit(f"found in {os.path.join(root, f)}")
+print(f"  no piece of {os.path.basename(sys.argv[1])} in {n} files under {sys.argv[2]}")
+PY
+}
+
 tags_of() { rcurl -fsS "http://$REG/v2/$1/tags/list" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["tags"]))'; }
 
 # build_layouts DIR: OCI layouts built offline from Debian's busybox-static:

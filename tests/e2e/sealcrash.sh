@@ -8,17 +8,8 @@ source "$(dirname "$0")/lib.sh"
 need jq "apt-get install jq"
 DB=${E2E_DB:-sqlite}
 U=$E2E_WORK/sealcrash-$DB; rm -rf "$U"; mkdir -p "$U"
-tar -C "$U" -xzf "$ROOT/tests/upgrade/schema-13.tar.gz" "$DB"
-F=$U/$DB; BERTH_DATA=$F/data; BERTH_DB_ARGS=()
-if [ "$DB" = postgres ]; then
-  [ -n "${BERTH_TEST_POSTGRES_URL:-}" ] || fail "E2E_DB=postgres needs BERTH_TEST_POSTGRES_URL"
-  db="e2e_sealcrash_$$"
-  psql "$BERTH_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
-  DBURL="${BERTH_TEST_POSTGRES_URL%/*}/$db"
-  psql "$DBURL" -q -v ON_ERROR_STOP=1 -f "$F/postgres.sql" >/dev/null 2>"$U/restore.err" || { cat "$U/restore.err"; fail "restoring"; }
-  BERTH_DB_ARGS=(--database-url "$DBURL")
-fi
-trap 'stop_berth; [ -n "${db:-}" ] && psql "$BERTH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+unpack_fixture schema-13 "$U"
+trap 'stop_berth; [ -n "${FIXTURE_DB:-}" ] && psql "$BERTH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $FIXTURE_DB" >/dev/null 2>&1 || true' EXIT
 
 step "grow the old data by 300 blobs of 1 MiB, stored as the old version stored them"
 python3 - "$BERTH_DATA" "$DB" "$U/bulk.sql" "$U/bulk.txt" <<'PY'
@@ -46,7 +37,7 @@ else:
     open(sql_out, "w").write(";\n".join(stmts) + ";\n")
 open(list_out, "w").write("\n".join(digests) + "\n")
 PY
-[ "$DB" = postgres ] && psql "$DBURL" -q -v ON_ERROR_STOP=1 -f "$U/bulk.sql" >/dev/null
+[ "$DB" = postgres ] && psql "${BERTH_TEST_POSTGRES_URL%/*}/$FIXTURE_DB" -q -v ON_ERROR_STOP=1 -f "$U/bulk.sql" >/dev/null
 total=$(( $(wc -l <"$U/bulk.txt") + $(find "$BERTH_DATA/blobs" -type f | wc -l) - 300 ))
 
 step "berth encryption run, killed with SIGKILL part way"

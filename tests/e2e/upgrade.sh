@@ -26,16 +26,7 @@ if [ -z "${E2E_FIXTURE:-}" ]; then
   exit 0
 fi
 U=$E2E_WORK/upgrade-$DB-$E2E_FIXTURE; rm -rf "$U"; mkdir -p "$U"
-tar -C "$U" -xzf "$ROOT/tests/upgrade/$E2E_FIXTURE.tar.gz" "$DB"
-F=$U/$DB; BERTH_DATA=$F/data; BERTH_DB_ARGS=()
-if [ "$DB" = postgres ]; then
-  [ -n "${BERTH_TEST_POSTGRES_URL:-}" ] || fail "E2E_DB=postgres needs BERTH_TEST_POSTGRES_URL"
-  db="e2e_upgrade_${E2E_FIXTURE//-/_}_$$"
-  psql "$BERTH_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
-  psql "${BERTH_TEST_POSTGRES_URL%/*}/$db" -q -v ON_ERROR_STOP=1 -f "$F/postgres.sql" >/dev/null 2>"$U/restore.err" \
-    || { cat "$U/restore.err"; fail "restoring the old database"; }
-  BERTH_DB_ARGS=(--database-url "${BERTH_TEST_POSTGRES_URL%/*}/$db")
-fi
+unpack_fixture "$E2E_FIXTURE" "$U"
 port=$(free_port); REG=127.0.0.1:$port
 serve() {
   "$BERTH" serve --listen "$REG" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >>"$U/berth.log" 2>&1 &
@@ -47,7 +38,7 @@ serve() {
   done
   tail -20 "$U/berth.log"; fail "berth serve did not start on the old data"
 }
-trap 'stop_berth; [ -n "${db:-}" ] && psql "$BERTH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+trap 'stop_berth; [ -n "${FIXTURE_DB:-}" ] && psql "$BERTH_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $FIXTURE_DB" >/dev/null 2>&1 || true' EXIT
 E=(--endpoint-url "http://$REG")
 expect() { jq -r "$1" "$F/expect.json"; }
 
@@ -118,16 +109,7 @@ stop_berth
 sed 's/^/  /' "$U/seal.out" | tail -3
 "$BERTH" encryption status --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>/dev/null | grep -q "^0 blob(s)" \
   || fail "blobs left in the clear: $("$BERTH" encryption status --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" 2>&1)"
-python3 - "$F/upload.bin" "$BERTH_DATA/blobs" <<'PY' || fail "plaintext left in blobs/"
-import os, sys
-data = open(sys.argv[1], "rb").read()
-pieces = [data[i:i + 32] for i in (0, len(data) // 2, len(data) - 40)]
-for root, _, files in os.walk(sys.argv[2]):
-    for f in files:
-        body = open(os.path.join(root, f), "rb").read()
-        if any(p in body for p in pieces):
-            sys.exit(f"plaintext of the completed upload in {os.path.join(root, f)}")
-PY
+no_plaintext "$F/upload.bin" "$BERTH_DATA/blobs"
 
 step "fsck is clean; a second start serves the same"
 fsck_clean

@@ -145,6 +145,21 @@ async fn read_body<'a>(
     Ok((out, permit))
 }
 
+/// A response with the request id AWS SDKs log (`x-amzn-requestid`).
+pub(crate) fn with_request_id(mut res: axum::response::Response, id: &str) -> axum::response::Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(id) {
+        res.headers_mut().insert("x-amzn-requestid", v);
+    }
+    res
+}
+
+/// A successful AWS JSON 1.1 answer.
+pub(crate) fn json_response(v: &serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ct = axum::http::HeaderValue::from_static("application/x-amz-json-1.1");
+    ([(axum::http::header::CONTENT_TYPE, ct)], v.to_string()).into_response()
+}
+
 /// The audit event of a call named `name`, before it is decided.
 pub(crate) fn event(name: &str, parts: &Parts) -> AuditEvent {
     AuditEvent { name: name.to_string(), source_ip: crate::state::peer_ip(&parts.extensions), ..Default::default() }

@@ -4,8 +4,7 @@
 //! registry service, and writes the output shape; errors become `{"__type","message"}`.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_service::error::NotFound;
@@ -28,11 +27,7 @@ type R = Result<Value, Error>;
 
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut res = handle_inner(&st, req).await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-amzn-requestid", v);
-    }
-    res
+    crate::aws::with_request_id(handle_inner(&st, req).await, &request_id)
 }
 
 async fn handle_inner(st: &AppState, req: Request) -> Response {
@@ -115,10 +110,7 @@ async fn handle_inner(st: &AppState, req: Request) -> Response {
     };
     st.registry.audit(event).await;
     match result {
-        Ok(Some(v)) => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], v.to_string())
-                .into_response()
-        }
+        Ok(Some(v)) => crate::aws::json_response(&v),
         Ok(None) => ecr_error_response(
             "UnknownOperationException",
             &format!("Berth does not support the ECR operation {op:?} (see docs/ECR-API.md)"),

@@ -119,11 +119,7 @@ fn error_xml(ns: &str, request_id: &str, status: StatusCode, code: &str, message
 
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut res = handle_inner(&st, req, &request_id).await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-amzn-requestid", v);
-    }
-    res
+    crate::aws::with_request_id(handle_inner(&st, req, &request_id).await, &request_id)
 }
 
 async fn handle_inner(st: &AppState, req: Request, request_id: &str) -> Response {

@@ -201,11 +201,6 @@ impl SealedStore {
     }
 }
 
-/// The plaintext size of a sealed object of `stored` bytes, when that is a possible size.
-pub fn plain_len(stored: u64) -> Option<u64> {
-    envelope::plain_len(stored)
-}
-
 struct SealedPart {
     inner: Box<dyn PartWriter>,
     key: DataKey,
@@ -372,19 +367,4 @@ fn open_batch(key: &DataKey, first: u64, last: u64, segs: &[Bytes]) -> io::Resul
         at += n;
     }
     Ok(out.freeze())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_len_inverts_sealed_len() {
-        for n in [0u64, 1, 65535, 65536, 65537, 10 * 65536, 10 * 65536 + 3] {
-            assert_eq!(plain_len(envelope::sealed_len(n)), Some(n));
-        }
-        assert_eq!(plain_len(0), None);
-        assert_eq!(plain_len(15), None);
-        assert_eq!(plain_len(SEALED_SEGMENT as u64 + 5), None);
-    }
 }

@@ -279,7 +279,7 @@ impl BlobStore for Sealing {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
         let Some((object, _, size)) = self.blob(digest) else { return Ok(None) };
         let stored = self.store.backend().stat(&object).await?;
-        Ok(stored.and_then(crate::sealed::plain_len).filter(|p| *p == size))
+        Ok(stored.and_then(berth_crypto::envelope::plain_len).filter(|p| *p == size))
     }
 
     async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody> {

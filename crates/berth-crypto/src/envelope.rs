@@ -331,6 +331,16 @@ mod tests {
     }
 
     #[test]
+    fn plain_len_inverts_sealed_len() {
+        for n in [0u64, 1, 65535, 65536, 65537, 10 * 65536, 10 * 65536 + 3] {
+            assert_eq!(plain_len(sealed_len(n)), Some(n));
+        }
+        assert_eq!(plain_len(0), None);
+        assert_eq!(plain_len(15), None);
+        assert_eq!(plain_len(SEALED_SEGMENT as u64 + 5), None);
+    }
+
+    #[test]
     fn ranges_map_to_whole_segments() {
         let seg = SEGMENT as u64;
         let ss = SEALED_SEGMENT as u64;

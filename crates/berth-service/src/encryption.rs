@@ -132,8 +132,7 @@ impl Encryption<'_> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let (key, wrapped) = self.settings.master_keys.new_data_key();
-            let new = crate::sealing::NewKey { scope: String::new(), key, wrapped };
+            let new = self.new_data_key_in(None, String::new()).await?;
             let id = uuid::Uuid::new_v4().to_string();
             let state = self.sealed.begin_upload(&id).await?;
             let written = async {

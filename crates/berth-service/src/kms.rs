@@ -107,8 +107,8 @@ fn validation(field: &str, reason: impl Into<String>) -> Error {
 }
 
 /// Checks an alias name: `alias/` then 1–250 characters of `[a-zA-Z0-9/_-]`; `alias/aws/` is
-/// AWS's.
-fn check_alias_name(name: &str, creating: bool) -> Result<()> {
+/// AWS's, and `who` may not `action` it.
+fn check_alias_name(who: &Caller, action: &str, name: &str) -> Result<()> {
     let rest = name.strip_prefix("alias/").ok_or_else(|| validation("AliasName", "must start with alias/"))?;
     if rest.is_empty()
         || name.len() > 256
@@ -116,13 +116,8 @@ fn check_alias_name(name: &str, creating: bool) -> Result<()> {
     {
         return Err(validation("AliasName", "must be alias/ followed by 1 to 250 of the characters [a-zA-Z0-9/_-]"));
     }
-    if creating && rest.starts_with("aws/") {
-        return Err(Error::Denied(crate::error::Denied::Action {
-            principal: String::new(),
-            action: "kms:CreateAlias".into(),
-            resource: name.to_string(),
-            by: crate::error::DeniedBy::NoAllow,
-        }));
+    if rest.starts_with("aws/") {
+        return Err(crate::access::denial(who.arn(), action, name, crate::error::DeniedBy::NoAllow));
     }
     Ok(())
 }
@@ -422,7 +417,7 @@ impl<'a> Kms<'a> {
     }
 
     pub async fn create_alias(&self, who: &Caller, name: &str, target: &str) -> Result<()> {
-        check_alias_name(name, true).map_err(|e| self.named_denial(e, who))?;
+        check_alias_name(who, "kms:CreateAlias", name)?;
         let account = self.account_of(who);
         let k = self.resolve(&account, target).await?;
         if target.contains("alias/") {
@@ -436,18 +431,8 @@ impl<'a> Kms<'a> {
         })
     }
 
-    /// An alias name under `aws/` is refused as KMS refuses it (naming the caller).
-    fn named_denial(&self, e: Error, who: &Caller) -> Error {
-        match e {
-            Error::Denied(crate::error::Denied::Action { action, resource, by, .. }) => {
-                Error::Denied(crate::error::Denied::Action { principal: who.arn().to_string(), action, resource, by })
-            }
-            e => e,
-        }
-    }
-
     pub async fn update_alias(&self, who: &Caller, name: &str, target: &str) -> Result<()> {
-        check_alias_name(name, true).map_err(|e| self.named_denial(e, who))?;
+        check_alias_name(who, "kms:UpdateAlias", name)?;
         let account = self.account_of(who);
         let current = self
             .meta
@@ -464,7 +449,7 @@ impl<'a> Kms<'a> {
     }
 
     pub async fn delete_alias(&self, who: &Caller, name: &str) -> Result<()> {
-        check_alias_name(name, true).map_err(|e| self.named_denial(e, who))?;
+        check_alias_name(who, "kms:DeleteAlias", name)?;
         let account = self.account_of(who);
         let a = self
             .meta
@@ -909,20 +894,25 @@ impl Kms<'_> {
         let ring = &self.settings.master_keys;
         let mut done = 0;
         for key_id in self.meta.blob_object_key_ids().await? {
-            let local = key_id.starts_with(berth_crypto::keyring::LOCAL);
-            let below = if local {
+            // The key the data keys move to: the keyring's active one, or the KMS key's newest
+            // material (loaded once for all its objects).
+            let kms = if key_id.starts_with(berth_crypto::keyring::LOCAL) {
                 if key_id == ring.active_id() {
                     continue;
                 }
-                i64::MAX
+                None
             } else {
                 match self.load(&key_id).await? {
-                    Some(k) => match k.newest() {
-                        Some((v, _)) => *v,
-                        None => continue,
-                    },
+                    Some(k) => Some(k),
                     None => continue,
                 }
+            };
+            let below = match &kms {
+                None => i64::MAX,
+                Some(k) => match k.newest() {
+                    Some((v, _)) => *v,
+                    None => continue,
+                },
             };
             loop {
                 let batch = self.meta.objects_to_rewrap(&key_id, below, 500).await?;
@@ -931,23 +921,18 @@ impl Kms<'_> {
                 }
                 let mut changed = 0;
                 for (digest, scope, old) in batch {
-                    let w = WrappedKey::decode(&old)
-                        .ok_or_else(|| Error::Internal(format!("blob {digest}: a stored data key is corrupt")))?;
-                    let (new, version) = if local {
-                        let key = ring.unwrap(&w).ok_or_else(|| {
-                            Error::Internal(format!("blob {digest}: master key {} is not in the keyring", w.key_id))
-                        })?;
-                        (ring.wrap(&key), 0)
-                    } else {
-                        let key = self.open_data_key(None, &w).await?;
-                        let (_, wrapped) = {
-                            let k = self.load(&key_id).await?.ok_or_else(|| self.deleted(&key_id))?;
-                            let (v, m) = k.newest().ok_or_else(|| Error::Internal("no material".into()))?;
-                            (key.clone(), Keyring::wrap_under(m, &key_id, *v as u32, &key))
-                        };
-                        let v = wrapped.version as i64;
-                        (wrapped, v)
+                    let corrupt = || Error::Internal(format!("blob {digest}: its stored data key does not open"));
+                    let w = WrappedKey::decode(&old).ok_or_else(corrupt)?;
+                    let new = match &kms {
+                        None => ring.wrap(&ring.unwrap(&w).ok_or_else(corrupt)?),
+                        Some(k) => {
+                            let old_material = k.version(w.version as i64).ok_or_else(corrupt)?;
+                            let key = Keyring::unwrap_under(old_material, &w).ok_or_else(corrupt)?;
+                            let (v, m) = k.newest().ok_or_else(corrupt)?;
+                            Keyring::wrap_under(m, &key_id, *v as u32, &key)
+                        }
                     };
+                    let version = new.version as i64;
                     if self.meta.rewrap_object(&digest, &scope, &old, &new.key_id, version, &new.encode()).await? {
                         changed += 1;
                         done += 1;

@@ -68,7 +68,11 @@ impl Core {
     /// A new data key for content of repository `repo_id`; `who` (when a caller pushes) needs
     /// `kms:GenerateDataKey` on a KMS repository's key: the key decided is the key used.
     pub(crate) async fn new_data_key(&self, who: Option<&Caller>, repo_id: i64) -> Result<NewKey> {
-        let scope = self.repo_scope(repo_id).await?;
+        self.new_data_key_in(who, self.repo_scope(repo_id).await?).await
+    }
+
+    /// A new data key of key scope `scope` ('' for the registry's default key).
+    pub(crate) async fn new_data_key_in(&self, who: Option<&Caller>, scope: String) -> Result<NewKey> {
         let (key, wrapped) = if scope.is_empty() {
             self.settings.master_keys.new_data_key()
         } else {

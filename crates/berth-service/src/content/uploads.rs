@@ -229,7 +229,8 @@ impl<'a> Content<'a> {
         self.check_space()?;
         let _lock = self.lock_upload(id).await;
         let row = self.load_upload(repo, id).await?;
-        let (offset, ..) = self.append_locked(who, &row, start, body).await?;
+        let sink = self.sink_of(who, &row).await?;
+        let (offset, ..) = self.append_locked(&row, &sink, start, body).await?;
         Ok(UploadStatus { id: row.id, offset })
     }
 
@@ -237,8 +238,8 @@ impl<'a> Content<'a> {
     /// and the blob store's state.
     async fn append_locked(
         &self,
-        who: Option<&Caller>,
         row: &UploadRow,
+        sink: &Sink,
         start: Option<u64>,
         body: BodyStream,
     ) -> Result<(u64, Option<Hasher>, UploadState)> {
@@ -251,10 +252,9 @@ impl<'a> Content<'a> {
                 format!("chunk starts at {start} but the upload holds {current} bytes"),
             ));
         }
-        let sink = self.sink_of(who, row).await?;
         let hasher = sink.restore_hash(row.hash_state.as_deref());
         let state = backend_state(row);
-        let (written, hasher, state) = self.write_stream(&row.id, &state, &sink, current, hasher, body).await?;
+        let (written, hasher, state) = self.write_stream(&row.id, &state, sink, current, hasher, body).await?;
         if written > 0 {
             let hashed = hasher.as_ref().map(|h| sink.save_hash(h));
             let new_size = (current + written) as i64;
@@ -372,7 +372,7 @@ impl<'a> Content<'a> {
         let row = self.load_upload(repo, id).await?;
         let sink = self.sink_of(who, &row).await?;
         let (size, hasher, state) = match body {
-            Some(b) => self.append_locked(who, &row, start, b).await?,
+            Some(b) => self.append_locked(&row, &sink, start, b).await?,
             None => (row.size as u64, sink.restore_hash(row.hash_state.as_deref()), backend_state(&row)),
         };
         let actual = match hasher {
