@@ -4,6 +4,7 @@
 
 mod fs;
 mod memory;
+pub mod object;
 pub mod reserve;
 pub mod sealed;
 pub mod testsuite;
@@ -18,6 +19,7 @@ use futures_util::stream::BoxStream;
 
 pub use fs::FsBlobStore;
 pub use memory::MemoryBlobStore;
+pub use object::{ObjectBlobStore, S3Config, S3Credentials};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
