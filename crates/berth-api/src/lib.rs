@@ -36,6 +36,8 @@ pub fn router(registry: Registry, options: Options) -> Router {
     let mut r = Router::new()
         .route("/", post(aws_api))
         .route("/token", get(auth::token))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/berth/layers/{*rest}", any(oci::download));
     r = match options.metrics {
         Metrics::Open => r.route("/metrics", get(metrics)),
@@ -56,6 +58,27 @@ pub fn metrics_router(registry: Registry, options: Options, authenticated: bool)
     r.with_state(state)
 }
 
+/// `/healthz`: the process answers (liveness; checks nothing else, so that a slow database
+/// never gets a live node restarted).
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `/readyz`: 200 when the database and blob storage answer and the node is not draining,
+/// else 503; the body says which check failed.
+async fn readyz(st: axum::extract::State<AppState>) -> Response {
+    use axum::response::IntoResponse;
+    let r = st.registry.health().readiness().await;
+    let body = serde_json::json!({
+        "ready": r.ready(),
+        "database": r.database.as_deref().unwrap_or("ok"),
+        "storage": r.storage.as_deref().unwrap_or("ok"),
+        "draining": r.draining,
+    });
+    let code = if r.ready() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 /// `POST /`: the ECR and KMS APIs (JSON, `X-Amz-Target`) or the IAM/STS Query APIs (form-encoded).
 async fn aws_api(st: axum::extract::State<AppState>, req: Request) -> Response {
     if iam::is_query(&req) {
@@ -71,6 +94,7 @@ async fn common_headers(req: Request, next: Next) -> Response {
     // The request line is copied only when it will be logged: this runs on every request.
     let logged =
         tracing::enabled!(tracing::Level::DEBUG).then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+    state::REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut res = next.run(req).await;
     res.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     if let Some((started, method, uri)) = logged {

@@ -72,8 +72,16 @@ pub struct AppState {
 }
 
 /// Prometheus metrics (counts only; nothing about repositories or callers).
+/// Requests this process answered (every route), for telling nodes' shares of the load apart.
+pub(crate) static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub(crate) async fn metrics(st: State<AppState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.registry.metrics().await).into_response()
+    let mut out = st.registry.metrics().await;
+    out.push_str(&format!(
+        "# HELP berth_http_requests_total HTTP requests this node answered.\n# TYPE berth_http_requests_total counter\nberth_http_requests_total {}\n",
+        REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// The client's address, when the server was started with connection info.

@@ -408,6 +408,15 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn probe(&self) -> Result<()> {
+        let dir = self.root.join("blobs");
+        match blocking(move || std::fs::metadata(&dir)).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(BlobError::Io(io::Error::other("the blobs directory is not a directory"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn storage_full(&self) -> bool {
         self.reserve.as_ref().is_some_and(|r| r.full())
     }

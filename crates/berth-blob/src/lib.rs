@@ -80,6 +80,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobBody>;
     /// Deletes a blob; one that is not there is no error.
     async fn delete(&self, digest: &Digest) -> Result<()>;
+    /// Deletes many blobs; missing ones are no error. Object stores do it in batched requests.
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        use futures_util::StreamExt;
+        let results: Vec<Result<()>> =
+            futures_util::stream::iter(digests.iter().cloned()).map(|d| async move { self.delete(&d).await }).buffer_unordered(16).collect().await;
+        results.into_iter().collect()
+    }
     /// Every stored blob, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<Digest>>;
     /// A URL the blob can be fetched from directly for `ttl` (an object store's presigned GET),
@@ -102,6 +109,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn commit(&self, id: &str, state: &UploadState, digest: &Digest, size: u64) -> Result<()>;
     /// Removes an upload and what it holds; one that is not there is no error.
     async fn abort_upload(&self, id: &str, state: &UploadState) -> Result<()>;
+    /// One cheap call proving the storage is there and usable (readiness checks).
+    async fn probe(&self) -> Result<()> {
+        Ok(())
+    }
     /// Whether storage is full: new content is refused until space is freed (deletes and garbage
     /// collection still run). Cheap enough to ask before every write.
     fn storage_full(&self) -> bool {

@@ -219,16 +219,6 @@ impl ObjectBlobStore {
         &self.name
     }
 
-    /// One cheap call that proves the bucket is there and these credentials may list it.
-    pub async fn probe(&self) -> Result<()> {
-        let p = self.path(".berth-probe");
-        match self.store.list_with_delimiter(Some(&p)).await {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::NotFound { .. }) => Err(io_err(format!("{}: no such bucket", self.name))),
-            Err(e) => Err(io_err(format!("{}: {e}", self.name))),
-        }
-    }
-
     fn path(&self, rest: &str) -> Path {
         Path::from(format!("{}{rest}", self.prefix))
     }
@@ -289,10 +279,6 @@ impl ObjectBlobStore {
         self.delete_paths(listed).await
     }
 
-    /// Deletes many blobs in batched requests; missing ones are no error.
-    pub async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
-        self.delete_paths(digests.iter().map(|d| self.blob_path(d)).collect()).await
-    }
 }
 
 /// An upload's state: the multipart upload (once one is needed) with its recorded parts, and
@@ -477,6 +463,20 @@ impl BlobStore for ObjectBlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    /// One LIST of an empty prefix: the bucket is there and these credentials may read it.
+    async fn probe(&self) -> Result<()> {
+        let p = self.path(".berth-probe");
+        match self.store.list_with_delimiter(Some(&p)).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Err(io_err(format!("{}: no such bucket", self.name))),
+            Err(e) => Err(io_err(format!("{}: {e}", self.name))),
+        }
+    }
+
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        self.delete_paths(digests.iter().map(|d| self.blob_path(d)).collect()).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<Digest>> {

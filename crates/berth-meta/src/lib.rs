@@ -15,6 +15,7 @@ mod jobs;
 mod kms;
 mod lifecycle;
 mod migrate;
+mod notify;
 mod scan;
 mod sealing;
 
@@ -26,6 +27,7 @@ pub use iam::{EntityRow, IdentityPolicies, KeyRow, ManagedPolicyRow, PolicyVersi
 pub use jobs::{JobRow, NotClaimed, QueueCounts};
 pub use kms::{KmsAliasRow, KmsKeyRow, KmsMaterialRow};
 pub use lifecycle::PreviewRow;
+pub use notify::{Heard, Listener};
 pub use scan::{SCAN_QUEUE, ScanJob, ScanRow, StoredScan, VulnRow};
 pub use sealing::{BlobObject, RepoBlob};
 
@@ -40,6 +42,8 @@ use crate::batch::{Batcher, TxFn};
 pub enum MetaError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("database migration: {0}")]
     Migration(String),
     #[error("unsupported database URL {0:?} (use sqlite://PATH or postgres://...)")]
@@ -109,6 +113,8 @@ pub struct Meta {
     backend: Backend,
     /// SQLite: every write goes through the group-commit task.
     batch: Option<Batcher>,
+    /// For connections of their own (a PostgreSQL listener).
+    url: std::sync::Arc<str>,
     /// Bumped after a write that may have added events commits: wakes this process's consumers.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -236,11 +242,11 @@ impl Meta {
                 };
                 let write = opts().max_connections(1).connect(&url).await?;
                 let read = opts().max_connections(8).connect(&url).await?;
-                Meta { write, read, backend, batch: None, events: Default::default() }
+                Meta { write, read, backend, batch: None, events: Default::default(), url: url.into() }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                Meta { write: pool.clone(), read: pool, backend, batch: None, events: Default::default() }
+                Meta { write: pool.clone(), read: pool, backend, batch: None, events: Default::default(), url: url.into() }
             }
         };
         migrate::run(&meta.write, backend).await?;
@@ -285,6 +291,12 @@ impl Meta {
             self.events_written();
         }
         r
+    }
+
+    /// One round trip to the database (readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
     }
 
     pub async fn close(&self) {

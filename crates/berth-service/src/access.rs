@@ -69,7 +69,7 @@ impl<'a> Access<'a> {
 
     async fn repo_access(&self, name: &str) -> Result<Arc<RepoAccess>> {
         let cache = &self.caches.access;
-        if cache.enabled
+        if cache.enabled()
             && let Some(a) = cache.map.read().unwrap_or_else(|e| e.into_inner()).get(name)
         {
             return Ok(a.clone());
@@ -86,7 +86,7 @@ impl<'a> Access<'a> {
             },
         };
         let access = Arc::new(access);
-        if cache.enabled {
+        if cache.enabled() {
             let mut map = cache.map.write().unwrap_or_else(|e| e.into_inner());
             if cache.epoch.load(Ordering::SeqCst) == epoch && map.len() < 100_000 {
                 map.insert(name.to_string(), access.clone());

@@ -144,6 +144,9 @@ pub(crate) fn start(core: &Arc<Core>, bg: &Background) -> Workers {
         ws.spawn(ScanWorker::new(core.clone(), i));
     }
     ws.spawn(Consumer::new(core.clone(), ScanOnPush::new(core.clone())));
+    if core.meta.backend() == berth_meta::Backend::Postgres {
+        ws.spawn(crate::cache_bus::BusListener(core.clone()));
+    }
     if let Some((every, opts)) = bg.gc {
         ws.spawn(PeriodicWorker::new(core.clone(), Periodic::Gc(opts), every));
         ws.spawn(PeriodicWorker::new(core.clone(), Periodic::UploadExpiry(opts.upload_ttl), every));

@@ -114,6 +114,11 @@ pub struct Core {
     /// Pull times not yet written: (repository, digest) → ms. Written in batches, because a
     /// write per pull would make every pull a database write (ECR, too, records them lazily).
     pub(crate) pulls: Mutex<HashMap<String, HashMap<String, i64>>>,
+    /// SIGTERM arrived: readiness is off.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    pub(crate) health: crate::health::HealthState,
+    /// PostgreSQL: the queue of invalidations for other nodes (`cache_bus`).
+    pub(crate) bus: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::cache_bus::Out>>,
 }
 
 impl Core {
@@ -128,7 +133,8 @@ impl Core {
         let stored = meta.setting_or_init("token_key", &fresh).await?;
         let stored = seal_legacy_token_key(&meta, &settings, stored).await?;
         let tokens = Tokens::derive(&settings.seal_key, stored, keys)?;
-        // Only one node can use a SQLite database, so only there can this process see every write.
+        // Only one node can use a SQLite database, so there this process sees every write and
+        // caches from the start; with PostgreSQL, once the cache bus is live.
         let cache_enabled = meta.backend() == Backend::Sqlite;
         let counters: Arc<Counters> = Arc::default();
         Ok(Core {
@@ -146,7 +152,21 @@ impl Core {
             busy_uploads: Mutex::default(),
             scopes: Mutex::default(),
             pulls: Mutex::default(),
+            draining: Default::default(),
+            health: Default::default(),
+            bus: Default::default(),
         })
+    }
+
+    /// Waits until this process's cache invalidations have been sent to the other nodes (a
+    /// command about to exit).
+    pub async fn flush_invalidations(&self) {
+        if let Some(tx) = self.bus.get() {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx.send(crate::cache_bus::Out::Flush(done)).is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+            }
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -189,6 +209,11 @@ impl Core {
             )),
             Err(e) => tracing::warn!(error = %e, "manifests in the clear for /metrics"),
         }
+        out.push_str(&format!(
+            "# HELP berth_cache_live Whether this node caches metadata now (with PostgreSQL: while it hears the other nodes' invalidations).\n\
+             # TYPE berth_cache_live gauge\nberth_cache_live {}\n",
+            u8::from(self.caches.live())
+        ));
         out
     }
 

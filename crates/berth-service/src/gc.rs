@@ -28,7 +28,9 @@ use crate::jobs::{Renewal, lease_until};
 
 /// Blobs deleted per metadata batch; files are deleted this many at a time in parallel.
 const SWEEP_BATCH: i64 = 2_000;
-const PARALLEL_DELETES: usize = 32;
+/// Batches of deletes in flight, and the blobs per batch (an object store's one request).
+const PARALLEL_DELETES: usize = 4;
+const DELETE_BATCH: usize = 500;
 
 #[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
@@ -159,28 +161,33 @@ impl Gc<'_> {
             for (d, object) in self.meta.blob_objects_of(&digests).await? {
                 copies.entry(d).or_default().push(object);
             }
-            let results: Vec<(String, i64, bool)> = futures_util::stream::iter(sweep.blobs)
-                .map(|(d, size)| {
-                    let mut names = copies.remove(&d).unwrap_or_default();
-                    names.push(d.clone());
-                    async move {
-                        let mut ok = true;
-                        for name in names {
-                            let Ok(name) = name.parse::<berth_core::Digest>() else { continue };
-                            match self.blobs.delete(&name).await {
-                                Ok(()) | Err(berth_blob::BlobError::NotFound(_)) => {}
-                                Err(e) => {
-                                    tracing::error!(blob = %d, error = %e, "garbage collection could not delete a blob file");
-                                    ok = false;
-                                }
-                            }
+            // Every copy of the page's blobs, deleted in batches (one request per batch on an
+            // object store); a failed batch keeps its blobs for the next round.
+            let mut names: Vec<(String, berth_core::Digest)> = Vec::new();
+            for (d, _) in &sweep.blobs {
+                for name in copies.remove(d).unwrap_or_default().into_iter().chain([d.clone()]) {
+                    if let Ok(n) = name.parse::<berth_core::Digest>() {
+                        names.push((d.clone(), n));
+                    }
+                }
+            }
+            let failed: std::collections::HashSet<String> = futures_util::stream::iter(names.chunks(DELETE_BATCH).map(<[_]>::to_vec).collect::<Vec<_>>())
+                .map(|batch| async move {
+                    let objects: Vec<berth_core::Digest> = batch.iter().map(|b| b.1.clone()).collect();
+                    match self.blobs.delete_many(&objects).await {
+                        Ok(()) => Vec::new(),
+                        Err(e) => {
+                            tracing::error!(error = %e, blobs = batch.len(), "garbage collection could not delete blobs");
+                            batch.iter().map(|b| b.0.clone()).collect()
                         }
-                        (d, size, ok)
                     }
                 })
                 .buffer_unordered(PARALLEL_DELETES)
+                .flat_map(futures_util::stream::iter)
                 .collect()
                 .await;
+            let results: Vec<(String, i64, bool)> =
+                sweep.blobs.into_iter().map(|(d, size)| { let ok = !failed.contains(&d); (d, size, ok) }).collect();
             let done: Vec<String> = results.iter().filter(|r| r.2).map(|r| r.0.clone()).collect();
             report.failed += (n - done.len()) as u64;
             report.deleted_bytes += results.iter().filter(|r| r.2).map(|r| r.1 as u64).sum::<u64>();

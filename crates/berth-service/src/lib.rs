@@ -13,6 +13,7 @@ pub mod access;
 mod audit;
 pub mod background;
 mod cache;
+mod cache_bus;
 pub mod caller;
 pub mod content;
 pub mod core;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod fsck;
 pub mod gc;
+pub mod health;
 pub mod iam;
 pub mod identity;
 pub mod images;
@@ -75,6 +77,9 @@ impl Registry {
     /// token-signing key, and on first start adds the default creation template.
     pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, settings: Settings, keys: Vec<AccessKey>) -> Result<Self> {
         let r = Registry { core: Arc::new(Core::open(meta, blobs, settings, keys).await?) };
+        if r.meta.backend() == berth_meta::Backend::Postgres {
+            let _ = r.core.bus.set(cache_bus::start_sender(&r.core));
+        }
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {
                 let t = templates::Template {
@@ -148,6 +153,10 @@ impl Registry {
 
     pub fn encryption(&self) -> encryption::Encryption<'_> {
         encryption::Encryption(&self.core)
+    }
+
+    pub fn health(&self) -> health::Health<'_> {
+        health::Health(&self.core)
     }
 
     pub fn fsck(&self) -> fsck::Fsck<'_> {

@@ -127,13 +127,13 @@ impl<'a> ScanConfig<'a> {
     }
 
     pub(crate) async fn scan_policy_of(&self, repo_id: i64) -> Result<ScanPolicy> {
-        if self.caches.scan_policies.enabled
+        if self.caches.scan_policies.enabled()
             && let Some(p) = self.caches.scan_policies.map.lock().unwrap().get(&repo_id)
         {
             return Ok(p.clone().unwrap_or_default());
         }
         let p = parse_policy(self.meta.scan_policy(repo_id).await?)?;
-        if self.caches.scan_policies.enabled {
+        if self.caches.scan_policies.enabled() {
             self.caches.scan_policies.map.lock().unwrap().insert(repo_id, p.clone());
         }
         Ok(p.unwrap_or_default())
@@ -155,13 +155,13 @@ impl<'a> ScanConfig<'a> {
             Some(serde_json::to_string(&p).map_err(|e| Error::Internal(e.to_string()))?)
         };
         self.meta.set_scan_policy(row.id, json.as_deref()).await?;
-        self.caches.scan_policies.map.lock().unwrap().remove(&row.id);
+        self.caches.scan_policies.forget(row.id);
         Ok(p)
     }
 
     /// Refuses a pull of image `digest` that the repository's scan policy blocks.
     pub(crate) async fn check_pull(&self, repo: &RepoName, digest: &str) -> Result<()> {
-        let (id, policy) = if self.caches.scan_policies.enabled {
+        let (id, policy) = if self.caches.scan_policies.enabled() {
             let id = self.repos().existing_repo(repo).await?;
             (id, self.scan_policy_of(id).await?)
         } else {

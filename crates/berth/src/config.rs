@@ -78,6 +78,40 @@ pub struct Config {
     /// 64 hex digits per line, oldest first). Default: `<data_dir>/master.keyring`, created on
     /// first start; `BERTH_MASTER_KEY` (keys separated by commas) overrides both.
     pub master_key_file: Option<PathBuf>,
+    /// Where blobs are stored: `fs` (under `data_dir`) or `s3` (a bucket on S3 or an
+    /// S3-compatible server; several nodes then share it, with PostgreSQL).
+    pub storage: String,
+    /// The bucket (`storage = "s3"`).
+    pub s3_bucket: Option<String>,
+    /// A key prefix inside the bucket (`berth/`), for a bucket shared with other data.
+    pub s3_prefix: String,
+    /// The bucket's region. Default: `AWS_REGION`, else `region`.
+    pub s3_region: Option<String>,
+    /// An S3-compatible server's URL (`http://minio:9000`); unset for AWS S3.
+    pub s3_endpoint: Option<String>,
+    /// Path-style URLs (`endpoint/bucket/key`), as most S3-compatible servers want.
+    pub s3_path_style: bool,
+    /// Static credentials; unset, the standard AWS chain (environment, shared credentials
+    /// file, web identity, container and instance metadata).
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
+    /// Answer blob GETs with a redirect to a presigned URL of the object store. Has no effect
+    /// while Berth encrypts content itself (always, today): the bucket holds only ciphertext.
+    pub blob_redirect: bool,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still accepted, before the
+    /// listener closes (so a load balancer's next health check takes the node out first).
+    pub drain_delay: String,
+}
+
+/// A secret setting: never printed (`Debug` shows only that it is set).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for Config {
@@ -111,6 +145,16 @@ impl Default for Config {
             metrics_listen: None,
             disk_reserve: "64MiB".into(),
             master_key_file: None,
+            storage: "fs".into(),
+            s3_bucket: None,
+            s3_prefix: String::new(),
+            s3_region: None,
+            s3_endpoint: None,
+            s3_path_style: false,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            blob_redirect: false,
+            drain_delay: "0s".into(),
         }
     }
 }
@@ -134,7 +178,7 @@ pub struct Overrides {
     pub allow_anonymous: Option<bool>,
 }
 
-pub const ENV_KEYS: [&str; 28] = [
+pub const ENV_KEYS: [&str; 38] = [
     "listen",
     "data_dir",
     "database_url",
@@ -163,6 +207,16 @@ pub const ENV_KEYS: [&str; 28] = [
     "metrics_listen",
     "disk_reserve",
     "master_key_file",
+    "storage",
+    "s3_bucket",
+    "s3_prefix",
+    "s3_region",
+    "s3_endpoint",
+    "s3_path_style",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "blob_redirect",
+    "drain_delay",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -266,7 +320,48 @@ impl Config {
         }
         self.limits()?;
         self.disk_reserve_bytes()?;
+        self.s3()?;
+        duration("drain_delay", &self.drain_delay)?;
         Ok(self)
+    }
+
+    /// The S3 settings when `storage = "s3"` (`None` for the filesystem).
+    pub fn s3(&self) -> Result<Option<berth_blob::S3Config>, String> {
+        match self.storage.as_str() {
+            "fs" => return Ok(None),
+            "s3" => {}
+            other => return Err(format!("invalid configuration: storage must be \"fs\" or \"s3\", not {other:?}")),
+        }
+        let bucket = self.s3_bucket.clone().filter(|b| !b.is_empty()).ok_or("invalid configuration: storage = \"s3\" needs s3_bucket")?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(format!("invalid configuration: s3_bucket {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' and '.')"));
+        }
+        if let Some(e) = &self.s3_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(format!("invalid configuration: s3_endpoint must start with http:// or https://, not {e:?}"));
+        }
+        let id = self.s3_access_key_id.clone().filter(|s| !s.is_empty());
+        let secret = self.s3_secret_access_key.clone().filter(|s| !s.0.is_empty());
+        let credentials = match (id, secret) {
+            (Some(access_key_id), Some(secret)) => Some(berth_blob::S3Credentials {
+                access_key_id,
+                secret_access_key: secret.0,
+                session_token: None,
+            }),
+            (None, None) => None,
+            _ => return Err("invalid configuration: s3_access_key_id and s3_secret_access_key go together (give both, or neither for the AWS credential chain)".into()),
+        };
+        Ok(Some(berth_blob::S3Config {
+            bucket,
+            prefix: self.s3_prefix.clone(),
+            region: self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).or_else(|| Some(self.region.clone())),
+            endpoint: self.s3_endpoint.clone(),
+            path_style: self.s3_path_style,
+            credentials,
+        }))
     }
 
     /// Connection and request limits.
@@ -367,6 +462,26 @@ mod tests {
             assert_eq!(c.disk_reserve_bytes().unwrap(), 2 << 30);
             jail.set_env("BERTH_DISK_RESERVE", "lots");
             assert!(load(None, Overrides::default()).unwrap_err().contains("disk_reserve"));
+            jail.set_env("BERTH_DISK_RESERVE", "0");
+            jail.set_env("BERTH_STORAGE", "nfs");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("storage must be"));
+            jail.set_env("BERTH_STORAGE", "s3");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("needs s3_bucket"));
+            jail.set_env("BERTH_S3_BUCKET", "Bad_Bucket");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("not a bucket name"));
+            jail.set_env("BERTH_S3_BUCKET", "images");
+            jail.set_env("BERTH_S3_ACCESS_KEY_ID", "AKIAEXAMPLE");
+            assert!(load(None, Overrides::default()).unwrap_err().contains("go together"));
+            jail.set_env("BERTH_S3_SECRET_ACCESS_KEY", "very-secret-value");
+            jail.set_env("BERTH_S3_ENDPOINT", "http://127.0.0.1:9000");
+            jail.set_env("BERTH_S3_PATH_STYLE", "true");
+            jail.create_file("s3.toml", "s3_prefix = \"team/berth\"\ns3_region = \"eu-west-1\"")?;
+            let c = load(Some(Path::new("s3.toml")), Overrides::default()).unwrap();
+            let s3 = c.s3().unwrap().expect("s3 storage");
+            assert_eq!((s3.bucket.as_str(), s3.prefix.as_str(), s3.region.as_deref()), ("images", "team/berth", Some("eu-west-1")));
+            assert!(s3.path_style && s3.endpoint.as_deref() == Some("http://127.0.0.1:9000"));
+            assert_eq!(s3.credentials.as_ref().unwrap().secret_access_key, "very-secret-value");
+            assert!(!format!("{c:?} {s3:?}").contains("very-secret-value"), "the secret is never printed");
             Ok(())
         });
     }

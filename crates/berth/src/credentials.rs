@@ -191,3 +191,57 @@ pub fn check_key_file(path: &std::path::Path, unseals: &str) -> Result<(), Strin
         _ => Ok(()),
     }
 }
+
+/// S3 credentials from the AWS shared-credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
+/// `~/.aws/credentials`; profile `AWS_PROFILE`, else `default`), the step of the standard chain
+/// the object-store client does not take itself. `None` when the environment has keys (the
+/// client reads them) or there is no file.
+pub fn aws_shared_credentials() -> Result<Option<berth_blob::S3Credentials>, String> {
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+        return Ok(None);
+    }
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) => PathBuf::from(p),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".aws/credentials"),
+            None => return Ok(None),
+        },
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    Ok(parse_shared_credentials(&text, &profile))
+}
+
+fn parse_shared_credentials(text: &str, profile: &str) -> Option<berth_blob::S3Credentials> {
+    let (mut inside, mut id, mut secret, mut token) = (false, None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line.trim_matches(|c| c == '[' || c == ']').trim() == profile;
+        } else if inside && let Some((k, v)) = line.split_once('=') {
+            let v = Some(v.trim().to_string());
+            match k.trim() {
+                "aws_access_key_id" => id = v,
+                "aws_secret_access_key" => secret = v,
+                "aws_session_token" => token = v,
+                _ => {}
+            }
+        }
+    }
+    Some(berth_blob::S3Credentials { access_key_id: id?, secret_access_key: secret?, session_token: token })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_shared_credentials;
+
+    #[test]
+    fn shared_credentials_file_profiles() {
+        let text = "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = s1\n\n[ci]\naws_access_key_id=AKIACI\naws_secret_access_key=s2\naws_session_token = t\n[half]\naws_access_key_id = X\n";
+        let d = parse_shared_credentials(text, "default").unwrap();
+        assert_eq!((d.access_key_id.as_str(), d.secret_access_key.as_str(), d.session_token), ("AKIADEFAULT", "s1", None));
+        let ci = parse_shared_credentials(text, "ci").unwrap();
+        assert_eq!((ci.access_key_id.as_str(), ci.session_token.as_deref()), ("AKIACI", Some("t")));
+        assert!(parse_shared_credentials(text, "half").is_none(), "a profile without its secret is no credentials");
+        assert!(parse_shared_credentials(text, "missing").is_none());
+    }
+}

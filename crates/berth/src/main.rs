@@ -269,7 +269,7 @@ fn main() -> ExitCode {
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let r = rt.block_on(async {
-        match cmd {
+        let out = match cmd {
             "serve" => serve(cfg).await,
             "get-login-password" => login_password(cfg).await,
             "audit" => audit(cfg).await,
@@ -280,7 +280,12 @@ fn main() -> ExitCode {
             "keys" => keys(cfg).await,
             "encryption" => encryption(cfg).await,
             _ => fsck(cfg).await,
+        };
+        // What a command changed reaches the serving nodes' caches before it exits.
+        if let Some(r) = OPENED.get() {
+            r.flush_invalidations().await;
         }
+        out
     });
     match r {
         Ok(code) => code,
@@ -302,13 +307,7 @@ async fn open_registry_with(
     reserve: bool,
 ) -> Result<Registry, String> {
     datadir::prepare(cfg, false)?;
-    let mut blobs = FsBlobStore::open(&cfg.data_dir)
-        .map_err(|e| format!("cannot open blob storage in {}: {e}", cfg.data_dir.display()))?;
-    if reserve {
-        blobs = blobs
-            .with_reserve(cfg.disk_reserve_bytes()?)
-            .map_err(|e| format!("cannot check the free space in {}: {e}", cfg.data_dir.display()))?;
-    }
+    let blobs = open_blobs(cfg, reserve).await?;
     let meta = Meta::connect(&cfg.database_url()).await.map_err(|e| format!("cannot open metadata database: {e}"))?;
     let settings = Settings {
         registry_id: cfg.registry_id.clone(),
@@ -322,7 +321,33 @@ async fn open_registry_with(
         sbom_referrers: cfg.sbom_referrers,
         allow_anonymous: cfg.allow_anonymous,
     };
-    Registry::open(meta, Arc::new(blobs), settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))
+    let r = Registry::open(meta, blobs, settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))?;
+    let _ = OPENED.set(r.clone());
+    Ok(r)
+}
+
+/// The registry this process opened, if any.
+static OPENED: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+
+/// The blob store `storage` names: the data directory, or a bucket (reachable, or an error
+/// that says why not).
+async fn open_blobs(cfg: &Config, reserve: bool) -> Result<Arc<dyn berth_blob::BlobStore>, String> {
+    if let Some(mut s3) = cfg.s3()? {
+        if s3.credentials.is_none() {
+            s3.credentials = credentials::aws_shared_credentials()?;
+        }
+        let store = berth_blob::ObjectBlobStore::s3(&s3).map_err(|e| format!("cannot open blob storage: {e}"))?;
+        berth_blob::BlobStore::probe(&store).await.map_err(|e| format!("cannot reach blob storage: {e}"))?;
+        return Ok(Arc::new(store));
+    }
+    let mut blobs = FsBlobStore::open(&cfg.data_dir)
+        .map_err(|e| format!("cannot open blob storage in {}: {e}", cfg.data_dir.display()))?;
+    if reserve {
+        blobs = blobs
+            .with_reserve(cfg.disk_reserve_bytes()?)
+            .map_err(|e| format!("cannot check the free space in {}: {e}", cfg.data_dir.display()))?;
+    }
+    Ok(Arc::new(blobs))
 }
 
 static VULNDB: std::sync::OnceLock<(String, Option<PathBuf>)> = std::sync::OnceLock::new();
@@ -697,6 +722,9 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         token_refresh: TOKEN_KEY_REFRESH,
         ..Default::default()
     };
+    if cfg.blob_redirect {
+        tracing::warn!("blob_redirect has no effect: Berth encrypts content itself, so the bucket holds only ciphertext");
+    }
     let workers = registry.start_workers(&background);
     let stop = tokio::sync::watch::channel(false);
     if let Some(l) = metrics_listener {
@@ -712,8 +740,16 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         });
     }
     let stop_workers = workers.stop_handle();
+    let drain_delay = config::duration("drain_delay", &cfg.drain_delay)?;
+    let draining = registry.clone();
     let shutdown = async move {
         shutdown_signal().await;
+        // Readiness off first; balancers see it at their next check while this node still serves.
+        draining.health().drain();
+        if !drain_delay.is_zero() {
+            tracing::info!(seconds = drain_delay.as_secs(), "draining: /readyz answers 503; still accepting requests");
+            tokio::time::sleep(drain_delay).await;
+        }
         let _ = stop.0.send(true);
         // Workers stop while requests in flight finish.
         stop_workers.stop();
@@ -734,7 +770,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
 async fn shutdown_signal() {
     wait_for_signal().await;
-    tracing::info!("shutting down: no new connections; finishing requests in flight (signal again to stop now)");
+    tracing::info!("shutting down: readiness off, then no new connections; finishing requests in flight (signal again to stop now)");
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting without draining");

@@ -1,0 +1,67 @@
+//! Two nodes in one process over one PostgreSQL database: what one node changes, the other's
+//! caches drop at once (the cache bus), well inside the documented staleness bound.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::{Method, StatusCode};
+
+async fn metric(s: &Server, name: &str) -> Option<f64> {
+    let text = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok()))
+}
+
+async fn manifest_digest(s: &Server, repo: &str, tag: &str) -> Option<String> {
+    let r = s.req(Method::GET, &format!("/v2/{repo}/manifests/{tag}")).header("accept", OCI_MANIFEST).send().await.unwrap();
+    match r.status() {
+        StatusCode::OK => Some(sha256(&r.bytes().await.unwrap())),
+        StatusCode::NOT_FOUND => None,
+        other => panic!("GET manifest: {other}"),
+    }
+}
+
+/// Polls node `c` until `tag` names `want` (None: is gone); returns how long that took.
+async fn seen_within(c: &Server, tag: &str, want: Option<&str>, limit: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        if manifest_digest(c, "moving", tag).await.as_deref() == want {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < limit, "node C still serves the old {tag} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moved_or_deleted_on_one_node_is_never_served_stale_by_another() {
+    let Some(a) = Server::start(Db::Postgres).await else { return };
+    let c = Server::start_on_with(tempfile::tempdir().unwrap(), a.db_url.clone(), a.options, true, 0).await;
+    // Both nodes hear their own heartbeat within a few seconds: caching is on.
+    let t = Instant::now();
+    while metric(&a, "berth_cache_live").await != Some(1.0) || metric(&c, "berth_cache_live").await != Some(1.0) {
+        assert!(t.elapsed() < Duration::from_secs(10), "the cache bus never went live");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (d1, _) = a.push_image("moving", "v", "first").await;
+    assert_eq!(manifest_digest(&c, "moving", "v").await.as_deref(), Some(d1.as_str()));
+    // Read again: now from C's cache.
+    assert_eq!(manifest_digest(&c, "moving", "v").await.as_deref(), Some(d1.as_str()));
+
+    let mut worst = Duration::ZERO;
+    for round in 0..5 {
+        let (d2, _) = a.push_image("moving", "v", &format!("round {round}")).await;
+        let took = seen_within(&c, "v", Some(&d2), Duration::from_secs(10)).await;
+        worst = worst.max(took);
+        // Cached again at C before the next move.
+        assert_eq!(manifest_digest(&c, "moving", "v").await.as_deref(), Some(d2.as_str()));
+    }
+    let r = a.req(Method::DELETE, "/v2/moving/manifests/v").send().await.unwrap();
+    assert!(r.status().is_success(), "untag: {}", r.status());
+    let gone = seen_within(&c, "v", None, Duration::from_secs(10)).await;
+    worst = worst.max(gone);
+    eprintln!("tag moves reached the other node within {worst:?} (worst of 6)");
+    // The notification did it, not the 5 s backstop sweep.
+    assert!(worst < Duration::from_secs(1), "a move took {worst:?} to reach the other node");
+}
