@@ -14,7 +14,8 @@ async fn metric(s: &Server, name: &str) -> Option<f64> {
 }
 
 async fn manifest_digest(s: &Server, repo: &str, tag: &str) -> Option<String> {
-    let r = s.req(Method::GET, &format!("/v2/{repo}/manifests/{tag}")).header("accept", OCI_MANIFEST).send().await.unwrap();
+    let r =
+        s.req(Method::GET, &format!("/v2/{repo}/manifests/{tag}")).header("accept", OCI_MANIFEST).send().await.unwrap();
     match r.status() {
         StatusCode::OK => Some(sha256(&r.bytes().await.unwrap())),
         StatusCode::NOT_FOUND => None,

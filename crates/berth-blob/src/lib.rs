@@ -83,8 +83,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Deletes many blobs; missing ones are no error. Object stores do it in batched requests.
     async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
         use futures_util::StreamExt;
-        let results: Vec<Result<()>> =
-            futures_util::stream::iter(digests.iter().cloned()).map(|d| async move { self.delete(&d).await }).buffer_unordered(16).collect().await;
+        let results: Vec<Result<()>> = futures_util::stream::iter(digests.iter().cloned())
+            .map(|d| async move { self.delete(&d).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
         results.into_iter().collect()
     }
     /// Every stored blob, in no particular order.

@@ -261,7 +261,7 @@ impl ObjectBlobStore {
     /// Deletes keys in batches (one DeleteObjects request per thousand on S3).
     async fn delete_paths(&self, paths: Vec<Path>) -> Result<()> {
         for chunk in paths.chunks(DELETE_BATCH) {
-            let input = futures_util::stream::iter(chunk.to_vec().into_iter().map(Ok)).boxed();
+            let input = futures_util::stream::iter(chunk.iter().cloned().map(Ok).collect::<Vec<_>>()).boxed();
             let mut out = self.store.delete_stream(input);
             while let Some(r) = out.next().await {
                 match r {
@@ -275,10 +275,10 @@ impl ObjectBlobStore {
 
     /// Removes every object of an upload (its tails, recorded or not, and a completed data object).
     async fn remove_upload_objects(&self, id: &str) -> Result<()> {
-        let listed: Vec<Path> = self.store.list(Some(&self.upload_dir(id))).map_ok(|m| m.location).try_collect().await.map_err(io_err)?;
+        let listed: Vec<Path> =
+            self.store.list(Some(&self.upload_dir(id))).map_ok(|m| m.location).try_collect().await.map_err(io_err)?;
         self.delete_paths(listed).await
     }
-
 }
 
 /// An upload's state: the multipart upload (once one is needed) with its recorded parts, and
@@ -405,9 +405,10 @@ impl ObjectPart {
         let upload = self.id.clone();
         self.flight.spawn(async move {
             let size = data.len() as u64;
-            let part = mp.put_part(&path, &id.clone(), idx, PutPayload::from_bytes(data)).await.map_err(|e| {
-                map_err(e, || BlobError::UploadNotFound(upload))
-            })?;
+            let part = mp
+                .put_part(&path, &id.clone(), idx, PutPayload::from_bytes(data))
+                .await
+                .map_err(|e| map_err(e, || BlobError::UploadNotFound(upload)))?;
             Ok((idx, size, part.content_id))
         });
         Ok(())
@@ -452,7 +453,11 @@ impl BlobStore for ObjectBlobStore {
             return Ok(BlobBody { len: 0, stream: futures_util::stream::empty().boxed() });
         }
         let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        let got = self.store.get_opts(&self.blob_path(digest), opts).await.map_err(|e| map_err(e, || BlobError::NotFound(digest.clone())))?;
+        let got = self
+            .store
+            .get_opts(&self.blob_path(digest), opts)
+            .await
+            .map_err(|e| map_err(e, || BlobError::NotFound(digest.clone())))?;
         let len = got.range.end - got.range.start;
         let stream = got.into_stream().map_err(|e| io::Error::other(e.to_string())).boxed();
         Ok(BlobBody { len, stream })

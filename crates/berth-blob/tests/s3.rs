@@ -48,7 +48,14 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
-async fn write(s: &ObjectBlobStore, id: &str, st: &UploadState, off: u64, data: &[u8], chunk: usize) -> (u64, UploadState) {
+async fn write(
+    s: &ObjectBlobStore,
+    id: &str,
+    st: &UploadState,
+    off: u64,
+    data: &[u8],
+    chunk: usize,
+) -> (u64, UploadState) {
     let mut w = s.write_part(id, st, off).await.unwrap();
     for c in data.chunks(chunk) {
         w.write(Bytes::copy_from_slice(c)).await.unwrap();

@@ -246,7 +246,14 @@ impl Meta {
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                Meta { write: pool.clone(), read: pool, backend, batch: None, events: Default::default(), url: url.into() }
+                Meta {
+                    write: pool.clone(),
+                    read: pool,
+                    backend,
+                    batch: None,
+                    events: Default::default(),
+                    url: url.into(),
+                }
             }
         };
         migrate::run(&meta.write, backend).await?;

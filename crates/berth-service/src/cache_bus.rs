@@ -76,7 +76,9 @@ async fn send(core: &Core, lines: &[String]) {
             for attempt in 0..3 {
                 match core.meta.notify(CHANNEL, &payload).await {
                     Ok(()) => break,
-                    Err(e) if attempt == 2 => tracing::warn!(error = %e, "could not notify other nodes of a cache invalidation"),
+                    Err(e) if attempt == 2 => {
+                        tracing::warn!(error = %e, "could not notify other nodes of a cache invalidation")
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
@@ -123,7 +125,9 @@ pub(crate) async fn listen(core: Arc<Core>) {
                 }
                 Ok(Ok(Heard::Reconnected)) => {
                     core.caches.set_live(false);
-                    tracing::warn!("cache invalidation listener reconnected; caching is off until its heartbeat is heard");
+                    tracing::warn!(
+                        "cache invalidation listener reconnected; caching is off until its heartbeat is heard"
+                    );
                 }
                 Ok(Err(e)) => {
                     core.caches.set_live(false);
@@ -137,6 +141,26 @@ pub(crate) async fn listen(core: Arc<Core>) {
                 core.caches.set_live(false);
             }
         }
+    }
+}
+
+/// The listener as one of the node's background workers (so that it stops with them).
+pub(crate) struct BusListener(pub Arc<Core>);
+
+impl crate::jobs::Worker for BusListener {
+    fn name(&self) -> String {
+        "cache-bus".into()
+    }
+
+    async fn work(&mut self) -> crate::error::Result<crate::jobs::WorkerState> {
+        listen(self.0.clone()).await;
+        Ok(crate::jobs::WorkerState::Done)
+    }
+
+    async fn wait_for_work(&mut self) {}
+
+    async fn stopped(&mut self) {
+        self.0.caches.set_live(false);
     }
 }
 
@@ -161,25 +185,5 @@ mod tests {
         }
         assert_eq!(Inval::decode("from a newer version"), Inval::All, "what is not understood drops everything");
         assert_eq!(Inval::decode("s\u{1f}x"), Inval::All);
-    }
-}
-
-/// The listener as one of the node's background workers (so that it stops with them).
-pub(crate) struct BusListener(pub Arc<Core>);
-
-impl crate::jobs::Worker for BusListener {
-    fn name(&self) -> String {
-        "cache-bus".into()
-    }
-
-    async fn work(&mut self) -> crate::error::Result<crate::jobs::WorkerState> {
-        listen(self.0.clone()).await;
-        Ok(crate::jobs::WorkerState::Done)
-    }
-
-    async fn wait_for_work(&mut self) {}
-
-    async fn stopped(&mut self) {
-        self.0.caches.set_live(false);
     }
 }

@@ -171,23 +171,31 @@ impl Gc<'_> {
                     }
                 }
             }
-            let failed: std::collections::HashSet<String> = futures_util::stream::iter(names.chunks(DELETE_BATCH).map(<[_]>::to_vec).collect::<Vec<_>>())
-                .map(|batch| async move {
-                    let objects: Vec<berth_core::Digest> = batch.iter().map(|b| b.1.clone()).collect();
-                    match self.blobs.delete_many(&objects).await {
-                        Ok(()) => Vec::new(),
-                        Err(e) => {
-                            tracing::error!(error = %e, blobs = batch.len(), "garbage collection could not delete blobs");
-                            batch.iter().map(|b| b.0.clone()).collect()
-                        }
+            let failed: std::collections::HashSet<String> = futures_util::stream::iter(
+                names.chunks(DELETE_BATCH).map(<[_]>::to_vec).collect::<Vec<_>>(),
+            )
+            .map(|batch| async move {
+                let objects: Vec<berth_core::Digest> = batch.iter().map(|b| b.1.clone()).collect();
+                match self.blobs.delete_many(&objects).await {
+                    Ok(()) => Vec::new(),
+                    Err(e) => {
+                        tracing::error!(error = %e, blobs = batch.len(), "garbage collection could not delete blobs");
+                        batch.iter().map(|b| b.0.clone()).collect()
                     }
+                }
+            })
+            .buffer_unordered(PARALLEL_DELETES)
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await;
+            let results: Vec<(String, i64, bool)> = sweep
+                .blobs
+                .into_iter()
+                .map(|(d, size)| {
+                    let ok = !failed.contains(&d);
+                    (d, size, ok)
                 })
-                .buffer_unordered(PARALLEL_DELETES)
-                .flat_map(futures_util::stream::iter)
-                .collect()
-                .await;
-            let results: Vec<(String, i64, bool)> =
-                sweep.blobs.into_iter().map(|(d, size)| { let ok = !failed.contains(&d); (d, size, ok) }).collect();
+                .collect();
             let done: Vec<String> = results.iter().filter(|r| r.2).map(|r| r.0.clone()).collect();
             report.failed += (n - done.len()) as u64;
             report.deleted_bytes += results.iter().filter(|r| r.2).map(|r| r.1 as u64).sum::<u64>();

@@ -21,6 +21,7 @@ pub struct Config {
     /// Log filter, as in `RUST_LOG` (`info`, `debug`, `berth_api=debug`, ...).
     pub log: String,
     /// The registry's 12-digit account id, in ARNs and API answers.
+    #[serde(deserialize_with = "text")]
     pub registry_id: String,
     /// The AWS region clients sign requests for.
     pub region: String,
@@ -73,6 +74,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Space kept free in the data directory so deletes and garbage collection work when the
     /// disk fills (`64MiB`, `1GiB`, `0` off).
+    #[serde(deserialize_with = "text")]
     pub disk_reserve: String,
     /// The master keyring, for operators who keep keys outside the data directory (one key of
     /// 64 hex digits per line, oldest first). Default: `<data_dir>/master.keyring`, created on
@@ -82,8 +84,10 @@ pub struct Config {
     /// S3-compatible server; several nodes then share it, with PostgreSQL).
     pub storage: String,
     /// The bucket (`storage = "s3"`).
+    #[serde(default, deserialize_with = "opt_text")]
     pub s3_bucket: Option<String>,
     /// A key prefix inside the bucket (`berth/`), for a bucket shared with other data.
+    #[serde(deserialize_with = "text")]
     pub s3_prefix: String,
     /// The bucket's region. Default: `AWS_REGION`, else `region`.
     pub s3_region: Option<String>,
@@ -93,7 +97,9 @@ pub struct Config {
     pub s3_path_style: bool,
     /// Static credentials; unset, the standard AWS chain (environment, shared credentials
     /// file, web identity, container and instance metadata).
+    #[serde(default, deserialize_with = "opt_text")]
     pub s3_access_key_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_secret")]
     pub s3_secret_access_key: Option<Secret>,
     /// Answer blob GETs with a redirect to a presigned URL of the object store. Has no effect
     /// while Berth encrypts content itself (always, today): the bucket holds only ciphertext.
@@ -101,6 +107,42 @@ pub struct Config {
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still accepted, before the
     /// listener closes (so a load balancer's next health check takes the node out first).
     pub drain_delay: String,
+}
+
+/// A text setting that may look like a number (`BERTH_DISK_RESERVE=0`, an all-digit bucket
+/// name): the environment provider reads such values as numbers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text {
+    S(String),
+    U(u64),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> String {
+        match t {
+            Text::S(s) => s,
+            Text::U(n) => n.to_string(),
+            Text::I(n) => n.to_string(),
+            Text::F(n) => n.to_string(),
+            Text::B(b) => b.to_string(),
+        }
+    }
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Text::deserialize(d).map(String::from)
+}
+
+fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Text>::deserialize(d)?.map(String::from))
+}
+
+fn opt_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(opt_text(d)?.map(Secret))
 }
 
 /// A secret setting: never printed (`Debug` shows only that it is set).
@@ -332,11 +374,17 @@ impl Config {
             "s3" => {}
             other => return Err(format!("invalid configuration: storage must be \"fs\" or \"s3\", not {other:?}")),
         }
-        let bucket = self.s3_bucket.clone().filter(|b| !b.is_empty()).ok_or("invalid configuration: storage = \"s3\" needs s3_bucket")?;
+        let bucket = self
+            .s3_bucket
+            .clone()
+            .filter(|b| !b.is_empty())
+            .ok_or("invalid configuration: storage = \"s3\" needs s3_bucket")?;
         let bucket_ok = (3..=63).contains(&bucket.len())
             && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
         if !bucket_ok {
-            return Err(format!("invalid configuration: s3_bucket {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' and '.')"));
+            return Err(format!(
+                "invalid configuration: s3_bucket {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' and '.')"
+            ));
         }
         if let Some(e) = &self.s3_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
@@ -357,7 +405,11 @@ impl Config {
         Ok(Some(berth_blob::S3Config {
             bucket,
             prefix: self.s3_prefix.clone(),
-            region: self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).or_else(|| Some(self.region.clone())),
+            region: self
+                .s3_region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| Some(self.region.clone())),
             endpoint: self.s3_endpoint.clone(),
             path_style: self.s3_path_style,
             credentials,
@@ -463,12 +515,21 @@ mod tests {
             jail.set_env("BERTH_DISK_RESERVE", "lots");
             assert!(load(None, Overrides::default()).unwrap_err().contains("disk_reserve"));
             jail.set_env("BERTH_DISK_RESERVE", "0");
+            jail.set_env("BERTH_REGISTRY_ID", "123456789012");
+            assert_eq!(load(None, Overrides::default()).unwrap().registry_id, "123456789012", "digits read as text");
             jail.set_env("BERTH_STORAGE", "nfs");
             assert!(load(None, Overrides::default()).unwrap_err().contains("storage must be"));
             jail.set_env("BERTH_STORAGE", "s3");
             assert!(load(None, Overrides::default()).unwrap_err().contains("needs s3_bucket"));
             jail.set_env("BERTH_S3_BUCKET", "Bad_Bucket");
             assert!(load(None, Overrides::default()).unwrap_err().contains("not a bucket name"));
+            jail.set_env("BERTH_S3_BUCKET", "2048");
+            jail.set_env("BERTH_S3_ACCESS_KEY_ID", "AKIAEXAMPLE");
+            jail.set_env("BERTH_S3_SECRET_ACCESS_KEY", "12345678");
+            let c = load(None, Overrides::default()).unwrap();
+            assert_eq!(c.s3().unwrap().unwrap().bucket, "2048", "an all-digit bucket name");
+            jail.set_env("BERTH_S3_SECRET_ACCESS_KEY", "");
+            jail.set_env("BERTH_S3_ACCESS_KEY_ID", "");
             jail.set_env("BERTH_S3_BUCKET", "images");
             jail.set_env("BERTH_S3_ACCESS_KEY_ID", "AKIAEXAMPLE");
             assert!(load(None, Overrides::default()).unwrap_err().contains("go together"));
@@ -478,7 +539,10 @@ mod tests {
             jail.create_file("s3.toml", "s3_prefix = \"team/berth\"\ns3_region = \"eu-west-1\"")?;
             let c = load(Some(Path::new("s3.toml")), Overrides::default()).unwrap();
             let s3 = c.s3().unwrap().expect("s3 storage");
-            assert_eq!((s3.bucket.as_str(), s3.prefix.as_str(), s3.region.as_deref()), ("images", "team/berth", Some("eu-west-1")));
+            assert_eq!(
+                (s3.bucket.as_str(), s3.prefix.as_str(), s3.region.as_deref()),
+                ("images", "team/berth", Some("eu-west-1"))
+            );
             assert!(s3.path_style && s3.endpoint.as_deref() == Some("http://127.0.0.1:9000"));
             assert_eq!(s3.credentials.as_ref().unwrap().secret_access_key, "very-secret-value");
             assert!(!format!("{c:?} {s3:?}").contains("very-secret-value"), "the secret is never printed");

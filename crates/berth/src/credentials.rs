@@ -238,7 +238,10 @@ mod tests {
     fn shared_credentials_file_profiles() {
         let text = "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = s1\n\n[ci]\naws_access_key_id=AKIACI\naws_secret_access_key=s2\naws_session_token = t\n[half]\naws_access_key_id = X\n";
         let d = parse_shared_credentials(text, "default").unwrap();
-        assert_eq!((d.access_key_id.as_str(), d.secret_access_key.as_str(), d.session_token), ("AKIADEFAULT", "s1", None));
+        assert_eq!(
+            (d.access_key_id.as_str(), d.secret_access_key.as_str(), d.session_token),
+            ("AKIADEFAULT", "s1", None)
+        );
         let ci = parse_shared_credentials(text, "ci").unwrap();
         assert_eq!((ci.access_key_id.as_str(), ci.session_token.as_deref()), ("AKIACI", Some("t")));
         assert!(parse_shared_credentials(text, "half").is_none(), "a profile without its secret is no credentials");

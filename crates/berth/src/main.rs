@@ -723,7 +723,9 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         ..Default::default()
     };
     if cfg.blob_redirect {
-        tracing::warn!("blob_redirect has no effect: Berth encrypts content itself, so the bucket holds only ciphertext");
+        tracing::warn!(
+            "blob_redirect has no effect: Berth encrypts content itself, so the bucket holds only ciphertext"
+        );
     }
     let workers = registry.start_workers(&background);
     let stop = tokio::sync::watch::channel(false);
@@ -770,7 +772,9 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
 async fn shutdown_signal() {
     wait_for_signal().await;
-    tracing::info!("shutting down: readiness off, then no new connections; finishing requests in flight (signal again to stop now)");
+    tracing::info!(
+        "shutting down: readiness off, then no new connections; finishing requests in flight (signal again to stop now)"
+    );
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting without draining");
