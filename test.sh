@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 
 # ---- what the tests need ----
-APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip debootstrap fzf binutils zstd rpm openssl bsdutils jq)
+APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip debootstrap fzf binutils zstd rpm openssl bsdutils jq haproxy iproute2)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,14 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || { echo "apt-get install failed"; exit 1; }
 fi
-{ python3 -c 'import oras, requests, boto3, packaging' && command -v aws; } >/dev/null 2>&1 || {
-  echo "== installing PyPI packages: oras requests awscli boto3 packaging"
-  pip install -q oras requests awscli boto3 packaging || { echo "pip install failed"; exit 1; }
+{ python3 -c 'import oras, requests, boto3, packaging, moto, yaml' && command -v aws moto_server kubernetes-validate; } >/dev/null 2>&1 || {
+  echo "== installing PyPI packages: oras requests awscli boto3 packaging moto[server] kubernetes-validate"
+  pip install -q oras requests awscli boto3 packaging 'moto[server]' kubernetes-validate || { echo "pip install failed"; exit 1; }
   hash -r
 }
 
 PG_URL=$(scripts/postgres-test-server.sh) || { echo "could not start PostgreSQL"; exit 1; }
 export BERTH_TEST_POSTGRES_URL=$PG_URL
+S3_URL=$(scripts/s3-test-server.sh) || { echo "could not start the S3 server"; exit 1; }
+export BERTH_TEST_S3_ENDPOINT=$S3_URL
 export E2E_WORK=${E2E_WORK:-/tmp/berth-e2e}
 
 passed=0; failed=0; failures=()
@@ -37,6 +39,8 @@ if [ -z "${E2E_ONLY:-}" ]; then
   cargo fmt --all -- --check; record "cargo fmt" $?
   echo "== cargo clippy -D warnings"
   cargo clippy --release --workspace --all-targets -q -- -D warnings; record "cargo clippy" $?
+  echo "== the GCS and Azure blob backends build"
+  cargo check --release -q -p berth-blob --features gcs,azure; record "cargo check gcs,azure" $?
 fi
 echo "== cargo build --release"
 cargo build --release --workspace -q || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
@@ -57,7 +61,7 @@ run_e2e() { # NAME [ENV=VALUE...]
   [ $rc = 0 ] || tail -n 30 "$E2E_WORK/$name.${1:-default}.out"
   record "$label" $rc
 }
-for t in serve readme hardening diskfull tls nodes upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
+for t in serve readme hardening diskfull tls nodes cluster deploy upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
 for t in upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
 # The Basic challenge (as ECR answers) with every client; the default is the Docker token flow.
 for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=basic; done

@@ -6,6 +6,7 @@
 # run beside a serving registry).
 #   bench/gc.sh                  100,000 live + 20,000 garbage blobs
 #   LIVE=10000 GARBAGE=2000 bench/gc.sh
+#   STORAGE=s3 LIVE=10000 GARBAGE=5000 bench/gc.sh   both on an S3 server (moto by default)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/berth-gc-bench}; rm -rf "$OUT"; mkdir -p "$OUT"
@@ -72,7 +73,7 @@ kill $DP; wait $DP 2>/dev/null || true   # Distribution's collector needs the re
 t3=$(date +%s.%N)
 docker-registry garbage-collect "$OUT/dist.yml" >"$OUT/dist-gc.txt" 2>&1
 t4=$(date +%s.%N)
-bt=$(echo "$t2 - $t0" | bc); dt=$(echo "$t4 - $t3" | bc)
+bt=$(python3 -c "print($t2 - $t0)"); dt=$(python3 -c "print($t4 - $t3)")
 python3 - "$bt" "$dt" "$GARBAGE" "$OUT" <<'PY'
 import sys, re
 bt, dt, garbage, out = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -135,16 +135,18 @@ DOCKER_BUILDKIT=0 docker build -q -t "$REG/team/big:1" "$B" >/dev/null
 want=$(sha256sum <"$B/big.bin" | cut -d' ' -f1)
 docker push "$REG/team/big:1" >"$C/bigpush.out" 2>&1 &
 push=$!
-# The node receiving the layer is the one whose process reads fastest.
-rchar() { awk '/^rchar/{print $2}' "/proc/$1/io"; }
+# The node receiving the layer: the one whose sockets take in bytes fastest.
+received() { # PORT: bytes received so far on the node's open connections
+  ss -tniH state established "( sport = :$1 )" | grep -o 'bytes_received:[0-9]*' | cut -d: -f2 | awk '{s+=$1} END{print s+0}'
+}
 victim=
-for _ in $(seq 1 200); do
-  declare -A r0; for n in "${NODES[@]}"; do r0[$n]=$(rchar "${PID[$n]}"); done
+for _ in $(seq 1 400); do
+  declare -A r0; for n in "${NODES[@]}"; do r0[$n]=$(received "${PORT[$n]}"); done
   sleep 0.3
   best=0
   for n in "${NODES[@]}"; do
-    d=$(( $(rchar "${PID[$n]}") - r0[$n] ))
-    if [ "$d" -gt 20000000 ] && [ "$d" -gt "$best" ]; then best=$d; victim=$n; fi
+    d=$(( $(received "${PORT[$n]}") - r0[$n] ))
+    if [ "$d" -gt 2000000 ] && [ "$d" -gt "$best" ]; then best=$d; victim=$n; fi
   done
   [ -n "$victim" ] && break
 done

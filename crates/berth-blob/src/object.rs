@@ -2,18 +2,21 @@
 //! Storage behind the `gcs` and `azure` features), over the `object_store` crate.
 //!
 //! Layout under the configured prefix: `blobs/<alg>/<xx>/<hex>` and `uploads/<id>/…`. An upload
-//! is a multipart upload (created when its first full part is written, at `uploads/<id>/data`)
-//! plus a *tail*: the bytes after the last full part, kept as a small object under a random
-//! name. The upload's state (in the service's upload row) holds the multipart id, every
-//! recorded part's size and etag, and the tail's name and size, so any node continues any
-//! upload, and a part or tail written but never recorded (a crash before the row was updated)
-//! is simply not part of the upload. The tail object also marks the upload as existing: it is
-//! written by `begin_upload`, even empty, and removed by commit and abort.
+//! is a multipart upload (created when its first full part is written) plus a *tail*: the bytes
+//! after the last full part, kept as a small object under a random name. The upload's state (in
+//! the service's upload row) holds the multipart id, every recorded part's size and etag, and
+//! the tail's name and size, so any node continues any upload, and a part or tail written but
+//! never recorded (a crash before the row was updated) is simply not part of the upload. The
+//! tail object also marks the upload as existing: it is written when the upload begins, even
+//! empty, and removed by commit and abort.
 //!
-//! Commit is a conditional create: an upload that fits in one part becomes the blob by a PUT
-//! with `If-None-Match: *`; a multipart upload is completed at its own key and copied to the
-//! blob's with a conditional multipart copy. Either way an existing blob is never overwritten.
-//! A GET of a blob (whole or a range) is one backend call.
+//! An upload begun for a named object ([`BlobStore::begin_upload_as`]; the service's are, under
+//! random names) writes its multipart upload at that object's own key, so commit completes it in
+//! place and copies nothing. Otherwise the multipart upload is at `uploads/<id>/data`, and
+//! commit completes it there and makes the blob by a conditional server-side copy (at most
+//! 5 GiB, S3's limit for one copy). An upload that fits in one part becomes its blob by a PUT
+//! with `If-None-Match: *`. An existing blob is never overwritten. A GET of a blob (whole or a
+//! range) is one backend call.
 
 use std::io;
 use std::ops::Range;
@@ -235,6 +238,14 @@ impl ObjectBlobStore {
         self.path(&format!("uploads/{id}/data"))
     }
 
+    /// Where an upload's multipart upload writes: the target blob's key, or the upload's own.
+    fn multipart_path(&self, id: &str, st: &ObjState) -> Result<Path> {
+        match &st.target {
+            Some(t) => Ok(self.blob_path(&t.parse::<Digest>().map_err(|_| corrupt("target"))?)),
+            None => Ok(self.data_path(id)),
+        }
+    }
+
     fn tail_path(&self, id: &str, tail: &str) -> Path {
         self.path(&format!("uploads/{id}/tail-{tail}"))
     }
@@ -285,6 +296,9 @@ impl ObjectBlobStore {
 /// the tail object after them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ObjState {
+    /// The blob this upload will become, when known at its start: the multipart upload is then
+    /// made at the blob's own key, and commit copies nothing.
+    target: Option<String>,
     multipart: Option<String>,
     /// Each recorded part's size and etag; part `n` (1-based) is at index `n - 1`.
     parts: Vec<(u64, String)>,
@@ -325,6 +339,7 @@ impl ObjState {
             return Err(corrupt("header"));
         }
         let mut r = Reader(&b[2..]);
+        let target = r.str()?;
         let multipart = r.str()?;
         let n = r.u64()? as usize;
         if n > MAX_PARTS {
@@ -338,12 +353,14 @@ impl ObjState {
         let tail = r.str()?;
         let tail_len = r.u64()?;
         let multipart = (!multipart.is_empty()).then_some(multipart);
-        Ok(ObjState { multipart, parts, tail, tail_len })
+        let target = (!target.is_empty()).then_some(target);
+        Ok(ObjState { target, multipart, parts, tail, tail_len })
     }
 
     fn encode(&self) -> UploadState {
         let mut b = Vec::with_capacity(64 + self.parts.len() * 48);
         b.extend_from_slice(STATE_MAGIC);
+        put_str(&mut b, self.target.as_deref().unwrap_or(""));
         put_str(&mut b, self.multipart.as_deref().unwrap_or(""));
         b.extend_from_slice(&(self.parts.len() as u64).to_le_bytes());
         for (size, etag) in &self.parts {
@@ -364,6 +381,8 @@ struct ObjectPart {
     store: ObjectBlobStore,
     id: String,
     st: ObjState,
+    /// Where the multipart upload writes.
+    path: Path,
     buf: BytesMut,
     /// The index of the next part to send.
     next: usize,
@@ -376,7 +395,7 @@ impl ObjectPart {
         if let Some(m) = &self.st.multipart {
             return Ok(m.clone());
         }
-        let m = self.store.multipart.create_multipart(&self.store.data_path(&self.id)).await.map_err(io_err)?;
+        let m = self.store.multipart.create_multipart(&self.path).await.map_err(io_err)?;
         self.st.multipart = Some(m.clone());
         Ok(m)
     }
@@ -401,7 +420,7 @@ impl ObjectPart {
         let id = self.multipart_id().await?;
         self.settle(PARTS_IN_FLIGHT - 1).await?;
         self.next += 1;
-        let (mp, path) = (self.store.multipart.clone(), self.store.data_path(&self.id));
+        let (mp, path) = (self.store.multipart.clone(), self.path.clone());
         let upload = self.id.clone();
         self.flight.spawn(async move {
             let size = data.len() as u64;
@@ -476,7 +495,22 @@ impl BlobStore for ObjectBlobStore {
         match self.store.list_with_delimiter(Some(&p)).await {
             Ok(_) => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Err(io_err(format!("{}: no such bucket", self.name))),
-            Err(e) => Err(io_err(format!("{}: {e}", self.name))),
+            Err(e) => {
+                // The S3 error code says it shorter than the whole answer.
+                let text = e.to_string();
+                let why = [
+                    ("NoSuchBucket", "no such bucket"),
+                    ("AccessDenied", "access denied (the credentials may not list the bucket)"),
+                    ("InvalidAccessKeyId", "the access key id is not known to the server"),
+                    ("SignatureDoesNotMatch", "the secret access key is wrong"),
+                ]
+                .into_iter()
+                .find(|(code, _)| text.contains(&format!("<Code>{code}</Code>")));
+                match why {
+                    Some((_, why)) => Err(io_err(format!("{}: {why}", self.name))),
+                    None => Err(io_err(format!("{}: {text}", self.name))),
+                }
+            }
         }
     }
 
@@ -519,6 +553,12 @@ impl BlobStore for ObjectBlobStore {
         Ok(ObjState { tail, ..Default::default() }.encode())
     }
 
+    async fn begin_upload_as(&self, id: &str, target: &Digest) -> Result<UploadState> {
+        check_upload_id(id)?;
+        let tail = self.put_tail(id, Bytes::new()).await?;
+        Ok(ObjState { target: Some(target.to_string()), tail, ..Default::default() }.encode())
+    }
+
     async fn write_part(&self, id: &str, state: &UploadState, offset: u64) -> Result<Box<dyn PartWriter>> {
         check_upload_id(id)?;
         let st = ObjState::decode(state)?;
@@ -530,7 +570,16 @@ impl BlobStore for ObjectBlobStore {
         let mut buf = BytesMut::with_capacity(self.part_size.max(tail.len()));
         buf.extend_from_slice(&tail);
         let next = st.parts.len();
-        Ok(Box::new(ObjectPart { store: self.clone(), id: id.to_string(), st, buf, next, flight: JoinSet::new() }))
+        let path = self.multipart_path(id, &st)?;
+        Ok(Box::new(ObjectPart {
+            store: self.clone(),
+            id: id.to_string(),
+            st,
+            path,
+            buf,
+            next,
+            flight: JoinSet::new(),
+        }))
     }
 
     async fn discard_unrecorded(&self, id: &str, _state: &UploadState, _offset: u64) -> Result<()> {
@@ -544,8 +593,9 @@ impl BlobStore for ObjectBlobStore {
         let st = ObjState::decode(state)?;
         if !st.parts.is_empty() {
             // Object stores do not serve the parts of an unfinished multipart upload.
-            return Err(io_err(format!(
-                "upload {id} cannot be read back from object storage before it is complete (only a SHA-256 digest can be verified for an upload larger than one part)"
+            return Err(BlobError::UploadUnreadable(format!(
+                "upload {id} is in object storage, which cannot read an unfinished upload back: only a sha256 digest can be verified for an upload larger than {} MiB",
+                self.part_size >> 20
             )));
         }
         let tail = self.read_tail(id, &st).await?;
@@ -570,23 +620,37 @@ impl BlobStore for ObjectBlobStore {
                 }
             }
             Some(mp) => {
-                let data = self.data_path(id);
+                let data = self.multipart_path(id, &st)?;
+                let in_place = data == target;
+                if in_place && matches!(self.store.head(&target).await, Ok(m) if m.size == size) {
+                    // Completed already (a commit that crashed before the row was removed),
+                    // or another commit of this blob came first: the stored blob stays.
+                    let _ = self.multipart.abort_multipart(&data, mp).await;
+                    return self.remove_upload_objects(id).await;
+                }
                 let mut parts: Vec<PartId> = st.parts.iter().map(|(_, e)| PartId { content_id: e.clone() }).collect();
                 if !tail.is_empty() {
                     let idx = parts.len();
                     let p = self.multipart.put_part(&data, mp, idx, PutPayload::from_bytes(tail)).await;
                     parts.push(p.map_err(|e| map_err(e, || BlobError::UploadNotFound(id.to_string())))?);
                 }
+                // In place, the target's name is this upload's own (random, chosen at its
+                // start), and was checked absent above; otherwise a conditional copy follows.
                 let done = self.multipart.complete_multipart(&data, mp, parts).await;
-                if let Err(e) = done {
-                    // Completed already by a commit that crashed before the row was removed.
-                    if !matches!(self.store.head(&data).await, Ok(m) if m.size == size) {
-                        return Err(map_err(e, || BlobError::UploadNotFound(id.to_string())));
-                    }
+                if let Err(e) = done
+                    && !matches!(self.store.head(&data).await, Ok(m) if m.size == size)
+                {
+                    return Err(map_err(e, || BlobError::UploadNotFound(id.to_string())));
                 }
-                match self.store.copy_if_not_exists(&data, &target).await {
-                    Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
-                    Err(e) => return Err(io_err(e)),
+                if !in_place {
+                    match self.store.copy_if_not_exists(&data, &target).await {
+                        Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(io_err(e)),
+                    }
+                    if st.target.is_some() {
+                        // Written in place for another name than it was committed under.
+                        let _ = self.store.delete(&data).await;
+                    }
                 }
             }
         }
@@ -595,8 +659,9 @@ impl BlobStore for ObjectBlobStore {
 
     async fn abort_upload(&self, id: &str, state: &UploadState) -> Result<()> {
         check_upload_id(id)?;
-        if let Ok(ObjState { multipart: Some(mp), .. }) = ObjState::decode(state) {
-            match self.multipart.abort_multipart(&self.data_path(id), &mp).await {
+        if let Ok(st @ ObjState { multipart: Some(_), .. }) = ObjState::decode(state) {
+            let mp = st.multipart.clone().expect("matched");
+            match self.multipart.abort_multipart(&self.multipart_path(id, &st)?, &mp).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(io_err(e)),
             }
@@ -612,6 +677,7 @@ mod tests {
     #[test]
     fn state_round_trips_and_garbage_is_refused() {
         let st = ObjState {
+            target: Some(format!("sha256:{}", "ab".repeat(32))),
             multipart: Some("mp-1".into()),
             parts: vec![(5 << 20, "\"etag-1\"".into()), (5 << 20, "\"etag-2\"".into())],
             tail: "abc".into(),

@@ -23,14 +23,24 @@ use crate::{BlobBody, BlobError, BlobStore, PartWriter, Result, UploadState};
 
 /// Sealed segments decrypted per batch on a blocking thread (1 MiB of plaintext).
 const BATCH: usize = 16;
-const STATE_MAGIC: &[u8; 2] = b"E1";
+/// Versions before the object name was chosen at the upload's start.
+const STATE_MAGIC_V1: &[u8; 2] = b"E1";
+const STATE_MAGIC: &[u8; 2] = b"E2";
 
-/// An upload's state as the wrapper keeps it: the backend's state, the sealed segments written
+/// An upload's state as the wrapper keeps it: the backend's state, the sealed segments written,
+/// the name the object will have (chosen at the start, so an object store writes it in place),
 /// and the unfinished last segment (sealed).
 struct SealedState {
     segments: u64,
     inner: UploadState,
+    object: Option<Digest>,
     tail: Vec<u8>,
+}
+
+/// A fresh name to store a copy under (random: never the digest, so two copies of one blob
+/// under two keys, or two racing uploads of it, never share stored bytes).
+pub fn new_object_name() -> Digest {
+    Digest::new(berth_core::Algorithm::Sha256, hex::encode(berth_crypto::random_bytes())).expect("64 hex digits")
 }
 
 fn corrupt(what: &str) -> BlobError {
@@ -40,7 +50,7 @@ fn corrupt(what: &str) -> BlobError {
 impl SealedState {
     fn decode(s: &UploadState) -> Result<Self> {
         let b = &s.0;
-        if b.len() < 14 || &b[..2] != STATE_MAGIC {
+        if b.len() < 14 || (&b[..2] != STATE_MAGIC && &b[..2] != STATE_MAGIC_V1) {
             return Err(corrupt("header"));
         }
         let segments = u64::from_le_bytes(b[2..10].try_into().expect("8 bytes"));
@@ -48,15 +58,30 @@ impl SealedState {
         if b.len() < 14 + n {
             return Err(corrupt("length"));
         }
-        Ok(SealedState { segments, inner: UploadState(b[14..14 + n].to_vec()), tail: b[14 + n..].to_vec() })
+        let inner = UploadState(b[14..14 + n].to_vec());
+        let mut rest = &b[14 + n..];
+        let mut object = None;
+        if &b[..2] == STATE_MAGIC {
+            let (len, r) = rest.split_first().ok_or_else(|| corrupt("object name"))?;
+            let (name, r) = r.split_at_checked(*len as usize).ok_or_else(|| corrupt("object name"))?;
+            let name = std::str::from_utf8(name).map_err(|_| corrupt("object name"))?;
+            object = Some(name.parse::<Digest>().map_err(|_| corrupt("object name"))?);
+            rest = r;
+        }
+        Ok(SealedState { segments, inner, object, tail: rest.to_vec() })
     }
 
     fn encode(&self) -> UploadState {
-        let mut b = Vec::with_capacity(14 + self.inner.0.len() + self.tail.len());
-        b.extend_from_slice(STATE_MAGIC);
+        let mut b = Vec::with_capacity(96 + self.inner.0.len() + self.tail.len());
+        b.extend_from_slice(if self.object.is_some() { STATE_MAGIC } else { STATE_MAGIC_V1 });
         b.extend_from_slice(&self.segments.to_le_bytes());
         b.extend_from_slice(&(self.inner.0.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.inner.0);
+        if let Some(o) = &self.object {
+            let name = o.to_string();
+            b.push(name.len() as u8);
+            b.extend_from_slice(name.as_bytes());
+        }
         b.extend_from_slice(&self.tail);
         UploadState(b)
     }
@@ -89,9 +114,15 @@ impl SealedStore {
         &self.inner
     }
 
+    /// Starts an upload that [`commit`](Self::commit) will store under a fresh random name.
     pub async fn begin_upload(&self, id: &str) -> Result<UploadState> {
-        let inner = self.inner.begin_upload(id).await?;
-        Ok(SealedState { segments: 0, inner, tail: Vec::new() }.encode())
+        self.begin_upload_as(id, new_object_name()).await
+    }
+
+    /// Starts an upload to be stored as `object`.
+    pub async fn begin_upload_as(&self, id: &str, object: Digest) -> Result<UploadState> {
+        let inner = self.inner.begin_upload_as(id, &object).await?;
+        Ok(SealedState { segments: 0, inner, object: Some(object), tail: Vec::new() }.encode())
     }
 
     /// The next part of an upload holding `offset` plaintext bytes by `state`.
@@ -105,6 +136,7 @@ impl SealedStore {
         crate::check_upload_id(id)?;
         let st = SealedState::decode(state)?;
         let tail = st.tail_plain(key)?;
+        let object = st.object.clone();
         if st.segments * SEGMENT as u64 + tail.len() as u64 != offset {
             return Err(BlobError::UploadSize {
                 id: id.to_string(),
@@ -113,7 +145,13 @@ impl SealedStore {
             });
         }
         let inner = self.inner.write_part(id, &st.inner, st.inner_offset()).await?;
-        Ok(Box::new(SealedPart { inner, key: key.clone(), segments: st.segments, tail: BytesMut::from(&tail[..]) }))
+        Ok(Box::new(SealedPart {
+            inner,
+            key: key.clone(),
+            segments: st.segments,
+            object,
+            tail: BytesMut::from(&tail[..]),
+        }))
     }
 
     pub async fn discard_unrecorded(&self, id: &str, state: &UploadState) -> Result<()> {
@@ -139,18 +177,13 @@ impl SealedStore {
         Ok(BlobBody { len, stream: stream.boxed() })
     }
 
-    /// Seals the unfinished segment as the object's last and commits the upload as `object`.
-    /// Returns the stored size.
-    pub async fn commit(
-        &self,
-        id: &str,
-        state: &UploadState,
-        key: &DataKey,
-        object: &Digest,
-        size: u64,
-    ) -> Result<u64> {
+    /// Seals the unfinished segment as the object's last and commits the upload under the name
+    /// chosen at its start (a fresh one for an upload begun by an earlier version). Returns the
+    /// object's name and stored size.
+    pub async fn commit(&self, id: &str, state: &UploadState, key: &DataKey, size: u64) -> Result<(Digest, u64)> {
         crate::check_upload_id(id)?;
         let st = SealedState::decode(state)?;
+        let object = st.object.clone().unwrap_or_else(new_object_name);
         let mut last = st.tail_plain(key)?;
         let actual = st.segments * SEGMENT as u64 + last.len() as u64;
         if actual != size {
@@ -161,8 +194,8 @@ impl SealedStore {
         w.write(Bytes::from(last)).await?;
         let (stored, inner) = w.finish().await?;
         debug_assert_eq!(stored, envelope::sealed_len(size));
-        self.inner.commit(id, &inner, object, stored).await?;
-        Ok(stored)
+        self.inner.commit(id, &inner, &object, stored).await?;
+        Ok((object, stored))
     }
 
     pub async fn abort_upload(&self, id: &str, state: &UploadState) -> Result<()> {
@@ -186,12 +219,12 @@ impl SealedStore {
     /// Stores `data` whole as sealed object `object` (small objects, re-encryption); returns the
     /// stored size.
     pub async fn put(&self, id: &str, object: &Digest, key: &DataKey, data: Bytes) -> Result<u64> {
-        let state = self.begin_upload(id).await?;
+        let state = self.begin_upload_as(id, object.clone()).await?;
         let r = async {
             let mut w = self.write_part(id, &state, key, 0).await?;
             w.write(data.clone()).await?;
             let (_, state) = w.finish().await?;
-            self.commit(id, &state, key, object, data.len() as u64).await
+            self.commit(id, &state, key, data.len() as u64).await.map(|(_, n)| n)
         }
         .await;
         if r.is_err() {
@@ -206,6 +239,7 @@ struct SealedPart {
     key: DataKey,
     /// Segments written to the backend, by this part and before it.
     segments: u64,
+    object: Option<Digest>,
     /// Plaintext not yet sealed: never more than one segment once a write returns, and held
     /// back even when full, since only the commit knows which segment is the last.
     tail: BytesMut,
@@ -244,11 +278,11 @@ impl PartWriter for SealedPart {
     }
 
     async fn finish(self: Box<Self>) -> Result<(u64, UploadState)> {
-        let SealedPart { inner, key, segments, tail } = *self;
+        let SealedPart { inner, key, segments, object, tail } = *self;
         let (_, inner) = inner.finish().await?;
         let len = segments * SEGMENT as u64 + tail.len() as u64;
         let tail = if tail.is_empty() { Vec::new() } else { key.seal_tail(&tail) };
-        Ok((len, SealedState { segments, inner, tail }.encode()))
+        Ok((len, SealedState { segments, inner, object, tail }.encode()))
     }
 }
 

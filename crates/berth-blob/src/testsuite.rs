@@ -334,8 +334,7 @@ impl BlobStore for Sealing {
 
     async fn commit(&self, id: &str, state: &UploadState, digest: &Digest, size: u64) -> Result<()> {
         let key = self.upload_key(id)?;
-        let object = Digest::new(Algorithm::Sha256, hex::encode(berth_crypto::random_bytes())).expect("64 hex digits");
-        self.store.commit(id, state, &key, &object, size).await?;
+        let (object, _) = self.store.commit(id, state, &key, size).await?;
         let lost = {
             let mut book = self.book.book();
             book.uploads.remove(id);

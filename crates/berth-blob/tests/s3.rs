@@ -80,6 +80,10 @@ async fn a_multipart_upload_moves_between_nodes_and_survives_a_lost_request() {
     let (o2, s2) = write(&b, id, &s1, o1, &data[cut1..cut2], 1 << 20).await;
     let (o3, s3) = write(&a, id, &s2, o2, &data[cut2..], 65_536).await;
     assert_eq!(o3, data.len() as u64);
+    assert!(
+        matches!(a.read_upload(id, &s3).await, Err(berth_blob::BlobError::UploadUnreadable(_))),
+        "an unfinished multipart upload cannot be read back, and says so"
+    );
     let d = berth_core::Digest::new(berth_core::Algorithm::Sha256, "ab".repeat(32)).unwrap();
     b.commit(id, &s3, &d, o3).await.unwrap();
     let body = a.open(&d, None).await.unwrap();
@@ -96,6 +100,25 @@ async fn a_multipart_upload_moves_between_nodes_and_survives_a_lost_request() {
     let missing = berth_core::Digest::new(berth_core::Algorithm::Sha256, "cd".repeat(32)).unwrap();
     a.delete_many(&[d.clone(), missing]).await.unwrap();
     assert_eq!(b.stat(&d).await.unwrap(), None);
+}
+
+/// The same upload begun for its final name: written in place, nothing copied at commit.
+#[tokio::test]
+async fn an_upload_begun_for_its_name_is_written_in_place() {
+    let cfg = config("inplace");
+    let (a, b) = (store(&cfg), store(&cfg));
+    let data = pattern(11 * 1024 * 1024 + 5);
+    let d = berth_core::Digest::new(berth_core::Algorithm::Sha256, "ef".repeat(32)).unwrap();
+    let id = "inplace-1";
+    let s0 = a.begin_upload_as(id, &d).await.unwrap();
+    let (o1, s1) = write(&a, id, &s0, 0, &data[..7 * 1024 * 1024], 1 << 20).await;
+    let (o2, s2) = write(&b, id, &s1, o1, &data[7 * 1024 * 1024..], 333_333).await;
+    assert_eq!(a.stat(&d).await.unwrap(), None, "not visible before commit");
+    b.commit(id, &s2, &d, o2).await.unwrap();
+    // The upload is gone with its commit.
+    assert!(matches!(a.commit(id, &s2, &d, o2).await, Err(berth_blob::BlobError::UploadNotFound(_))));
+    let got: Vec<Bytes> = a.open(&d, None).await.unwrap().stream.try_collect().await.unwrap();
+    assert!(got.concat() == data, "the blob is the parts in order");
 }
 
 #[tokio::test]

@@ -119,7 +119,8 @@ async fn an_upload_continues_from_its_state_with_the_tail_sealed() {
     let store = SealedStore::new(Arc::new(FsBlobStore::open(dir.path()).unwrap()));
     let key = DataKey::generate();
     let data = pattern(2 * SEGMENT + 333);
-    let s0 = store.begin_upload("u1").await.unwrap();
+    let o = object(4);
+    let s0 = store.begin_upload_as("u1", o.clone()).await.unwrap();
     let mut w = store.write_part("u1", &s0, &key, 0).await.unwrap();
     w.write(Bytes::copy_from_slice(&data[..SEGMENT + 5])).await.unwrap();
     let (o1, s1) = w.finish().await.unwrap();
@@ -132,7 +133,7 @@ async fn an_upload_continues_from_its_state_with_the_tail_sealed() {
     w.write(Bytes::copy_from_slice(&data[SEGMENT + 5..])).await.unwrap();
     let (o2, s2) = w.finish().await.unwrap();
     assert_eq!(drain(store.read_upload("u1", &s2, &key).await.unwrap()).await.0, data);
-    let o = object(4);
-    store.commit("u1", &s2, &key, &o, o2).await.unwrap();
+    let (named, _) = store.commit("u1", &s2, &key, o2).await.unwrap();
+    assert_eq!(named, o, "stored under the name chosen at the start");
     assert_eq!(drain(store.open(&o, &key, o2, None).await.unwrap()).await.0, data);
 }

@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use crate::caller::Caller;
 use crate::core::domain;
 use crate::error::{Error, Result};
-use crate::sealing::new_object_name;
 
 /// The periodic job that seals blobs stored in the clear.
 pub const SEAL_JOB: &str = "periodic:seal";
@@ -149,8 +148,7 @@ impl Encryption<'_> {
                 if n != size || h.finish() != digest {
                     return Ok(None);
                 }
-                let object = new_object_name();
-                self.sealed.commit(&id, &state, &new.key, &object, size).await?;
+                let (object, _) = self.sealed.commit(&id, &state, &new.key, size).await?;
                 Ok::<_, Error>(Some(object))
             }
             .await;

@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use berth_blob::{BlobBody, BlobError};
-use berth_core::{Algorithm, Digest};
+use berth_core::Digest;
 use berth_crypto::envelope::{DataKey, WrappedKey};
 use berth_crypto::keyring::LOCAL;
 use berth_meta::{BlobObject, RepoBlob};
@@ -40,12 +40,6 @@ impl NewKey {
 /// The scope a wrapped key belongs to: '' for the master keyring's, else the KMS key's id.
 pub(crate) fn scope_of_key(w: &WrappedKey) -> String {
     if w.key_id.starts_with(LOCAL) { String::new() } else { w.key_id.clone() }
-}
-
-/// A fresh name to store a copy under (random: never the digest, so two copies of one blob
-/// under two keys, or two racing uploads of it, never share stored bytes).
-pub(crate) fn new_object_name() -> Digest {
-    Digest::new(Algorithm::Sha256, hex::encode(berth_crypto::random_bytes())).expect("64 hex digits")
 }
 
 impl Core {

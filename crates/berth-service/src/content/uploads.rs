@@ -19,7 +19,7 @@ use crate::caller::Caller;
 use crate::content::Content;
 use crate::error::{Error, InvalidKind, NotFound, Result};
 use crate::repositories::Repositories;
-use crate::sealing::{NewKey, new_object_name, scope_of_key};
+use crate::sealing::{NewKey, scope_of_key};
 
 /// A request body as the service consumes it.
 pub type BodyStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -141,8 +141,7 @@ impl<'a> Content<'a> {
                 }
             }
             Sink::Sealed(k) => {
-                let object = new_object_name();
-                self.sealed.commit(id, state, &k.key, &object, size).await?;
+                let (object, _) = self.sealed.commit(id, state, &k.key, size).await?;
                 let record = Some(k.object(&object));
                 let recorded = if upload {
                     self.meta.complete_upload(id, repo_id, &key, size as i64, record).await
@@ -391,9 +390,13 @@ impl<'a> Content<'a> {
     }
 
     async fn rehash_upload(&self, id: &str, state: &UploadState, sink: &Sink, algorithm: Algorithm) -> Result<Digest> {
-        let mut body = match sink {
-            Sink::Plain => self.blobs.read_upload(id, state).await?,
-            Sink::Sealed(k) => self.sealed.read_upload(id, state, &k.key).await?,
+        let body = match sink {
+            Sink::Plain => self.blobs.read_upload(id, state).await,
+            Sink::Sealed(k) => self.sealed.read_upload(id, state, &k.key).await,
+        };
+        let mut body = match body {
+            Err(BlobError::UploadUnreadable(why)) => return Err(Error::invalid(InvalidKind::Digest, why)),
+            other => other?,
         };
         let mut h = Hasher::new(algorithm);
         while let Some(chunk) = body.stream.next().await {
