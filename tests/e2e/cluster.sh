@@ -11,6 +11,8 @@
 #  - a tag moved through node A is read through node C: how long it took is printed, and it
 #    must be under the documented bound (5 s; normally milliseconds);
 #  - SIGTERM drains: /readyz answers 503 at once, a request in flight finishes;
+#  - the project's own OCI API tests (crates/berth-api/tests/oci.rs, their `cluster` cases) pass
+#    through the balancer, each test in an account of its own;
 #  - `berth fsck` is clean at the end.
 # Writes figures to $E2E_WORK/cluster.figures.
 source "$(dirname "$0")/lib.sh"
@@ -35,8 +37,11 @@ REG=127.0.0.1:$LB_PORT
 export BERTH_DATABASE_URL="${BERTH_TEST_POSTGRES_URL%/*}/$db"
 export BERTH_S3_BUCKET=$bucket BERTH_S3_ENDPOINT=$BERTH_TEST_S3_ENDPOINT BERTH_S3_PATH_STYLE=true
 export BERTH_S3_ACCESS_KEY_ID=cluster-test BERTH_S3_SECRET_ACCESS_KEY=cluster-test-secret
-export BERTH_SECRETS_KEY=$(openssl rand -hex 32) BERTH_MASTER_KEY=$(openssl rand -hex 32)
-export BERTH_ROOT_ACCESS_KEY_ID=AKIACLUSTERTEST0001 BERTH_ROOT_SECRET_ACCESS_KEY=$(openssl rand -hex 20)
+# The keys of the API tests' harness (crates/berth-api/tests/common), so that its cluster cases
+# can run against these nodes; accounts by host name under its account domain.
+SEVENS=$(printf '07%.0s' $(seq 32))
+export BERTH_SECRETS_KEY=$SEVENS BERTH_MASTER_KEY=$SEVENS BERTH_ACCOUNT_DOMAIN=accounts.test
+export BERTH_ROOT_ACCESS_KEY_ID=AKIATESTTESTTESTTEST BERTH_ROOT_SECRET_ACCESS_KEY=test/secret/key/0123456789abcdefghijklmn
 export BERTH_PUBLIC_URL=http://$REG BERTH_DRAIN_DELAY=2s BERTH_GC_INTERVAL=off BERTH_LIFECYCLE_INTERVAL=off
 export AWS_ACCESS_KEY_ID=$BERTH_ROOT_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$BERTH_ROOT_SECRET_ACCESS_KEY AWS_DEFAULT_REGION=us-east-1
 unset AWS_SHARED_CREDENTIALS_FILE
@@ -232,6 +237,15 @@ done
 python3 -c "import sys; sys.exit(0 if $worst < 5000 else 1)" || fail "a tag move took $worst ms to reach node C (bound 5 s)"
 line="tag moved on node a, seen on node c within $worst ms (worst of 5; bound 5 s)"
 echo "  $line"; echo "$line" >>"$FIG"
+
+step "the OCI API tests through the balancer"
+BERTH_TEST_CLUSTER_URL=http://$REG BERTH_TEST_CLUSTER_DATABASE_URL=$BERTH_DATABASE_URL BERTH_TEST_CLUSTER_S3_BUCKET=$bucket \
+  cargo test --release -q --manifest-path "$ROOT/Cargo.toml" -p berth-api --test oci -- --ignored cluster >"$C/oci.out" 2>&1 \
+  || { tail -40 "$C/oci.out"; fail "OCI API tests through the balancer"; }
+res=$(grep -E '^test result' "$C/oci.out")
+echo "  $res"
+grep -qE 'test result: ok\. 1[0-9] passed' "$C/oci.out" || fail "fewer OCI cluster cases ran than there are: $res"
+echo "OCI API tests through the balancer: $res" >>"$FIG"
 
 step "SIGTERM drains: readiness off first, a request in flight finishes"
 curl -fsS -o "$C/inflight.out" -H "Authorization: $BASIC" --limit-rate 20M \

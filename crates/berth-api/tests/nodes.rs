@@ -66,3 +66,32 @@ async fn a_tag_moved_or_deleted_on_one_node_is_never_served_stale_by_another() {
     // The notification did it, not the 5 s backstop sweep.
     assert!(worst < Duration::from_secs(1), "a move took {worst:?} to reach the other node");
 }
+
+/// A node started without the others' master key, or secrets key, refuses to start, naming
+/// what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_master_key_refuses_to_start() {
+    let Some(a) = Server::start(Db::Postgres).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = berth_service::Settings {
+        seal_key: berth_crypto::seal::SealKey::from_bytes(&[7; 32]).unwrap(),
+        master_keys: berth_crypto::keyring::Keyring::default(),
+        ..Default::default()
+    };
+    let meta = berth_meta::Meta::connect(&a.db_url).await.unwrap();
+    let blobs = std::sync::Arc::new(berth_blob::FsBlobStore::open(dir.path()).unwrap());
+    let err = berth_service::Registry::open(meta, blobs, settings, vec![]).await.err().expect("refused");
+    assert!(err.to_string().contains("same BERTH_MASTER_KEY"), "{err}");
+    // Another secrets key: the token key the others sealed does not open.
+    let settings = berth_service::Settings {
+        seal_key: berth_crypto::seal::SealKey::from_bytes(&[8; 32]).unwrap(),
+        master_keys: berth_crypto::keyring::Keyring::parse(&"07".repeat(32)).unwrap(),
+        ..Default::default()
+    };
+    let meta = berth_meta::Meta::connect(&a.db_url).await.unwrap();
+    let blobs = std::sync::Arc::new(berth_blob::FsBlobStore::open(dir.path()).unwrap());
+    let err = berth_service::Registry::open(meta, blobs, settings, vec![]).await.err().expect("refused");
+    assert!(err.to_string().contains("same secrets key"), "{err}");
+    // The first node still serves.
+    a.push_image("still", "1", "after the refusal").await;
+}

@@ -1,4 +1,5 @@
-//! The OCI distribution spec's endpoints and error paths, against SQLite and PostgreSQL.
+//! The OCI distribution spec's endpoints and error paths, against SQLite and PostgreSQL, and
+//! (run by `tests/e2e/cluster.sh`) through the balancer of a three-node cluster.
 
 mod common;
 
@@ -13,7 +14,7 @@ async fn base_endpoint(s: Server) {
     let r = s.req(Method::GET, "/v2/nope/tags/other").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
-both!(base_endpoint);
+everywhere!(base_endpoint);
 
 async fn monolithic_upload_and_blob_reads(s: Server) {
     let data = b"hello blob".repeat(1000);
@@ -72,7 +73,7 @@ async fn monolithic_upload_and_blob_reads(s: Server) {
     let r = s.req(Method::DELETE, &format!("/v2/a/b/blobs/{d}")).send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
 }
-both!(monolithic_upload_and_blob_reads);
+everywhere!(monolithic_upload_and_blob_reads);
 
 async fn post_then_put(s: Server) {
     let data = b"post then put".to_vec();
@@ -101,7 +102,7 @@ async fn post_then_put(s: Server) {
     let r = s.req(Method::PUT, &format!("{loc}?digest={empty}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
-both!(post_then_put);
+everywhere!(post_then_put);
 
 async fn streamed_and_chunked_patches(s: Server) {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -173,7 +174,7 @@ async fn streamed_and_chunked_patches(s: Server) {
     let r = s.req(Method::GET, "/v2/up/blobs/uploads/..%2f..%2fberth.db").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
-both!(streamed_and_chunked_patches);
+everywhere!(streamed_and_chunked_patches);
 
 async fn cross_repository_mount(s: Server) {
     let d = s.push_blob("src", b"shared layer").await;
@@ -192,7 +193,7 @@ async fn cross_repository_mount(s: Server) {
     let r = s.req(Method::POST, "/v2/dst/blobs/uploads/?mount=sha256:nope&from=src").send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
 }
-both!(cross_repository_mount);
+everywhere!(cross_repository_mount);
 
 async fn image_manifests(s: Server) {
     let (d, m) = s.push_image("img", "v1", "one").await;
@@ -279,7 +280,7 @@ async fn image_manifests(s: Server) {
     let r = s.req(Method::DELETE, &format!("/v2/img/blobs/{cfg}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 }
-both!(image_manifests);
+everywhere!(image_manifests);
 
 async fn indexes_docker_types_and_negotiation(s: Server) {
     let (amd, am) = s.push_image("multi", "amd", "amd64").await;
@@ -358,7 +359,7 @@ async fn indexes_docker_types_and_negotiation(s: Server) {
         .await;
     assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()));
 }
-both!(indexes_docker_types_and_negotiation);
+everywhere!(indexes_docker_types_and_negotiation);
 
 async fn artifacts_and_referrers(s: Server) {
     let (subject, sm) = s.push_image("art", "app", "subject").await;
@@ -426,7 +427,7 @@ async fn artifacts_and_referrers(s: Server) {
     let orphan = serde_json::to_vec(&orphan).unwrap();
     assert_eq!(s.put_manifest("art", "orphan", OCI_MANIFEST, &orphan).await.status(), StatusCode::CREATED);
 }
-both!(artifacts_and_referrers);
+everywhere!(artifacts_and_referrers);
 
 async fn sha512_content(s: Server) {
     let data = b"sha512 content".to_vec();
@@ -445,7 +446,7 @@ async fn sha512_content(s: Server) {
     let r = s.req(Method::GET, &format!("/v2/s5/manifests/{md}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), m);
 }
-both!(sha512_content);
+everywhere!(sha512_content);
 
 async fn tags_and_catalog_pagination(s: Server) {
     let (_, m) = s.push_image("pages", "t00", "x").await;
@@ -483,7 +484,7 @@ async fn tags_and_catalog_pagination(s: Server) {
     let v: Value = s.req(Method::GET, "/v2/_catalog").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["repositories"], json!(["a/x", "b", "c", "pages"]));
 }
-both!(tags_and_catalog_pagination);
+everywhere!(tags_and_catalog_pagination);
 
 async fn names_are_validated(s: Server) {
     let long = "a".repeat(256);
@@ -513,7 +514,7 @@ async fn names_are_validated(s: Server) {
     let v: Value = s.req(Method::GET, "/v2/_catalog").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["repositories"], json!([]));
 }
-both!(names_are_validated);
+everywhere!(names_are_validated);
 
 /// Malformed requests of every kind get a 4xx with an OCI error body, never a 5xx.
 async fn client_mistakes_are_never_server_errors(s: Server) {
@@ -556,7 +557,7 @@ async fn client_mistakes_are_never_server_errors(s: Server) {
     let r = s.req(Method::GET, &format!("/v2/ok/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), "data");
 }
-both!(client_mistakes_are_never_server_errors);
+everywhere!(client_mistakes_are_never_server_errors);
 
 async fn uploads_survive_a_restart(s: Server) {
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 31 % 256) as u8).collect();
@@ -580,4 +581,4 @@ async fn uploads_survive_a_restart(s: Server) {
     let r = s.req(Method::GET, &format!("/v2/resume/blobs/{d}")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), data);
 }
-both!(uploads_survive_a_restart);
+everywhere!(uploads_survive_a_restart);

@@ -68,6 +68,11 @@ impl Keyring {
     }
 
     /// The key new data is sealed with.
+    /// Every key's fingerprint, oldest first.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keys.iter().map(SealKey::fingerprint).collect()
+    }
+
     pub fn active(&self) -> &SealKey {
         self.keys.last().expect("a keyring holds at least one key")
     }

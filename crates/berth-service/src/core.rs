@@ -121,6 +121,36 @@ pub struct Core {
     pub(crate) bus: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::cache_bus::Out>>,
 }
 
+/// Refuses a keyring that holds none of the master keys this registry's data was sealed under
+/// (a cluster node started without the others' `BERTH_MASTER_KEY` would otherwise create its own
+/// and seal content no other node can open). The fingerprints seen are kept in the database;
+/// a key added for rotation joins them.
+async fn check_master_keys(meta: &Meta, ring: &berth_crypto::keyring::Keyring) -> Result<()> {
+    const KEY: &str = "master_key_fingerprints";
+    let mine = ring.fingerprints();
+    let stored = meta.setting(KEY).await?.unwrap_or_default();
+    let known: Vec<&str> = stored.split(',').filter(|f| !f.is_empty()).collect();
+    if !known.is_empty() && !known.iter().any(|f| ring.find(f).is_some()) {
+        return Err(Error::Internal(format!(
+            "this node's master keyring (keys {}) holds none of the keys this registry's content is sealed under \
+             (keys {}): give every node the same BERTH_MASTER_KEY (or master_key_file)",
+            mine.join(", "),
+            known.join(", ")
+        )));
+    }
+    let mut all: Vec<String> = known.iter().map(|s| s.to_string()).collect();
+    let before = all.len();
+    for f in mine {
+        if !all.contains(&f) {
+            all.push(f);
+        }
+    }
+    if all.len() != before {
+        meta.put_setting(KEY, &all.join(",")).await?;
+    }
+    Ok(())
+}
+
 impl Core {
     /// Opens the stores' shared state: loads (or creates, once for all nodes) the token-signing key.
     pub(crate) async fn open(
@@ -133,6 +163,7 @@ impl Core {
         let stored = meta.setting_or_init("token_key", &fresh).await?;
         let stored = seal_legacy_token_key(&meta, &settings, stored).await?;
         let tokens = Tokens::derive(&settings.seal_key, stored, keys)?;
+        check_master_keys(&meta, &settings.master_keys).await?;
         // Only one node can use a SQLite database, so there this process sees every write and
         // caches from the start; with PostgreSQL, once the cache bus is live.
         let cache_enabled = meta.backend() == Backend::Sqlite;

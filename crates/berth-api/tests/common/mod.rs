@@ -76,6 +76,9 @@ pub struct Server {
     workers: berth_service::Workers,
     pub meta: Meta,
     pub registry: Registry,
+    /// Against a cluster (`Server::cluster`): the host name of this test's account, and its
+    /// login.
+    cluster: Option<(String, String)>,
 }
 
 impl Server {
@@ -117,10 +120,24 @@ impl Server {
         anonymous: bool,
         scanners: usize,
     ) -> Server {
+        let blobs = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        Self::start_node(dir, db_url, blobs, options, anonymous, scanners, None).await
+    }
+
+    /// A node over `blobs` and the database at `db_url`; `base`: where requests go (a
+    /// balancer), instead of this node's own listener.
+    async fn start_node(
+        dir: tempfile::TempDir,
+        db_url: String,
+        blobs: Arc<dyn berth_blob::BlobStore>,
+        options: berth_api::Options,
+        anonymous: bool,
+        scanners: usize,
+        base: Option<String>,
+    ) -> Server {
         let meta = Meta::connect(&db_url).await.unwrap();
-        let blobs = FsBlobStore::open(dir.path()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = base.unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap()));
         let settings = Settings {
             public_url: base.clone(),
             account_domain: Some(ACCOUNT_DOMAIN.into()),
@@ -133,7 +150,7 @@ impl Server {
         };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
         let key2 = AccessKey { id: AKID2.into(), secret: SECRET2.into(), principal: settings.root_arn() };
-        let registry = Registry::open(meta.clone(), Arc::new(blobs), settings, vec![key, key2]).await.unwrap();
+        let registry = Registry::open(meta.clone(), blobs, settings, vec![key, key2]).await.unwrap();
         let app = berth_api::router(registry.clone(), options);
         // As `berth serve` runs them, but pull times often, so tests see them promptly (GC,
         // lifecycle and sealing rounds are run by the tests themselves).
@@ -150,7 +167,60 @@ impl Server {
         let task = tokio::spawn(async move {
             berth_api::serve(listener, app, limits, None, std::future::pending()).await.unwrap();
         });
-        Server { base, options, anonymous, http: Client::new(), dir, db_url, task, meta, registry: service, workers }
+        Server {
+            base,
+            options,
+            anonymous,
+            http: Client::new(),
+            dir,
+            db_url,
+            task,
+            meta,
+            registry: service,
+            workers,
+            cluster: None,
+        }
+    }
+
+    /// The cluster `tests/e2e/cluster.sh` runs (three nodes over PostgreSQL and S3 behind a
+    /// balancer, started with this harness's keys and `account_domain`): requests go to the
+    /// balancer at `BERTH_TEST_CLUSTER_URL`, each test in a fresh account of its own (by host
+    /// name), so that tests sharing the cluster never see each other's repositories. An
+    /// in-process node over the same database (`BERTH_TEST_CLUSTER_DATABASE_URL`) and bucket
+    /// (`BERTH_TEST_CLUSTER_S3_BUCKET` under prefix `berth` on `BERTH_TEST_S3_ENDPOINT`) serves
+    /// what tests read directly (fsck).
+    pub async fn cluster() -> Server {
+        let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: tests/e2e/cluster.sh sets it"));
+        let s3 = berth_blob::S3Config {
+            bucket: env("BERTH_TEST_CLUSTER_S3_BUCKET"),
+            prefix: "berth".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some(env("BERTH_TEST_S3_ENDPOINT")),
+            path_style: true,
+            credentials: Some(berth_blob::S3Credentials {
+                access_key_id: "cluster-test".into(),
+                secret_access_key: "cluster-test-secret".into(),
+                session_token: None,
+            }),
+        };
+        let blobs = Arc::new(berth_blob::ObjectBlobStore::s3(&s3).unwrap());
+        let base = env("BERTH_TEST_CLUSTER_URL");
+        let mut s = Self::start_node(
+            tempfile::tempdir().unwrap(),
+            env("BERTH_TEST_CLUSTER_DATABASE_URL"),
+            blobs,
+            berth_api::Options::default(),
+            true,
+            0,
+            Some(base.clone()),
+        )
+        .await;
+        let account = format!("5{:011}", u64::from_le_bytes(berth_crypto::random_bytes()[..8].try_into().unwrap()) % 100_000_000_000);
+        let key = s.registry.iam().create_account(&berth_service::Caller::operator(), &account).await.unwrap();
+        let password = s.login_as(&Creds { akid: key.id, secret: key.secret, token: None }).await;
+        let port = base.rsplit(':').next().unwrap().trim_end_matches('/');
+        s.cluster = Some((format!("{account}.{ACCOUNT_DOMAIN}:{port}"), password));
+        s
     }
 
     /// Stops this server and starts another on the same storage.
@@ -159,6 +229,10 @@ impl Server {
     }
 
     pub async fn restart_with_scanners(self, scanners: usize) -> Server {
+        if self.cluster.is_some() {
+            // The cluster's nodes are not this process's to restart; any node continues.
+            return self;
+        }
         self.task.abort();
         let _ = self.task.await;
         self.workers.stop(std::time::Duration::from_secs(5)).await;
@@ -317,7 +391,11 @@ impl Server {
     }
 
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base, path))
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.cluster {
+            Some((host, password)) => r.header("host", host).basic_auth("AWS", Some(password)),
+            None => r,
+        }
     }
 
     /// Monolithic upload; returns the digest.
@@ -460,6 +538,32 @@ macro_rules! both {
                 if let Some(s) = Server::start(Db::Postgres).await {
                     super::$name(s).await;
                 }
+            }
+        }
+    };
+}
+
+/// Runs a test body against SQLite, PostgreSQL, and (ignored unless `tests/e2e/cluster.sh` runs
+/// it with `--ignored`) the three-node cluster behind its balancer.
+#[macro_export]
+macro_rules! everywhere {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Server::start(Db::Sqlite).await.unwrap()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(s) = Server::start(Db::Postgres).await {
+                    super::$name(s).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs the cluster tests/e2e/cluster.sh starts (it runs these)"]
+            async fn cluster() {
+                super::$name(Server::cluster().await).await;
             }
         }
     };
