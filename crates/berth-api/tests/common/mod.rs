@@ -215,7 +215,10 @@ impl Server {
             Some(base.clone()),
         )
         .await;
-        let account = format!("5{:011}", u64::from_le_bytes(berth_crypto::random_bytes()[..8].try_into().unwrap()) % 100_000_000_000);
+        let account = format!(
+            "5{:011}",
+            u64::from_le_bytes(berth_crypto::random_bytes()[..8].try_into().unwrap()) % 100_000_000_000
+        );
         let key = s.registry.iam().create_account(&berth_service::Caller::operator(), &account).await.unwrap();
         let password = s.login_as(&Creds { akid: key.id, secret: key.secret, token: None }).await;
         let port = base.rsplit(':').next().unwrap().trim_end_matches('/');
