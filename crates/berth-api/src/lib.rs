@@ -44,7 +44,22 @@ pub fn router(registry: Registry, options: Options) -> Router {
         Metrics::Authenticated => r.route("/metrics", get(auth::metrics_with_credentials)),
         Metrics::Elsewhere => r,
     };
-    r.merge(v2).with_state(state).layer(middleware::from_fn(common_headers))
+    r.merge(v2)
+        .layer(middleware::from_fn_with_state(state.clone(), settle_writes))
+        .with_state(state)
+        .layer(middleware::from_fn(common_headers))
+}
+
+/// A request that may have changed something answers only once the other nodes have dropped
+/// what they cached of it, so the client's next request sees the change whichever node it
+/// reaches (immediate on one node, and when nothing changed).
+async fn settle_writes(st: axum::extract::State<AppState>, req: Request, next: Next) -> Response {
+    let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let res = next.run(req).await;
+    if !reads {
+        st.registry.flush_invalidations().await;
+    }
+    res
 }
 
 /// `/metrics` alone, for a listener of its own (`metrics_listen`), open or behind credentials.

@@ -53,6 +53,12 @@ async fn a_tag_moved_or_deleted_on_one_node_is_never_served_stale_by_another() {
     let mut worst = Duration::ZERO;
     for round in 0..5 {
         let (d2, _) = a.push_image("moving", "v", &format!("round {round}")).await;
+        // The write answered once C had dropped the old tag: C's very next read sees the move.
+        assert_eq!(
+            manifest_digest(&c, "moving", "v").await.as_deref(),
+            Some(d2.as_str()),
+            "read after write, round {round}"
+        );
         let took = seen_within(&c, "v", Some(&d2), Duration::from_secs(10)).await;
         worst = worst.max(took);
         // Cached again at C before the next move.
@@ -60,6 +66,7 @@ async fn a_tag_moved_or_deleted_on_one_node_is_never_served_stale_by_another() {
     }
     let r = a.req(Method::DELETE, "/v2/moving/manifests/v").send().await.unwrap();
     assert!(r.status().is_success(), "untag: {}", r.status());
+    assert_eq!(manifest_digest(&c, "moving", "v").await, None, "a delete is seen at once too");
     let gone = seen_within(&c, "v", None, Duration::from_secs(10)).await;
     worst = worst.max(gone);
     eprintln!("tag moves reached the other node within {worst:?} (worst of 6)");

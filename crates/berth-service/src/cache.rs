@@ -82,7 +82,8 @@ impl Inval {
 /// queued before it to be sent.
 pub(crate) enum Out {
     Inval(Inval),
-    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Answered with the number of the last batch that carried invalidations.
+    Flush(tokio::sync::oneshot::Sender<u64>),
 }
 
 /// What every cache of a process shares: whether caching is on now, and where invalidations
@@ -91,6 +92,8 @@ pub(crate) enum Out {
 pub(crate) struct Shared {
     live: AtomicBool,
     out: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Out>>>,
+    /// Invalidations published so far.
+    published: AtomicU64,
 }
 
 impl Shared {
@@ -100,6 +103,7 @@ impl Shared {
 
     fn publish(&self, i: Inval) {
         if let Some(tx) = &*self.out.lock().unwrap_or_else(|e| e.into_inner()) {
+            self.published.fetch_add(1, Ordering::AcqRel);
             let _ = tx.send(Out::Inval(i));
         }
     }
@@ -446,7 +450,8 @@ impl Caches {
     /// `single`: this process sees every write (SQLite), so caching is on from the start;
     /// otherwise it is off until the cache bus goes live.
     pub(crate) fn new(single: bool) -> Self {
-        let shared = Arc::new(Shared { live: AtomicBool::new(single), out: Mutex::default() });
+        let shared =
+            Arc::new(Shared { live: AtomicBool::new(single), out: Mutex::default(), published: AtomicU64::new(0) });
         Caches {
             content: Cache::new(shared.clone()),
             access: AccessCache::new(shared.clone()),
@@ -490,6 +495,11 @@ impl Caches {
         self.apply(&Inval::All);
         self.shared.live.store(live, Ordering::Release);
         tracing::info!(on = live, "cross-node cache");
+    }
+
+    /// How many invalidations this process has published.
+    pub(crate) fn published(&self) -> u64 {
+        self.shared.published.load(Ordering::Acquire)
     }
 
     pub(crate) fn live(&self) -> bool {

@@ -1,16 +1,21 @@
 //! Cache invalidation between nodes sharing one PostgreSQL database: each node sends its
 //! invalidations on the `berth_cache` channel (after the write's commit) and applies everyone
-//! else's. A node caches only while its listener hears its own heartbeat, sent every second:
-//! a listener that lost its connection (and so perhaps messages), or has not heard the
-//! heartbeat in [`DEAF_AFTER`], turns caching off and clears it until it hears one again. And
-//! every [`STALE_BOUND`] everything is dropped anyway, which bounds what a lost notification
-//! (a node dead between its commit and its notify) can cost.
+//! else's, acknowledging each batch. A write's response waits (up to [`ACK_WAIT`]) until every
+//! other live node has applied its invalidations ([`Bus::settle`]), so a client that changes
+//! something through one node and reads it through another sees the change. A node caches only
+//! while its listener hears its own heartbeat, sent every second: a listener that lost its
+//! connection (and so perhaps messages), or has not heard the heartbeat in [`DEAF_AFTER`], turns
+//! caching off and clears it until it hears one again. And every [`STALE_BOUND`] everything is
+//! dropped anyway, which bounds what a lost notification (a node dead between its commit and its
+//! notify) can cost.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_meta::Heard;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 pub(crate) use crate::cache::Out;
 use crate::cache::{Inval, STALE_BOUND};
@@ -18,19 +23,93 @@ use crate::core::Core;
 
 pub(crate) const CHANNEL: &str = "berth_cache";
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// No heartbeat heard for this long: the bus is not to be trusted.
+/// No heartbeat heard for this long: the bus is not to be trusted (and a node not heard from
+/// for this long is no longer waited for).
 const DEAF_AFTER: Duration = Duration::from_secs(3);
+/// Longest a write waits for the other nodes' acknowledgements.
+const ACK_WAIT: Duration = Duration::from_secs(1);
 /// A notification's payload limit is 8000 bytes; stay well under it.
 const MAX_PAYLOAD: usize = 7000;
 
+/// This node's side of the bus: the queue to the sender, and what the other nodes acknowledged.
+pub(crate) struct Bus {
+    tx: mpsc::UnboundedSender<Out>,
+    /// Invalidations published when the last settle began that have all been acknowledged.
+    settled: AtomicU64,
+    peers: Mutex<Peers>,
+    acked: Notify,
+}
+
+#[derive(Default)]
+struct Peers {
+    /// Other nodes, by name: when last heard, and the last of our batches they applied.
+    seen: HashMap<String, (Instant, u64)>,
+}
+
+impl Bus {
+    /// Waits until every invalidation this process published so far has been applied by every
+    /// other node heard from lately (at most [`ACK_WAIT`]; a node that does not answer in that
+    /// time stops caching by itself within [`DEAF_AFTER`]).
+    pub(crate) async fn settle(&self, core: &Core) {
+        let target = core.caches.published();
+        if target <= self.settled.load(Ordering::Acquire) {
+            return;
+        }
+        let (done, seq) = tokio::sync::oneshot::channel();
+        if self.tx.send(Out::Flush(done)).is_err() {
+            return;
+        }
+        let Ok(Ok(seq)) = tokio::time::timeout(ACK_WAIT, seq).await else { return };
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        loop {
+            let notified = self.acked.notified();
+            let waiting: Vec<String> = {
+                let p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                p.seen
+                    .iter()
+                    .filter(|(_, (heard, acked))| heard.elapsed() < DEAF_AFTER && *acked < seq)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            };
+            if waiting.is_empty() {
+                self.settled.fetch_max(target, Ordering::AcqRel);
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(nodes = ?waiting, "nodes did not acknowledge a cache invalidation in time");
+                return;
+            }
+        }
+    }
+
+    fn heard(&self, node: &str, acked: Option<u64>) {
+        let mut p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let e = p.seen.entry(node.to_string()).or_insert((Instant::now(), 0));
+        e.0 = Instant::now();
+        if let Some(n) = acked {
+            e.1 = e.1.max(n);
+        }
+        if p.seen.len() > 1000 {
+            p.seen.retain(|_, (h, _)| h.elapsed() < DEAF_AFTER);
+        }
+        drop(p);
+        if acked.is_some() {
+            self.acked.notify_waiters();
+        }
+    }
+}
+
 /// Starts the sender (every process on PostgreSQL: a CLI command's writes must reach the
-/// serving nodes too). Returns the queue flushes go through.
-pub(crate) fn start_sender(core: &Arc<Core>) -> mpsc::UnboundedSender<Out> {
+/// serving nodes too).
+pub(crate) fn start(core: &Arc<Core>) -> Arc<Bus> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     core.caches.publish_to(tx.clone());
+    let bus = Arc::new(Bus { tx, settled: AtomicU64::new(0), peers: Mutex::default(), acked: Notify::new() });
     let weak = Arc::downgrade(core);
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(HEARTBEAT);
+        // Batches carrying invalidations are numbered; a flush answers with the last number.
+        let mut seq = 0u64;
         loop {
             let first = tokio::select! {
                 m = rx.recv() => match m { Some(m) => Some(m), None => return },
@@ -47,50 +126,59 @@ pub(crate) fn start_sender(core: &Arc<Core>) -> mpsc::UnboundedSender<Out> {
             while let Ok(m) = rx.try_recv() {
                 queued.push(m);
             }
+            let beat_only = lines.len();
             for m in queued {
                 match m {
                     Out::Inval(i) => lines.push(i.encode()),
                     Out::Flush(f) => flushes.push(f),
                 }
             }
-            send(&core, &lines).await;
+            if lines.len() > beat_only {
+                seq += 1;
+            }
+            send(&core, seq, &lines).await;
             for f in flushes {
-                let _ = f.send(());
+                let _ = f.send(seq);
             }
         }
     });
-    tx
+    bus
 }
 
-/// Sends lines in as few notifications as fit, each prefixed with this node's name; retried a
-/// few times (a lost one is covered by the staleness bound).
-async fn send(core: &Core, lines: &[String]) {
+/// Sends lines in as few notifications as fit, each headed by this node's name and the batch
+/// number; retried a few times (a lost one is covered by the staleness bound).
+async fn send(core: &Core, seq: u64, lines: &[String]) {
     let mut batch = String::new();
-    let head = format!("{}\n", core.node);
+    let head = format!("{}\n#{seq}\n", core.node);
     for (i, l) in lines.iter().enumerate() {
         batch.push_str(l);
         batch.push('\n');
         let last = i + 1 == lines.len();
         if last || batch.len() + lines[i + 1].len() > MAX_PAYLOAD {
-            let payload = format!("{head}{batch}");
-            for attempt in 0..3 {
-                match core.meta.notify(CHANNEL, &payload).await {
-                    Ok(()) => break,
-                    Err(e) if attempt == 2 => {
-                        tracing::warn!(error = %e, "could not notify other nodes of a cache invalidation")
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
+            notify(core, &format!("{head}{batch}")).await;
             batch.clear();
         }
     }
 }
 
-/// The listener: applies other nodes' invalidations, and keeps caching on only while it is
-/// sure it hears everything. Runs until the process ends.
+async fn notify(core: &Core, payload: &str) {
+    for attempt in 0..3 {
+        match core.meta.notify(CHANNEL, payload).await {
+            Ok(()) => return,
+            Err(e) if attempt == 2 => {
+                tracing::warn!(error = %e, "could not notify other nodes of a cache invalidation")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The listener: applies other nodes' invalidations and acknowledges them, and keeps caching on
+/// only while it is sure it hears everything. Runs until the process ends.
 pub(crate) async fn listen(core: Arc<Core>) {
     let own_beat = format!("hb{}", core.node);
+    let own_ack = format!("ack{} ", core.node);
+    let bus = core.bus.get().cloned();
     loop {
         let mut listener = match core.meta.listen(CHANNEL).await {
             Ok(l) => l,
@@ -113,14 +201,29 @@ pub(crate) async fn listen(core: Arc<Core>) {
                 Ok(Ok(Heard::Message(text))) => {
                     let mut lines = text.lines();
                     let from = lines.next().unwrap_or_default();
+                    let mine = from == &*core.node;
+                    let (mut seq, mut applied) = (None, false);
                     for line in lines {
                         if line == own_beat {
                             heard = Instant::now();
                             core.caches.set_live(true);
-                        } else if line.starts_with("hb") {
-                        } else if from != &*core.node {
+                        } else if let Some(n) = line.strip_prefix('#') {
+                            seq = n.parse::<u64>().ok();
+                        } else if let Some(n) = line.strip_prefix(&own_ack) {
+                            if let Some(b) = &bus {
+                                b.heard(from, n.parse().ok());
+                            }
+                        } else if line.starts_with("hb") || line.starts_with("ack") {
+                            if let Some(b) = bus.as_ref().filter(|_| !mine) {
+                                b.heard(from, None);
+                            }
+                        } else if !mine {
                             core.caches.apply(&Inval::decode(line));
+                            applied = true;
                         }
+                    }
+                    if applied && let Some(n) = seq {
+                        notify(&core, &format!("{}\nack{from} {n}\n", core.node)).await;
                     }
                 }
                 Ok(Ok(Heard::Reconnected)) => {

@@ -118,7 +118,7 @@ pub struct Core {
     pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) health: crate::health::HealthState,
     /// PostgreSQL: the queue of invalidations for other nodes (`cache_bus`).
-    pub(crate) bus: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::cache_bus::Out>>,
+    pub(crate) bus: std::sync::OnceLock<Arc<crate::cache_bus::Bus>>,
 }
 
 /// Refuses a keyring that holds none of the master keys this registry's data was sealed under
@@ -189,14 +189,12 @@ impl Core {
         })
     }
 
-    /// Waits until this process's cache invalidations have been sent to the other nodes (a
-    /// command about to exit).
+    /// Waits until the other nodes have applied this process's cache invalidations so far (a
+    /// write's response, before it goes; a command about to exit). Immediate when there is
+    /// nothing to wait for (one node, or no change since the last wait).
     pub async fn flush_invalidations(&self) {
-        if let Some(tx) = self.bus.get() {
-            let (done, wait) = tokio::sync::oneshot::channel();
-            if tx.send(crate::cache_bus::Out::Flush(done)).is_ok() {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
-            }
+        if let Some(bus) = self.bus.get() {
+            bus.settle(self).await;
         }
     }
 

@@ -78,7 +78,7 @@ impl Registry {
     pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, settings: Settings, keys: Vec<AccessKey>) -> Result<Self> {
         let r = Registry { core: Arc::new(Core::open(meta, blobs, settings, keys).await?) };
         if r.meta.backend() == berth_meta::Backend::Postgres {
-            let _ = r.core.bus.set(cache_bus::start_sender(&r.core));
+            let _ = r.core.bus.set(cache_bus::start(&r.core));
         }
         if r.meta.setting("templates_seeded").await?.is_none() {
             if r.settings.create_on_push {
