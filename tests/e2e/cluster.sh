@@ -50,11 +50,13 @@ mkdir -p "$DOCKER_CONFIG"
 PRESET=$ROOT/deploy/cluster.toml
 
 NODES=(a b c)
-declare -A PID PORT
-start_node() { # NAME [ENV=VALUE...]: starts (or restarts) the node on its port
+declare -A PID PORT EXTRA
+start_node() { # NAME [ENV=VALUE...]: starts the node on its port (a restart keeps its settings)
   local n=$1; shift
   [ -n "${PORT[$n]:-}" ] || PORT[$n]=$(free_port)
-  env "$@" "$BERTH" serve --config "$PRESET" --listen "127.0.0.1:${PORT[$n]}" --data-dir "$C/$n-data" >>"$C/$n.log" 2>&1 &
+  [ $# -gt 0 ] && EXTRA[$n]="$*"
+  # shellcheck disable=SC2086
+  env ${EXTRA[$n]:-} "$BERTH" serve --config "$PRESET" --listen "127.0.0.1:${PORT[$n]}" --data-dir "$C/$n-data" >>"$C/$n.log" 2>&1 &
   PID[$n]=$!
   wait_http "http://127.0.0.1:${PORT[$n]}/readyz" 30
 }
@@ -223,19 +225,23 @@ for round in 1 2 3 4 5; do
   ms=$(python3 - "${PORT[c]}" "$d6" "$BASIC" "$acc" <<'PY'
 import sys, time, urllib.request
 port, want, auth, acc = sys.argv[1:]
-t = time.monotonic()
+t = time.monotonic(); tries = 0
 while True:
+    tries += 1
     r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v2/team/app/manifests/moving",
         headers={"Authorization": auth, "Accept": acc}))
     if r.headers["Docker-Content-Digest"] == want:
-        print(round((time.monotonic() - t) * 1000, 1)); break
-    if time.monotonic() - t > 5: print(99999); break
+        print(round((time.monotonic() - t) * 1000, 1), tries); break
+    if time.monotonic() - t > 5: print(99999, tries); break
 PY
 )
+  read -r ms tries <<<"$ms"
+  [ "$tries" = 1 ] || stale=$((${stale:-0} + 1))
   worst=$(python3 -c "print(max($worst, $ms))")
 done
 python3 -c "import sys; sys.exit(0 if $worst < 5000 else 1)" || fail "a tag move took $worst ms to reach node C (bound 5 s)"
-line="tag moved on node a, seen on node c within $worst ms (worst of 5; bound 5 s)"
+[ -z "${stale:-}" ] || fail "in $stale of 5 rounds node C's first read after the move was stale"
+line="tag moved on node a 5 times: node c's first read after each PUT answered saw it (worst $worst ms incl. the read; bound 5 s)"
 echo "  $line"; echo "$line" >>"$FIG"
 
 step "the OCI API tests through the balancer"
