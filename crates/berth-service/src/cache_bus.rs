@@ -38,12 +38,23 @@ pub(crate) struct Bus {
     settled: AtomicU64,
     peers: Mutex<Peers>,
     acked: Notify,
+    /// This process's listener is connected: only then does it send heartbeats, so that only
+    /// nodes that apply invalidations (and acknowledge them) are waited for — not a `berth`
+    /// command, which only sends.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
 struct Peers {
-    /// Other nodes, by name: when last heard, and the last of our batches they applied.
-    seen: HashMap<String, (Instant, u64)>,
+    /// Other nodes, by name: when last heard, the last of our batches they applied, and
+    /// whether they let a wait run out (not waited for again until they acknowledge).
+    seen: HashMap<String, Peer>,
+}
+
+struct Peer {
+    heard: Instant,
+    acked: u64,
+    missed: bool,
 }
 
 impl Bus {
@@ -67,7 +78,7 @@ impl Bus {
                 let p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
                 p.seen
                     .iter()
-                    .filter(|(_, (heard, acked))| heard.elapsed() < DEAF_AFTER && *acked < seq)
+                    .filter(|(_, peer)| peer.heard.elapsed() < DEAF_AFTER && !peer.missed && peer.acked < seq)
                     .map(|(n, _)| n.clone())
                     .collect()
             };
@@ -76,7 +87,15 @@ impl Bus {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // Dead (its heartbeats stop: dropped after DEAF_AFTER), or stuck (then deaf to its
+                // own heartbeat too, so it stops caching): not waited for again until it answers.
                 tracing::warn!(nodes = ?waiting, "nodes did not acknowledge a cache invalidation in time");
+                let mut p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                for n in &waiting {
+                    if let Some(peer) = p.seen.get_mut(n) {
+                        peer.missed = true;
+                    }
+                }
                 return;
             }
         }
@@ -84,18 +103,25 @@ impl Bus {
 
     fn heard(&self, node: &str, acked: Option<u64>) {
         let mut p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let e = p.seen.entry(node.to_string()).or_insert((Instant::now(), 0));
-        e.0 = Instant::now();
+        let e = p.seen.entry(node.to_string()).or_insert(Peer { heard: Instant::now(), acked: 0, missed: false });
+        e.heard = Instant::now();
         if let Some(n) = acked {
-            e.1 = e.1.max(n);
+            e.acked = e.acked.max(n);
+            e.missed = false;
         }
         if p.seen.len() > 1000 {
-            p.seen.retain(|_, (h, _)| h.elapsed() < DEAF_AFTER);
+            p.seen.retain(|_, peer| peer.heard.elapsed() < DEAF_AFTER);
         }
         drop(p);
         if acked.is_some() {
             self.acked.notify_waiters();
         }
+    }
+
+    /// A node said it is stopping: not waited for any more.
+    fn gone(&self, node: &str) {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).seen.remove(node);
+        self.acked.notify_waiters();
     }
 }
 
@@ -104,8 +130,15 @@ impl Bus {
 pub(crate) fn start(core: &Arc<Core>) -> Arc<Bus> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     core.caches.publish_to(tx.clone());
-    let bus = Arc::new(Bus { tx, settled: AtomicU64::new(0), peers: Mutex::default(), acked: Notify::new() });
+    let bus = Arc::new(Bus {
+        tx,
+        settled: AtomicU64::new(0),
+        peers: Mutex::default(),
+        acked: Notify::new(),
+        listening: Default::default(),
+    });
     let weak = Arc::downgrade(core);
+    let me = bus.clone();
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(HEARTBEAT);
         // Batches carrying invalidations are numbered; a flush answers with the last number.
@@ -121,7 +154,8 @@ pub(crate) fn start(core: &Arc<Core>) -> Arc<Bus> {
             let mut queued: Vec<Out> = Vec::new();
             match first {
                 Some(m) => queued.push(m),
-                None => lines.push(format!("hb{}", core.node)),
+                None if me.listening.load(Ordering::Acquire) => lines.push(format!("hb{}", core.node)),
+                None => {}
             }
             while let Ok(m) = rx.try_recv() {
                 queued.push(m);
@@ -189,6 +223,9 @@ pub(crate) async fn listen(core: Arc<Core>) {
                 continue;
             }
         };
+        if let Some(b) = &bus {
+            b.listening.store(true, Ordering::Release);
+        }
         let mut heard = Instant::now() - DEAF_AFTER;
         let mut swept = Instant::now();
         loop {
@@ -213,6 +250,10 @@ pub(crate) async fn listen(core: Arc<Core>) {
                             if let Some(b) = &bus {
                                 b.heard(from, n.parse().ok());
                             }
+                        } else if line == "bye" {
+                            if let Some(b) = bus.as_ref().filter(|_| !mine) {
+                                b.gone(from);
+                            }
                         } else if line.starts_with("hb") || line.starts_with("ack") {
                             if let Some(b) = bus.as_ref().filter(|_| !mine) {
                                 b.heard(from, None);
@@ -234,6 +275,9 @@ pub(crate) async fn listen(core: Arc<Core>) {
                 }
                 Ok(Err(e)) => {
                     core.caches.set_live(false);
+                    if let Some(b) = &bus {
+                        b.listening.store(false, Ordering::Release);
+                    }
                     tracing::warn!(error = %e, "cache invalidation listener failed; caching is off");
                     break;
                 }
@@ -264,6 +308,11 @@ impl crate::jobs::Worker for BusListener {
 
     async fn stopped(&mut self) {
         self.0.caches.set_live(false);
+        if let Some(b) = self.0.bus.get() {
+            b.listening.store(false, Ordering::Release);
+        }
+        // The others stop waiting for this node's acknowledgements now, not in 3 s.
+        notify(&self.0, &format!("{}\nbye\n", self.0.node)).await;
     }
 }
 
