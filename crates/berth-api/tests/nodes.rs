@@ -60,7 +60,13 @@ async fn a_tag_moved_or_deleted_on_one_node_is_never_served_stale_by_another() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = Instant::now();
     let (d1, _) = a.push_image("moving", "v", "first").await;
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "a push waited {:?} for a command's acknowledgements",
+        t.elapsed()
+    );
     assert_eq!(manifest_digest(&c, "moving", "v").await.as_deref(), Some(d1.as_str()));
     // Read again: now from C's cache.
     assert_eq!(manifest_digest(&c, "moving", "v").await.as_deref(), Some(d1.as_str()));
