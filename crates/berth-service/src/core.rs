@@ -116,9 +116,10 @@ pub struct Core {
     pub(crate) pulls: Mutex<HashMap<String, HashMap<String, i64>>>,
     /// SIGTERM arrived: readiness is off.
     pub(crate) draining: std::sync::atomic::AtomicBool,
-    pub(crate) health: crate::health::HealthState,
+    /// The last readiness check and when it ran (`health.rs`).
+    pub(crate) health: Mutex<Option<(std::time::Instant, crate::model::Readiness)>>,
     /// PostgreSQL: the queue of invalidations for other nodes (`cache_bus`).
-    pub(crate) bus: std::sync::OnceLock<Arc<crate::cache_bus::Bus>>,
+    pub(crate) bus: std::sync::OnceLock<Arc<crate::peers::Bus>>,
 }
 
 /// Refuses a keyring that holds none of the master keys this registry's data was sealed under
@@ -194,7 +195,7 @@ impl Core {
     /// nothing to wait for (one node, or no change since the last wait).
     pub async fn flush_invalidations(&self) {
         if let Some(bus) = self.bus.get() {
-            bus.settle(self).await;
+            bus.settle(self.caches.published()).await;
         }
     }
 

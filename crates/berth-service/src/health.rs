@@ -3,36 +3,15 @@
 //! the registry opened, so an open registry has them. Answers are cached for a second, so a
 //! balancer probing every node often costs each backend at most one call a second.
 
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::core::Core;
+use crate::model::Readiness;
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A check that takes longer than this counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What a readiness check found.
-#[derive(Debug, Clone)]
-pub struct Readiness {
-    /// Why the database is not usable, if it is not.
-    pub database: Option<String>,
-    pub storage: Option<String>,
-    /// SIGTERM arrived: the node finishes what it has and takes nothing new.
-    pub draining: bool,
-}
-
-impl Readiness {
-    pub fn ready(&self) -> bool {
-        self.database.is_none() && self.storage.is_none() && !self.draining
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct HealthState {
-    last: Mutex<Option<(Instant, Readiness)>>,
-}
 
 pub struct Health<'a>(pub(crate) &'a Core);
 
@@ -48,7 +27,7 @@ impl Health<'_> {
     /// Readiness now (at most a second old).
     pub async fn readiness(&self) -> Readiness {
         let draining = self.0.draining.load(Ordering::Relaxed);
-        if let Some((at, r)) = self.0.health.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        if let Some((at, r)) = self.0.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
             && at.elapsed() < CHECK_EVERY
         {
             return Readiness { draining, ..r };
@@ -58,7 +37,7 @@ impl Health<'_> {
         if !r.ready() && !draining {
             tracing::warn!(database = ?r.database, storage = ?r.storage, "not ready");
         }
-        *self.0.health.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), r.clone()));
+        *self.0.health.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), r.clone()));
         r
     }
 

@@ -32,6 +32,7 @@ pub mod lifecycle;
 pub mod logins;
 mod metrics;
 pub mod model;
+mod peers;
 pub mod repo_settings;
 pub mod repositories;
 pub mod scan_config;

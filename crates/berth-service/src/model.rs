@@ -259,3 +259,19 @@ mod tests {
         assert!(resolve_range(RangeRequest::Suffix(0), 100).is_err());
     }
 }
+
+/// What a readiness check found.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// Why the database is not usable, if it is not.
+    pub database: Option<String>,
+    pub storage: Option<String>,
+    /// SIGTERM arrived: the node finishes what it has and takes nothing new.
+    pub draining: bool,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.database.is_none() && self.storage.is_none() && !self.draining
+    }
+}
