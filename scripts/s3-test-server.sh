@@ -24,7 +24,7 @@ if ! curl -fsS -o /dev/null "$URL/moto-api/" 2>/dev/null; then
   # Threaded, so that parallel tests and the three-node cluster are served at once.
   nohup moto_server -H 127.0.0.1 -p "$PORT" >"$DIR/server.log" 2>&1 &
   echo $! >"$DIR/pid"
-  for _ in $(seq 100); do curl -fsS -o /dev/null "$URL/moto-api/" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 300); do curl -fsS -o /dev/null "$URL/moto-api/" 2>/dev/null && break; sleep 0.1; done
   curl -fsS -o /dev/null "$URL/moto-api/" || { cat "$DIR/server.log" >&2; exit 1; }
 fi
 # Creating a bucket that exists is answered 409 by moto: fine.
