@@ -526,10 +526,13 @@ impl Server {
     }
 }
 
-/// Runs a test body against SQLite and against PostgreSQL.
+/// Runs a test body against SQLite and against PostgreSQL (`@cases` adds more cases to its module).
 #[macro_export]
 macro_rules! both {
     ($name:ident) => {
+        both!(@cases $name {});
+    };
+    (@cases $name:ident { $($extra:item)* }) => {
         mod $name {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,6 +545,7 @@ macro_rules! both {
                     super::$name(s).await;
                 }
             }
+            $($extra)*
         }
     };
 }
@@ -551,24 +555,13 @@ macro_rules! both {
 #[macro_export]
 macro_rules! everywhere {
     ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Server::start(Db::Sqlite).await.unwrap()).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(s) = Server::start(Db::Postgres).await {
-                    super::$name(s).await;
-                }
-            }
+        both!(@cases $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             #[ignore = "needs the cluster tests/e2e/cluster.sh starts (it runs these)"]
             async fn cluster() {
                 super::$name(Server::cluster().await).await;
             }
-        }
+        });
     };
 }
 
