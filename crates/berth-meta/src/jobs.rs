@@ -108,6 +108,95 @@ impl Meta {
         .await
     }
 
+    /// Queues a job like [`Meta::enqueue_job`], except that a run already holding `unique_key`
+    /// keeps its claim: the newer request is claimed once that run ends (its worker gives it
+    /// back), so runs of one key never overlap and the newest request runs last.
+    pub async fn enqueue_behind(&self, queue: &str, unique_key: &str, payload: &str, run_after: i64) -> Result<()> {
+        let (queue, key, payload) = (queue.to_string(), unique_key.to_string(), payload.to_string());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO jobs (queue, unique_key, payload, run_after, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (unique_key) DO UPDATE SET payload = excluded.payload, run_after = excluded.run_after, \
+                     attempts = 0, generation = jobs.generation + 1, created_at = excluded.created_at, last_error = NULL",
+                )
+                .bind(queue.as_str())
+                .bind(key.as_str())
+                .bind(payload.as_str())
+                .bind(run_after)
+                .bind(now_ms())
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
+    }
+
+    /// Extends `node`'s claim on a job whatever its generation (see [`Meta::enqueue_behind`]).
+    pub async fn renew_claim(&self, job: &JobRow, node: &str, until: i64) -> Result<bool> {
+        let (id, node) = (job.id, node.to_string());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND claimed_by = $3")
+                    .bind(until)
+                    .bind(id)
+                    .bind(node.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            })
+        }))
+        .await
+    }
+
+    /// Ends `node`'s claim on a one-off job that failed: due again at `run_after` with `error`
+    /// kept, unless it was asked for again meanwhile (then the newer request is due at once).
+    pub async fn retry_job(&self, job: &JobRow, node: &str, run_after: i64, error: &str) -> Result<bool> {
+        let (id, generation, node, error) = (job.id, job.generation, node.to_string(), error.to_string());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE jobs SET claimed_by = NULL, lease_until = NULL, \
+                     run_after = CASE WHEN generation = $1 THEN $2 ELSE run_after END, \
+                     last_error = CASE WHEN generation = $1 THEN $3 ELSE NULL END \
+                     WHERE id = $4 AND claimed_by = $5",
+                )
+                .bind(generation)
+                .bind(run_after)
+                .bind(error.as_str())
+                .bind(id)
+                .bind(node.as_str())
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            })
+        }))
+        .await
+    }
+
+    /// Finishes a one-off job run by `node`: removed, unless it was asked for again meanwhile;
+    /// then it is given back for the newer request to run. Whether it was removed.
+    pub async fn complete_job(&self, job: &JobRow, node: &str) -> Result<bool> {
+        let (job, node) = (job.clone(), node.to_string());
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                if finish_in(c, &job).await? {
+                    return Ok(true);
+                }
+                sqlx::query("UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE id = $1 AND claimed_by = $2")
+                    .bind(job.id)
+                    .bind(node.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(false)
+            })
+        }))
+        .await
+    }
+
     /// Makes sure the singleton job `unique_key` exists (first due at `run_after`); an existing
     /// one is left as it is.
     pub async fn ensure_job(&self, queue: &str, unique_key: &str, run_after: i64) -> Result<()> {

@@ -16,6 +16,7 @@ mod kms;
 mod lifecycle;
 mod migrate;
 mod notify;
+mod replication;
 mod scan;
 mod sealing;
 
@@ -28,6 +29,7 @@ pub use jobs::{JobRow, NotClaimed, QueueCounts};
 pub use kms::{KmsAliasRow, KmsKeyRow, KmsMaterialRow};
 pub use lifecycle::PreviewRow;
 pub use notify::{Heard, Listener};
+pub use replication::ReplicationStatusRow;
 pub use scan::{SCAN_QUEUE, ScanJob, ScanRow, StoredScan, VulnRow};
 pub use sealing::{BlobObject, RepoBlob};
 

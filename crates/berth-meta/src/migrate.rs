@@ -87,6 +87,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0015_kms.sqlite.sql"),
         postgres: include_str!("../migrations/0015_kms.postgres.sql"),
     },
+    Migration {
+        version: 16,
+        sqlite: include_str!("../migrations/0016_replication.sql"),
+        postgres: include_str!("../migrations/0016_replication.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -203,6 +203,37 @@ async fn jobs_are_claimed_once_and_taken_over_after_their_lease() {
 }
 
 #[tokio::test]
+async fn a_job_asked_for_behind_a_run_waits_for_it_and_runs_last() {
+    for (name, db) in backends().await {
+        let m = &db.meta;
+        let now = berth_meta::now_ms();
+        m.enqueue_behind("r", "tag:v1", "first", now - 10).await.unwrap();
+        let a = m.claim_job("r", "node-a", now, now + 30_000).await.unwrap().expect("due");
+        // Asked for again while it runs: not claimable until that run ends.
+        m.enqueue_behind("r", "tag:v1", "second", now - 5).await.unwrap();
+        m.enqueue_behind("r", "tag:v1", "third", now - 1).await.unwrap();
+        assert!(m.claim_job("r", "node-b", now, now + 30_000).await.unwrap().is_none(), "{name}: runs never overlap");
+        assert!(m.renew_claim(&a, "node-a", now + 60_000).await.unwrap(), "{name}: the run keeps its claim");
+        assert!(!m.renew_claim(&a, "node-b", now + 60_000).await.unwrap(), "{name}");
+        // The run ends: the job stays for the newest request, claimable at once.
+        assert!(!m.complete_job(&a, "node-a").await.unwrap(), "{name}");
+        let b = m.claim_job("r", "node-b", now, now + 30_000).await.unwrap().expect("the newest request");
+        assert_eq!(b.payload, "third", "{name}");
+        // A failure backs off; a failure of a run asked for again meanwhile does not delay the newer.
+        assert!(m.retry_job(&b, "node-b", now + 60_000, "away").await.unwrap(), "{name}");
+        assert!(m.claim_job("r", "node-b", now, now + 30_000).await.unwrap().is_none(), "{name}: backing off");
+        let c = m.claim_job("r", "node-b", now + 61_000, now + 90_000).await.unwrap().expect("after the back-off");
+        assert_eq!((c.payload.as_str(), c.attempts), ("third", 2), "{name}: attempts count on");
+        m.enqueue_behind("r", "tag:v1", "fourth", now).await.unwrap();
+        assert!(m.retry_job(&c, "node-b", now + 600_000, "away").await.unwrap(), "{name}");
+        let d = m.claim_job("r", "node-a", now + 61_000, now + 90_000).await.unwrap().expect("not held back");
+        assert_eq!(d.payload, "fourth", "{name}");
+        assert!(m.complete_job(&d, "node-a").await.unwrap(), "{name}: done and gone");
+        assert!(m.claim_job("r", "node-a", now + 700_000, now + 800_000).await.unwrap().is_none(), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn singleton_jobs_run_one_round_at_a_time() {
     for (name, db) in backends().await {
         let m = &db.meta;
