@@ -200,7 +200,17 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
         }
     };
     event.principal = principal.as_ref().map(|p| p.arn.clone());
-    let caller = Caller::new(principal).from(source_ip, secure);
+    let mut caller = Caller::new(principal).from(source_ip, secure);
+    // Another registry's replication says where it comes from (region/registry id).
+    caller.replication_from = req
+        .headers()
+        .get(berth_service::caller::REPLICATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.split_once('/')
+                .is_some_and(|(r, id)| !r.is_empty() && id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string);
     let anonymous = caller.is_anonymous();
     // A client logs in at the base; the catalog lists what the caller may see: both need a
     // caller, unless the registry is open to anonymous callers.

@@ -188,6 +188,9 @@ async fn dispatch(st: &AppState, c: &Caller, op: &str, v: Value) -> Result<Optio
         "PutRepositoryScanPolicy" => put_repository_scan_policy(st, c, v).await,
         "GetRepositoryScanPolicy" => get_repository_scan_policy(st, c, v).await,
         "GetImageSbom" => get_image_sbom(st, c, v).await,
+        "PutReplicationConfiguration" => put_replication_configuration(st, c, v).await,
+        "DescribeImageReplicationStatus" => describe_image_replication_status(st, c, v).await,
+        "StartImageReplication" => start_image_replication(st, c, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
@@ -991,7 +994,99 @@ async fn get_authorization_token(st: &AppState, c: &Caller, v: Value) -> R {
 
 async fn describe_registry(st: &AppState, c: &Caller) -> R {
     let registry = st.registry.repositories().describe_registry(c, &registry_id(st)).await?;
-    Ok(json!({ "registryId": registry, "replicationConfiguration": { "rules": [] } }))
+    let config = st.registry.replication().configuration(c, &registry).await?;
+    Ok(json!({ "registryId": registry, "replicationConfiguration": config }))
+}
+
+async fn put_replication_configuration(st: &AppState, c: &Caller, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        replication_configuration: berth_service::replication::ReplicationConfiguration,
+    }
+    let i: In = input(v)?;
+    let config = st.registry.replication().put_configuration(c, &registry_id(st), i.replication_configuration).await?;
+    Ok(json!({ "replicationConfiguration": config }))
+}
+
+async fn describe_image_replication_status(st: &AppState, c: &Caller, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        repository_name: String,
+        image_id: ImageIdentifier,
+    }
+    let i: In = input(v)?;
+    let repo = berth_service::parse_repo(&i.repository_name)?;
+    let id: ImageId = i.image_id.into();
+    let (digest, statuses) = st.registry.replication().image_statuses(c, &repo, &id).await?;
+    let statuses: Vec<Value> = statuses
+        .iter()
+        .map(|s| {
+            let mut o = json!({ "region": s.region, "registryId": s.registry_id, "status": s.status });
+            if let Some(f) = &s.failure_code {
+                o["failureCode"] = json!(f);
+            }
+            o
+        })
+        .collect();
+    let shown = ImageId { digest: Some(digest), tag: id.tag };
+    Ok(json!({
+        "repositoryName": i.repository_name,
+        "imageId": image_id_json(&shown),
+        "replicationStatuses": statuses,
+    }))
+}
+
+/// Berth's operation (not ECR's): replication on demand of images already stored, to the
+/// destinations the rules give the repository or to one region's peers.
+async fn start_image_replication(st: &AppState, c: &Caller, v: Value) -> R {
+    use berth_service::replication::Images;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        repository_name: String,
+        image_ids: Option<Vec<ImageIdentifier>>,
+        #[serde(default)]
+        all_images: bool,
+        destination_region: Option<String>,
+    }
+    let i: In = input(v)?;
+    let repo = berth_service::parse_repo(&i.repository_name)?;
+    let which: Vec<Images> = match (i.image_ids, i.all_images) {
+        (Some(_), true) => return Err(Error::parameter("imageIds", "give imageIds or allImages, not both".into())),
+        (None, false) => return Err(Error::parameter("imageIds", "give imageIds, or allImages: true".into())),
+        (None, true) => vec![Images::All],
+        (Some(ids), false) => {
+            if ids.is_empty() || ids.len() > 100 {
+                return Err(Error::validation(format!("imageIds: 1 to 100 images, not {}", ids.len())));
+            }
+            let mut w = Vec::new();
+            for id in ids {
+                match (id.image_digest, id.image_tag) {
+                    (_, Some(t)) => w.push(Images::Tag(t)),
+                    (Some(d), None) => w.push(Images::Digest(d)),
+                    (None, None) => {
+                        return Err(Error::parameter("imageIds", "each image id needs imageDigest or imageTag".into()));
+                    }
+                }
+            }
+            w
+        }
+    };
+    let mut out = Vec::new();
+    for w in &which {
+        for q in st.registry.replication().start(c, &repo, w, i.destination_region.as_deref()).await? {
+            let id = ImageId { digest: Some(q.digest), tag: q.tag };
+            out.push(json!({
+                "imageId": image_id_json(&id),
+                "region": q.destination.region,
+                "registryId": q.destination.registry_id,
+                "status": "IN_PROGRESS",
+            }));
+        }
+    }
+    Ok(json!({ "repositoryName": i.repository_name, "replications": out }))
 }
 
 #[derive(Deserialize)]

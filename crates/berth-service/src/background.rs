@@ -15,6 +15,7 @@ use crate::events::Consumer;
 use crate::gc::{GC_JOB, Gc, GcOptions};
 use crate::jobs::{Every, PeriodicWorker, Round, Workers};
 use crate::lifecycle::Lifecycle;
+use crate::replication::{ReplicateOnPush, ReplicationWorker};
 use crate::scanning::{ScanOnPush, ScanWorker};
 
 /// What a periodic job does each round.
@@ -120,6 +121,8 @@ pub struct Background {
     /// How often blobs stored in the clear are looked for and sealed (None: only by
     /// `berth encryption run`).
     pub seal_every: Option<Duration>,
+    /// Replication workers on this node (0: jobs queued here run on other nodes).
+    pub replication_workers: usize,
 }
 
 impl Default for Background {
@@ -133,6 +136,7 @@ impl Default for Background {
             storage_check: Duration::from_secs(2),
             keep_events: Duration::from_secs(7 * 24 * 3600),
             seal_every: Some(Duration::from_secs(600)),
+            replication_workers: 4,
         }
     }
 }
@@ -144,6 +148,14 @@ pub(crate) fn start(core: &Arc<Core>, bg: &Background) -> Workers {
         ws.spawn(ScanWorker::new(core.clone(), i));
     }
     ws.spawn(Consumer::new(core.clone(), ScanOnPush::new(core.clone())));
+    // The consumer runs without peers too, so that its cursor keeps up (the outbox is pruned
+    // up to the slowest cursor). Without peers no job is queued: no workers.
+    ws.spawn(Consumer::new(core.clone(), ReplicateOnPush::new(core.clone())));
+    if !core.settings.peers.is_empty() {
+        for i in 0..bg.replication_workers {
+            ws.spawn(ReplicationWorker::new(core.clone(), i));
+        }
+    }
     if core.meta.backend() == berth_meta::Backend::Postgres {
         ws.spawn(crate::cache_bus::BusListener(core.clone()));
     }

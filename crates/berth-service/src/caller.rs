@@ -58,9 +58,16 @@ pub struct Caller {
     pub request_tags: Vec<(String, String)>,
     /// Tag keys the request names without values (UntagResource: `aws:TagKeys`).
     pub tag_keys: Vec<String>,
+    /// The registry this request replicates from (`region/registry_id`, from the
+    /// [`REPLICATION_HEADER`]): what it stores counts as replicated, and a repository it pushes
+    /// to is created through the `REPLICATION` creation templates.
+    pub replication_from: Option<String>,
     /// The registry's operator: the command line on the server, and its own background work.
     operator: bool,
 }
+
+/// The header a Berth source sends with every replication request.
+pub const REPLICATION_HEADER: &str = "x-berth-replication";
 
 impl Caller {
     /// An authenticated principal.

@@ -42,6 +42,8 @@ pub struct Settings {
     pub sbom_referrers: bool,
     /// Anonymous callers may do anything on `/v2/` (`allow_anonymous`: local experiments only).
     pub allow_anonymous: bool,
+    /// Replication destinations (`[[peers]]`).
+    pub peers: Vec<crate::replication::Peer>,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             manual_scan_interval: std::time::Duration::from_secs(24 * 3600),
             sbom_referrers: false,
             allow_anonymous: false,
+            peers: Vec::new(),
         }
     }
 }
@@ -120,7 +123,17 @@ pub struct Core {
     pub(crate) health: Mutex<Option<(std::time::Instant, crate::model::Readiness)>>,
     /// PostgreSQL: the queue of invalidations for other nodes (`cache_bus`).
     pub(crate) bus: std::sync::OnceLock<Arc<crate::peers::Bus>>,
+    /// Wakes an idle replication worker of this node when a job is queued here.
+    pub(crate) replication_wake: tokio::sync::Notify,
+    /// Clients of the replication peers, by key, with when they were made (their credentials
+    /// are read again after a while, and after a refusal).
+    remotes: Mutex<HashMap<String, (std::time::Instant, Arc<berth_remote::Registry>)>>,
+    /// Blobs being sent to a destination, by `destination digest`: one sender at a time.
+    blob_sends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// How long a peer's client (and the credentials read for it) is used before it is made again.
+const REMOTE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Refuses a keyring that holds none of the master keys this registry's data was sealed under
 /// (a cluster node started without the others' `BERTH_MASTER_KEY` would otherwise create its own
@@ -187,7 +200,50 @@ impl Core {
             draining: Default::default(),
             health: Default::default(),
             bus: Default::default(),
+            replication_wake: tokio::sync::Notify::new(),
+            remotes: Mutex::default(),
+            blob_sends: Mutex::default(),
         })
+    }
+
+    /// The client for replication peer `peer` (made with its credentials read now, or reused).
+    pub(crate) fn remote(
+        &self,
+        peer: &crate::replication::Peer,
+    ) -> Result<Arc<berth_remote::Registry>, berth_remote::RemoteError> {
+        let key = peer.key();
+        let mut m = self.remotes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made, r)) = m.get(&key)
+            && made.elapsed() < REMOTE_TTL
+        {
+            return Ok(r.clone());
+        }
+        let creds = peer.credentials().map_err(berth_remote::RemoteError::Credentials)?;
+        let mut r = berth_remote::Registry::new(&peer.url, creds)?;
+        if peer.kind == crate::replication::PeerKind::Ecr {
+            // A Berth destination creates the repository through its REPLICATION templates,
+            // and does not replicate what it receives again.
+            r = r.with_header(
+                crate::caller::REPLICATION_HEADER,
+                &format!("{}/{}", self.settings.region, self.settings.registry_id),
+            );
+        }
+        let r = Arc::new(r);
+        m.insert(key, (std::time::Instant::now(), r.clone()));
+        Ok(r)
+    }
+
+    /// Drops a peer's client: the next one reads its credentials again.
+    pub(crate) fn forget_remote(&self, key: &str) {
+        self.remotes.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// The lock held while blob `digest` is sent to destination `dest`.
+    pub(crate) fn blob_send_lock(&self, dest: &str, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.blob_sends.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks no one holds or waits for are dropped as others are made.
+        m.retain(|_, l| Arc::strong_count(l) > 1);
+        m.entry(format!("{dest} {digest}")).or_default().clone()
     }
 
     /// Waits until the other nodes have applied this process's cache invalidations so far (a

@@ -26,6 +26,9 @@ const POLL: Duration = Duration::from_secs(1);
 pub trait Consume: Send + 'static {
     /// The cursor's (and job's) name.
     const NAME: &'static str;
+    /// A new cursor starts after the newest event (what happened before the consumer existed
+    /// is not its business), not at the oldest one kept.
+    const FROM_NOW: bool = false;
 
     /// Handles one event. An error stops the consumer at this event, to be tried again after a
     /// back-off (a database that is away); events it cannot use it passes over with `Ok`.
@@ -87,7 +90,8 @@ impl<C: Consume> Worker for Consumer<C> {
             return Ok(WorkerState::Idle);
         }
         let meta = self.core.meta().clone();
-        let start = meta.event_cursor(C::NAME, 0).await?;
+        let first = if C::FROM_NOW { meta.last_event_id().await? } else { 0 };
+        let start = meta.event_cursor(C::NAME, first).await?;
         let events = meta.events_after(start, BATCH).await?;
         let Some(last) = events.last().map(|e| e.id) else { return Ok(WorkerState::Idle) };
         let mut done = start;

@@ -220,11 +220,26 @@ pub(crate) struct Renewal(tokio::task::JoinHandle<()>);
 
 impl Renewal {
     pub(crate) fn start(meta: &Meta, job: &JobRow, node: &Arc<str>) -> Self {
+        Self::spawn(meta, job, node, false)
+    }
+
+    /// Renews the claim even after the job is asked for again (`Meta::enqueue_behind`).
+    pub(crate) fn start_claim(meta: &Meta, job: &JobRow, node: &Arc<str>) -> Self {
+        Self::spawn(meta, job, node, true)
+    }
+
+    fn spawn(meta: &Meta, job: &JobRow, node: &Arc<str>, any_generation: bool) -> Self {
         let (meta, job, node) = (meta.clone(), job.clone(), node.clone());
         Renewal(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
-                match meta.renew_job(&job, &node, lease_until(berth_meta::now_ms())).await {
+                let until = lease_until(berth_meta::now_ms());
+                let renewed = if any_generation {
+                    meta.renew_claim(&job, &node, until).await
+                } else {
+                    meta.renew_job(&job, &node, until).await
+                };
+                match renewed {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(job = job.id, queue = %job.queue, "lost the lease on a running job");

@@ -33,6 +33,7 @@ pub mod logins;
 mod metrics;
 pub mod model;
 mod peers;
+pub mod replication;
 pub mod repo_settings;
 pub mod repositories;
 pub mod scan_config;
@@ -154,6 +155,10 @@ impl Registry {
 
     pub fn encryption(&self) -> encryption::Encryption<'_> {
         encryption::Encryption(&self.core)
+    }
+
+    pub fn replication(&self) -> replication::Replication<'_> {
+        replication::Replication(&self.core)
     }
 
     pub fn health(&self) -> health::Health<'_> {

@@ -20,9 +20,27 @@ pub struct Counters {
     pub audit_dropped: std::sync::Arc<AtomicU64>,
     /// 1 while storage counts as full (new content refused).
     pub storage_full: AtomicU64,
+    /// Blob bytes received in uploads (a destination's view of what replication sent it).
+    pub upload_bytes: AtomicU64,
+    pub replication_images: AtomicU64,
+    pub replication_failures: AtomicU64,
+    pub replication_manifests_sent: AtomicU64,
+    pub replication_blobs_sent: AtomicU64,
+    pub replication_blobs_present: AtomicU64,
+    pub replication_blobs_mounted: AtomicU64,
+    pub replication_bytes_sent: AtomicU64,
 }
 
 impl Counters {
+    pub(crate) fn add_replication(&self, s: &crate::replication::copy::CopyStats) {
+        let add = |a: &AtomicU64, v: u64| a.fetch_add(v, Ordering::Relaxed);
+        add(&self.replication_manifests_sent, s.manifests_sent);
+        add(&self.replication_blobs_sent, s.blobs_sent);
+        add(&self.replication_blobs_present, s.blobs_present);
+        add(&self.replication_blobs_mounted, s.blobs_mounted);
+        add(&self.replication_bytes_sent, s.bytes_sent);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -92,6 +110,39 @@ impl Counters {
             "1 while storage is full and pushes are refused.",
             g(&self.storage_full).to_string(),
         );
+        metric(
+            "berth_upload_bytes_total",
+            "counter",
+            "Blob bytes received in uploads.",
+            g(&self.upload_bytes).to_string(),
+        );
+        for (name, help, v) in [
+            ("berth_replication_images_total", "Images replicated to a destination.", &self.replication_images),
+            ("berth_replication_failures_total", "Replication attempts that failed.", &self.replication_failures),
+            (
+                "berth_replication_manifests_sent_total",
+                "Manifests sent to destinations.",
+                &self.replication_manifests_sent,
+            ),
+            ("berth_replication_blobs_sent_total", "Blobs uploaded to destinations.", &self.replication_blobs_sent),
+            (
+                "berth_replication_blobs_present_total",
+                "Blobs a destination had already (not sent).",
+                &self.replication_blobs_present,
+            ),
+            (
+                "berth_replication_blobs_mounted_total",
+                "Blobs a destination mounted from another repository (not sent).",
+                &self.replication_blobs_mounted,
+            ),
+            (
+                "berth_replication_bytes_sent_total",
+                "Blob bytes uploaded to destinations.",
+                &self.replication_bytes_sent,
+            ),
+        ] {
+            metric(name, "counter", help, g(v).to_string());
+        }
         out
     }
 }

@@ -67,6 +67,8 @@ impl Via {
     pub const OCI_PUSH: Via = Via { children: Children::MayBeAbsent, cause: "push" };
     pub const PUT_IMAGE: Via = Via { children: Children::Required, cause: "put_image" };
     pub const SBOM: Via = Via { children: Children::Required, cause: "sbom" };
+    /// Pushed by another registry's replication: not replicated again.
+    pub const REPLICATION: Via = Via { children: Children::MayBeAbsent, cause: "replication" };
 }
 
 pub struct PutManifest {

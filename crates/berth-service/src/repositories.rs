@@ -346,6 +346,31 @@ impl<'a> Repositories<'a> {
         Ok(id)
     }
 
+    /// [`Repositories::ensure_repo`] for a push by `who`: a push another registry's replication
+    /// makes to a missing repository creates it (it may `ecr:ReplicateImage` there) with the
+    /// most specific `REPLICATION` creation template, else with the default settings, as ECR
+    /// does.
+    pub(crate) async fn ensure_repo_for(&self, who: Option<&Caller>, repo: &RepoName) -> Result<i64> {
+        let Some(who) = who.filter(|w| w.replication_from.is_some()) else { return self.ensure_repo(repo).await };
+        if let Some(id) = self.caches.content.repo_id(repo.as_str()) {
+            return Ok(id);
+        }
+        let id = match self.meta.repo_id(repo.as_str()).await? {
+            Some(id) => id,
+            None => {
+                self.access().check(who, "ecr:ReplicateImage", repo.as_str()).await?;
+                let (settings, tags) =
+                    self.templates().template_for(repo.name(), "REPLICATION").await?.unwrap_or_default();
+                let id = self.meta.create_repo(repo.as_str(), &settings, &tags, true).await?.id;
+                self.caches.access.invalidate();
+                tracing::info!(repo = %repo, from = who.replication_from.as_deref().unwrap_or(""), "repository created for replication");
+                id
+            }
+        };
+        self.caches.content.set_repo_id(repo.as_str(), id);
+        Ok(id)
+    }
+
     /// SetRepositoryPolicy. Without `force`, refuses a policy that would stop the caller from
     /// setting the policy again (as ECR does).
     pub async fn set_repository_policy(&self, who: &Caller, name: &str, text: &str, force: bool) -> Result<String> {

@@ -107,6 +107,32 @@ pub struct Config {
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still accepted, before the
     /// listener closes (so a load balancer's next health check takes the node out first).
     pub drain_delay: String,
+    /// Replication jobs this node runs at once (0: it leaves them to other nodes).
+    pub replication_workers: usize,
+    /// Replication destinations, one `[[peers]]` table each (docs/REPLICATION.md).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One `[[peers]]` table: a registry replication rules can name, by region and registry id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// What replication rules name.
+    pub region: String,
+    /// The destination account. Default: this registry's id (another region of the same account).
+    #[serde(default, deserialize_with = "opt_text")]
+    pub registry_id: Option<String>,
+    /// Its OCI / ECR endpoint.
+    pub url: String,
+    /// `berth` or `ecr` (the default: AWS keys, ECR's authorization token), or `oci` (any OCI
+    /// registry: user name and password files, or none).
+    pub kind: Option<String>,
+    /// AWS shared-credentials file, `[default]` profile (berth and ecr peers).
+    pub credentials_file: Option<PathBuf>,
+    /// Files holding the user name and password (oci peers).
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
 }
 
 /// A text setting that may look like a number (`BERTH_DISK_RESERVE=0`, an all-digit bucket
@@ -197,6 +223,8 @@ impl Default for Config {
             s3_secret_access_key: None,
             blob_redirect: false,
             drain_delay: "0s".into(),
+            replication_workers: 4,
+            peers: Vec::new(),
         }
     }
 }
@@ -220,7 +248,7 @@ pub struct Overrides {
     pub allow_anonymous: Option<bool>,
 }
 
-pub const ENV_KEYS: [&str; 38] = [
+pub const ENV_KEYS: [&str; 39] = [
     "listen",
     "data_dir",
     "database_url",
@@ -259,6 +287,7 @@ pub const ENV_KEYS: [&str; 38] = [
     "s3_secret_access_key",
     "blob_redirect",
     "drain_delay",
+    "replication_workers",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -364,7 +393,53 @@ impl Config {
         self.disk_reserve_bytes()?;
         self.s3()?;
         duration("drain_delay", &self.drain_delay)?;
+        if self.replication_workers > 64 {
+            return Err(format!(
+                "invalid configuration: replication_workers must be 0 to 64, not {}",
+                self.replication_workers
+            ));
+        }
+        self.peers()?;
         Ok(self)
+    }
+
+    /// The replication destinations, each checked (its credentials files must exist; they
+    /// are read only when used).
+    pub fn peers(&self) -> Result<Vec<berth_service::replication::Peer>, String> {
+        use berth_service::replication::{Peer, PeerKind};
+        let mut out: Vec<Peer> = Vec::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let kind = match p.kind.as_deref().unwrap_or("ecr") {
+                "ecr" | "berth" => PeerKind::Ecr,
+                "oci" => PeerKind::Oci,
+                other => {
+                    return Err(format!(
+                        "invalid configuration: peers[{i}].kind must be \"berth\", \"ecr\" or \"oci\", not {other:?}"
+                    ));
+                }
+            };
+            let peer = Peer {
+                region: p.region.clone(),
+                registry_id: p.registry_id.clone().unwrap_or_else(|| self.registry_id.clone()),
+                url: p.url.trim_end_matches('/').to_string(),
+                kind,
+                credentials_file: p.credentials_file.clone(),
+                username_file: p.username_file.clone(),
+                password_file: p.password_file.clone(),
+            };
+            peer.check().map_err(|e| format!("invalid configuration: peers[{i}] ({}): {e}", p.region))?;
+            if peer.region == self.region && peer.registry_id == self.registry_id {
+                return Err(format!(
+                    "invalid configuration: peers[{i}] is this registry ({}/{}): a peer is another region or account",
+                    peer.region, peer.registry_id
+                ));
+            }
+            if out.iter().any(|o| o.key() == peer.key()) {
+                return Err(format!("invalid configuration: two peers for {}", peer.key()));
+            }
+            out.push(peer);
+        }
+        Ok(out)
     }
 
     /// The S3 settings when `storage = "s3"` (`None` for the filesystem).

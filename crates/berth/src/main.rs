@@ -58,6 +58,28 @@ enum Command {
     /// background too, resuming after a crash); `berth encryption rewrap` wraps every data key
     /// again under its key's newest material (after a rotation), without touching content.
     Encryption(EncryptionArgs),
+    /// Replication on demand: `berth replicate --repository R [--tag T | --all] [--destination
+    /// REGION]` queues images already stored for the destinations the replication rules give R
+    /// (or REGION's peers); running `serve` nodes send them.
+    Replicate(ReplicateArgs),
+}
+
+#[derive(Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The repository (its key: the name, or `<account>:<name>` in another account).
+    #[arg(long, value_name = "NAME")]
+    repository: String,
+    /// Only the image with this tag.
+    #[arg(long, value_name = "TAG", conflicts_with = "all", required_unless_present = "all")]
+    tag: Option<String>,
+    /// Every image of the repository.
+    #[arg(long)]
+    all: bool,
+    /// Only to the peers of this region (default: every destination the rules give).
+    #[arg(long, value_name = "REGION")]
+    destination: Option<String>,
 }
 
 #[derive(Args)]
@@ -226,6 +248,10 @@ fn main() -> ExitCode {
             ("account", a.common)
         }
         Command::Keys(k) => ("keys", k.common),
+        Command::Replicate(r) => {
+            REPLICATE.set((r.repository, r.tag, r.destination)).ok();
+            ("replicate", r.common)
+        }
         Command::Encryption(e) => {
             ENCRYPTION.set(e.action).ok();
             ("encryption", e.common)
@@ -279,6 +305,7 @@ fn main() -> ExitCode {
             "vulndb" => vulndb(cfg).await,
             "keys" => keys(cfg).await,
             "encryption" => encryption(cfg).await,
+            "replicate" => replicate(cfg).await,
             _ => fsck(cfg).await,
         };
         // What a command changed reaches the serving nodes' caches before it exits.
@@ -320,6 +347,7 @@ async fn open_registry_with(
         manual_scan_interval: config::duration("manual_scan_interval", &cfg.manual_scan_interval)?,
         sbom_referrers: cfg.sbom_referrers,
         allow_anonymous: cfg.allow_anonymous,
+        peers: cfg.peers()?,
     };
     let r = Registry::open(meta, blobs, settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))?;
     let _ = OPENED.set(r.clone());
@@ -472,6 +500,39 @@ async fn lifecycle(cfg: Config) -> Result<ExitCode, String> {
         }
     }
     eprintln!("{} repositories with a lifecycle policy; {total} image(s) {verb}", reports.len());
+    registry.meta().close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+static REPLICATE: std::sync::OnceLock<(String, Option<String>, Option<String>)> = std::sync::OnceLock::new();
+
+async fn replicate(cfg: Config) -> Result<ExitCode, String> {
+    use berth_service::replication::Images;
+    let (repository, tag, destination) = REPLICATE.get().cloned().ok_or("internal: replicate arguments missing")?;
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let repo = berth_service::parse_repo(&repository).map_err(|e| e.to_string())?;
+    let which = match tag {
+        Some(t) => Images::Tag(t),
+        None => Images::All,
+    };
+    let queued = registry
+        .replication()
+        .start(&Caller::operator(), &repo, &which, destination.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    for q in &queued {
+        println!(
+            "{repository}  {}  [{}]  -> {}/{}",
+            q.digest,
+            q.tag.as_deref().unwrap_or(""),
+            q.destination.region,
+            q.destination.registry_id
+        );
+    }
+    eprintln!(
+        "{} replication(s) queued; running `berth serve` nodes send them (see aws ecr describe-image-replication-status)",
+        queued.len()
+    );
     registry.meta().close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -720,6 +781,7 @@ async fn serve(cfg: Config) -> Result<ExitCode, String> {
         gc: cfg.gc_every()?.map(|every| cfg.gc_options().map(|o| (every, o))).transpose()?,
         lifecycle: cfg.lifecycle_every()?,
         token_refresh: TOKEN_KEY_REFRESH,
+        replication_workers: cfg.replication_workers,
         ..Default::default()
     };
     if cfg.blob_redirect {

@@ -98,7 +98,7 @@ impl<'a> Content<'a> {
         self.read_blob(None, repo, digest, range).await
     }
 
-    async fn read_blob(
+    pub(crate) async fn read_blob(
         &self,
         who: Option<&Caller>,
         repo: &RepoName,
@@ -164,11 +164,17 @@ impl<'a> Content<'a> {
             Some(src) => self.access().decide(caller, "ecr:GetDownloadUrlForLayer", src.as_str()).await?.allowed(),
             None => false,
         };
-        let size = if source_readable { self.link_from(repo, digest, from).await? } else { None };
+        let size = if source_readable { self.link_from(caller, repo, digest, from).await? } else { None };
         Ok(Mount { size, source_readable })
     }
 
-    async fn link_from(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<Option<u64>> {
+    async fn link_from(
+        &self,
+        caller: &Caller,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
         if !self.repos().blob_mounting().await? {
             return Ok(None);
         }
@@ -181,7 +187,7 @@ impl<'a> Content<'a> {
             None => None,
         };
         let Some(size) = size else { return Ok(None) };
-        let id = self.repos().ensure_repo(repo).await?;
+        let id = self.repos().ensure_repo_for(Some(caller), repo).await?;
         // Only a copy sealed in this repository's scope is shared; across keys the client
         // uploads (and the blob is sealed again under this repository's key).
         let scope = self.repo_scope(id).await?;
@@ -239,11 +245,11 @@ impl<'a> Content<'a> {
             Reference::Digest(d) => (None, Some(d)),
         };
         self.access().check(caller, "ecr:PutImage", repo.as_str()).await?;
-        let repo_id = self.repos().ensure_repo(repo).await?;
+        let repo_id = self.repos().ensure_repo_for(Some(caller), repo).await?;
         self.check_key_use(caller, repo_id, "kms:GenerateDataKey").await?;
         let first = tag.or(extra.first().map(|t| t.as_str()));
         // An index may name children that are not here (a mirror of some platforms only).
-        let sparse = Via::OCI_PUSH;
+        let sparse = if caller.replication_from.is_some() { Via::REPLICATION } else { Via::OCI_PUSH };
         let put = self.store_manifest(repo, repo_id, first, digest, content_type, body, sparse).await?.0;
         for t in extra.iter().skip(usize::from(tag.is_none())) {
             self.store_manifest(repo, repo_id, Some(t.as_str()), Some(&put.digest), content_type, body, sparse).await?;

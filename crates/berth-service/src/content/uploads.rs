@@ -181,7 +181,7 @@ impl<'a> Content<'a> {
     /// registry's own work.
     pub(crate) async fn begin_upload(&self, who: Option<&Caller>, repo: &RepoName) -> Result<UploadStatus> {
         self.check_space()?;
-        let repo_id = Repositories(self.0).ensure_repo(repo).await?;
+        let repo_id = Repositories(self.0).ensure_repo_for(who, repo).await?;
         let key = self.new_data_key(who, repo_id).await?;
         let wrapped = key.wrapped.encode();
         let sink = Sink::Sealed(key);
@@ -307,6 +307,7 @@ impl<'a> Content<'a> {
             let mut written = 0u64;
             while let Some(chunk) = rx.recv().await {
                 written += chunk.len() as u64;
+                self.counters.upload_bytes.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let hashing = hasher.take().map(|mut h| {
                     let c = chunk.clone();
                     tokio::task::spawn_blocking(move || {
@@ -437,7 +438,7 @@ impl<'a> Content<'a> {
         body: BodyStream,
     ) -> Result<u64> {
         self.check_space()?;
-        let repo_id = Repositories(self.0).ensure_repo(repo).await?;
+        let repo_id = Repositories(self.0).ensure_repo_for(who, repo).await?;
         let sink = Sink::Sealed(self.new_data_key(who, repo_id).await?);
         let id = uuid::Uuid::new_v4().to_string();
         let begun = self.sealed.begin_upload(&id).await?;
