@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 
 # ---- what the tests need ----
-APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip debootstrap fzf binutils zstd rpm openssl bsdutils jq haproxy iproute2)
+APT_PKGS=(docker.io skopeo podman buildah containerd umoci busybox-static postgresql curl python3-pip debootstrap fzf binutils zstd rpm openssl bsdutils jq haproxy iproute2 docker-registry)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -72,7 +72,7 @@ run_e2e() { # NAME [ENV=VALUE...]
   record "$label" $rc
   free_space
 }
-for t in serve readme hardening diskfull tls nodes cluster deploy upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
+for t in serve readme hardening diskfull tls nodes cluster deploy replication upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
 for t in upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
 # The Basic challenge (as ECR answers) with every client; the default is the Docker token flow.
 for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=basic; done

@@ -96,17 +96,7 @@ got=$(docker run --rm --network none "$REG/secret:1" /bin/busybox sha256sum /sec
 
 step "terraform: aws_kms_key + aws_kms_alias + aws_ecr_repository with KMS encryption"
 T=$E2E_WORK/kms-tf; rm -rf "$T"; mkdir -p "$T"
-# The provider mirror: TF_PROVIDER_MIRROR, else the directory holding registry.terraform.io/hashicorp/aws
-# (not a working directory's own .terraform copy).
-mirror=${TF_PROVIDER_MIRROR:-$(find / -xdev -type d -path '*/registry.terraform.io/hashicorp/aws' -not -path '*/.terraform/*' 2>/dev/null | head -1)}
-mirror=${mirror%/hashicorp/aws}
-[ -d "$mirror" ] || fail "no Terraform provider mirror (registry.terraform.io/hashicorp/aws) on this machine"
-cat >"$T/cli.tfrc" <<TF
-provider_installation {
-  filesystem_mirror { path = "$(dirname "$mirror")" include = ["registry.terraform.io/hashicorp/aws"] }
-  direct { exclude = ["registry.terraform.io/hashicorp/aws"] }
-}
-TF
+terraform_setup "$T"
 akid=$(awk -F' *= *' '/aws_access_key_id/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
 secret=$(awk -F' *= *' '/aws_secret_access_key/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
 cat >"$T/main.tf" <<TF
@@ -144,7 +134,6 @@ resource "aws_ecr_repository" "r" {
 output "repo_key" { value = aws_ecr_repository.r.encryption_configuration[0].kms_key }
 output "key_arn" { value = aws_kms_key.k.arn }
 TF
-export TF_CLI_CONFIG_FILE=$T/cli.tfrc TF_IN_AUTOMATION=1
 ( cd "$T" && terraform init -input=false -no-color >"$T/init.out" 2>&1 ) || { tail -20 "$T/init.out"; fail "terraform init"; }
 ( cd "$T" && terraform apply -auto-approve -input=false -no-color >"$T/apply.out" 2>&1 ) || { tail -30 "$T/apply.out"; fail "terraform apply"; }
 [ "$(cd "$T" && terraform output -raw repo_key)" = "$(cd "$T" && terraform output -raw key_arn)" ] || fail "the repository's key is not the key"

@@ -1,6 +1,8 @@
 # Shared helpers for the end-to-end tests. Source it; every test is a bash script that exits
 # non-zero (with a message saying why) on the first failure.
-set -euo pipefail
+set -Eeuo pipefail
+# A command that fails outside a test's own checks stops the test: say which, and where.
+trap 'e2e_rc=$?; echo "FAIL: ${BASH_SOURCE[0]:-test} line $LINENO: \`$BASH_COMMAND\` exited $e2e_rc" >&2' ERR
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
@@ -172,4 +174,23 @@ idx["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json",
 json.dump(idx, open(os.path.join(lay, "index.json"), "w"))
 PY
   touch "$dir/done"
+}
+
+# terraform_setup DIR: Terraform takes the AWS provider from this machine's local mirror
+# (TF_PROVIDER_MIRROR, else the directory holding registry.terraform.io/hashicorp/aws, not a
+# working directory's own .terraform copy); writes DIR/cli.tfrc and exports TF_CLI_CONFIG_FILE.
+terraform_setup() {
+  need terraform "terraform on the PATH (see ../shared/TESTING-NOTES.md)"
+  local mirror
+  # `|| true`: find complains about files that vanish while it walks (other tests' scratch files).
+  mirror=${TF_PROVIDER_MIRROR:-$( (find / -xdev -type d -path '*/registry.terraform.io/hashicorp/aws' -not -path '*/.terraform/*' 2>/dev/null || true) | head -1)}
+  mirror=${mirror%/hashicorp/aws}
+  [ -d "$mirror" ] || fail "no Terraform provider mirror (registry.terraform.io/hashicorp/aws) on this machine"
+  cat >"$1/cli.tfrc" <<TF
+provider_installation {
+  filesystem_mirror { path = "$(dirname "$mirror")" include = ["registry.terraform.io/hashicorp/aws"] }
+  direct { exclude = ["registry.terraform.io/hashicorp/aws"] }
+}
+TF
+  export TF_CLI_CONFIG_FILE=$1/cli.tfrc TF_IN_AUTOMATION=1
 }

@@ -79,6 +79,8 @@ pub struct Server {
     /// Against a cluster (`Server::cluster`): the host name of this test's account, and its
     /// login.
     cluster: Option<(String, String)>,
+    /// The region and replication peers it was started with (`Server::start_region`).
+    pub region: Option<(String, Vec<berth_service::replication::Peer>)>,
 }
 
 impl Server {
@@ -121,11 +123,57 @@ impl Server {
         scanners: usize,
     ) -> Server {
         let blobs = Arc::new(FsBlobStore::open(dir.path()).unwrap());
-        Self::start_node(dir, db_url, blobs, options, anonymous, scanners, None).await
+        Self::start_node(dir, db_url, blobs, options, anonymous, scanners, None, None, None).await
+    }
+
+    /// A registry in `region` (SQLite) replicating to `peers`, on `addr` when given (a restart
+    /// on the same address), else a free port; `anonymous`: `/v2/` open to anyone.
+    pub async fn start_region(
+        region: &str,
+        anonymous: bool,
+        peers: Vec<berth_service::replication::Peer>,
+        dir: Option<tempfile::TempDir>,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Server {
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let db_url = format!("sqlite://{}", dir.path().join("berth.db").display());
+        let blobs = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        let listener = match addr {
+            Some(a) => {
+                // The port was just freed: it may take a moment to bind again.
+                let mut tries = 0;
+                loop {
+                    match tokio::net::TcpListener::bind(a).await {
+                        Ok(l) => break l,
+                        Err(e) if tries < 50 => {
+                            tries += 1;
+                            let _ = e;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("cannot bind {a} again: {e}"),
+                    }
+                }
+            }
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let setup = Some((region.to_string(), peers));
+        Self::start_node(dir, db_url, blobs, berth_api::Options::default(), anonymous, 0, None, setup, Some(listener))
+            .await
+    }
+
+    /// Stops this server (its storage stays, in the returned directory).
+    pub async fn stop(self) -> (tempfile::TempDir, std::net::SocketAddr) {
+        let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
+        self.task.abort();
+        let _ = self.task.await;
+        self.workers.stop(std::time::Duration::from_secs(5)).await;
+        self.meta.close().await;
+        (self.dir, addr)
     }
 
     /// A node over `blobs` and the database at `db_url`; `base`: where requests go (a
-    /// balancer), instead of this node's own listener.
+    /// balancer), instead of this node's own listener; `region`: its region and peers.
+    #[allow(clippy::too_many_arguments)]
     async fn start_node(
         dir: tempfile::TempDir,
         db_url: String,
@@ -134,9 +182,14 @@ impl Server {
         anonymous: bool,
         scanners: usize,
         base: Option<String>,
+        region: Option<(String, Vec<berth_service::replication::Peer>)>,
+        listener: Option<tokio::net::TcpListener>,
     ) -> Server {
         let meta = Meta::connect(&db_url).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let base = base.unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap()));
         let settings = Settings {
             public_url: base.clone(),
@@ -146,6 +199,8 @@ impl Server {
             master_keys: berth_crypto::keyring::Keyring::parse(&"07".repeat(32)).unwrap(),
             manual_scan_interval: std::time::Duration::ZERO,
             allow_anonymous: anonymous,
+            region: region.as_ref().map_or_else(|| Settings::default().region, |(r, _)| r.clone()),
+            peers: region.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
             ..Settings::default()
         };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };
@@ -179,6 +234,7 @@ impl Server {
             registry: service,
             workers,
             cluster: None,
+            region,
         }
     }
 
@@ -213,6 +269,8 @@ impl Server {
             true,
             0,
             Some(base.clone()),
+            None,
+            None,
         )
         .await;
         let account = format!(
@@ -241,6 +299,14 @@ impl Server {
         self.workers.stop(std::time::Duration::from_secs(5)).await;
         self.meta.close().await;
         Self::start_on_with(self.dir, self.db_url, self.options, self.anonymous, scanners).await
+    }
+
+    /// The region requests are signed for: the server's (IAM's is always us-east-1).
+    fn signing_region(&self, service: &str) -> &str {
+        match &self.region {
+            Some((r, _)) if service != "iam" => r,
+            _ => "us-east-1",
+        }
     }
 
     /// Signs and sends an ECR API call; returns the status and the JSON body.
@@ -324,7 +390,8 @@ impl Server {
         let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let req =
             berth_crypto::sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body: body.as_bytes() };
-        let auth = berth_crypto::sigv4::sign(&req, akid, secret, "us-east-1", service, &signed).unwrap();
+        let auth =
+            berth_crypto::sigv4::sign(&req, akid, secret, self.signing_region(service), service, &signed).unwrap();
         headers.push(("authorization".into(), auth));
         tamper(&mut headers);
         let mut rb = self.http.post(format!("{}/", self.base)).body(body);
@@ -362,7 +429,9 @@ impl Server {
         let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let req =
             berth_crypto::sigv4::Request { method: "POST", path: "/", query: None, headers: &h, body: body.as_bytes() };
-        let auth = berth_crypto::sigv4::sign(&req, &creds.akid, &creds.secret, "us-east-1", service, &signed).unwrap();
+        let auth =
+            berth_crypto::sigv4::sign(&req, &creds.akid, &creds.secret, self.signing_region(service), service, &signed)
+                .unwrap();
         headers.push(("authorization".into(), auth));
         let mut rb = self.http.post(format!("{}/", self.base)).body(body);
         for (n, v) in &headers {
