@@ -550,6 +550,52 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn peers_are_tables_in_the_issue_s_form_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("eu.credentials", "[default]\naws_access_key_id = AKIAX\naws_secret_access_key = s\n")?;
+            jail.create_file("pw", "secret\n")?;
+            let dir = jail.directory().display().to_string();
+            jail.create_file(
+                "peers.toml",
+                &format!(
+                    "[[peers]]\nregion = \"eu-west-1\"\nregistry_id = \"000000000000\"\nurl = \"http://127.0.0.1:5001\"\n\
+                     credentials_file = \"{dir}/eu.credentials\"\n\n[[peers]]\nregion = \"dist\"\nkind = \"oci\"\n\
+                     url = \"http://127.0.0.1:5002/\"\nusername_file = \"{dir}/pw\"\npassword_file = \"{dir}/pw\"\n"
+                ),
+            )?;
+            let c = load(Some(Path::new("peers.toml")), Overrides::default()).unwrap();
+            let peers = c.peers().unwrap();
+            assert_eq!(peers.len(), 2);
+            assert_eq!(peers[0].key(), "eu-west-1/000000000000");
+            assert_eq!(peers[0].kind, berth_service::replication::PeerKind::Ecr);
+            assert_eq!(
+                (peers[1].kind, peers[1].url.as_str()),
+                (berth_service::replication::PeerKind::Oci, "http://127.0.0.1:5002")
+            );
+            assert_eq!(peers[1].registry_id, c.registry_id, "registry_id defaults to this registry's");
+            let bad = |body: &str, want: &str| {
+                std::fs::write(jail.directory().join("bad.toml"), body).unwrap();
+                let e = load(Some(Path::new("bad.toml")), Overrides::default()).unwrap_err();
+                assert!(e.contains(want), "{body}: {e}");
+            };
+            bad(
+                "[[peers]]\nregion = \"eu-west-1\"\nurl = \"http://x\"\ncredentials_file = \"/nonexistent\"\n",
+                "does not exist",
+            );
+            bad("[[peers]]\nregion = \"eu-west-1\"\nurl = \"http://x\"\nkind = \"harbor\"\n", "kind must be");
+            bad("[[peers]]\nregion = \"us-east-1\"\nurl = \"http://x\"\n", "is this registry");
+            bad("[[peers]]\nregion = \"eu-west-1\"\nurl = \"x\"\n", "url");
+            bad(
+                "[[peers]]\nregion = \"eu-west-1\"\nurl = \"http://x\"\n[[peers]]\nregion = \"eu-west-1\"\nurl = \"http://y\"\n",
+                "two peers",
+            );
+            bad("[[peers]]\nregion = \"eu-west-1\"\nurl = \"http://x\"\npassword = \"p\"\n", "password");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("b.toml", "listen = \"127.0.0.1:6000\"\ndata_dir = \"/from-file\"\nlog = \"debug\"")?;
