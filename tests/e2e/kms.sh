@@ -97,23 +97,8 @@ got=$(docker run --rm --network none "$REG/secret:1" /bin/busybox sha256sum /sec
 step "terraform: aws_kms_key + aws_kms_alias + aws_ecr_repository with KMS encryption"
 T=$E2E_WORK/kms-tf; rm -rf "$T"; mkdir -p "$T"
 terraform_setup "$T"
-akid=$(awk -F' *= *' '/aws_access_key_id/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
-secret=$(awk -F' *= *' '/aws_secret_access_key/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
-cat >"$T/main.tf" <<TF
-provider "aws" {
-  region                      = "us-east-1"
-  access_key                  = "$akid"
-  secret_key                  = "$secret"
-  skip_credentials_validation = true
-  skip_metadata_api_check     = true
-  skip_requesting_account_id  = false
-  endpoints {
-    ecr = "http://$REG"
-    iam = "http://$REG"
-    sts = "http://$REG"
-    kms = "http://$REG"
-  }
-}
+terraform_provider ecr iam sts kms >"$T/main.tf"
+cat >>"$T/main.tf" <<TF
 resource "aws_kms_key" "k" {
   description             = "terraform key"
   deletion_window_in_days = 7

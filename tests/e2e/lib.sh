@@ -194,3 +194,17 @@ provider_installation {
 TF
   export TF_CLI_CONFIG_FILE=$1/cli.tfrc TF_IN_AUTOMATION=1
 }
+
+# terraform_provider SERVICE...: the provider block for the running server (the root key of
+# AWS_SHARED_CREDENTIALS_FILE; endpoints for each SERVICE at http://$REG). The registry-scoped
+# resources need the account id: the provider asks IAM GetUser (skip_requesting_account_id = false).
+terraform_provider() {
+  local akid secret s
+  akid=$(awk -F' *= *' '/aws_access_key_id/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
+  secret=$(awk -F' *= *' '/aws_secret_access_key/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
+  printf 'provider "aws" {\n  region                      = "us-east-1"\n  access_key                  = "%s"\n' "$akid"
+  printf '  secret_key                  = "%s"\n  skip_credentials_validation = true\n' "$secret"
+  printf '  skip_metadata_api_check     = true\n  skip_requesting_account_id  = false\n  endpoints {\n'
+  for s in "$@"; do printf '    %s = "http://%s"\n' "$s" "$REG"; done
+  printf '  }\n}\n'
+}

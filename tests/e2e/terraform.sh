@@ -38,23 +38,8 @@ printf %s "$manifest" | rcurl -fsS -o /dev/null -X PUT -H 'Content-Type: applica
   --data-binary @- "http://$REG/v2/tf/existing/manifests/v1" || fail "manifest push"
 image_digest=sha256:$(printf %s "$manifest" | sha256sum | cut -d' ' -f1)
 
-akid=$(awk -F' *= *' '/aws_access_key_id/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
-secret=$(awk -F' *= *' '/aws_secret_access_key/{print $2}' "$AWS_SHARED_CREDENTIALS_FILE")
-cat >"$T/main.tf" <<TF
-provider "aws" {
-  region                      = "us-east-1"
-  access_key                  = "$akid"
-  secret_key                  = "$secret"
-  skip_credentials_validation = true
-  skip_metadata_api_check     = true
-  # The registry-scoped resources need the account id: the provider asks IAM GetUser.
-  skip_requesting_account_id  = false
-  endpoints {
-    ecr = "http://$REG"
-    iam = "http://$REG"
-    sts = "http://$REG"
-  }
-}
+terraform_provider ecr iam sts >"$T/main.tf"
+cat >>"$T/main.tf" <<TF
 data "aws_caller_identity" "me" {}
 resource "aws_ecr_repository" "app" {
   name                 = "tf/app"

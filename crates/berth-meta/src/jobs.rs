@@ -55,27 +55,30 @@ fn job_row(r: &AnyRow) -> Result<JobRow> {
     })
 }
 
-/// Queues a job inside a transaction; see [`Meta::enqueue_job`].
+/// Queues a job inside a transaction; see [`Meta::enqueue_job`] (and, `behind`,
+/// [`Meta::enqueue_behind`]: a claim on the key is kept).
 pub(crate) async fn enqueue_in(
     c: &mut AnyConnection,
     queue: &str,
     unique_key: Option<&str>,
     payload: &str,
     run_after: i64,
+    behind: bool,
 ) -> Result<()> {
-    sqlx::query(
+    let release = if behind { "" } else { "claimed_by = NULL, lease_until = NULL, " };
+    let sql = format!(
         "INSERT INTO jobs (queue, unique_key, payload, run_after, created_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (unique_key) DO UPDATE SET payload = excluded.payload, run_after = excluded.run_after, \
-         attempts = 0, claimed_by = NULL, lease_until = NULL, generation = jobs.generation + 1, \
-         created_at = excluded.created_at, last_error = NULL",
-    )
-    .bind(queue)
-    .bind(unique_key)
-    .bind(payload)
-    .bind(run_after)
-    .bind(now_ms())
-    .execute(&mut *c)
-    .await?;
+         attempts = 0, {release}generation = jobs.generation + 1, created_at = excluded.created_at, last_error = NULL"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(queue)
+        .bind(unique_key)
+        .bind(payload)
+        .bind(run_after)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 
@@ -103,7 +106,7 @@ impl Meta {
     ) -> Result<()> {
         let (queue, key, payload) = (queue.to_string(), unique_key.map(str::to_string), payload.to_string());
         self.write_tx(Box::new(move |c| {
-            Box::pin(async move { enqueue_in(c, &queue, key.as_deref(), &payload, run_after).await })
+            Box::pin(async move { enqueue_in(c, &queue, key.as_deref(), &payload, run_after, false).await })
         }))
         .await
     }
@@ -114,21 +117,7 @@ impl Meta {
     pub async fn enqueue_behind(&self, queue: &str, unique_key: &str, payload: &str, run_after: i64) -> Result<()> {
         let (queue, key, payload) = (queue.to_string(), unique_key.to_string(), payload.to_string());
         self.write_tx(Box::new(move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO jobs (queue, unique_key, payload, run_after, created_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (unique_key) DO UPDATE SET payload = excluded.payload, run_after = excluded.run_after, \
-                     attempts = 0, generation = jobs.generation + 1, created_at = excluded.created_at, last_error = NULL",
-                )
-                .bind(queue.as_str())
-                .bind(key.as_str())
-                .bind(payload.as_str())
-                .bind(run_after)
-                .bind(now_ms())
-                .execute(&mut *c)
-                .await?;
-                Ok(())
-            })
+            Box::pin(async move { enqueue_in(c, &queue, Some(&key), &payload, run_after, true).await })
         }))
         .await
     }

@@ -195,7 +195,7 @@ impl Meta {
                 .execute(&mut *c)
                 .await?;
                 let key = scan_job_key(job.repo_id, &job.digest);
-                crate::jobs::enqueue_in(c, SCAN_QUEUE, Some(&key), &job.payload(), job.started_at).await?;
+                crate::jobs::enqueue_in(c, SCAN_QUEUE, Some(&key), &job.payload(), job.started_at, false).await?;
                 Ok(true)
             })
         }))

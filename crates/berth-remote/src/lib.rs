@@ -168,6 +168,15 @@ async fn failure(what: &str, resp: Response) -> RemoteError {
     }
 }
 
+/// Sends a request whose answer is a JSON document (a token).
+async fn json_answer(rb: RequestBuilder, url: &str, what: &str) -> Result<serde_json::Value> {
+    let resp = rb.send().await.map_err(|e| unreachable(url, e))?;
+    if !resp.status().is_success() {
+        return Err(failure(what, resp).await);
+    }
+    resp.json().await.map_err(|e| RemoteError::Protocol { what: what.to_string(), reason: format!("not JSON: {e}") })
+}
+
 /// `host[:port]` of a URL, as the Host header carries it.
 fn host_of(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
@@ -280,14 +289,7 @@ impl Registry {
             }
         }
         let what = format!("GetAuthorizationToken at {endpoint}");
-        let resp = rb.send().await.map_err(|e| unreachable(&endpoint, e))?;
-        if !resp.status().is_success() {
-            return Err(failure(&what, resp).await);
-        }
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| RemoteError::Protocol { what: what.clone(), reason: format!("not JSON: {e}") })?;
+        let v = json_answer(rb, &endpoint, &what).await?;
         let data = &v["authorizationData"][0];
         let token = data["authorizationToken"]
             .as_str()
@@ -330,14 +332,7 @@ impl Registry {
             rb = rb.header("authorization", format!("Basic {b}"));
         }
         let what = format!("token from {realm}");
-        let resp = rb.send().await.map_err(|e| unreachable(realm, e))?;
-        if !resp.status().is_success() {
-            return Err(failure(&what, resp).await);
-        }
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| RemoteError::Protocol { what: what.clone(), reason: format!("not JSON: {e}") })?;
+        let v = json_answer(rb, realm, &what).await?;
         let token = v["token"]
             .as_str()
             .or(v["access_token"].as_str())

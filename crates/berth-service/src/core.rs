@@ -43,7 +43,7 @@ pub struct Settings {
     /// Anonymous callers may do anything on `/v2/` (`allow_anonymous`: local experiments only).
     pub allow_anonymous: bool,
     /// Replication destinations (`[[peers]]`).
-    pub peers: Vec<crate::replication::Peer>,
+    pub peers: Vec<crate::model::Peer>,
 }
 
 impl Default for Settings {
@@ -209,7 +209,7 @@ impl Core {
     /// The client for replication peer `peer` (made with its credentials read now, or reused).
     pub(crate) fn remote(
         &self,
-        peer: &crate::replication::Peer,
+        peer: &crate::model::Peer,
     ) -> Result<Arc<berth_remote::Registry>, berth_remote::RemoteError> {
         let key = peer.key();
         let mut m = self.remotes.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,7 +220,7 @@ impl Core {
         }
         let creds = peer.credentials().map_err(berth_remote::RemoteError::Credentials)?;
         let mut r = berth_remote::Registry::new(&peer.url, creds)?;
-        if peer.kind == crate::replication::PeerKind::Ecr {
+        if peer.kind == crate::model::PeerKind::Ecr {
             // A Berth destination creates the repository through its REPLICATION templates,
             // and does not replicate what it receives again.
             r = r.with_header(

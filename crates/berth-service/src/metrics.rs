@@ -32,7 +32,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn add_replication(&self, s: &crate::replication::copy::CopyStats) {
+    pub(crate) fn add_replication(&self, s: &crate::model::CopyStats) {
         let add = |a: &AtomicU64, v: u64| a.fetch_add(v, Ordering::Relaxed);
         add(&self.replication_manifests_sent, s.manifests_sent);
         add(&self.replication_blobs_sent, s.blobs_sent);

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use crate::content::Content;
 use crate::core::Core;
 use crate::error::{Error, NotFound};
-use crate::model::Manifest;
+use crate::model::{CopyStats, Manifest};
 
 /// Why a copy stopped.
 #[derive(Debug)]
@@ -43,16 +43,6 @@ impl std::fmt::Display for Fail {
             Fail::Source(e) => write!(f, "reading the source: {e}"),
         }
     }
-}
-
-/// What one copy did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CopyStats {
-    pub manifests_sent: u64,
-    pub blobs_sent: u64,
-    pub blobs_present: u64,
-    pub blobs_mounted: u64,
-    pub bytes_sent: u64,
 }
 
 /// Nesting allowed between an image and its children or referrers.

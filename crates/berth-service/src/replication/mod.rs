@@ -12,18 +12,17 @@
 pub mod copy;
 mod worker;
 
-use std::path::PathBuf;
-
 use berth_core::RepoName;
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::{Peer, PeerKind};
 pub use worker::{ReplicateOnPush, ReplicationWorker};
 
 use crate::access::Access;
 use crate::caller::Caller;
 use crate::core::domain;
 use crate::error::{Error, NotFound, Result};
-use crate::model::ImageId;
+use crate::model::{ImageId, valid_region, valid_registry_id};
 
 pub(crate) const REPLICATION_QUEUE: &str = "replication";
 const CONFIG: &str = "replication_configuration";
@@ -31,98 +30,6 @@ const CONFIG: &str = "replication_configuration";
 const MAX_RULES: usize = 10;
 const MAX_DESTINATIONS: usize = 25;
 const MAX_FILTERS: usize = 100;
-
-/// What a peer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerKind {
-    /// Another Berth, or ECR itself: AWS keys, ECR's authorization token, repositories created
-    /// through the destination's `REPLICATION` creation templates.
-    Ecr,
-    /// Any OCI registry (Distribution, Harbor, Zot): a user name and password, if any.
-    Oci,
-}
-
-/// A replication destination, as `[[peers]]` in the configuration file describes it. Its
-/// credentials stay in their files and are read when they are needed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub region: String,
-    pub registry_id: String,
-    pub url: String,
-    pub kind: PeerKind,
-    /// AWS shared-credentials file (`[default]` profile), for `Ecr` peers.
-    pub credentials_file: Option<PathBuf>,
-    /// Files holding the user name and the password, for `Oci` peers.
-    pub username_file: Option<PathBuf>,
-    pub password_file: Option<PathBuf>,
-}
-
-fn valid_region(r: &str) -> bool {
-    (2..=25).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn valid_registry_id(r: &str) -> bool {
-    r.len() == 12 && r.bytes().all(|b| b.is_ascii_digit())
-}
-
-impl Peer {
-    /// `region/registry_id`: how jobs and statuses name the destination.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.region, self.registry_id)
-    }
-
-    /// The rules a peer's description must follow, worded for the configuration file.
-    pub fn check(&self) -> std::result::Result<(), String> {
-        if !valid_region(&self.region) {
-            return Err(format!("region {:?}: 2 to 25 lowercase letters, digits and '-'", self.region));
-        }
-        if !valid_registry_id(&self.registry_id) {
-            return Err(format!("registry_id {:?}: 12 digits", self.registry_id));
-        }
-        berth_remote::Registry::new(&self.url, berth_remote::Credentials::Anonymous)
-            .map_err(|e| format!("url {:?}: {e}", self.url))?;
-        let readable = |what: &str, p: &Option<PathBuf>| match p {
-            Some(p) if !p.is_file() => Err(format!("{what} {} does not exist", p.display())),
-            _ => Ok(()),
-        };
-        match self.kind {
-            PeerKind::Ecr => {
-                if self.username_file.is_some() || self.password_file.is_some() {
-                    return Err("username_file and password_file are for kind = \"oci\"; a Berth or ECR peer \
-                                takes credentials_file"
-                        .into());
-                }
-                readable("credentials_file", &self.credentials_file)
-            }
-            PeerKind::Oci => {
-                if self.credentials_file.is_some() {
-                    return Err("credentials_file is for Berth and ECR peers; kind = \"oci\" takes username_file \
-                                and password_file"
-                        .into());
-                }
-                if self.username_file.is_some() != self.password_file.is_some() {
-                    return Err("give both username_file and password_file, or neither".into());
-                }
-                readable("username_file", &self.username_file)?;
-                readable("password_file", &self.password_file)
-            }
-        }
-    }
-
-    /// The credentials, read from their files now.
-    pub(crate) fn credentials(&self) -> std::result::Result<berth_remote::Credentials, String> {
-        use berth_remote::creds::{read_secret_file, read_shared_credentials};
-        Ok(match (self.kind, &self.credentials_file, &self.username_file, &self.password_file) {
-            (PeerKind::Ecr, Some(f), _, _) => {
-                berth_remote::Credentials::Ecr { region: self.region.clone(), keys: read_shared_credentials(f)? }
-            }
-            (PeerKind::Oci, _, Some(u), Some(p)) => {
-                berth_remote::Credentials::Basic { username: read_secret_file(u)?, password: read_secret_file(p)? }
-            }
-            _ => berth_remote::Credentials::Anonymous,
-        })
-    }
-}
 
 /// ECR's replication configuration (stored as this JSON; ECR's field names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
