@@ -345,3 +345,22 @@ async fn an_oci_destination_takes_pushes_by_token_auth_without_templates() {
     let repo = dst.ecr_ok("DescribeRepositories", json!({ "repositoryNames": ["web"] })).await;
     assert_eq!(repo["repositories"][0]["repositoryName"], "web");
 }
+
+#[tokio::test]
+async fn queued_replications_survive_a_restart_of_the_source() {
+    let (src, dst, keep) = pair().await;
+    rule(&src, &[]).await;
+    let (ddir, daddr) = dst.stop().await;
+    let (d, _) = src.push_image("app", "v1", "restart").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The source goes down with the job still queued (the destination is away), and comes back
+    // on the same storage after the destination does.
+    let peers = src.region.clone().unwrap().1;
+    let (sdir, saddr) = src.stop().await;
+    let dst = Server::start_region(DST, false, Vec::new(), Some(ddir), Some(daddr)).await;
+    let src = Server::start_region(SRC, true, peers, Some(sdir), Some(saddr)).await;
+    let v = wait_status(&src, "app", &d, "COMPLETE", 40).await;
+    assert_eq!(v["replicationStatuses"][0]["status"], "COMPLETE", "{v}");
+    assert_eq!(dst_get(&dst, "/v2/app/manifests/v1", OCI_MANIFEST).await.2, d);
+    drop(keep);
+}
