@@ -92,6 +92,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0016_replication.sql"),
         postgres: include_str!("../migrations/0016_replication.sql"),
     },
+    Migration {
+        version: 17,
+        sqlite: include_str!("../migrations/0017_pull_through.sql"),
+        postgres: include_str!("../migrations/0017_pull_through.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
