@@ -191,6 +191,11 @@ async fn dispatch(st: &AppState, c: &Caller, op: &str, v: Value) -> Result<Optio
         "PutReplicationConfiguration" => put_replication_configuration(st, c, v).await,
         "DescribeImageReplicationStatus" => describe_image_replication_status(st, c, v).await,
         "StartImageReplication" => start_image_replication(st, c, v).await,
+        "CreatePullThroughCacheRule" => create_pull_through_rule(st, c, v).await,
+        "DescribePullThroughCacheRules" => describe_pull_through_rules(st, c, v).await,
+        "UpdatePullThroughCacheRule" => update_pull_through_rule(st, c, v).await,
+        "DeletePullThroughCacheRule" => delete_pull_through_rule(st, c, v).await,
+        "ValidatePullThroughCacheRule" => validate_pull_through_rule(st, c, v).await,
         _ => return Ok(None),
     };
     r.map(Some)
@@ -1557,4 +1562,140 @@ async fn get_repository_scan_policy(st: &AppState, c: &Caller, v: Value) -> R {
     let i: In = input(v)?;
     let p = st.registry.scan_config().scan_policy(c, &i.repository_name).await?;
     Ok(json!({ "registryId": registry_id(st), "repositoryName": i.repository_name, "scanPolicy": p }))
+}
+
+// ---- pull-through cache rules ----
+
+fn rule_json(st: &AppState, r: &berth_service::pull_through::Rule) -> Value {
+    let b = &r.body;
+    let mut o = json!({
+        "ecrRepositoryPrefix": r.prefix,
+        "upstreamRegistryUrl": b.upstream_registry_url,
+        "registryId": registry_id(st),
+        "createdAt": ts(r.created_at),
+        "updatedAt": ts(r.updated_at),
+    });
+    if let Some(p) = &b.upstream_repository_prefix {
+        o["upstreamRepositoryPrefix"] = json!(p);
+    }
+    if let Some(u) = &b.upstream_registry {
+        o["upstreamRegistry"] = json!(u);
+    }
+    if let Some(a) = &b.credential_arn {
+        o["credentialArn"] = json!(a);
+    }
+    if let Some(a) = &b.custom_role_arn {
+        o["customRoleArn"] = json!(a);
+    }
+    o
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RulePrefixIn {
+    ecr_repository_prefix: String,
+}
+
+async fn create_pull_through_rule(st: &AppState, c: &Caller, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        ecr_repository_prefix: String,
+        upstream_registry_url: String,
+        upstream_registry: Option<String>,
+        credential_arn: Option<String>,
+        custom_role_arn: Option<String>,
+        upstream_repository_prefix: Option<String>,
+    }
+    let i: In = input(v)?;
+    let body = berth_service::pull_through::RuleBody {
+        upstream_registry_url: i.upstream_registry_url,
+        upstream_registry: i.upstream_registry,
+        credential_arn: i.credential_arn,
+        custom_role_arn: i.custom_role_arn,
+        upstream_repository_prefix: i.upstream_repository_prefix,
+    };
+    let r = st.registry.pull_through().create_rule(c, &registry_id(st), &i.ecr_repository_prefix, body).await?;
+    let mut o = rule_json(st, &r);
+    o.as_object_mut().map(|m| m.remove("updatedAt"));
+    Ok(o)
+}
+
+async fn describe_pull_through_rules(st: &AppState, c: &Caller, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        ecr_repository_prefixes: Option<Vec<String>>,
+        next_token: Option<String>,
+        max_results: Option<usize>,
+    }
+    let i: In = input(v)?;
+    if let Some(p) = &i.ecr_repository_prefixes
+        && (p.is_empty() || p.len() > 100)
+    {
+        return Err(Error::validation(format!("ecrRepositoryPrefixes: 1 to 100 prefixes, not {}", p.len())));
+    }
+    let max = i.max_results.unwrap_or(100);
+    if !(1..=1000).contains(&max) {
+        return Err(Error::validation(format!("maxResults must be 1 to 1000, not {max}")));
+    }
+    let rules = st.registry.pull_through().rules(c, &registry_id(st), i.ecr_repository_prefixes.as_deref()).await?;
+    // Pages in prefix order; the token is the last prefix shown.
+    let after = i.next_token.as_deref().unwrap_or("");
+    let rest: Vec<_> = rules.iter().filter(|r| r.prefix.as_str() > after).collect();
+    let page: Vec<Value> = rest.iter().take(max).map(|r| rule_json(st, r)).collect();
+    let mut o = json!({ "pullThroughCacheRules": page });
+    if rest.len() > max {
+        o["nextToken"] = json!(rest[max - 1].prefix);
+    }
+    Ok(o)
+}
+
+async fn update_pull_through_rule(st: &AppState, c: &Caller, v: Value) -> R {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct In {
+        ecr_repository_prefix: String,
+        credential_arn: Option<String>,
+        custom_role_arn: Option<String>,
+    }
+    let i: In = input(v)?;
+    let r = st
+        .registry
+        .pull_through()
+        .update_rule(c, &registry_id(st), &i.ecr_repository_prefix, i.credential_arn, i.custom_role_arn)
+        .await?;
+    let full = rule_json(st, &r);
+    let mut o =
+        json!({ "ecrRepositoryPrefix": r.prefix, "registryId": registry_id(st), "updatedAt": full["updatedAt"] });
+    for k in ["credentialArn", "customRoleArn", "upstreamRepositoryPrefix"] {
+        if let Some(x) = full.get(k) {
+            o[k] = x.clone();
+        }
+    }
+    Ok(o)
+}
+
+async fn delete_pull_through_rule(st: &AppState, c: &Caller, v: Value) -> R {
+    let i: RulePrefixIn = input(v)?;
+    let r = st.registry.pull_through().delete_rule(c, &registry_id(st), &i.ecr_repository_prefix).await?;
+    let mut o = rule_json(st, &r);
+    o.as_object_mut().map(|m| m.remove("updatedAt"));
+    Ok(o)
+}
+
+async fn validate_pull_through_rule(st: &AppState, c: &Caller, v: Value) -> R {
+    let i: RulePrefixIn = input(v)?;
+    let (r, failure) = st.registry.pull_through().validate_rule(c, &registry_id(st), &i.ecr_repository_prefix).await?;
+    let mut o = rule_json(st, &r);
+    if let Some(m) = o.as_object_mut() {
+        m.remove("createdAt");
+        m.remove("updatedAt");
+        m.remove("upstreamRegistry");
+    }
+    o["isValid"] = json!(failure.is_none());
+    if let Some(f) = failure {
+        o["failure"] = json!(f);
+    }
+    Ok(o)
 }

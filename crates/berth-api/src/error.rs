@@ -111,6 +111,7 @@ pub fn oci_code(e: &Error) -> (StatusCode, &'static str) {
         Error::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         Error::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         Error::Unavailable(Unavailable::Busy(_)) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Error::Unavailable(Unavailable::Upstream(_)) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
         Error::Unavailable(Unavailable::StorageFull(_)) => (StatusCode::INSUFFICIENT_STORAGE, "DENIED"),
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
@@ -176,15 +177,20 @@ pub fn ecr_type(e: &Error) -> &'static str {
             NotFound::Scan { .. } => "ScanNotFoundException",
             NotFound::Entity { .. } | NotFound::Policy { .. } | NotFound::Member { .. } => "InvalidParameterException",
             NotFound::KmsKey { .. } | NotFound::KmsAlias { .. } => "KmsException",
+            NotFound::PullThroughRule { .. } => "PullThroughCacheRuleNotFoundException",
+            NotFound::Secret { .. } => "SecretNotFoundException",
         },
         Error::AlreadyExists(x) => match x {
             Exists::Repository { .. } => "RepositoryAlreadyExistsException",
             Exists::Image { .. } => "ImageAlreadyExistsException",
             Exists::Layer { .. } => "LayerAlreadyExistsException",
             Exists::Template { .. } => "TemplateAlreadyExistsException",
-            Exists::Entity { .. } | Exists::Policy { .. } | Exists::Account { .. } | Exists::KmsAlias { .. } => {
-                "InvalidParameterException"
-            }
+            Exists::PullThroughRule { .. } => "PullThroughCacheRuleAlreadyExistsException",
+            Exists::Entity { .. }
+            | Exists::Policy { .. }
+            | Exists::Account { .. }
+            | Exists::KmsAlias { .. }
+            | Exists::Secret { .. } => "InvalidParameterException",
         },
         Error::Invalid(i) => match i.kind {
             InvalidKind::Validation => "ValidationException",
@@ -210,7 +216,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
         Error::LimitExceeded { what: Limit::Tags, .. } => "TooManyTagsException",
         Error::LimitExceeded { .. } | Error::Unavailable(Unavailable::StorageFull(_)) => "LimitExceededException",
         Error::Throttled(_) => "ThrottlingException",
-        Error::Internal(_) | Error::Unavailable(Unavailable::Busy(_)) => "ServerException",
+        Error::Internal(_) | Error::Unavailable(Unavailable::Busy(_) | Unavailable::Upstream(_)) => "ServerException",
     }
 }
 
@@ -416,7 +422,7 @@ pub fn iam_code(e: &Error) -> (StatusCode, &'static str) {
         Error::Unauthenticated { why: Unauthenticated::ExpiredToken, .. } => (StatusCode::BAD_REQUEST, "ExpiredToken"),
         Error::Unauthenticated { .. } => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
         Error::Throttled(_) => (StatusCode::BAD_REQUEST, "Throttling"),
-        Error::Internal(_) | Error::Unavailable(Unavailable::Busy(_)) => {
+        Error::Internal(_) | Error::Unavailable(Unavailable::Busy(_) | Unavailable::Upstream(_)) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailure")
         }
         Error::Unavailable(Unavailable::StorageFull(_)) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),

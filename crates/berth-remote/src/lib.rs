@@ -562,6 +562,19 @@ impl Registry {
         }
     }
 
+    /// A blob's size (when the registry says it) and bytes, as a stream (None: not there).
+    pub async fn blob_stream(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<(Option<u64>, futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>)>> {
+        use futures_util::StreamExt;
+        Ok(self.get_blob(repo, digest).await?.map(|resp| {
+            let len = resp.content_length();
+            (len, resp.bytes_stream().map(|r| r.map_err(std::io::Error::other)).boxed())
+        }))
+    }
+
     /// The referrers index of `digest`; None when the registry has no referrers API.
     pub async fn referrers(&self, repo: &str, digest: &str) -> Result<Option<serde_json::Value>> {
         let path = format!("/v2/{repo}/referrers/{digest}");

@@ -44,6 +44,8 @@ pub struct Settings {
     pub allow_anonymous: bool,
     /// Replication destinations (`[[peers]]`).
     pub peers: Vec<crate::model::Peer>,
+    /// How often a cached tag is checked against its pull-through upstream (ECR: 24 hours).
+    pub pull_through_refresh: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             sbom_referrers: false,
             allow_anonymous: false,
             peers: Vec::new(),
+            pull_through_refresh: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -130,7 +133,19 @@ pub struct Core {
     remotes: Mutex<HashMap<String, (std::time::Instant, Arc<berth_remote::Registry>)>>,
     /// Blobs being sent to a destination, by `destination digest`: one sender at a time.
     blob_sends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This Core, for work a request starts that outlives it (a pull-through import).
+    pub(crate) me: std::sync::OnceLock<std::sync::Weak<Core>>,
+    /// Pull-through cache: the rules of each registry as last read, and when.
+    pub(crate) pt_rules: Mutex<HashMap<String, RulesRead>>,
+    /// Pull-through cache: when each cached tag (`repo:tag`) was last checked upstream.
+    pub(crate) pt_checked: Mutex<HashMap<String, std::time::Instant>>,
+    /// Pull-through cache: manifests served from the upstream whose import is not finished
+    /// (`repo@digest`), so their children and blobs are found meanwhile.
+    pub(crate) pt_pending: Mutex<HashMap<String, Arc<crate::model::Manifest>>>,
 }
+
+/// A registry's pull-through rules as read, and when.
+pub(crate) type RulesRead = (std::time::Instant, Arc<Vec<crate::pull_through::Rule>>);
 
 /// How long a peer's client (and the credentials read for it) is used before it is made again.
 const REMOTE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -203,6 +218,10 @@ impl Core {
             replication_wake: tokio::sync::Notify::new(),
             remotes: Mutex::default(),
             blob_sends: Mutex::default(),
+            me: Default::default(),
+            pt_rules: Mutex::default(),
+            pt_checked: Mutex::default(),
+            pt_pending: Mutex::default(),
         })
     }
 
@@ -231,6 +250,29 @@ impl Core {
         let r = Arc::new(r);
         m.insert(key, (std::time::Instant::now(), r.clone()));
         Ok(r)
+    }
+
+    /// A client kept under `key` for a while (made by `make` when there is none or it is old).
+    pub(crate) fn cached_remote(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Result<berth_remote::Registry>,
+    ) -> Result<Arc<berth_remote::Registry>> {
+        let mut m = self.remotes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made, r)) = m.get(key)
+            && made.elapsed() < REMOTE_TTL
+        {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(make()?);
+        m.insert(key.to_string(), (std::time::Instant::now(), r.clone()));
+        Ok(r)
+    }
+
+    /// The client kept under `key`, unless there is none or it is old.
+    pub(crate) fn fresh_remote(&self, key: &str) -> Option<Arc<berth_remote::Registry>> {
+        let m = self.remotes.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).filter(|(made, _)| made.elapsed() < REMOTE_TTL).map(|(_, r)| r.clone())
     }
 
     /// Drops a peer's client: the next one reads its credentials again.

@@ -105,6 +105,11 @@ pub enum NotFound {
     /// A KMS alias.
     #[error("alias {arn} is not found")]
     KmsAlias { arn: String },
+    #[error("no pull through cache rule with the prefix {prefix}")]
+    PullThroughRule { prefix: String },
+    /// A secret, by name or ARN.
+    #[error("secret {id} does not exist")]
+    Secret { id: String },
 }
 
 /// `{imageDigest:'..', imageTag:'..'}`, as ECR prints image ids.
@@ -132,6 +137,10 @@ pub enum Exists {
     Account { id: String },
     #[error("an alias with the name {arn} already exists")]
     KmsAlias { arn: String },
+    #[error("a pull through cache rule with the prefix {prefix} already exists")]
+    PullThroughRule { prefix: String },
+    #[error("a secret named {name} already exists")]
+    Secret { name: String },
 }
 
 /// A value that breaks a rule: `field` names it as the protocol's request does (`repositoryName`,
@@ -292,6 +301,9 @@ pub enum Unavailable {
     /// Try again shortly (garbage collection is deleting this very blob).
     #[error("{0}")]
     Busy(String),
+    /// A pull-through cache's upstream did not answer, and nothing is cached to serve instead.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl Error {

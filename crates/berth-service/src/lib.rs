@@ -33,6 +33,7 @@ pub mod logins;
 mod metrics;
 pub mod model;
 mod peers;
+pub mod pull_through;
 pub mod replication;
 pub mod repo_settings;
 pub mod repositories;
@@ -79,6 +80,7 @@ impl Registry {
     /// token-signing key, and on first start adds the default creation template.
     pub async fn open(meta: Meta, blobs: Arc<dyn BlobStore>, settings: Settings, keys: Vec<AccessKey>) -> Result<Self> {
         let r = Registry { core: Arc::new(Core::open(meta, blobs, settings, keys).await?) };
+        let _ = r.core.me.set(Arc::downgrade(&r.core));
         if r.meta.backend() == berth_meta::Backend::Postgres {
             let _ = r.core.bus.set(cache_bus::start(&r.core));
         }
@@ -155,6 +157,10 @@ impl Registry {
 
     pub fn encryption(&self) -> encryption::Encryption<'_> {
         encryption::Encryption(&self.core)
+    }
+
+    pub fn pull_through(&self) -> pull_through::PullThrough<'_> {
+        pull_through::PullThrough(&self.core)
     }
 
     pub fn replication(&self) -> replication::Replication<'_> {

@@ -69,6 +69,8 @@ impl Via {
     pub const SBOM: Via = Via { children: Children::Required, cause: "sbom" };
     /// Pushed by another registry's replication: not replicated again.
     pub const REPLICATION: Via = Via { children: Children::MayBeAbsent, cause: "replication" };
+    /// Imported from a pull-through cache's upstream (an index before its children).
+    pub const PULL_THROUGH: Via = Via { children: Children::MayBeAbsent, cause: "pull_through" };
 }
 
 pub struct PutManifest {

@@ -109,6 +109,8 @@ pub struct Config {
     pub drain_delay: String,
     /// Replication jobs this node runs at once (0: it leaves them to other nodes).
     pub replication_workers: usize,
+    /// How often a tag cached through a pull-through cache rule is checked against its upstream.
+    pub pull_through_refresh: String,
     /// Replication destinations, one `[[peers]]` table each (docs/REPLICATION.md).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -224,6 +226,7 @@ impl Default for Config {
             blob_redirect: false,
             drain_delay: "0s".into(),
             replication_workers: 4,
+            pull_through_refresh: "24h".into(),
             peers: Vec::new(),
         }
     }
@@ -248,7 +251,7 @@ pub struct Overrides {
     pub allow_anonymous: Option<bool>,
 }
 
-pub const ENV_KEYS: [&str; 39] = [
+pub const ENV_KEYS: [&str; 40] = [
     "listen",
     "data_dir",
     "database_url",
@@ -288,6 +291,7 @@ pub const ENV_KEYS: [&str; 39] = [
     "blob_redirect",
     "drain_delay",
     "replication_workers",
+    "pull_through_refresh",
 ];
 
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, String> {
@@ -400,6 +404,7 @@ impl Config {
             ));
         }
         self.peers()?;
+        duration("pull_through_refresh", &self.pull_through_refresh)?;
         Ok(self)
     }
 

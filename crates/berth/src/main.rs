@@ -62,6 +62,29 @@ enum Command {
     /// REGION]` queues images already stored for the destinations the replication rules give R
     /// (or REGION's peers); running `serve` nodes send them.
     Replicate(ReplicateArgs),
+    /// Secrets for pull-through cache rules' upstream credentials (what ECR keeps in Secrets
+    /// Manager): `berth secret create --name ecr-pullthroughcache/hub --username U --password-file F`
+    /// prints the ARN a rule's credentialArn names; `berth secret list`; `berth secret delete --name N`.
+    Secret(SecretArgs),
+}
+
+#[derive(Args)]
+struct SecretArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = ["create", "list", "delete"])]
+    action: String,
+    /// The secret's name (a pull-through rule's secret starts with `ecr-pullthroughcache/`).
+    #[arg(long, value_name = "NAME", required_if_eq_any = [("action", "create"), ("action", "delete")])]
+    name: Option<String>,
+    /// The upstream user name.
+    #[arg(long, value_name = "USER", required_if_eq("action", "create"))]
+    username: Option<String>,
+    /// A file holding the upstream password or access token (never given on the command line).
+    #[arg(long, value_name = "FILE", required_if_eq("action", "create"))]
+    password_file: Option<PathBuf>,
+    #[arg(long)]
+    description: Option<String>,
 }
 
 #[derive(Args)]
@@ -248,6 +271,10 @@ fn main() -> ExitCode {
             ("account", a.common)
         }
         Command::Keys(k) => ("keys", k.common),
+        Command::Secret(a) => {
+            SECRET.set((a.action, a.name, a.username, a.password_file, a.description)).ok();
+            ("secret", a.common)
+        }
         Command::Replicate(r) => {
             REPLICATE.set((r.repository, r.tag, r.destination)).ok();
             ("replicate", r.common)
@@ -306,6 +333,7 @@ fn main() -> ExitCode {
             "keys" => keys(cfg).await,
             "encryption" => encryption(cfg).await,
             "replicate" => replicate(cfg).await,
+            "secret" => secret(cfg).await,
             _ => fsck(cfg).await,
         };
         // What a command changed reaches the serving nodes' caches before it exits.
@@ -348,6 +376,7 @@ async fn open_registry_with(
         sbom_referrers: cfg.sbom_referrers,
         allow_anonymous: cfg.allow_anonymous,
         peers: cfg.peers()?,
+        pull_through_refresh: config::duration("pull_through_refresh", &cfg.pull_through_refresh)?,
     };
     let r = Registry::open(meta, blobs, settings, keys).await.map_err(|e| format!("cannot start the registry: {e}"))?;
     let _ = OPENED.set(r.clone());
@@ -533,6 +562,42 @@ async fn replicate(cfg: Config) -> Result<ExitCode, String> {
         "{} replication(s) queued; running `berth serve` nodes send them (see aws ecr describe-image-replication-status)",
         queued.len()
     );
+    registry.meta().close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+type SecretCmd = (String, Option<String>, Option<String>, Option<PathBuf>, Option<String>);
+static SECRET: std::sync::OnceLock<SecretCmd> = std::sync::OnceLock::new();
+
+async fn secret(cfg: Config) -> Result<ExitCode, String> {
+    let (action, name, username, password_file, description) =
+        SECRET.get().cloned().ok_or("internal: secret arguments missing")?;
+    let registry = open_registry(&cfg, Vec::new()).await?;
+    let p = registry.pull_through();
+    let op = Caller::operator();
+    let account = cfg.registry_id.clone();
+    match action.as_str() {
+        "create" => {
+            let (name, user, file) =
+                (name.unwrap_or_default(), username.unwrap_or_default(), password_file.unwrap_or_default());
+            let password = berth_remote::creds::read_secret_file(&file)?;
+            let value = serde_json::json!({ "username": user, "accessToken": password }).to_string();
+            let s = p
+                .create_secret(&op, &account, &name, &value, description.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", s.arn);
+        }
+        "delete" => {
+            let s = p.delete_secret(&op, &account, &name.unwrap_or_default()).await.map_err(|e| e.to_string())?;
+            eprintln!("deleted {}", s.arn);
+        }
+        _ => {
+            for s in p.list_secrets(&op, &account).await.map_err(|e| e.to_string())? {
+                println!("{}  {}", s.arn, s.description.unwrap_or_default());
+            }
+        }
+    }
     registry.meta().close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 //! `ecr:` action on the repository first, as ECR maps OCI requests.
 
 mod uploads;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +82,20 @@ impl<'a> Content<'a> {
         range: Option<RangeRequest>,
     ) -> Result<BlobRead> {
         self.access().check(caller, "ecr:GetDownloadUrlForLayer", repo.as_str()).await?;
-        self.read_blob(Some(caller), repo, digest, range).await
+        match self.read_blob(Some(caller), repo, digest, range).await {
+            // Under a pull-through rule: asked of the upstream (a range is served once cached).
+            Err(e @ Error::NotFound(NotFound::Blob { .. } | NotFound::Repository { .. })) => {
+                match self.pull_through_blob(caller, repo, digest).await? {
+                    Some(b) if range.is_none() => Ok(b),
+                    Some(b) => {
+                        drop(b);
+                        Err(e)
+                    }
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     /// A blob by a URL GetDownloadUrlForLayer signed (the signature stands for the decision
@@ -348,9 +362,19 @@ impl<'a> Content<'a> {
     /// A manifest by tag or digest (`ecr:BatchGetImage`); a HEAD, not counted as a pull.
     pub async fn get_manifest(&self, caller: &Caller, repo: &RepoName, reference: &str) -> Result<Arc<Manifest>> {
         self.access().check(caller, "ecr:BatchGetImage", repo.as_str()).await?;
-        // A KMS repository's manifests need kms:Decrypt on its key, and the key usable.
-        self.check_key_use(caller, self.repos().existing_repo(repo).await?, "kms:Decrypt").await?;
-        self.manifest(repo, reference).await
+        let local = async {
+            // A KMS repository's manifests need kms:Decrypt on its key, and the key usable.
+            self.check_key_use(caller, self.repos().existing_repo(repo).await?, "kms:Decrypt").await?;
+            self.manifest(repo, reference).await
+        };
+        match local.await {
+            Ok(m) => self.refresh_tag(caller, repo, reference, m).await,
+            // Under a pull-through rule: asked of the upstream.
+            Err(e @ Error::NotFound(NotFound::Manifest { .. } | NotFound::Repository { .. })) => {
+                Ok(self.pull_through_manifest(caller, repo, reference).await?.ok_or(e)?)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A manifest pulled (`ecr:BatchGetImage`): one `accepts` takes (by media type), that the
