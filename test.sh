@@ -72,7 +72,7 @@ run_e2e() { # NAME [ENV=VALUE...]
   record "$label" $rc
   free_space
 }
-for t in serve readme hardening diskfull tls nodes cluster deploy replication terraform upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
+for t in serve readme hardening diskfull tls nodes cluster deploy replication pullthrough terraform upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
 for t in upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
 # The Basic challenge (as ECR answers) with every client; the default is the Docker token flow.
 for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=basic; done

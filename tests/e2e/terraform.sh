@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Terraform's AWS provider (from the machine's local mirror) against Berth, in one configuration:
 # aws_ecr_repository, aws_ecr_lifecycle_policy, aws_ecr_repository_policy,
-# aws_ecr_registry_scanning_configuration and aws_ecr_replication_configuration (to a second
-# Berth in eu-west-1), with the data sources aws_ecr_repository, aws_ecr_image and
+# aws_ecr_registry_scanning_configuration, aws_ecr_replication_configuration (to a second
+# Berth in eu-west-1) and aws_ecr_pull_through_cache_rule (upstream: that Berth), with the data sources aws_ecr_repository, aws_ecr_image and
 # aws_ecr_authorization_token: apply, a second plan with no changes, the replication rule really
 # replicating a push, destroy (and what it removed really gone).
 source "$(dirname "$0")/lib.sh"
@@ -91,6 +91,10 @@ resource "aws_ecr_replication_configuration" "repl" {
     }
   }
 }
+resource "aws_ecr_pull_through_cache_rule" "mirror" {
+  ecr_repository_prefix = "mirror"
+  upstream_registry_url = "http://127.0.0.1:$PB"
+}
 data "aws_ecr_repository" "existing" { name = "tf/existing" }
 data "aws_ecr_image" "existing" {
   repository_name = data.aws_ecr_repository.existing.name
@@ -115,6 +119,8 @@ aws ecr describe-registry "${E[@]}" --output json | grep -q '"filter": "tf/"' ||
 [ "$(aws ecr get-lifecycle-policy "${E[@]}" --repository-name tf/app --query 'lifecyclePolicyText' --output text | grep -c imageCountMoreThan)" = 1 ] \
   || fail "the lifecycle policy"
 aws ecr get-repository-policy "${E[@]}" --repository-name tf/app >/dev/null || fail "the repository policy"
+[ "$(aws ecr describe-pull-through-cache-rules "${E[@]}" --query 'pullThroughCacheRules[0].ecrRepositoryPrefix' --output text)" = mirror ] \
+  || fail "the pull-through cache rule"
 
 step "a second plan has no changes"
 set +e; ( cd "$T" && terraform plan -detailed-exitcode -input=false -no-color >"$T/plan.out" 2>&1 ); rc=$?; set -e
@@ -159,4 +165,6 @@ aws ecr describe-repositories "${E[@]}" --repository-names tf/app >/dev/null 2>&
   || fail "the replication rules survived destroy"
 [ "$(aws ecr get-registry-scanning-configuration "${E[@]}" --query 'length(scanningConfiguration.rules)' --output text)" = 0 ] \
   || fail "the scanning rules survived destroy"
+[ "$(aws ecr describe-pull-through-cache-rules "${E[@]}" --query 'length(pullThroughCacheRules)' --output text)" = 0 ] \
+  || fail "the pull-through cache rule survived destroy"
 echo "PASS terraform"

@@ -201,6 +201,8 @@ impl Server {
             allow_anonymous: anonymous,
             region: region.as_ref().map_or_else(|| Settings::default().region, |(r, _)| r.clone()),
             peers: region.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+            // Pull-through tags are checked upstream at most this often (ECR: a day).
+            pull_through_refresh: std::time::Duration::from_secs(2),
             ..Settings::default()
         };
         let key = AccessKey { id: AKID.into(), secret: SECRET.into(), principal: settings.root_arn() };

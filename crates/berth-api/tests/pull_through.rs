@@ -1,0 +1,236 @@
+//! Pull-through cache rules through the ECR API: ECR's validation and errors, the stored secret
+//! a rule's credentialArn names, and ValidatePullThroughCacheRule against real upstreams (an open
+//! Berth, and one that wants credentials).
+
+mod common;
+
+use berth_service::Caller;
+use common::*;
+use serde_json::json;
+
+async fn secret(s: &Server, name: &str, username: &str, token: &str) -> String {
+    let value = json!({ "username": username, "accessToken": token }).to_string();
+    s.registry.pull_through().create_secret(&Caller::operator(), "000000000000", name, &value, None).await.unwrap().arn
+}
+
+#[tokio::test]
+async fn rules_are_validated_stored_and_checked_against_their_upstream() {
+    let open = Server::start_region("eu-west-1", true, Vec::new(), None, None).await;
+    let locked = Server::start_region("eu-west-2", false, Vec::new(), None, None).await;
+    let s = Server::start(Db::Sqlite).await.unwrap();
+    let create = |prefix: &str, url: &str| json!({ "ecrRepositoryPrefix": prefix, "upstreamRegistryUrl": url });
+
+    let r = s.ecr_ok("CreatePullThroughCacheRule", create("open", &open.base)).await;
+    assert_eq!(r["ecrRepositoryPrefix"], "open");
+    assert_eq!(r["upstreamRegistryUrl"], open.base.as_str());
+    assert!(r.get("upstreamRepositoryPrefix").is_none(), "not given, not shown (Terraform re-plans clean)");
+    assert!(r["createdAt"].is_number());
+    let (t, _) = s.ecr_err("CreatePullThroughCacheRule", create("open", &open.base)).await;
+    assert_eq!(t, "PullThroughCacheRuleAlreadyExistsException");
+    let (t, m) = s.ecr_err("CreatePullThroughCacheRule", create("hub", "http://registry.example.com")).await;
+    assert_eq!(t, "InvalidParameterException");
+    assert!(m.contains("loopback"), "{m}");
+    let (t, _) = s.ecr_err("CreatePullThroughCacheRule", create("Bad//Prefix", &open.base)).await;
+    assert_eq!(t, "ValidationException");
+    let mut bad = create("quay", "quay.io");
+    bad["upstreamRegistry"] = json!("harbor");
+    assert_eq!(s.ecr_err("CreatePullThroughCacheRule", bad).await.0, "ValidationException");
+    let missing = "arn:aws:secretsmanager:us-east-1:000000000000:secret:ecr-pullthroughcache/none-AbCdEf";
+    let mut c = create("locked", &locked.base);
+    c["credentialArn"] = json!(missing);
+    assert_eq!(s.ecr_err("CreatePullThroughCacheRule", c.clone()).await.0, "SecretNotFoundException");
+
+    // A rule whose upstream wants credentials: wrong ones, then the right ones.
+    let wrong = secret(&s, "ecr-pullthroughcache/wrong", "AWS", "not-the-password").await;
+    c["credentialArn"] = json!(wrong);
+    let r = s.ecr_ok("CreatePullThroughCacheRule", c).await;
+    assert_eq!(r["credentialArn"], wrong.as_str());
+    let v = s.ecr_ok("ValidatePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "locked" })).await;
+    assert_eq!(v["isValid"], false, "{v}");
+    assert!(v["failure"].as_str().unwrap().contains("denied"), "{v}");
+    let right = secret(&s, "ecr-pullthroughcache/right", "AWS", &locked.login_as(&Creds::root()).await).await;
+    let u = s
+        .ecr_ok("UpdatePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "locked", "credentialArn": right }))
+        .await;
+    assert_eq!(u["credentialArn"], right.as_str());
+    let v = s.ecr_ok("ValidatePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "locked" })).await;
+    assert_eq!(v["isValid"], true, "{v}");
+    let v = s.ecr_ok("ValidatePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "open" })).await;
+    assert_eq!(v["isValid"], true, "{v}");
+
+    // Described all, by prefix, a page at a time; an unknown prefix is an error.
+    let all = s.ecr_ok("DescribePullThroughCacheRules", json!({})).await;
+    let prefixes: Vec<&str> = all["pullThroughCacheRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ecrRepositoryPrefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(prefixes, ["locked", "open"]);
+    let page = s.ecr_ok("DescribePullThroughCacheRules", json!({ "maxResults": 1 })).await;
+    assert_eq!(page["pullThroughCacheRules"].as_array().unwrap().len(), 1);
+    let next =
+        s.ecr_ok("DescribePullThroughCacheRules", json!({ "maxResults": 1, "nextToken": page["nextToken"] })).await;
+    assert_eq!(next["pullThroughCacheRules"][0]["ecrRepositoryPrefix"], "open");
+    assert!(next.get("nextToken").is_none());
+    let (t, _) = s.ecr_err("DescribePullThroughCacheRules", json!({ "ecrRepositoryPrefixes": ["nope"] })).await;
+    assert_eq!(t, "PullThroughCacheRuleNotFoundException");
+
+    let d = s.ecr_ok("DeletePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "open" })).await;
+    assert_eq!(d["upstreamRegistryUrl"], open.base.as_str());
+    let (t, _) = s.ecr_err("DeletePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "open" })).await;
+    assert_eq!(t, "PullThroughCacheRuleNotFoundException");
+    let (t, _) = s.ecr_err("ValidatePullThroughCacheRule", json!({ "ecrRepositoryPrefix": "open" })).await;
+    assert_eq!(t, "PullThroughCacheRuleNotFoundException");
+}
+
+/// Pushes an index of two images (each a config and a layer) to `s`; (index digest, index
+/// bytes, child digests, layer digests and bytes).
+async fn push_index(s: &Server, repo: &str, tag: &str) -> (String, Vec<u8>, Vec<String>, Vec<(String, Vec<u8>)>) {
+    let mut children = Vec::new();
+    let mut layers = Vec::new();
+    let mut descs = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!(r#"{{"architecture":"{arch}","os":"linux"}}"#);
+        let layer = format!("layer for {arch} ").repeat(5000).into_bytes();
+        let cd = s.push_blob(repo, config.as_bytes()).await;
+        let ld = s.push_blob(repo, &layer).await;
+        let m = image_manifest(&cd, config.len(), &[(ld.clone(), layer.len())]);
+        assert_eq!(s.put_manifest(repo, &sha256(&m), OCI_MANIFEST, &m).await.status(), reqwest::StatusCode::CREATED);
+        descs.push(json!({ "mediaType": OCI_MANIFEST, "digest": sha256(&m), "size": m.len(),
+            "platform": { "architecture": arch, "os": "linux" } }));
+        children.push(sha256(&m));
+        layers.push((ld, layer));
+    }
+    let index = serde_json::to_vec(&json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descs })).unwrap();
+    assert_eq!(s.put_manifest(repo, tag, OCI_INDEX, &index).await.status(), reqwest::StatusCode::CREATED);
+    (sha256(&index), index, children, layers)
+}
+
+/// Waits until `repo` holds `n` images.
+async fn wait_cached(s: &Server, repo: &str, n: usize) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = s.ecr_ok("DescribeImages", json!({ "repositoryName": repo })).await;
+        if v["imageDetails"].as_array().map_or(0, Vec::len) == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "not cached: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn get(s: &Server, path: &str, accept: &str) -> (reqwest::StatusCode, Vec<u8>, String) {
+    let r = s.req(reqwest::Method::GET, path).header("accept", accept).send().await.unwrap();
+    let st = r.status();
+    let d = header(&r, "docker-content-digest");
+    (st, r.bytes().await.unwrap().to_vec(), d)
+}
+
+#[tokio::test]
+async fn a_pull_through_an_open_upstream_is_cached_and_served_when_the_upstream_is_gone() {
+    let upstream = Server::start_region("eu-west-1", true, Vec::new(), None, None).await;
+    let (idx, index, children, layers) = push_index(&upstream, "library/app", "1").await;
+    let cache = Server::start(Db::Sqlite).await.unwrap();
+    cache
+        .ecr_ok(
+            "CreatePullThroughCacheRule",
+            json!({ "ecrRepositoryPrefix": "hub", "upstreamRegistryUrl": upstream.base }),
+        )
+        .await;
+    // The index by tag, each child by digest, each layer: as the upstream has them.
+    let (st, body, d) = get(&cache, "/v2/hub/library/app/manifests/1", OCI_INDEX).await;
+    assert_eq!((st, d.as_str()), (reqwest::StatusCode::OK, idx.as_str()));
+    assert_eq!(body, index);
+    for c in &children {
+        let (st, _, d) = get(&cache, &format!("/v2/hub/library/app/manifests/{c}"), OCI_MANIFEST).await;
+        assert_eq!((st, d.as_str()), (reqwest::StatusCode::OK, c.as_str()));
+    }
+    // Two clients at once for the first layer: one upstream fetch, the same bytes for both.
+    let (l0, bytes0) = &layers[0];
+    let p = format!("/v2/hub/library/app/blobs/{l0}");
+    let (a, b) = tokio::join!(get(&cache, &p, "*/*"), get(&cache, &p, "*/*"));
+    assert_eq!((a.0, &a.1), (reqwest::StatusCode::OK, bytes0));
+    assert_eq!((b.0, &b.1), (reqwest::StatusCode::OK, bytes0));
+    let (l1, bytes1) = &layers[1];
+    assert_eq!(&get(&cache, &format!("/v2/hub/library/app/blobs/{l1}"), "*/*").await.1, bytes1);
+    // Cached: the repository exists here, with the image, once the imports are done.
+    wait_cached(&cache, "hub/library/app", 3).await;
+    // The upstream goes away: everything is still served, the tag included (its refresh fails).
+    upstream.stop().await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (st, body, _) = get(&cache, "/v2/hub/library/app/manifests/1", OCI_INDEX).await;
+    assert_eq!((st, body), (reqwest::StatusCode::OK, index));
+    for c in &children {
+        assert_eq!(
+            get(&cache, &format!("/v2/hub/library/app/manifests/{c}"), OCI_MANIFEST).await.0,
+            reqwest::StatusCode::OK
+        );
+    }
+    assert_eq!(&get(&cache, &format!("/v2/hub/library/app/blobs/{l1}"), "*/*").await.1, bytes1);
+    // What was never cached: a clear error naming the upstream, not a 500.
+    let r = cache
+        .req(reqwest::Method::GET, "/v2/hub/library/other/manifests/1")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_GATEWAY);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("upstream") && text.contains("did not answer"), "{text}");
+}
+
+#[tokio::test]
+async fn a_tag_is_refreshed_from_an_upstream_with_auth_after_the_interval() {
+    let upstream = Server::start_region("eu-west-2", false, Vec::new(), None, None).await;
+    let pw = upstream.login_as(&Creds::root()).await;
+    let push = |seed: &'static str| {
+        let up = &upstream;
+        let pw = pw.clone();
+        async move {
+            let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+            let layer = format!("{seed} ").repeat(1000).into_bytes();
+            let mut ds = Vec::new();
+            for b in [config.as_bytes().to_vec(), layer.clone()] {
+                let d = sha256(&b);
+                let r = up
+                    .req(reqwest::Method::POST, &format!("/v2/team/app/blobs/uploads/?digest={d}"))
+                    .basic_auth("AWS", Some(&pw))
+                    .body(b.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+                ds.push((d, b.len()));
+            }
+            let m = image_manifest(&ds[0].0, ds[0].1, &[ds[1].clone()]);
+            let r = up
+                .req(reqwest::Method::PUT, "/v2/team/app/manifests/latest")
+                .basic_auth("AWS", Some(&pw))
+                .header("content-type", OCI_MANIFEST)
+                .body(m.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+            sha256(&m)
+        }
+    };
+    let first = push("first").await;
+    let cache = Server::start(Db::Sqlite).await.unwrap();
+    let arn = secret(&cache, "ecr-pullthroughcache/up", "AWS", &pw).await;
+    cache
+        .ecr_ok(
+            "CreatePullThroughCacheRule",
+            json!({ "ecrRepositoryPrefix": "up", "upstreamRegistryUrl": upstream.base, "credentialArn": arn }),
+        )
+        .await;
+    assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.2, first);
+    // (Until its import is done, a miss asks the upstream again.)
+    wait_cached(&cache, "up/team/app", 1).await;
+    let second = push("second").await;
+    // Within the interval (2 s here) the cached tag is served; after it, the upstream's.
+    assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.2, first);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.2, second);
+}
