@@ -218,6 +218,8 @@ async fn a_tag_is_refreshed_from_an_upstream_with_auth_after_the_interval() {
     };
     let first = push("first").await;
     let cache = Server::start(Db::Sqlite).await.unwrap();
+    // A pull before the rule exists reads (and keeps) the registry's rules: none.
+    assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.0, reqwest::StatusCode::NOT_FOUND);
     let arn = secret(&cache, "ecr-pullthroughcache/up", "AWS", &pw).await;
     cache
         .ecr_ok(
@@ -225,6 +227,7 @@ async fn a_tag_is_refreshed_from_an_upstream_with_auth_after_the_interval() {
             json!({ "ecrRepositoryPrefix": "up", "upstreamRegistryUrl": upstream.base, "credentialArn": arn }),
         )
         .await;
+    // The rule made a moment later applies at once on this node.
     assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.2, first);
     // (Until its import is done, a miss asks the upstream again.)
     wait_cached(&cache, "up/team/app", 1).await;

@@ -211,6 +211,12 @@ impl<'a> PullThrough<'a> {
         String::from_utf8(plain).map_err(|_| Error::Internal(format!("secret {arn} is not text")))
     }
 
+    /// A rule changed: this node reads the registry's rules again at the next pull (other nodes
+    /// within the few seconds they keep them, `content/upstream.rs`).
+    fn forget_rules(&self, registry: &str) {
+        self.pt_rules.lock().unwrap_or_else(|e| e.into_inner()).remove(registry);
+    }
+
     fn rule_of(r: berth_meta::RuleRow) -> Result<Rule> {
         let body =
             serde_json::from_str(&r.body).map_err(|e| Error::Internal(format!("stored pull-through rule: {e}")))?;
@@ -265,6 +271,7 @@ impl<'a> PullThrough<'a> {
         if !self.meta.insert_pull_through_rule(registry, prefix, &json).await? {
             return Err(Exists::PullThroughRule { prefix: prefix.to_string() }.into());
         }
+        self.forget_rules(registry);
         let now = berth_meta::now_ms();
         Ok(Rule { prefix: prefix.to_string(), body, created_at: now, updated_at: now })
     }
@@ -314,6 +321,7 @@ impl<'a> PullThrough<'a> {
             .update_pull_through_rule(registry, prefix, &json)
             .await?
             .ok_or_else(|| NotFound::PullThroughRule { prefix: prefix.to_string() })?;
+        self.forget_rules(registry);
         Self::rule_of(row)
     }
 
@@ -325,6 +333,7 @@ impl<'a> PullThrough<'a> {
             .delete_pull_through_rule(registry, prefix)
             .await?
             .ok_or_else(|| NotFound::PullThroughRule { prefix: prefix.to_string() })?;
+        self.forget_rules(registry);
         Self::rule_of(row)
     }
 
