@@ -30,6 +30,18 @@ fn rule_row(r: &AnyRow) -> Result<RuleRow> {
     Ok(RuleRow { prefix: r.try_get(0)?, body: r.try_get(1)?, created_at: r.try_get(2)?, updated_at: r.try_get(3)? })
 }
 
+/// A registry's rule by prefix, inside a transaction.
+async fn rule_in(c: &mut sqlx::AnyConnection, registry: &str, prefix: &str) -> Result<Option<RuleRow>> {
+    let row = sqlx::query(
+        "SELECT prefix, body, created_at, updated_at FROM pull_through_rules WHERE registry_id = $1 AND prefix = $2",
+    )
+    .bind(registry)
+    .bind(prefix)
+    .fetch_optional(&mut *c)
+    .await?;
+    row.as_ref().map(rule_row).transpose()
+}
+
 const SECRET_COLS: &str = "arn, account, name, description, sealed, created_at, updated_at";
 
 fn secret_row(r: &AnyRow) -> Result<SecretRow> {
@@ -93,15 +105,7 @@ impl Meta {
                 .bind(prefix.as_str())
                 .execute(&mut *c)
                 .await?;
-                let row = sqlx::query(
-                    "SELECT prefix, body, created_at, updated_at FROM pull_through_rules \
-                     WHERE registry_id = $1 AND prefix = $2",
-                )
-                .bind(registry.as_str())
-                .bind(prefix.as_str())
-                .fetch_optional(&mut *c)
-                .await?;
-                row.as_ref().map(rule_row).transpose()
+                rule_in(c, &registry, &prefix).await
             })
         }))
         .await
@@ -112,21 +116,13 @@ impl Meta {
         let (registry, prefix) = (registry.to_string(), prefix.to_string());
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
-                let row = sqlx::query(
-                    "SELECT prefix, body, created_at, updated_at FROM pull_through_rules \
-                     WHERE registry_id = $1 AND prefix = $2",
-                )
-                .bind(registry.as_str())
-                .bind(prefix.as_str())
-                .fetch_optional(&mut *c)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
+                let Some(row) = rule_in(c, &registry, &prefix).await? else { return Ok(None) };
                 sqlx::query("DELETE FROM pull_through_rules WHERE registry_id = $1 AND prefix = $2")
                     .bind(registry.as_str())
                     .bind(prefix.as_str())
                     .execute(&mut *c)
                     .await?;
-                Ok(Some(rule_row(&row)?))
+                Ok(Some(row))
             })
         }))
         .await

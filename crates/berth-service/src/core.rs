@@ -145,7 +145,7 @@ pub struct Core {
 }
 
 /// A registry's pull-through rules as read, and when.
-pub(crate) type RulesRead = (std::time::Instant, Arc<Vec<crate::pull_through::Rule>>);
+pub(crate) type RulesRead = (std::time::Instant, Arc<Vec<crate::model::Rule>>);
 
 /// How long a peer's client (and the credentials read for it) is used before it is made again.
 const REMOTE_TTL: std::time::Duration = std::time::Duration::from_secs(600);

@@ -10,6 +10,7 @@ use berth_meta::ManifestRow;
 pub use berth_meta::TagStatus;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, InvalidKind, Result};
 
@@ -382,4 +383,38 @@ pub struct CopyStats {
     pub blobs_present: u64,
     pub blobs_mounted: u64,
     pub bytes_sent: u64,
+}
+
+// ---- pull-through cache ----
+
+/// A rule's fields besides its prefix (stored as this JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleBody {
+    /// The upstream's base URL (`https://host[:port]`; `http://` on loopback only).
+    pub upstream_registry_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_registry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_role_arn: Option<String>,
+    /// The upstream repository prefix the local prefix stands for (unset or `ROOT`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_repository_prefix: Option<String>,
+}
+
+impl RuleBody {
+    /// What the local prefix stands for upstream (`ROOT`: the upstream's top).
+    pub fn upstream_prefix(&self) -> &str {
+        self.upstream_repository_prefix.as_deref().unwrap_or("ROOT")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub prefix: String,
+    pub body: RuleBody,
+    pub created_at: i64,
+    pub updated_at: i64,
 }

@@ -2,7 +2,7 @@
 //! credentials in a stored secret) and the secrets themselves. The pull path that uses them is
 //! `content/upstream.rs`.
 
-use serde::{Deserialize, Serialize};
+pub use crate::model::{Rule, RuleBody};
 
 use crate::access::Access;
 use crate::caller::Caller;
@@ -22,38 +22,6 @@ pub const UPSTREAM_REGISTRIES: [&str; 9] = [
     "gitlab-container-registry",
     "chainguard",
 ];
-
-/// A rule's fields besides its prefix (stored as this JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuleBody {
-    /// The upstream's base URL (`https://host[:port]`; `http://` on loopback only).
-    pub upstream_registry_url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_registry: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_role_arn: Option<String>,
-    /// The upstream repository prefix the local prefix stands for (unset or `ROOT`: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_repository_prefix: Option<String>,
-}
-
-impl RuleBody {
-    /// What the local prefix stands for upstream (`ROOT`: the upstream's top).
-    pub fn upstream_prefix(&self) -> &str {
-        self.upstream_repository_prefix.as_deref().unwrap_or("ROOT")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub prefix: String,
-    pub body: RuleBody,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 /// ECR's prefix pattern: `^([a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*\/?|ROOT)$`, 2 to 30.
 pub fn valid_prefix(p: &str) -> bool {
