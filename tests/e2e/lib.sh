@@ -177,6 +177,35 @@ PY
   touch "$dir/done"
 }
 
+# push_signature HOST REPO SUBJECT SIZE [CURL_ARGS...]: pushes a cosign-style signature (an OCI
+# artifact manifest with a `subject`) of the index SUBJECT (its digest and size) to http://HOST;
+# CURL_ARGS carry credentials. Uploads go POST then PUT, which every registry takes. Prints its digest.
+push_signature() {
+  local host=$1 repo=$2 subject=$3 size=$4; shift 4
+  local dir f d loc code ds=()
+  dir=$(mktemp -d "$E2E_WORK/sig.XXXXXX")
+  printf '{}' >"$dir/empty.json"; printf 'cosign simple signing payload' >"$dir/payload"
+  for f in "$dir/empty.json" "$dir/payload"; do
+    d=sha256:$(sha256sum <"$f" | cut -d' ' -f1)
+    loc=$(curl -fsS -o /dev/null -D - "$@" -X POST "http://$host/v2/$repo/blobs/uploads/" | tr -d '\r' \
+      | awk 'tolower($1)=="location:"{print $2}')
+    [ -n "$loc" ] || fail "$host: no upload location"
+    case $loc in http*) ;; *) loc=http://$host$loc ;; esac
+    case $loc in *\?*) loc="$loc&digest=$d" ;; *) loc="$loc?digest=$d" ;; esac
+    curl -fsS -o /dev/null "$@" -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$f" "$loc" \
+      || fail "$host: signature blob upload"
+    ds+=("$d")
+  done
+  cat >"$dir/sig.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"${ds[0]}","size":2},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"${ds[1]}","size":$(wc -c <"$dir/payload")}],"subject":{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"$subject","size":$size}}
+JSON
+  d=sha256:$(sha256sum <"$dir/sig.json" | cut -d' ' -f1)
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$@" -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+    --data-binary "@$dir/sig.json" "http://$host/v2/$repo/manifests/$d")
+  [ "$code" = 201 ] || fail "$host: signature push answered $code"
+  echo "$d"
+}
+
 # terraform_setup DIR: Terraform takes the AWS provider from this machine's local mirror
 # (TF_PROVIDER_MIRROR, else the directory holding registry.terraform.io/hashicorp/aws, not a
 # working directory's own .terraform copy); writes DIR/cli.tfrc and exports TF_CLI_CONFIG_FILE.

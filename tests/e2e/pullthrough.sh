@@ -3,6 +3,8 @@
 # docker-registry) and one at another Berth that wants credentials (a stored secret):
 #  - aws ecr create-pull-through-cache-rule / describe / validate;
 #  - docker pull of an image through the rule, and skopeo copy --all of a two-platform index;
+#  - referrers on request: a signature the upstream lists (Distribution: by the OCI fallback tag)
+#    appears in the cache's referrers answer and is cached;
 #  - with the upstream stopped, the second docker pull and skopeo copy are served from the cache;
 #  - an image never cached, with the upstream stopped: a clear error (502), never a 500;
 #  - the Berth upstream with auth, through `berth secret create` and credentialArn.
@@ -72,6 +74,27 @@ for _ in $(seq 1 100); do
 done
 [ "$n" = 3 ] || fail "dist/library/multi holds $n images, not the index and its two children"
 
+step "referrers on request: a signature of the index at Distribution (no referrers API: the OCI fallback tag)"
+IA='Accept: application/vnd.oci.image.index.v1+json'
+idx=$(curl -fsS -o /dev/null -D - -H "$IA" "http://$D/v2/library/multi/manifests/1" | tr -d '\r' \
+  | awk 'tolower($1)=="docker-content-digest:"{print $2}')
+idx_size=$(curl -fsS -H "$IA" "http://$D/v2/library/multi/manifests/1" | wc -c)
+sig=$(push_signature "$D" library/multi "$idx" "$idx_size")
+sig_size=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$D/v2/library/multi/manifests/$sig" | wc -c)
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json"}]}' \
+  "$sig" "$sig_size" >"$W/fallback.json"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: ${IA#Accept: }" --data-binary "@$W/fallback.json" \
+  "http://$D/v2/library/multi/manifests/${idx/:/-}")
+[ "$code" = 201 ] || fail "the fallback tag's push to Distribution answered $code"
+rcurl -fsS "http://$REG/v2/dist/library/multi/referrers/$idx" >"$W/referrers.json" || fail "referrers through the cache"
+grep -q "$sig" "$W/referrers.json" || fail "the cache's referrers of the index lack the upstream's signature: $(cat "$W/referrers.json")"
+for _ in $(seq 1 100); do
+  n=$(aws ecr describe-images "${E[@]}" --repository-name dist/library/multi --query 'length(imageDetails)' --output text 2>/dev/null || echo 0)
+  [ "$n" = 4 ] && break
+  sleep 0.2
+done
+[ "$n" = 4 ] || fail "the signature was not cached: dist/library/multi holds $n images"
+
 step "the upstream stopped: the second pulls are served from the cache"
 kill "$DPID"; wait "$DPID" 2>/dev/null || true
 docker rmi "$REG/dist/library/hello:1" >/dev/null
@@ -79,6 +102,11 @@ docker pull "$REG/dist/library/hello:1" >/dev/null || fail "the cached image did
 rm -rf "$W/multi-out"
 skopeo copy -q --all --src-tls-verify=false --src-creds "AWS:$BERTH_PASSWORD" "docker://$REG/dist/library/multi:1" "oci:$W/multi-out:1" \
   || fail "skopeo copy --all with the upstream stopped"
+rcurl -fsS "http://$REG/v2/dist/library/multi/referrers/$idx" | grep -q "$sig" \
+  || fail "the cached signature is not among the referrers with the upstream stopped"
+code=$(rcurl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "http://$REG/v2/dist/library/multi/manifests/$sig")
+[ "$code" = 200 ] || fail "the cached signature manifest, upstream stopped: $code"
 code=$(rcurl -s -o "$W/err.json" -w '%{http_code}' "http://$REG/v2/dist/library/never/manifests/1")
 [ "$code" = 502 ] || fail "an image never cached, upstream stopped: $code $(cat "$W/err.json")"
 grep -q "did not answer" "$W/err.json" || fail "the error does not say why: $(cat "$W/err.json")"

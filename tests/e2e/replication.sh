@@ -130,20 +130,7 @@ skopeo copy -q --all --dest-tls-verify=false --dest-creds "AWS:$PW_A" "oci:$L/oc
 idx=$(digest_of "$A" team/multi 1)
 idx_size=$(skopeo inspect --tls-verify=false --creds "AWS:$PW_A" --raw "docker://$A/team/multi:1" | wc -c)
 AB="Authorization: Basic $(printf 'AWS:%s' "$PW_A" | base64 -w0)"
-push_blob() { # FILE: monolithic upload to A's team/multi; prints the digest
-  local d; d=sha256:$(sha256sum <"$1" | cut -d' ' -f1)
-  curl -fsS -o /dev/null -H "$AB" -X POST --data-binary "@$1" "http://$A/v2/team/multi/blobs/uploads/?digest=$d" || fail "blob upload"
-  echo "$d"
-}
-printf '{}' >"$W/empty.json"; printf 'cosign simple signing payload' >"$W/sig.payload"
-ed=$(push_blob "$W/empty.json"); sd=$(push_blob "$W/sig.payload")
-cat >"$W/sig.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"$ed","size":2},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"$sd","size":$(wc -c <"$W/sig.payload")}],"subject":{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"$idx","size":$idx_size}}
-JSON
-sig=sha256:$(sha256sum <"$W/sig.json" | cut -d' ' -f1)
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "$AB" -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-  --data-binary "@$W/sig.json" "http://$A/v2/team/multi/manifests/$sig")
-[ "$code" = 201 ] || fail "signature push: $code"
+sig=$(push_signature "$A" team/multi "$idx" "$idx_size" -H "$AB")
 wait_complete team/multi "$idx" >/dev/null
 wait_complete team/multi "$sig" >/dev/null
 BB="Authorization: Basic $(printf 'AWS:%s' "$PW_B" | base64 -w0)"

@@ -131,6 +131,20 @@ async fn get(s: &Server, path: &str, accept: &str) -> (reqwest::StatusCode, Vec<
 async fn a_pull_through_an_open_upstream_is_cached_and_served_when_the_upstream_is_gone() {
     let upstream = Server::start_region("eu-west-1", true, Vec::new(), None, None).await;
     let (idx, index, children, layers) = push_index(&upstream, "library/app", "1").await;
+    // A cosign-style signature of the index, at the upstream only.
+    let payload = b"cosign simple signing payload";
+    let (ed, pd) = (upstream.push_blob("library/app", b"{}").await, upstream.push_blob("library/app", payload).await);
+    let sig_type = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let sig = serde_json::to_vec(&json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": sig_type,
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": ed, "size": 2 },
+        "layers": [{ "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": pd, "size": payload.len() }],
+        "subject": { "mediaType": OCI_INDEX, "digest": idx, "size": index.len() } }))
+    .unwrap();
+    let sig_digest = sha256(&sig);
+    assert_eq!(
+        upstream.put_manifest("library/app", &sig_digest, OCI_MANIFEST, &sig).await.status(),
+        reqwest::StatusCode::CREATED
+    );
     let cache = Server::start(Db::Sqlite).await.unwrap();
     cache
         .ecr_ok(
@@ -154,8 +168,27 @@ async fn a_pull_through_an_open_upstream_is_cached_and_served_when_the_upstream_
     assert_eq!((b.0, &b.1), (reqwest::StatusCode::OK, bytes0));
     let (l1, bytes1) = &layers[1];
     assert_eq!(&get(&cache, &format!("/v2/hub/library/app/blobs/{l1}"), "*/*").await.1, bytes1);
-    // Cached: the repository exists here, with the image, once the imports are done.
-    wait_cached(&cache, "hub/library/app", 3).await;
+    // The index's referrers are asked of the upstream: the signature is listed (by its type
+    // too, not by another) and cached.
+    let referrers = |filter: &'static str| {
+        let c = &cache;
+        let path = format!("/v2/hub/library/app/referrers/{idx}{filter}");
+        async move {
+            let (st, body, _) = get(c, &path, OCI_INDEX).await;
+            assert_eq!(st, reqwest::StatusCode::OK);
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["manifests"].as_array().unwrap().clone()
+        }
+    };
+    let listed = referrers("").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0]["digest"].as_str(), listed[0]["artifactType"].as_str()),
+        (Some(sig_digest.as_str()), Some(sig_type))
+    );
+    assert_eq!(listed[0]["size"], sig.len());
+    assert!(referrers("?artifactType=application/x-other").await.is_empty());
+    // Cached: the repository exists here, with the image and its signature, once the imports are done.
+    wait_cached(&cache, "hub/library/app", 4).await;
     // The upstream goes away: everything is still served, the tag included (its refresh fails).
     upstream.stop().await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -168,6 +201,14 @@ async fn a_pull_through_an_open_upstream_is_cached_and_served_when_the_upstream_
         );
     }
     assert_eq!(&get(&cache, &format!("/v2/hub/library/app/blobs/{l1}"), "*/*").await.1, bytes1);
+    let (st, body, _) = get(&cache, &format!("/v2/hub/library/app/manifests/{sig_digest}"), OCI_MANIFEST).await;
+    assert_eq!((st, body), (reqwest::StatusCode::OK, sig));
+    assert_eq!(referrers("").await.len(), 1);
+    assert_eq!(&get(&cache, &format!("/v2/hub/library/app/blobs/{pd}"), "*/*").await.1, payload);
+    // Each blob came from the upstream once (two configs, two layers, the signature's two),
+    // however many asked for it: the imports, and the two clients at once.
+    let m = cache.metrics().await;
+    assert_eq!(metric(&m, "berth_pull_through_blob_fetches_total"), 6, "{m}");
     // What was never cached: a clear error naming the upstream, not a 500.
     let r = cache
         .req(reqwest::Method::GET, "/v2/hub/library/other/manifests/1")
@@ -236,4 +277,47 @@ async fn a_tag_is_refreshed_from_an_upstream_with_auth_after_the_interval() {
     assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.2, first);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(get(&cache, "/v2/up/team/app/manifests/latest", OCI_MANIFEST).await.2, second);
+}
+
+#[tokio::test]
+async fn a_second_client_follows_the_fetch_of_the_first() {
+    let upstream = Server::start_region("eu-west-1", true, Vec::new(), None, None).await;
+    let layer: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let digest = upstream.push_blob("library/big", &layer).await;
+    let cache = Server::start(Db::Sqlite).await.unwrap();
+    cache
+        .ecr_ok(
+            "CreatePullThroughCacheRule",
+            json!({ "ecrRepositoryPrefix": "hub", "upstreamRegistryUrl": upstream.base }),
+        )
+        .await;
+    let path = format!("/v2/hub/library/big/blobs/{digest}");
+    // The first client has its answer but reads nothing yet: the fetch is under way, held up.
+    let first = cache.req(reqwest::Method::GET, &path).send().await.unwrap();
+    assert_eq!(first.status(), reqwest::StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A second client is answered at once, from the same fetch, from its first byte.
+    let second = cache.req(reqwest::Method::GET, &path).send().await.unwrap();
+    assert_eq!(second.status(), reqwest::StatusCode::OK);
+    assert_eq!(header(&second, "content-length"), layer.len().to_string());
+    let (a, b) = tokio::join!(first.bytes(), second.bytes());
+    assert!(a.unwrap() == layer, "the first client's bytes differ");
+    assert!(b.unwrap() == layer, "the second client's bytes differ");
+    let m = cache.metrics().await;
+    assert_eq!(metric(&m, "berth_pull_through_blob_fetches_total"), 1, "{m}");
+    assert_eq!(metric(&m, "berth_pull_through_followers_total"), 1, "{m}");
+    assert_eq!(metric(&m, "berth_pull_through_bytes_fetched_total"), layer.len() as u64);
+    // Stored: a third client reads it here, with the upstream gone.
+    upstream.stop().await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = cache.req(reqwest::Method::GET, &path).send().await.unwrap();
+        if r.status() == reqwest::StatusCode::OK {
+            assert!(r.bytes().await.unwrap() == layer);
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not stored: {}", r.status());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&cache.metrics().await, "berth_pull_through_blob_fetches_total"), 1);
 }

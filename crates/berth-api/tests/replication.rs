@@ -74,16 +74,6 @@ async fn dst_get(dst: &Server, path: &str, accept: &str) -> (StatusCode, Vec<u8>
     (status, r.bytes().await.unwrap().to_vec(), digest)
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
-        .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
-}
-
-async fn metrics(s: &Server) -> String {
-    s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test]
 async fn configuration_is_validated_and_shown_by_describe_registry() {
     let (src, _dst, _keep) = pair().await;
@@ -216,9 +206,9 @@ async fn a_push_arrives_whole_through_the_replication_template_and_is_not_sent_b
     let (st, _, _) = dst_get(&dst, "/v2/other/app/manifests/v1", OCI_MANIFEST).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "a repository no rule matches is not replicated");
     // What the destination received counts as replicated: it is not replicated onwards.
-    let m = metrics(&dst).await;
+    let m = dst.metrics().await;
     assert_eq!(metric(&m, "berth_replication_images_total"), 0);
-    let m = metrics(&src).await;
+    let m = src.metrics().await;
     assert!(metric(&m, "berth_replication_images_total") >= 2, "{m}");
 }
 
@@ -234,7 +224,7 @@ async fn a_re_push_sends_only_the_new_blobs_and_the_newest_tag_wins() {
     let m1 = image_manifest(&c1d, c1.len(), &[(big_d.clone(), big.len())]);
     assert_eq!(src.put_manifest("app", "v1", OCI_MANIFEST, &m1).await.status(), StatusCode::CREATED);
     wait_status(&src, "app", &sha256(&m1), "COMPLETE", 30).await;
-    let received = metric(&metrics(&dst).await, "berth_upload_bytes_total");
+    let received = metric(&dst.metrics().await, "berth_upload_bytes_total");
     assert!(received >= big.len() as u64, "the first push sent the big layer: {received}");
 
     let small = vec![9u8; 1000];
@@ -244,7 +234,7 @@ async fn a_re_push_sends_only_the_new_blobs_and_the_newest_tag_wins() {
     let m2 = image_manifest(&c2d, c2.len(), &[(big_d.clone(), big.len()), (small_d, small.len())]);
     assert_eq!(src.put_manifest("app", "v2", OCI_MANIFEST, &m2).await.status(), StatusCode::CREATED);
     wait_status(&src, "app", &sha256(&m2), "COMPLETE", 30).await;
-    let again = metric(&metrics(&dst).await, "berth_upload_bytes_total") - received;
+    let again = metric(&dst.metrics().await, "berth_upload_bytes_total") - received;
     assert_eq!(again, (small.len() + c2.len()) as u64, "only the new layer and config went");
 
     // A tag moved five times quickly ends at the newest everywhere.

@@ -142,6 +142,9 @@ pub struct Core {
     /// Pull-through cache: manifests served from the upstream whose import is not finished
     /// (`repo@digest`), so their children and blobs are found meanwhile.
     pub(crate) pt_pending: Mutex<HashMap<String, Arc<crate::model::Manifest>>>,
+    /// Pull-through cache: blobs being fetched from an upstream, by digest, for the clients
+    /// that ask meanwhile to follow.
+    pub(crate) pt_flights: Mutex<HashMap<String, Arc<crate::flight::Flight>>>,
 }
 
 /// A registry's pull-through rules as read, and when.
@@ -222,6 +225,7 @@ impl Core {
             pt_rules: Mutex::default(),
             pt_checked: Mutex::default(),
             pt_pending: Mutex::default(),
+            pt_flights: Mutex::default(),
         })
     }
 

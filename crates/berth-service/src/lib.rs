@@ -20,6 +20,7 @@ pub mod core;
 pub mod encryption;
 pub mod error;
 pub mod events;
+mod flight;
 pub mod fsck;
 pub mod gc;
 pub mod health;

@@ -29,6 +29,9 @@ pub struct Counters {
     pub replication_blobs_present: AtomicU64,
     pub replication_blobs_mounted: AtomicU64,
     pub replication_bytes_sent: AtomicU64,
+    pub pull_through_blob_fetches: AtomicU64,
+    pub pull_through_bytes_fetched: AtomicU64,
+    pub pull_through_followers: AtomicU64,
 }
 
 impl Counters {
@@ -139,6 +142,21 @@ impl Counters {
                 "berth_replication_bytes_sent_total",
                 "Blob bytes uploaded to destinations.",
                 &self.replication_bytes_sent,
+            ),
+            (
+                "berth_pull_through_blob_fetches_total",
+                "Blobs fetched from pull-through cache upstreams.",
+                &self.pull_through_blob_fetches,
+            ),
+            (
+                "berth_pull_through_bytes_fetched_total",
+                "Blob bytes received from pull-through cache upstreams.",
+                &self.pull_through_bytes_fetched,
+            ),
+            (
+                "berth_pull_through_followers_total",
+                "Blob requests served by following another request's fetch from an upstream.",
+                &self.pull_through_followers,
             ),
         ] {
             metric(name, "counter", help, g(v).to_string());

@@ -535,11 +535,23 @@ pub async fn error_code(r: Response) -> (StatusCode, String) {
     (status, code)
 }
 
+/// A counter's value in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
+}
+
 pub fn header(r: &Response, name: &str) -> String {
     r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
 
 impl Server {
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
     /// An IAM user with an inline policy and an access key.
     pub async fn iam_user(&self, name: &str, policy: &str) -> Creds {
         let root = Creds::root();

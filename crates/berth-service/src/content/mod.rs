@@ -547,7 +547,25 @@ impl<'a> Content<'a> {
         artifact_type: Option<&str>,
     ) -> Result<Value> {
         self.access().check(caller, "ecr:ListImageReferrers", repo.as_str()).await?;
-        self.referrer_index(repo, subject, artifact_type).await
+        // In a pull-through cache, the upstream's referrers join what is cached (those whose
+        // blobs are still being imported are listed from what the upstream sent).
+        let fetched = self.pull_through_referrers(caller, repo, subject).await?;
+        let mut index = self.referrer_index(repo, subject, artifact_type).await?;
+        if let Some(listed) = index["manifests"].as_array_mut() {
+            for m in fetched {
+                if listed.iter().any(|d| d["digest"] == m.digest.as_str()) {
+                    continue;
+                }
+                let Ok(p) = parse_manifest(&m.content, Some(&m.media_type)) else { continue };
+                if artifact_type.is_some_and(|a| p.artifact_type.as_deref() != Some(a)) {
+                    continue;
+                }
+                let size = m.content.len() as i64;
+                let annotations = p.annotations.map(Value::Object);
+                listed.push(referrer(m.media_type.clone(), m.digest.clone(), size, p.artifact_type, annotations));
+            }
+        }
+        Ok(index)
     }
 
     pub(crate) async fn referrer_index(
@@ -563,17 +581,8 @@ impl<'a> Content<'a> {
         let manifests: Vec<Value> = rows
             .into_iter()
             .map(|r| {
-                let mut d = Map::new();
-                d.insert("mediaType".into(), r.media_type.into());
-                d.insert("digest".into(), r.digest.into());
-                d.insert("size".into(), r.size.into());
-                if let Some(a) = r.artifact_type {
-                    d.insert("artifactType".into(), a.into());
-                }
-                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
-                    d.insert("annotations".into(), a);
-                }
-                Value::Object(d)
+                let annotations = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok());
+                referrer(r.media_type, r.digest, r.size, r.artifact_type, annotations)
             })
             .collect();
         Ok(json!({
@@ -615,4 +624,25 @@ impl<'a> Content<'a> {
         self.meta.record_pulls(rows).await?;
         Ok(())
     }
+}
+
+/// A referrer's descriptor in a referrers index.
+fn referrer(
+    media_type: String,
+    digest: String,
+    size: i64,
+    artifact_type: Option<String>,
+    annotations: Option<Value>,
+) -> Value {
+    let mut d = Map::new();
+    d.insert("mediaType".into(), media_type.into());
+    d.insert("digest".into(), digest.into());
+    d.insert("size".into(), size.into());
+    if let Some(a) = artifact_type {
+        d.insert("artifactType".into(), a.into());
+    }
+    if let Some(a) = annotations {
+        d.insert("annotations".into(), a);
+    }
+    Value::Object(d)
 }

@@ -6,6 +6,7 @@
 //! `pull_through_refresh`; when the upstream is away, what is cached is served.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use berth_core::{Digest, RepoName, parse_manifest};
@@ -15,6 +16,7 @@ use futures_util::StreamExt;
 use super::Content;
 use crate::caller::Caller;
 use crate::error::{Error, NotFound, Result, Unavailable};
+use crate::flight::{Flight, Phase};
 use crate::model::{BlobRead, Manifest, Via};
 use crate::pull_through::{PullThrough, Rule};
 use crate::templates::Templates;
@@ -199,15 +201,11 @@ impl<'a> Content<'a> {
             return Ok(cached);
         }
         let key = format!("{repo}:{reference}");
-        let due = match self.pt_checked.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            Some(at) => at.elapsed() >= self.settings.pull_through_refresh,
-            None => true,
-        };
-        if !due {
+        if !self.check_due(&key) {
             return Ok(cached);
         }
         let Some(up) = self.upstream_of(repo).await? else { return Ok(cached) };
-        self.pt_checked.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), Instant::now());
+        self.checked(&key);
         match up.remote.manifest_digest(&up.repo, reference, false).await {
             Ok(Some(d)) if d == cached.digest => Ok(cached),
             Ok(Some(_)) => Ok(self.pull_through_manifest(caller, repo, reference).await?.unwrap_or(cached)),
@@ -215,35 +213,92 @@ impl<'a> Content<'a> {
             Ok(None) => Ok(cached),
             Err(e) => {
                 tracing::warn!(repo = %repo, tag = reference, error = %e, "the upstream did not answer; serving the cached tag");
-                let later = Instant::now() + RECHECK_AFTER_FAILURE;
-                let back = later.checked_sub(self.settings.pull_through_refresh).unwrap_or_else(Instant::now);
-                self.pt_checked.lock().unwrap_or_else(|e| e.into_inner()).insert(key, back);
+                self.check_failed(key);
                 Ok(cached)
             }
         }
     }
 
+    /// Whether the upstream is due to be asked about `key` (a tag, a subject's referrers).
+    fn check_due(&self, key: &str) -> bool {
+        match self.pt_checked.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            Some(at) => at.elapsed() >= self.settings.pull_through_refresh,
+            None => true,
+        }
+    }
+
+    fn checked(&self, key: &str) {
+        self.pt_checked.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), Instant::now());
+    }
+
+    /// The upstream did not answer about `key`: asked again in a minute, not at once.
+    fn check_failed(&self, key: String) {
+        let later = Instant::now() + RECHECK_AFTER_FAILURE;
+        let back = later.checked_sub(self.settings.pull_through_refresh).unwrap_or_else(Instant::now);
+        self.pt_checked.lock().unwrap_or_else(|e| e.into_inner()).insert(key, back);
+    }
+
+    /// The referrers of `subject` the upstream lists that are not cached here yet, imported now
+    /// (as their manifests are: answered at once, blobs in the background). Asked at most every
+    /// `pull_through_refresh` per subject, and only for a caller who may import; when the
+    /// upstream is away, nothing is added to what is cached.
+    pub(crate) async fn pull_through_referrers(
+        &self,
+        caller: &Caller,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Arc<Manifest>>> {
+        let Some(up) = self.upstream_of(repo).await? else { return Ok(Vec::new()) };
+        let key = format!("{repo}@referrers {subject}");
+        if !self.check_due(&key)
+            || !self.access().decide(caller, "ecr:BatchImportUpstreamImage", repo.as_str()).await?.allowed()
+        {
+            return Ok(Vec::new());
+        }
+        self.checked(&key);
+        let listed = match upstream_referrers(&up, subject).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(repo = %repo, %subject, error = %e, "the upstream did not answer; serving the cached referrers");
+                self.check_failed(key);
+                return Ok(Vec::new());
+            }
+        };
+        let repo_id = self.meta.repo_id(repo.as_str()).await?;
+        let subject = subject.to_string();
+        let mut fetched = Vec::new();
+        for d in listed {
+            if let Some(id) = repo_id
+                && self.meta.get_manifest(id, &d).await?.is_some()
+            {
+                continue;
+            }
+            match self.pull_through_manifest(caller, repo, &d).await {
+                // Only what names this subject: the upstream's list is not taken on trust.
+                Ok(Some(m)) if m.subject.as_deref() == Some(subject.as_str()) => fetched.push(m),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(repo = %repo, referrer = %d, error = %e, "a referrer could not be cached"),
+            }
+        }
+        Ok(fetched)
+    }
+
     /// Fetches a blob from the upstream into storage, unless it is there already (one fetch per
     /// digest at a time; a second asker waits for the first).
     async fn import_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let lock = self.blob_send_lock("upstream", &digest.to_string());
-        let _held = lock.lock().await;
+        let held = self.blob_send_lock("upstream", &digest.to_string()).lock_owned().await;
         if self.blob_size(repo, digest).await.is_ok() {
             return Ok(());
         }
         let Some(up) = self.upstream_of(repo).await? else {
             return Err(NotFound::Blob { digest: digest.to_string() }.into());
         };
-        let body = match up.remote.blob_stream(&up.repo, &digest.to_string()).await {
-            Ok(Some((_, body))) => body,
-            Ok(None) => return Err(NotFound::Blob { digest: digest.to_string() }.into()),
-            Err(e) => return Err(upstream_error(&up.rule, &e)),
-        };
-        self.store_blob(None, repo, digest, body).await?;
-        Ok(())
+        let (flight, _) = self.start_fetch(&up, repo, digest, held, false).await?;
+        flight.finished().await.map_err(|e| Error::Unavailable(Unavailable::Upstream(e)))
     }
 
-    /// A blob missing here, streamed from the upstream while it is stored (None: no rule).
+    /// A blob missing here, streamed from the upstream while it is stored (None: no rule). A
+    /// client that asks while another's fetch is running follows that fetch.
     pub(crate) async fn pull_through_blob(
         &self,
         caller: &Caller,
@@ -253,11 +308,29 @@ impl<'a> Content<'a> {
         let Some(up) = self.upstream_of(repo).await? else { return Ok(None) };
         self.access().check(caller, "ecr:BatchImportUpstreamImage", repo.as_str()).await?;
         self.cache_repo(caller, repo).await?;
+        let read = |size: u64, stream| {
+            let body = berth_blob::BlobBody { len: size, stream };
+            Ok(Some(BlobRead { digest: digest.clone(), size, range: None, body }))
+        };
         let lock = self.blob_send_lock("upstream", &digest.to_string());
         let held = match lock.clone().try_lock_owned() {
             Ok(g) => g,
             Err(_) => {
-                // Another request is fetching it: wait for that one fetch, then read it here.
+                let running =
+                    self.pt_flights.lock().unwrap_or_else(|e| e.into_inner()).get(&digest.to_string()).cloned();
+                if let Some(f) = running {
+                    match f.settled().await {
+                        Phase::Streaming(size) => {
+                            if let Some(stream) = f.join() {
+                                self.counters.pull_through_followers.fetch_add(1, Ordering::Relaxed);
+                                return read(size, stream);
+                            }
+                        }
+                        Phase::Failed(e) => return Err(Error::Unavailable(Unavailable::Upstream(e))),
+                        Phase::Starting | Phase::Stored => {}
+                    }
+                }
+                // Past what a late client can follow: wait for the blob to be stored.
                 drop(lock.lock().await);
                 return Ok(Some(self.read_blob(Some(caller), repo, digest, None).await?));
             }
@@ -266,62 +339,123 @@ impl<'a> Content<'a> {
             drop(held);
             return Ok(Some(self.read_blob(Some(caller), repo, digest, None).await?));
         }
-        let (len, mut upstream) = match up.remote.blob_stream(&up.repo, &digest.to_string()).await {
+        match self.start_fetch(&up, repo, digest, held, true).await? {
+            (_, Some((size, stream))) => read(size, stream),
+            (_, None) => Err(Error::Internal("a fetch started without its first client".into())),
+        }
+    }
+
+    /// Starts fetching a blob from the upstream into storage; `held` (the digest's fetch lock)
+    /// is let go once it is stored. Every client that asks meanwhile can follow the same bytes
+    /// (`first`: one follower from the start, returned with the size).
+    async fn start_fetch(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+        held: tokio::sync::OwnedMutexGuard<()>,
+        first: bool,
+    ) -> Result<(Arc<Flight>, Option<(u64, crate::flight::Chunks)>)> {
+        let key = digest.to_string();
+        let flight = Arc::new(Flight::new());
+        self.pt_flights.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), flight.clone());
+        let forget = || {
+            let mut m = self.pt_flights.lock().unwrap_or_else(|e| e.into_inner());
+            if m.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                m.remove(&key);
+            }
+        };
+        let fail = |e: Error| {
+            flight.set_phase(Phase::Failed(e.to_string()));
+            forget();
+            Err(e)
+        };
+        let (len, mut upstream) = match up.remote.blob_stream(&up.repo, &key).await {
             Ok(Some(r)) => r,
-            Ok(None) => return Err(NotFound::Blob { digest: digest.to_string() }.into()),
-            Err(e) => return Err(upstream_error(&up.rule, &e)),
+            Ok(None) => return fail(NotFound::Blob { digest: key.clone() }.into()),
+            Err(e) => return fail(upstream_error(&up.rule, &e)),
         };
         let Some(size) = len else {
-            return Err(upstream_error(
-                &up.rule,
-                &berth_remote::RemoteError::Protocol {
-                    what: format!("GET blob {digest}"),
-                    reason: "no Content-Length".into(),
-                },
-            ));
+            let why = berth_remote::RemoteError::Protocol {
+                what: format!("GET blob {digest}"),
+                reason: "no Content-Length".into(),
+            };
+            return fail(upstream_error(&up.rule, &why));
         };
         let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
-            return Err(Error::Internal("the registry is stopping".into()));
+            return fail(Error::Internal("the registry is stopping".into()));
         };
-        // The upstream's bytes go to the client and to storage; the client is never waited for
-        // past a few chunks, and storing goes on when it hangs up.
-        let (to_client, from_upstream) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+        self.counters.pull_through_blob_fetches.fetch_add(1, Ordering::Relaxed);
+        flight.set_phase(Phase::Streaming(size));
+        let follower = if first { flight.join().map(|s| (size, s)) } else { None };
         let (to_store, store_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
-        let (repo2, digest2) = (repo.clone(), digest.clone());
+        let (repo2, digest2, f) = (repo.clone(), digest.clone(), flight.clone());
         tokio::spawn(async move {
             let _held = held;
             let c = Content(&core);
-            let store_body = tokio_stream_of(store_rx);
-            let store = c.store_blob(None, &repo2, &digest2, store_body);
-            let pump = async move {
-                let mut client = Some(to_client);
+            let store = c.store_blob(None, &repo2, &digest2, tokio_stream_of(store_rx));
+            // The upstream's bytes go to the followers and to storage; a follower that stalls is
+            // left behind, and storing goes on when every client has hung up.
+            let pump = async {
                 while let Some(chunk) = upstream.next().await {
-                    if let Some(tx) = &client {
-                        let copy = match &chunk {
-                            Ok(b) => Ok(b.clone()),
-                            Err(e) => Err(std::io::Error::other(e.to_string())),
-                        };
-                        if tx.send(copy).await.is_err() {
-                            client = None;
-                        }
+                    if let Ok(b) = &chunk {
+                        core.counters.pull_through_bytes_fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
                     }
+                    f.send(&chunk).await;
                     let failed = chunk.is_err();
                     if to_store.send(chunk).await.is_err() || failed {
                         break;
                     }
                 }
+                drop(to_store);
             };
             let (stored, ()) = tokio::join!(store, pump);
             match stored {
-                Ok(_) => tracing::info!(repo = %repo2, digest = %digest2, "blob cached from its upstream"),
+                Ok(_) => {
+                    tracing::info!(repo = %repo2, digest = %digest2, "blob cached from its upstream");
+                    f.set_phase(Phase::Stored);
+                }
                 Err(e) => {
-                    tracing::warn!(repo = %repo2, digest = %digest2, error = %e, "caching a blob from its upstream failed")
+                    tracing::warn!(repo = %repo2, digest = %digest2, error = %e, "caching a blob from its upstream failed");
+                    // Followers have had every byte: this tells them the copy is not good.
+                    f.send(&Err(std::io::Error::other(e.to_string()))).await;
+                    f.set_phase(Phase::Failed(e.to_string()));
                 }
             }
+            let mut m = core.pt_flights.lock().unwrap_or_else(|e| e.into_inner());
+            if m.get(&digest2.to_string()).is_some_and(|x| Arc::ptr_eq(x, &f)) {
+                m.remove(&digest2.to_string());
+            }
         });
-        let body = berth_blob::BlobBody { len: size, stream: tokio_stream_of(from_upstream) };
-        Ok(Some(BlobRead { digest: digest.clone(), size, range: None, body }))
+        Ok((flight, follower))
     }
+}
+
+/// At most this many referrers of one subject are taken from an upstream's list.
+const MAX_UPSTREAM_REFERRERS: usize = 1000;
+
+/// The digests of the referrers of `subject` the upstream lists: its referrers API, else (a
+/// registry without one, as Distribution 2.8) the index the OCI spec's fallback tag
+/// `sha256-<hex>` holds.
+async fn upstream_referrers(up: &Upstream, subject: &Digest) -> berth_remote::Result<Vec<String>> {
+    let index = match up.remote.referrers(&up.repo, &subject.to_string()).await? {
+        Some(index) => index,
+        None => {
+            let tag = subject.to_string().replace(':', "-");
+            match up.remote.get_manifest(&up.repo, &tag, berth_core::media::OCI_INDEX).await? {
+                Some(m) => serde_json::from_slice(&m.body).unwrap_or_default(),
+                None => serde_json::Value::Null,
+            }
+        }
+    };
+    let listed = index["manifests"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(listed
+        .iter()
+        .filter_map(|d| d["digest"].as_str())
+        .filter(|d| d.parse::<Digest>().is_ok())
+        .take(MAX_UPSTREAM_REFERRERS)
+        .map(str::to_string)
+        .collect())
 }
 
 /// A receiver as a stream of chunks.
