@@ -29,9 +29,10 @@ S3_URL=$(scripts/s3-test-server.sh) || { echo "could not start the S3 server"; e
 export BERTH_TEST_S3_ENDPOINT=$S3_URL
 export E2E_WORK=${E2E_WORK:-/tmp/berth-e2e}
 
-passed=0; failed=0; failures=()
+# Results are lines in a file: the end-to-end tests run in two lanes at once (below).
+RESULTS=$E2E_WORK.results; : >"$RESULTS"
 record() { # NAME EXIT_CODE
-  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok: $1"; else failed=$((failed + 1)); failures+=("$1"); echo "FAILED: $1"; fi
+  if [ "$2" = 0 ]; then echo "ok: $1" | tee -a "$RESULTS"; else echo "FAILED: $1" | tee -a "$RESULTS"; fi
 }
 
 if [ -z "${E2E_ONLY:-}" ]; then
@@ -58,27 +59,44 @@ free_space() {
     DOCKER_HOST=unix://$E2E_WORK/dockerd/docker.sock docker system prune -af >/dev/null 2>&1 || true
   fi
 }
-mkdir -p "$E2E_WORK"
-free_space
-echo "== disk: $(df -h --output=avail "$E2E_WORK" | tail -1 | tr -d ' ') free for the end-to-end tests"
 run_e2e() { # NAME [ENV=VALUE...]
   local name=$1; shift
   [ -n "${E2E_ONLY:-}" ] && [ "$E2E_ONLY" != "$name" ] && return 0
-  local label="e2e $name${1:+ ($*)}"
+  local label="e2e $name${1:+ ($*)}" start=$SECONDS
   echo "== $label"
   env "$@" timeout 1200 bash "tests/e2e/$name.sh" >"$E2E_WORK/$name.${1:-default}.out" 2>&1
   local rc=$?
   [ $rc = 0 ] || tail -n 30 "$E2E_WORK/$name.${1:-default}.out"
-  record "$label" $rc
+  record "$label ($((SECONDS - start)) s)" $rc
   free_space
 }
-for t in serve readme hardening diskfull tls nodes cluster deploy replication pullthrough terraform upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke; do run_e2e "$t"; done
-for t in upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do run_e2e "$t" E2E_DB=postgres; done
+# lane WORK_DIR PORTS SUITE...: runs the suites one after another, each "NAME[:ENV=VALUE]", in
+# a work directory (and Docker engine) of its own, on loopback ports from its own range.
+lane() {
+  export E2E_WORK=$1 E2E_PORTS=$2; shift 2
+  mkdir -p "$E2E_WORK"; free_space
+  local s
+  for s in "$@"; do run_e2e ${s/:/ }; done
+}
+echo "== disk: $(df -h --output=avail "$(dirname "$E2E_WORK")" | tail -1 | tr -d ' ') free for the end-to-end tests"
+# Two lanes at once (most suites wait on clients and timers more than they compute; they share
+# only the PostgreSQL and S3 servers, in databases and buckets of their own). The second lane's
+# log is shown when it is done.
+LANE1=(serve readme hardening diskfull tls nodes deploy replication pullthrough terraform upgrade sealcrash kms ecr policy iam
+  lifecycle gc scan scandata docker skopeo podman containerd oras crash bigblob bench-smoke)
 # The Basic challenge (as ECR answers) with every client; the default is the Docker token flow.
-for t in ecr docker skopeo podman containerd; do run_e2e "$t" E2E_CHALLENGE=basic; done
-run_e2e oras E2E_ORAS_BACKEND=basic
+LANE1+=(ecr:E2E_CHALLENGE=basic docker:E2E_CHALLENGE=basic skopeo:E2E_CHALLENGE=basic podman:E2E_CHALLENGE=basic
+  containerd:E2E_CHALLENGE=basic oras:E2E_ORAS_BACKEND=basic)
+LANE2=(cluster)
+for t in upgrade sealcrash kms ecr policy iam lifecycle gc scan scandata docker skopeo oras crash; do LANE2+=("$t:E2E_DB=postgres"); done
+( lane "$E2E_WORK-2" 26000-31999 "${LANE2[@]}" ) >"$E2E_WORK.lane2.log" 2>&1 &
+LANE2_PID=$!
+( lane "$E2E_WORK" 20000-25999 "${LANE1[@]}" )
+wait "$LANE2_PID"
+echo "== the second lane:"; cat "$E2E_WORK.lane2.log"
 
 echo
-[ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
+grep '^FAILED: ' "$RESULTS" | sed 's/^FAILED: /failed: /'
+passed=$(grep -c '^ok: ' "$RESULTS"); failed=$(grep -c '^FAILED: ' "$RESULTS")
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -14,7 +14,39 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 step() { echo "--- $*"; }
 need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed (./test.sh installs it: $2)"; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port: a loopback port no one listens on. With E2E_PORTS=LOW-HIGH (test.sh gives each lane
+# its own range, below the kernel's ephemeral ports) they are handed out in turn from that range,
+# so suites running at once never pick the same one; otherwise the kernel picks.
+free_port() {
+  python3 - "${E2E_PORTS:-}" "$E2E_WORK/.next-port" <<'PY'
+import fcntl, os, socket, sys
+rng, state = sys.argv[1], sys.argv[2]
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return s.getsockname()[1]
+    except OSError:
+        return None
+    finally:
+        s.close()
+if not rng:
+    print(free(0)); sys.exit()
+low, high = map(int, rng.split("-"))
+with open(state, "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    text = f.read().strip()
+    p = int(text) if text else low
+    for _ in range(high - low + 1):
+        p = p + 1 if low <= p < high else low
+        if free(p):
+            break
+    else:
+        sys.exit("no free port in " + rng)
+    f.seek(0); f.truncate(); f.write(str(p))
+print(p)
+PY
+}
 
 wait_http() { # URL [seconds]: any HTTP answer will do (/v2/ answers 401 without credentials)
   local i code
