@@ -10,7 +10,9 @@
 #    after the restart B receives only that layer (its berth_upload_bytes_total), not the ones
 #    it had;
 #  - backfill: images pushed before a rule matched are copied by `berth replicate --all`;
-#  - deletes are not replicated.
+#  - deletes are not replicated;
+#  - three regions: A replicates edge/ to B and to C (ap-south-1, a third Berth); B, with a rule
+#    of its own to C, does not pass on what it received.
 # Writes figures to $E2E_WORK/replication.figures.
 source "$(dirname "$0")/lib.sh"
 need docker-registry "apt-get install docker-registry"
@@ -19,18 +21,29 @@ need aws "pip install awscli"
 start_dockerd
 W=$E2E_WORK/replication; rm -rf "$W"; mkdir -p "$W"
 FIG=$E2E_WORK/replication.figures; : >"$FIG"
-PA=$(free_port); PB=$(free_port); PD=$(free_port)
-A=127.0.0.1:$PA; B=127.0.0.1:$PB; D=127.0.0.1:$PD
+PA=$(free_port); PB=$(free_port); PD=$(free_port); PC=$(free_port)
+A=127.0.0.1:$PA; B=127.0.0.1:$PB; D=127.0.0.1:$PD; C=127.0.0.1:$PC
 export DOCKER_CONFIG=$W/docker-config REGISTRY_AUTH_FILE=$W/containers-auth.json
 mkdir -p "$DOCKER_CONFIG"
 unset AWS_ENDPOINT_URL_ECR BERTH_REGION
 
-BPID=; APID=; DPID=
-cleanup() { kill "$APID" "$BPID" "$DPID" 2>/dev/null || true; wait 2>/dev/null || true; }
+BPID=; APID=; DPID=; CPID=
+cleanup() { kill "$APID" "$BPID" "$DPID" "$CPID" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
+BERTH_REGION=ap-south-1 "$BERTH" serve --listen "$C" --data-dir "$W/c-data" >"$W/c.log" 2>&1 &
+CPID=$!
+wait_http "http://$C/v2/"
+cat >"$W/b.toml" <<TOML
+region = "eu-west-1"
+
+[[peers]]
+region = "ap-south-1"
+url = "http://$C"
+credentials_file = "$W/c-data/root-credentials"
+TOML
 start_b() {
-  BERTH_REGION=eu-west-1 "$BERTH" serve --listen "$B" --data-dir "$W/b-data" >>"$W/b.log" 2>&1 &
+  "$BERTH" serve --config "$W/b.toml" --listen "$B" --data-dir "$W/b-data" >>"$W/b.log" 2>&1 &
   BPID=$!
   wait_http "http://$B/v2/"
 }
@@ -59,6 +72,11 @@ credentials_file = "$W/b-data/root-credentials"
 region = "dist"
 kind = "oci"
 url = "http://$D"
+
+[[peers]]
+region = "ap-south-1"
+url = "http://$C"
+credentials_file = "$W/c-data/root-credentials"
 TOML
 "$BERTH" serve --config "$W/a.toml" --listen "$A" --data-dir "$W/a-data" >"$W/a.log" 2>&1 &
 APID=$!
@@ -68,6 +86,7 @@ aws_a() { AWS_SHARED_CREDENTIALS_FILE=$W/a-data/root-credentials aws --region us
 aws_b() { AWS_SHARED_CREDENTIALS_FILE=$W/b-data/root-credentials aws --region eu-west-1 --endpoint-url "http://$B" "$@"; }
 PW_A=$("$BERTH" get-login-password --data-dir "$W/a-data")
 PW_B=$(BERTH_REGION=eu-west-1 "$BERTH" get-login-password --data-dir "$W/b-data")
+PW_C=$(BERTH_REGION=ap-south-1 "$BERTH" get-login-password --data-dir "$W/c-data")
 printf %s "$PW_A" | docker login --username AWS --password-stdin "$A" >/dev/null
 printf %s "$PW_B" | docker login --username AWS --password-stdin "$B" >/dev/null
 metric() { curl -fsS "http://$1/metrics" | awk -v m="$2" '$1==m{print int($2)}'; }
@@ -92,6 +111,7 @@ digest_of() { # HOST REPO REF: the manifest digest the registry serves (skopeo, 
   local creds=()
   [ "$1" = "$A" ] && creds=(--creds "AWS:$PW_A")
   [ "$1" = "$B" ] && creds=(--creds "AWS:$PW_B")
+  [ "$1" = "$C" ] && creds=(--creds "AWS:$PW_C")
   skopeo inspect --tls-verify=false "${creds[@]}" --raw "docker://$1/$2:$3" | sha256sum | awk '{print "sha256:"$1}'
 }
 
@@ -239,4 +259,30 @@ sleep 3
 [ "$(digest_of "$B" team/app 1)" = "$d1" ] || fail "the delete reached B"
 [ "$(digest_of "$D" team/app 1)" = "$d1" ] || fail "the delete reached Distribution"
 grep -q "replicated" "$W/a.log" || fail "A logged no replication"
+
+step "three regions: A replicates edge/ to B and C; B does not pass on what it received"
+aws_b ecr put-replication-configuration --replication-configuration \
+  '{"rules":[{"destinations":[{"region":"ap-south-1","registryId":"000000000000"}]}]}' >/dev/null
+aws_a ecr put-replication-configuration --replication-configuration \
+  '{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"000000000000"},{"region":"dist","registryId":"000000000000"}],"repositoryFilters":[{"filter":"team/","filterType":"PREFIX_MATCH"}]},{"destinations":[{"region":"eu-west-1","registryId":"000000000000"},{"region":"ap-south-1","registryId":"000000000000"}],"repositoryFilters":[{"filter":"edge/","filterType":"PREFIX_MATCH"}]}]}' >/dev/null
+build "$W/img5" 1
+DOCKER_BUILDKIT=0 docker build -q -t "$A/edge/app:1" "$W/img5" >/dev/null
+docker push "$A/edge/app:1" >/dev/null
+de=$(digest_of "$A" edge/app 1)
+for _ in $(seq 1 300); do
+  st=$(aws_a ecr describe-image-replication-status --repository-name edge/app --image-id "imageDigest=$de" \
+    --query 'replicationStatuses[].[region,status]' --output text | sort | tr '\t\n' ': ')
+  [ "$st" = "ap-south-1:COMPLETE eu-west-1:COMPLETE " ] && break
+  sleep 0.2
+done
+[ "$st" = "ap-south-1:COMPLETE eu-west-1:COMPLETE " ] || fail "edge/app at A: $st"
+[ "$(digest_of "$B" edge/app 1)" = "$de" ] || fail "B's edge/app differs"
+[ "$(digest_of "$C" edge/app 1)" = "$de" ] || fail "C's edge/app differs"
+printf %s "$PW_C" | docker login --username AWS --password-stdin "$C" >/dev/null
+docker pull "$C/edge/app:1" >/dev/null || fail "docker pull from C"
+sleep 4
+[ "$(metric "$B" berth_replication_images_total)" = 0 ] || fail "B replicated what it had received"
+repos=$(AWS_SHARED_CREDENTIALS_FILE=$W/c-data/root-credentials aws --region ap-south-1 --endpoint-url "http://$C" \
+  ecr describe-repositories --query 'repositories[].repositoryName' --output text)
+[ "$repos" = edge/app ] || fail "C holds more than A sent it: $repos"
 echo "PASS replication"
