@@ -6,6 +6,8 @@
 #  - the node holding scan on push (an outbox consumer) is killed with -9; an image then pushed to
 #    the other node reads IN_PROGRESS, and is scanned once the dead node's lease has run out; the
 #    periodic jobs go on there;
+#  - the node copying an image to another region (a third Berth) is killed with -9 in the middle
+#    of a large layer; the other node finishes the copy after the lease, and the image arrives;
 #  - SIGTERM stops every background worker within the deadline, and the log says so.
 source "$(dirname "$0")/lib.sh"
 need psql "apt-get install postgresql"
@@ -21,13 +23,19 @@ BERTH_DB_ARGS=(--database-url "$DB_URL")
 sql() { psql "$DB_URL" -tAc "$1"; }
 export BERTH_GC_INTERVAL=1s BERTH_LIFECYCLE_INTERVAL=1s BERTH_GC_GRACE=1h
 
+# Another region, a replication destination of both nodes (identical configuration files).
+PR=$(free_port); R=127.0.0.1:$PR
+BERTH_REGION=eu-west-1 "$BERTH" serve --listen "$R" --data-dir "$P/region-data" >"$P/region.log" 2>&1 &
+PID_r=$!
+wait_http "http://$R/v2/"
+printf '[[peers]]\nregion = "eu-west-1"\nurl = "http://%s"\ncredentials_file = "%s"\n' "$R" "$P/region-data/root-credentials" >"$P/node.toml"
 start_node() { # NAME: sets PID_<NAME>, PORT_<NAME>
   local port; port=$(free_port)
-  "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$P/$1.log" 2>&1 &
+  "$BERTH" serve --config "$P/node.toml" --listen "127.0.0.1:$port" --data-dir "$BERTH_DATA" "${BERTH_DB_ARGS[@]}" >"$P/$1.log" 2>&1 &
   eval "PID_$1=$! PORT_$1=$port"
   wait_http "http://127.0.0.1:$port/v2/"
 }
-cleanup() { kill -9 "${PID_a:-}" "${PID_b:-}" 2>/dev/null || true; }
+cleanup() { kill -9 "${PID_a:-}" "${PID_b:-}" "${PID_c:-}" "${PID_r:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 node_of() { grep -o 'background workers started node=[0-9a-f]*' "$P/$1.log" | head -1 | sed 's/.*node=//'; }
 rounds() { # JOB LOG...: the round numbers of JOB's completed rounds in the logs (none: nothing)
@@ -94,6 +102,62 @@ done
 [ "${after:-0}" -gt "${before:-0}" ] || fail "no GC round on node $live in the 45 s after the kill"
 echo "  GC rounds go on on node $live ($(( $(date +%s) - killed )) s after the kill)"
 check_rounds gc
+
+step "kill -9 the node copying an image to another region; the other node finishes the copy"
+start_node c
+aws ecr put-replication-configuration --endpoint-url "$ECR_URL" --replication-configuration \
+  '{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"000000000000"}],"repositoryFilters":[{"filter":"far/","filterType":"PREFIX_MATCH"}]}]}' >/dev/null
+metric() { curl -fsS "http://$R/metrics" | awk -v m="$1" '$1==m{print int($2)}'; }
+before=$(metric berth_upload_bytes_total)
+# A 300 MB layer, pushed to the live node as a client would (upload, then manifest).
+big=$(python3 - "$REG" "$BERTH_PASSWORD" <<'PY'
+import base64, hashlib, json, os, sys, urllib.request
+host, pw = sys.argv[1], sys.argv[2]
+auth = "Basic " + base64.b64encode(f"AWS:{pw}".encode()).decode()
+def req(method, path, body=b"", ctype=None):
+    r = urllib.request.Request(f"http://{host}{path}", data=body, method=method, headers={"Authorization": auth})
+    if ctype: r.add_header("Content-Type", ctype)
+    return urllib.request.urlopen(r)
+ds = []
+for b in (json.dumps({"architecture": "amd64", "os": "linux"}).encode(), os.urandom(300 << 20)):
+    d = "sha256:" + hashlib.sha256(b).hexdigest(); ds.append((d, len(b)))
+    req("POST", f"/v2/far/big/blobs/uploads/?digest={d}", b)
+m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ds[0][0], "size": ds[0][1]},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ds[1][0], "size": ds[1][1]}]}).encode()
+req("PUT", "/v2/far/big/manifests/1", m, "application/vnd.oci.image.manifest.v1+json")
+print("sha256:" + hashlib.sha256(m).hexdigest())
+PY
+)
+copier=
+for _ in $(seq 1 1500); do
+  now=$(metric berth_upload_bytes_total 2>/dev/null || echo 0)
+  if [ "${now:-0}" -gt $((before + 30000000)) ]; then
+    copier=$(sql "SELECT claimed_by FROM jobs WHERE queue = 'replication' AND claimed_by IS NOT NULL LIMIT 1")
+    break
+  fi
+  sleep 0.02
+done
+[ -n "$copier" ] || fail "no node was copying far/big (the destination received $((${now:-0} - before)) bytes)"
+node_c=$(node_of c)
+case "$copier" in
+  "$(node_of $live)") dead=$live; live=c ;;
+  "$node_c") dead=c ;;
+  *) fail "the replication job is held by '$copier', not a live node" ;;
+esac
+eval "dead_pid=\$PID_$dead live_port=\$PORT_$live"
+kill -9 "$dead_pid"; wait "$dead_pid" 2>/dev/null || true
+killed=$(date +%s)
+echo "  node $dead killed after the destination received $((now - before)) bytes"
+repl_status() { aws ecr describe-image-replication-status --endpoint-url "http://127.0.0.1:$live_port" --repository-name far/big \
+  --image-id "imageDigest=$big" --query 'replicationStatuses[0].status' --output text 2>&1; }
+for _ in $(seq 1 180); do s=$(repl_status); [ "$s" = COMPLETE ] && break; sleep 0.5; done
+[ "$s" = COMPLETE ] || fail "far/big after the copier's death: $s"
+got=$(curl -fsS -o /dev/null -D - -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  -H "Authorization: Basic $(printf 'AWS:%s' "$(BERTH_REGION=eu-west-1 "$BERTH" get-login-password --data-dir "$P/region-data")" | base64 -w0)" \
+  "http://$R/v2/far/big/manifests/1" | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:"{print $2}')
+[ "$got" = "$big" ] || fail "the destination's far/big:1 is '$got', not $big"
+echo "  COMPLETE $(( $(date +%s) - killed )) s after the kill (lease 30 s), copied by node $live"
 
 step "SIGTERM stops every worker within the deadline"
 eval "live_pid=\$PID_$live"
