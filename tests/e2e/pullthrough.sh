@@ -7,7 +7,8 @@
 #    appears in the cache's referrers answer and is cached;
 #  - with the upstream stopped, the second docker pull and skopeo copy are served from the cache;
 #  - an image never cached, with the upstream stopped: a clear error (502), never a 500;
-#  - the Berth upstream with auth, through `berth secret create` and credentialArn.
+#  - the Berth upstream with auth, through `berth secret create` and credentialArn, and through
+#    a secret made with `aws secretsmanager create-secret`.
 source "$(dirname "$0")/lib.sh"
 need docker-registry "apt-get install docker-registry"
 need skopeo "apt-get install skopeo"
@@ -125,4 +126,18 @@ aws ecr create-pull-through-cache-rule "${E[@]}" --ecr-repository-prefix up --up
 [ "$(aws ecr validate-pull-through-cache-rule "${E[@]}" --ecr-repository-prefix up --query isValid --output text)" = True ] \
   || fail "the rule with credentials does not validate"
 docker pull "$REG/up/team/app:1" >/dev/null || fail "docker pull through the upstream with auth"
+
+step "the same with the secret made as ECR's users make it: aws secretsmanager create-secret"
+SM=(--endpoint-url "$ECR_URL")
+arn2=$(aws secretsmanager create-secret "${SM[@]}" --name ecr-pullthroughcache/up2 --description "upstream login" \
+  --secret-string "{\"username\":\"AWS\",\"accessToken\":\"$UPW\"}" --query ARN --output text)
+[[ "$arn2" == arn:aws:secretsmanager:*:secret:ecr-pullthroughcache/up2-* ]] || fail "create-secret printed: $arn2"
+[ "$(aws secretsmanager describe-secret "${SM[@]}" --secret-id "$arn2" --query Description --output text)" = "upstream login" ] \
+  || fail "describe-secret"
+"$BERTH" secret list --data-dir "$BERTH_DATA" | grep -q "ecr-pullthroughcache/up2" || fail "berth secret list lacks the aws-made secret"
+grep -rq "$UPW" "$BERTH_DATA" && fail "the upstream password is stored in the clear"
+aws ecr create-pull-through-cache-rule "${E[@]}" --ecr-repository-prefix up2 --upstream-registry-url "http://$U" --credential-arn "$arn2" >/dev/null
+docker pull "$REG/up2/team/app:1" >/dev/null || fail "docker pull through the rule whose secret the aws CLI made"
+out=$(aws secretsmanager get-secret-value "${SM[@]}" --secret-id ecr-pullthroughcache/nope 2>&1) && fail "a missing secret was found"
+grep -q ResourceNotFoundException <<<"$out" || fail "a missing secret: $out"
 echo "PASS pullthrough"

@@ -2,7 +2,8 @@
 # Terraform's AWS provider (from the machine's local mirror) against Berth, in one configuration:
 # aws_ecr_repository, aws_ecr_lifecycle_policy, aws_ecr_repository_policy,
 # aws_ecr_registry_scanning_configuration, aws_ecr_replication_configuration (to a second
-# Berth in eu-west-1) and aws_ecr_pull_through_cache_rule (upstream: that Berth), with the data sources aws_ecr_repository, aws_ecr_image and
+# Berth in eu-west-1) and aws_ecr_pull_through_cache_rule (upstream: that Berth; a second rule
+# with its credentials in aws_secretsmanager_secret and _version), with the data sources aws_ecr_repository, aws_ecr_image and
 # aws_ecr_authorization_token: apply, a second plan with no changes, the replication rule really
 # replicating a push, destroy (and what it removed really gone).
 source "$(dirname "$0")/lib.sh"
@@ -38,7 +39,8 @@ printf %s "$manifest" | rcurl -fsS -o /dev/null -X PUT -H 'Content-Type: applica
   --data-binary @- "http://$REG/v2/tf/existing/manifests/v1" || fail "manifest push"
 image_digest=sha256:$(printf %s "$manifest" | sha256sum | cut -d' ' -f1)
 
-terraform_provider ecr iam sts >"$T/main.tf"
+PW_B=$(BERTH_REGION=eu-west-1 "$BERTH" get-login-password --data-dir "$T/b-data")
+terraform_provider ecr iam sts secretsmanager >"$T/main.tf"
 cat >>"$T/main.tf" <<TF
 data "aws_caller_identity" "me" {}
 resource "aws_ecr_repository" "app" {
@@ -95,6 +97,21 @@ resource "aws_ecr_pull_through_cache_rule" "mirror" {
   ecr_repository_prefix = "mirror"
   upstream_registry_url = "http://127.0.0.1:$PB"
 }
+resource "aws_secretsmanager_secret" "upstream" {
+  name                    = "ecr-pullthroughcache/tf"
+  description             = "the eu-west-1 registry's login"
+  recovery_window_in_days = 0
+}
+resource "aws_secretsmanager_secret_version" "upstream" {
+  secret_id     = aws_secretsmanager_secret.upstream.id
+  secret_string = jsonencode({ username = "AWS", accessToken = "$PW_B" })
+}
+resource "aws_ecr_pull_through_cache_rule" "locked" {
+  ecr_repository_prefix = "locked"
+  upstream_registry_url = "http://127.0.0.1:$PB"
+  credential_arn        = aws_secretsmanager_secret.upstream.arn
+  depends_on            = [aws_secretsmanager_secret_version.upstream]
+}
 data "aws_ecr_repository" "existing" { name = "tf/existing" }
 data "aws_ecr_image" "existing" {
   repository_name = data.aws_ecr_repository.existing.name
@@ -119,8 +136,12 @@ aws ecr describe-registry "${E[@]}" --output json | grep -q '"filter": "tf/"' ||
 [ "$(aws ecr get-lifecycle-policy "${E[@]}" --repository-name tf/app --query 'lifecyclePolicyText' --output text | grep -c imageCountMoreThan)" = 1 ] \
   || fail "the lifecycle policy"
 aws ecr get-repository-policy "${E[@]}" --repository-name tf/app >/dev/null || fail "the repository policy"
-[ "$(aws ecr describe-pull-through-cache-rules "${E[@]}" --query 'pullThroughCacheRules[0].ecrRepositoryPrefix' --output text)" = mirror ] \
-  || fail "the pull-through cache rule"
+[ "$(aws ecr describe-pull-through-cache-rules "${E[@]}" --query 'pullThroughCacheRules[].ecrRepositoryPrefix' --output text)" = "locked	mirror" ] \
+  || fail "the pull-through cache rules: $(aws ecr describe-pull-through-cache-rules "${E[@]}" --output json)"
+[ "$(aws ecr validate-pull-through-cache-rule "${E[@]}" --ecr-repository-prefix locked --query isValid --output text)" = True ] \
+  || fail "the rule whose credentials Terraform stored does not validate"
+[ "$(aws secretsmanager get-secret-value --endpoint-url "$ECR_URL" --secret-id ecr-pullthroughcache/tf --query SecretString --output text)" \
+  = "{\"accessToken\":\"$PW_B\",\"username\":\"AWS\"}" ] || fail "the secret's value"
 
 step "a second plan has no changes"
 set +e; ( cd "$T" && terraform plan -detailed-exitcode -input=false -no-color >"$T/plan.out" 2>&1 ); rc=$?; set -e
@@ -166,5 +187,7 @@ aws ecr describe-repositories "${E[@]}" --repository-names tf/app >/dev/null 2>&
 [ "$(aws ecr get-registry-scanning-configuration "${E[@]}" --query 'length(scanningConfiguration.rules)' --output text)" = 0 ] \
   || fail "the scanning rules survived destroy"
 [ "$(aws ecr describe-pull-through-cache-rules "${E[@]}" --query 'length(pullThroughCacheRules)' --output text)" = 0 ] \
-  || fail "the pull-through cache rule survived destroy"
+  || fail "the pull-through cache rules survived destroy"
+[ "$(aws secretsmanager list-secrets --endpoint-url "$ECR_URL" --query 'length(SecretList)' --output text)" = 0 ] \
+  || fail "the secret survived destroy"
 echo "PASS terraform"

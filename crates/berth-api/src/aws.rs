@@ -11,10 +11,14 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::request::Parts;
+use axum::response::Response;
 use berth_crypto::sigv4;
-use berth_service::{AuditEvent, Error, Principal};
+use berth_service::{AuditEvent, Caller, Error, Principal};
 use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
 
 use crate::state::{AppState, UNVERIFIED_BUDGET};
 
@@ -163,4 +167,144 @@ pub(crate) fn json_response(v: &serde_json::Value) -> axum::response::Response {
 /// The audit event of a call named `name`, before it is decided.
 pub(crate) fn event(name: &str, parts: &Parts) -> AuditEvent {
     AuditEvent { name: name.to_string(), source_ip: crate::state::peer_ip(&parts.extensions), ..Default::default() }
+}
+
+/// An AWS JSON 1.1 API on `POST /` other than ECR's (KMS, Secrets Manager): the operation named
+/// by `X-Amz-Target: <prefix><Operation>`, signed with SigV4 for `service`, decided by the
+/// service for its caller, errors worded by the API's own functions (in `error.rs`).
+pub(crate) struct JsonApi {
+    pub target_prefix: &'static str,
+    /// The SigV4 service name, also the audit events' prefix.
+    pub service: &'static str,
+    /// The request field naming the resource, for the audit event.
+    pub resource: &'static str,
+    pub error_type: fn(&Error) -> &'static str,
+    /// An error response of a type, with a message.
+    pub respond: fn(&str, &str) -> Response,
+    pub service_error: fn(&Error) -> Response,
+    /// The error type for an operation Berth does not serve, and where what it serves is listed.
+    pub unsupported: &'static str,
+    pub doc: &'static str,
+    /// The operation's answer; None: not an operation Berth serves.
+    pub dispatch: Dispatch,
+}
+
+/// A JSON API's operations: (state, caller, operation, input) to its answer.
+pub(crate) type Dispatch = for<'x> fn(&'x AppState, &'x Caller, &'x str, &'x Value) -> BoxFuture<'x, Answer>;
+pub(crate) type Answer = Result<Option<Value>, Error>;
+
+impl JsonApi {
+    /// Whether a `POST /` is a call of this API.
+    pub fn is_for(&self, req: &Request) -> bool {
+        req.headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(self.target_prefix))
+    }
+
+    pub async fn handle(&self, st: &AppState, req: Request) -> Response {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        with_request_id(self.handle_inner(st, req).await, &request_id)
+    }
+
+    async fn handle_inner(&self, st: &AppState, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let op = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix(self.target_prefix))
+            .unwrap_or_default()
+            .to_string();
+        let mut event = event(&format!("{}:{op}", self.service), &parts);
+        let ip = event.source_ip;
+        let service = self.service;
+        let signed = match authenticate(st, &parts, body, 1024 * 1024, |_| service).await {
+            Ok(s) => s,
+            Err(Refusal::Sig(e)) => {
+                event.error = Some(format!("{}: {e}", e.aws_type()));
+                st.registry.audit(event).await;
+                return (self.respond)(e.aws_type(), &e.to_string());
+            }
+            Err(Refusal::Service(e)) => {
+                event.error = Some(format!("{}: {e}", (self.error_type)(&e)));
+                st.registry.audit(event).await;
+                return (self.service_error)(&e);
+            }
+        };
+        event.principal = Some(signed.principal.arn.clone());
+        let secure = crate::serve::is_secure(&parts.extensions);
+        let who = Caller::principal(signed.principal).from(ip, secure);
+        let input: Value = if signed.payload.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            match serde_json::from_slice(&signed.payload) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) => return (self.respond)("SerializationException", "the request body must be a JSON object"),
+                Err(e) => return (self.respond)("SerializationException", &format!("malformed JSON: {e}")),
+            }
+        };
+        event.resource = input.get(self.resource).and_then(Value::as_str).map(str::to_string);
+        let result = (self.dispatch)(st, &who, &op, &input).await;
+        event.allowed = !matches!(&result, Err(e) if e.is_denied());
+        event.error = match &result {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(self.unsupported.into()),
+            Err(e) => Some((self.error_type)(e).to_string()),
+        };
+        st.registry.audit(event).await;
+        match result {
+            Ok(Some(v)) => json_response(&v),
+            Ok(None) => (self.respond)(
+                self.unsupported,
+                &format!("Berth does not support the {} operation {op:?} (see {})", self.service, self.doc),
+            ),
+            Err(e) => (self.service_error)(&e),
+        }
+    }
+}
+
+// ---- reading a JSON request's fields ----
+
+pub(crate) fn validation(field: &str, reason: &str) -> Error {
+    Error::Invalid(berth_service::error::Invalid {
+        kind: berth_service::error::InvalidKind::Validation,
+        field: Some(field.to_string()),
+        value: None,
+        reason: reason.to_string(),
+    })
+}
+
+/// An optional string field.
+pub(crate) fn s<'a>(v: &'a Value, field: &str) -> Result<Option<&'a str>, Error> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(validation(field, "must be a string")),
+    }
+}
+
+/// A string field that must be there.
+pub(crate) fn req<'a>(v: &'a Value, field: &str) -> Result<&'a str, Error> {
+    s(v, field)?.ok_or_else(|| validation(field, "Member must not be null"))
+}
+
+pub(crate) fn int(v: &Value, field: &str) -> Result<Option<i64>, Error> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => n.as_i64().map(Some).ok_or_else(|| validation(field, "must be an integer")),
+    }
+}
+
+pub(crate) fn flag(v: &Value, field: &str) -> Result<bool, Error> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(validation(field, "must be a boolean")),
+    }
+}
+
+/// A time as the JSON protocols send it: seconds since the epoch.
+pub(crate) fn ts(ms: i64) -> Value {
+    json!(ms as f64 / 1000.0)
 }

@@ -134,10 +134,7 @@ fn input<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
     serde_json::from_value(v).map_err(|e| Error::bad_request(format!("Invalid request: {e}")))
 }
 
-/// Seconds since the epoch, as AWS JSON timestamps are.
-fn ts(ms: i64) -> Value {
-    json!(ms as f64 / 1000.0)
-}
+use crate::aws::ts;
 
 /// Runs operation `op` for `c`; the service decides `ecr:<op>` on what the call names.
 async fn dispatch(st: &AppState, c: &Caller, op: &str, v: Value) -> Result<Option<Value>, Error> {

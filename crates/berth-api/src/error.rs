@@ -178,7 +178,7 @@ pub fn ecr_type(e: &Error) -> &'static str {
             NotFound::Entity { .. } | NotFound::Policy { .. } | NotFound::Member { .. } => "InvalidParameterException",
             NotFound::KmsKey { .. } | NotFound::KmsAlias { .. } => "KmsException",
             NotFound::PullThroughRule { .. } => "PullThroughCacheRuleNotFoundException",
-            NotFound::Secret { .. } => "SecretNotFoundException",
+            NotFound::Secret { .. } | NotFound::SecretValue { .. } => "SecretNotFoundException",
         },
         Error::AlreadyExists(x) => match x {
             Exists::Repository { .. } => "RepositoryAlreadyExistsException",
@@ -190,7 +190,8 @@ pub fn ecr_type(e: &Error) -> &'static str {
             | Exists::Policy { .. }
             | Exists::Account { .. }
             | Exists::KmsAlias { .. }
-            | Exists::Secret { .. } => "InvalidParameterException",
+            | Exists::Secret { .. }
+            | Exists::SecretVersion { .. } => "InvalidParameterException",
         },
         Error::Invalid(i) => match i.kind {
             InvalidKind::Validation => "ValidationException",
@@ -364,12 +365,16 @@ pub fn kms_message(e: &Error) -> String {
 }
 
 /// A KMS error response: `{"__type", "message"}`.
-pub fn kms_error_response(kind: &str, message: &str) -> Response {
-    let status =
-        if kind == "KMSInternalException" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+/// An AWS JSON 1.1 error: a 500 for the API's internal error type, else a 400.
+fn json_error(kind: &str, message: &str, internal: bool) -> Response {
+    let status = if internal { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
     let body = json!({ "__type": kind, "message": message });
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"))], body.to_string())
         .into_response()
+}
+
+pub fn kms_error_response(kind: &str, message: &str) -> Response {
+    json_error(kind, message, kind == "KMSInternalException")
 }
 
 /// A service error for a KMS client.
@@ -378,6 +383,52 @@ pub fn kms_response(e: &Error) -> Response {
         tracing::error!(error = %e, "request failed");
     }
     kms_error_response(kms_type(e), &kms_message(e))
+}
+
+// ---- Secrets Manager ----
+
+pub fn sm_type(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound(_) => "ResourceNotFoundException",
+        Error::AlreadyExists(_) => "ResourceExistsException",
+        Error::Conflict(_) => "InvalidRequestException",
+        Error::Invalid(_) => "InvalidParameterException",
+        Error::Denied(_) => "AccessDeniedException",
+        Error::Unauthenticated { why: Unauthenticated::ExpiredToken, .. } => "ExpiredTokenException",
+        Error::Unauthenticated { .. } => "UnrecognizedClientException",
+        Error::LimitExceeded { .. } => "LimitExceededException",
+        Error::Throttled(_) => "ThrottlingException",
+        Error::Internal(_) | Error::Unavailable(_) => "InternalServiceError",
+    }
+}
+
+/// The message a Secrets Manager client reads.
+pub fn sm_message(e: &Error) -> String {
+    match e {
+        Error::NotFound(NotFound::Secret { .. }) => "Secrets Manager can't find the specified secret.".into(),
+        Error::NotFound(NotFound::SecretValue { what, .. }) => {
+            format!("Secrets Manager can't find the specified secret value for {what}")
+        }
+        Error::AlreadyExists(Exists::Secret { name }) => {
+            format!("The operation failed because the secret {name} already exists.")
+        }
+        Error::AlreadyExists(Exists::SecretVersion { .. }) => {
+            "You can't modify an existing version, you can only create a new version.".into()
+        }
+        e => kms_message(e),
+    }
+}
+
+pub fn sm_error_response(kind: &str, message: &str) -> Response {
+    json_error(kind, message, kind == "InternalServiceError")
+}
+
+/// A service error for a Secrets Manager client.
+pub fn sm_response(e: &Error) -> Response {
+    if e.is_internal() {
+        tracing::error!(error = %e, "request failed");
+    }
+    sm_error_response(sm_type(e), &sm_message(e))
 }
 
 // ---- IAM and STS ----

@@ -2,122 +2,30 @@
 //! `X-Amz-Target: TrentService.<Operation>`, signed with SigV4 for service `kms`. Shapes and
 //! error names follow botocore's `kms` model; the service decides every call.
 
-use axum::extract::{Request, State};
-use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_service::kms::{KeyView, NewKey};
 use berth_service::{Caller, Error};
 use serde_json::{Map, Value, json};
 
-use crate::aws::Refusal;
+use crate::aws::{JsonApi, flag, int, req, s, ts, validation};
 use crate::error::{kms_error_response, kms_response};
 use crate::state::AppState;
 
-pub const TARGET_PREFIX: &str = "TrentService.";
+/// The KMS API on `POST /`.
+pub static API: JsonApi = JsonApi {
+    target_prefix: "TrentService.",
+    service: "kms",
+    resource: "KeyId",
+    error_type: crate::error::kms_type,
+    respond: kms_error_response,
+    service_error: kms_response,
+    unsupported: "UnsupportedOperationException",
+    doc: "docs/ENCRYPTION.md",
+    dispatch: |st, who, op, v| Box::pin(dispatch(st, who, op, v)),
+};
 
 type R = Result<Value, Error>;
-
-/// Whether a `POST /` is a KMS call.
-pub fn is_kms(req: &Request) -> bool {
-    req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(TARGET_PREFIX))
-}
-
-pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    crate::aws::with_request_id(handle_inner(&st, req).await, &request_id)
-}
-
-async fn handle_inner(st: &AppState, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .unwrap_or_default()
-        .to_string();
-    let mut event = crate::aws::event(&format!("kms:{op}"), &parts);
-    let ip = event.source_ip;
-    let signed = match crate::aws::authenticate(st, &parts, body, 1024 * 1024, |_| "kms").await {
-        Ok(s) => s,
-        Err(Refusal::Sig(e)) => {
-            event.error = Some(format!("{}: {e}", e.aws_type()));
-            st.registry.audit(event).await;
-            return kms_error_response(e.aws_type(), &e.to_string());
-        }
-        Err(Refusal::Service(e)) => {
-            event.error = Some(format!("{}: {e}", crate::error::kms_type(&e)));
-            st.registry.audit(event).await;
-            return kms_response(&e);
-        }
-    };
-    event.principal = Some(signed.principal.arn.clone());
-    let secure = crate::serve::is_secure(&parts.extensions);
-    let who = Caller::principal(signed.principal).from(ip, secure);
-    let input: Value = if signed.payload.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        match serde_json::from_slice(&signed.payload) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return kms_error_response("SerializationException", "the request body must be a JSON object"),
-            Err(e) => return kms_error_response("SerializationException", &format!("malformed JSON: {e}")),
-        }
-    };
-    event.resource = input.get("KeyId").and_then(Value::as_str).map(str::to_string);
-    let result = dispatch(st, &who, &op, &input).await;
-    event.allowed = !matches!(&result, Err(e) if e.is_denied());
-    event.error = match &result {
-        Ok(Some(_)) => None,
-        Ok(None) => Some("UnknownOperationException".into()),
-        Err(e) => Some(crate::error::kms_type(e).to_string()),
-    };
-    st.registry.audit(event).await;
-    match result {
-        Ok(Some(v)) => crate::aws::json_response(&v),
-        Ok(None) => kms_error_response(
-            "UnsupportedOperationException",
-            &format!("Berth does not support the KMS operation {op:?} (see docs/ENCRYPTION.md)"),
-        ),
-        Err(e) => kms_response(&e),
-    }
-}
-
-fn validation(field: &str, reason: &str) -> Error {
-    Error::Invalid(berth_service::error::Invalid {
-        kind: berth_service::error::InvalidKind::Validation,
-        field: Some(field.to_string()),
-        value: None,
-        reason: reason.to_string(),
-    })
-}
-
-fn s<'a>(v: &'a Value, field: &str) -> Result<Option<&'a str>, Error> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(validation(field, "must be a string")),
-    }
-}
-
-fn req<'a>(v: &'a Value, field: &str) -> Result<&'a str, Error> {
-    s(v, field)?.ok_or_else(|| validation(field, "Member must not be null"))
-}
-
-fn int(v: &Value, field: &str) -> Result<Option<i64>, Error> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(n) => n.as_i64().map(Some).ok_or_else(|| validation(field, "must be an integer")),
-    }
-}
-
-fn flag(v: &Value, field: &str) -> Result<bool, Error> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(validation(field, "must be a boolean")),
-    }
-}
 
 fn blob(v: &Value, field: &str) -> Result<Vec<u8>, Error> {
     STANDARD.decode(req(v, field)?).map_err(|_| validation(field, "must be base64"))
@@ -155,10 +63,6 @@ fn limit(v: &Value) -> Result<i64, Error> {
         return Err(validation("Limit", "must be between 1 and 1000"));
     }
     Ok(n)
-}
-
-fn ts(ms: i64) -> Value {
-    json!(ms as f64 / 1000.0)
 }
 
 fn metadata(v: &KeyView) -> Value {

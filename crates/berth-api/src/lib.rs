@@ -11,6 +11,7 @@ mod iam;
 mod kms;
 mod oci;
 mod request;
+mod secretsmanager;
 mod serve;
 mod state;
 
@@ -94,12 +95,15 @@ async fn readyz(st: axum::extract::State<AppState>) -> Response {
     (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// `POST /`: the ECR and KMS APIs (JSON, `X-Amz-Target`) or the IAM/STS Query APIs (form-encoded).
+/// `POST /`: the ECR, KMS and Secrets Manager APIs (JSON, `X-Amz-Target`) or the IAM/STS Query
+/// APIs (form-encoded).
 async fn aws_api(st: axum::extract::State<AppState>, req: Request) -> Response {
     if iam::is_query(&req) {
         iam::handle(st, req).await
-    } else if kms::is_kms(&req) {
-        kms::handle(st, req).await
+    } else if kms::API.is_for(&req) {
+        kms::API.handle(&st.0, req).await
+    } else if secretsmanager::API.is_for(&req) {
+        secretsmanager::API.handle(&st.0, req).await
     } else {
         ecr::handle(st, req).await
     }

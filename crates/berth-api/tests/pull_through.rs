@@ -4,13 +4,138 @@
 
 mod common;
 
-use berth_service::Caller;
 use common::*;
 use serde_json::json;
 
+/// A Secrets Manager call as the root user: status and answer.
+async fn sm(s: &Server, op: &str, body: serde_json::Value) -> (reqwest::StatusCode, serde_json::Value) {
+    let root = Creds::root();
+    let target = format!("secretsmanager.{op}");
+    s.json_call("secretsmanager", &target, body, &root.akid, &root.secret, None, |_| {}).await
+}
+
+/// A secret holding upstream credentials, made as ECR's users make it: `CreateSecret`.
 async fn secret(s: &Server, name: &str, username: &str, token: &str) -> String {
     let value = json!({ "username": username, "accessToken": token }).to_string();
-    s.registry.pull_through().create_secret(&Caller::operator(), "000000000000", name, &value, None).await.unwrap().arn
+    let (st, v) = sm(s, "CreateSecret", json!({ "Name": name, "SecretString": value })).await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{v}");
+    v["ARN"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn secrets_manager_keeps_secrets_sealed_with_their_current_version() {
+    let s = Server::start(Db::Sqlite).await.unwrap();
+    let err = |v: &serde_json::Value| v["__type"].as_str().unwrap_or_default().to_string();
+    let token = "0123456789abcdef0123456789abcdef";
+    let (st, made) = sm(
+        &s,
+        "CreateSecret",
+        json!({ "Name": "ecr-pullthroughcache/hub", "SecretString": "{\"username\":\"u\",\"accessToken\":\"t0\"}",
+        "Description": "hub credentials", "ClientRequestToken": token }),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{made}");
+    let arn = made["ARN"].as_str().unwrap().to_string();
+    assert!(arn.starts_with("arn:aws:secretsmanager:us-east-1:000000000000:secret:ecr-pullthroughcache/hub-"), "{arn}");
+    assert_eq!(made["VersionId"], token);
+    // Never in the clear at rest: no file of the data directory holds the value.
+    fn holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                holds(&p, needle)
+            } else {
+                std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            }
+        })
+    }
+    assert!(holds(s.dir.path(), b"hub credentials"), "the check would not see a value in the clear");
+    assert!(!holds(s.dir.path(), b"accessToken"), "a secret's value is stored in the clear");
+    let (_, again) = sm(&s, "CreateSecret", json!({ "Name": "ecr-pullthroughcache/hub", "SecretString": "x" })).await;
+    assert_eq!(err(&again), "ResourceExistsException");
+    let (_, bin) = sm(&s, "CreateSecret", json!({ "Name": "b", "SecretBinary": "AAAA" })).await;
+    assert_eq!(err(&bin), "InvalidParameterException", "{bin}");
+    // By name or ARN; the current version with its stage.
+    for id in ["ecr-pullthroughcache/hub", arn.as_str()] {
+        let (st, d) = sm(&s, "DescribeSecret", json!({ "SecretId": id })).await;
+        assert_eq!(st, reqwest::StatusCode::OK);
+        assert_eq!((d["ARN"].as_str(), d["Description"].as_str()), (Some(arn.as_str()), Some("hub credentials")));
+        assert_eq!(d["VersionIdsToStages"][token], json!(["AWSCURRENT"]));
+    }
+    let (_, got) = sm(&s, "GetSecretValue", json!({ "SecretId": arn, "VersionId": token })).await;
+    assert_eq!(got["SecretString"], "{\"username\":\"u\",\"accessToken\":\"t0\"}");
+    let (_, other) = sm(&s, "GetSecretValue", json!({ "SecretId": arn, "VersionStage": "AWSPREVIOUS" })).await;
+    assert_eq!(err(&other), "ResourceNotFoundException");
+    // A new value is a new version; the same token again with another value is refused.
+    let token2 = "fedcba9876543210fedcba9876543210";
+    let put = json!({ "SecretId": arn, "SecretString": "{\"username\":\"u\",\"accessToken\":\"t1\"}", "ClientRequestToken": token2 });
+    let (st, p) = sm(&s, "PutSecretValue", put.clone()).await;
+    assert_eq!((st, p["VersionId"].as_str()), (reqwest::StatusCode::OK, Some(token2)), "{p}");
+    assert_eq!(sm(&s, "PutSecretValue", put).await.0, reqwest::StatusCode::OK, "a retried write changes nothing");
+    let (_, clash) =
+        sm(&s, "PutSecretValue", json!({ "SecretId": arn, "SecretString": "other", "ClientRequestToken": token2 }))
+            .await;
+    assert_eq!(err(&clash), "ResourceExistsException");
+    let (_, old) = sm(&s, "GetSecretValue", json!({ "SecretId": arn, "VersionId": token })).await;
+    assert_eq!(err(&old), "ResourceNotFoundException");
+    let (_, up) = sm(&s, "UpdateSecret", json!({ "SecretId": arn, "Description": "rotated" })).await;
+    assert!(up.get("VersionId").is_none(), "{up}");
+    // Made without a value (as Terraform makes one): no version until one is written.
+    let (_, empty) = sm(&s, "CreateSecret", json!({ "Name": "later" })).await;
+    assert!(empty.get("VersionId").is_none(), "{empty}");
+    let (_, none) = sm(&s, "GetSecretValue", json!({ "SecretId": "later" })).await;
+    assert_eq!(err(&none), "ResourceNotFoundException");
+    let (_, d) = sm(&s, "DescribeSecret", json!({ "SecretId": "later" })).await;
+    assert_eq!(d["VersionIdsToStages"], json!({}));
+    assert_eq!(
+        sm(&s, "PutSecretValue", json!({ "SecretId": "later", "SecretString": "v" })).await.0,
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(sm(&s, "GetSecretValue", json!({ "SecretId": "later" })).await.1["SecretString"], "v");
+    assert_eq!(sm(&s, "DeleteSecret", json!({ "SecretId": "later" })).await.0, reqwest::StatusCode::OK);
+    // Listing: pages by name, filters.
+    for n in ["a/one", "a/two", "b/three"] {
+        secret(&s, n, "u", "t").await;
+    }
+    let (_, p1) = sm(&s, "ListSecrets", json!({ "MaxResults": 2 })).await;
+    let names = |v: &serde_json::Value| {
+        v["SecretList"].as_array().unwrap().iter().map(|e| e["Name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&p1), ["a/one", "a/two"]);
+    let (_, p2) = sm(&s, "ListSecrets", json!({ "MaxResults": 2, "NextToken": p1["NextToken"] })).await;
+    assert_eq!(names(&p2), ["b/three", "ecr-pullthroughcache/hub"]);
+    assert!(p2.get("NextToken").is_none());
+    let (_, f) = sm(&s, "ListSecrets", json!({ "Filters": [{ "Key": "name", "Values": ["a/"] }] })).await;
+    assert_eq!(names(&f), ["a/one", "a/two"]);
+    let (_, f) = sm(&s, "ListSecrets", json!({ "Filters": [{ "Key": "description", "Values": ["rotated"] }] })).await;
+    assert_eq!(names(&f), ["ecr-pullthroughcache/hub"]);
+    // A rule uses the secret; deleting it is immediate.
+    let (_, both) = sm(
+        &s,
+        "DeleteSecret",
+        json!({ "SecretId": arn, "RecoveryWindowInDays": 7, "ForceDeleteWithoutRecovery": true }),
+    )
+    .await;
+    assert_eq!(err(&both), "InvalidParameterException");
+    let (st, del) = sm(&s, "DeleteSecret", json!({ "SecretId": arn, "ForceDeleteWithoutRecovery": true })).await;
+    assert_eq!((st, del["ARN"].as_str()), (reqwest::StatusCode::OK, Some(arn.as_str())));
+    let (st, gone) = sm(&s, "DescribeSecret", json!({ "SecretId": arn })).await;
+    assert_eq!((st, err(&gone)), (reqwest::StatusCode::BAD_REQUEST, "ResourceNotFoundException".to_string()));
+    // Decided for the caller: a user may read only what a policy lets it.
+    let reader = s
+        .iam_user("reader", r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"secretsmanager:DescribeSecret","Resource":"*"}]}"#)
+        .await;
+    let as_reader = |op: &'static str, body: serde_json::Value| {
+        let (s, r) = (&s, &reader);
+        async move {
+            s.json_call("secretsmanager", &format!("secretsmanager.{op}"), body, &r.akid, &r.secret, None, |_| {}).await
+        }
+    };
+    assert_eq!(as_reader("DescribeSecret", json!({ "SecretId": "a/one" })).await.0, reqwest::StatusCode::OK);
+    let (st, denied) = as_reader("GetSecretValue", json!({ "SecretId": "a/one" })).await;
+    assert_eq!((st, err(&denied)), (reqwest::StatusCode::BAD_REQUEST, "AccessDeniedException".to_string()), "{denied}");
+    let (_, unknown) = sm(&s, "RotateSecret", json!({ "SecretId": "a/one" })).await;
+    assert!(unknown["message"].as_str().unwrap().contains("does not support"), "{unknown}");
 }
 
 #[tokio::test]

@@ -97,6 +97,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0017_pull_through.sql"),
         postgres: include_str!("../migrations/0017_pull_through.sql"),
     },
+    Migration {
+        version: 18,
+        sqlite: include_str!("../migrations/0018_secret_versions.sql"),
+        postgres: include_str!("../migrations/0018_secret_versions.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -22,6 +22,8 @@ pub struct SecretRow {
     pub description: Option<String>,
     /// The value, sealed.
     pub sealed: String,
+    /// The current version's id (None: written before versions were kept).
+    pub version_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -42,7 +44,7 @@ async fn rule_in(c: &mut sqlx::AnyConnection, registry: &str, prefix: &str) -> R
     row.as_ref().map(rule_row).transpose()
 }
 
-const SECRET_COLS: &str = "arn, account, name, description, sealed, created_at, updated_at";
+const SECRET_COLS: &str = "arn, account, name, description, sealed, created_at, updated_at, version_id";
 
 fn secret_row(r: &AnyRow) -> Result<SecretRow> {
     Ok(SecretRow {
@@ -53,6 +55,7 @@ fn secret_row(r: &AnyRow) -> Result<SecretRow> {
         sealed: r.try_get(4)?,
         created_at: r.try_get(5)?,
         updated_at: r.try_get(6)?,
+        version_id: r.try_get(7)?,
     })
 }
 
@@ -134,8 +137,8 @@ impl Meta {
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
                 let n = sqlx::query(
-                    "INSERT INTO secrets (arn, account, name, description, sealed, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    "INSERT INTO secrets (arn, account, name, description, sealed, created_at, updated_at, version_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
                 )
                 .bind(s.arn.as_str())
                 .bind(s.account.as_str())
@@ -144,6 +147,7 @@ impl Meta {
                 .bind(s.sealed.as_str())
                 .bind(s.created_at)
                 .bind(s.updated_at)
+                .bind(s.version_id.as_deref())
                 .execute(&mut *c)
                 .await?
                 .rows_affected();
@@ -167,13 +171,32 @@ impl Meta {
         rows.iter().map(secret_row).collect()
     }
 
-    /// Replaces a secret's sealed value; false when there is no such secret.
-    pub async fn set_secret_value(&self, arn: &str, sealed: &str) -> Result<bool> {
-        let (arn, sealed) = (arn.to_string(), sealed.to_string());
+    /// Replaces a secret's sealed value and version; false when there is no such secret.
+    pub async fn set_secret_value(&self, arn: &str, sealed: &str, version_id: &str) -> Result<bool> {
+        let (arn, sealed, version) = (arn.to_string(), sealed.to_string(), version_id.to_string());
         self.write_tx(Box::new(move |c| {
             Box::pin(async move {
-                let n = sqlx::query("UPDATE secrets SET sealed = $1, updated_at = $2 WHERE arn = $3")
+                let n = sqlx::query("UPDATE secrets SET sealed = $1, version_id = $2, updated_at = $3 WHERE arn = $4")
                     .bind(sealed.as_str())
+                    .bind(version.as_str())
+                    .bind(now_ms())
+                    .bind(arn.as_str())
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            })
+        }))
+        .await
+    }
+
+    /// Replaces a secret's description; false when there is no such secret.
+    pub async fn set_secret_description(&self, arn: &str, description: Option<&str>) -> Result<bool> {
+        let (arn, description) = (arn.to_string(), description.map(str::to_string));
+        self.write_tx(Box::new(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("UPDATE secrets SET description = $1, updated_at = $2 WHERE arn = $3")
+                    .bind(description.as_deref())
                     .bind(now_ms())
                     .bind(arn.as_str())
                     .execute(&mut *c)

@@ -110,6 +110,9 @@ pub enum NotFound {
     /// A secret, by name or ARN.
     #[error("secret {id} does not exist")]
     Secret { id: String },
+    /// A version of a secret other than its current one (`what`: the VersionId or stage asked).
+    #[error("secret {id} has no value for {what}")]
+    SecretValue { id: String, what: String },
 }
 
 /// `{imageDigest:'..', imageTag:'..'}`, as ECR prints image ids.
@@ -141,6 +144,9 @@ pub enum Exists {
     PullThroughRule { prefix: String },
     #[error("a secret named {name} already exists")]
     Secret { name: String },
+    /// A version written again with another value.
+    #[error("version {id} of the secret already exists with another value")]
+    SecretVersion { id: String },
 }
 
 /// A value that breaks a rule: `field` names it as the protocol's request does (`repositoryName`,

@@ -42,6 +42,7 @@ pub mod scan_config;
 pub mod scan_policy;
 pub mod scanning;
 mod sealing;
+pub mod secrets;
 pub mod templates;
 pub mod throttle;
 pub mod tokens;
@@ -162,6 +163,10 @@ impl Registry {
 
     pub fn pull_through(&self) -> pull_through::PullThrough<'_> {
         pull_through::PullThrough(&self.core)
+    }
+
+    pub fn secrets(&self) -> secrets::Secrets<'_> {
+        secrets::Secrets(&self.core)
     }
 
     pub fn replication(&self) -> replication::Replication<'_> {

@@ -1,5 +1,5 @@
 //! Pull-through cache rules (ECR's: a repository prefix here, an upstream registry there, the
-//! credentials in a stored secret) and the secrets themselves. The pull path that uses them is
+//! credentials in a stored secret, `secrets.rs`). The pull path that uses them is
 //! `content/upstream.rs`.
 
 pub use crate::model::{Rule, RuleBody};
@@ -8,6 +8,7 @@ use crate::access::Access;
 use crate::caller::Caller;
 use crate::core::domain;
 use crate::error::{Error, Exists, NotFound, Result};
+use crate::secrets::Secrets;
 
 /// ECR's limit on rules per registry.
 const MAX_RULES: usize = 50;
@@ -79,104 +80,14 @@ fn credential_arn_ok(a: &str) -> bool {
         })
 }
 
-/// A secret as the API shows it (never its value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretInfo {
-    pub arn: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-fn info(r: berth_meta::SecretRow) -> SecretInfo {
-    SecretInfo {
-        arn: r.arn,
-        name: r.name,
-        description: r.description,
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-    }
-}
-
 domain! {
-    /// Pull-through cache rules, and the secrets their credentials are kept in.
+    /// Pull-through cache rules.
     PullThrough
 }
 
 impl<'a> PullThrough<'a> {
     fn access(&self) -> Access<'a> {
         Access(self.0)
-    }
-
-    fn aad(arn: &str) -> Vec<u8> {
-        format!("berth-secret:{arn}").into_bytes()
-    }
-
-    /// Stores a secret of `account` (sealed under the secrets key); its ARN.
-    pub async fn create_secret(
-        &self,
-        caller: &Caller,
-        account: &str,
-        name: &str,
-        value: &str,
-        description: Option<&str>,
-    ) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:CreateSecret", account).await?;
-        if name.is_empty()
-            || name.len() > 512
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
-        {
-            return Err(Error::parameter("Name", "1 to 512 letters, digits and /_+=.@-".into()));
-        }
-        if value.is_empty() || value.len() > 65536 {
-            return Err(Error::parameter("SecretString", "1 to 65,536 characters".into()));
-        }
-        let suffix = berth_crypto::random_string(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 6);
-        let arn = format!("arn:aws:secretsmanager:{}:{account}:secret:{name}-{suffix}", self.settings.region);
-        let now = berth_meta::now_ms();
-        let row = berth_meta::SecretRow {
-            sealed: self.settings.seal_key.seal(value.as_bytes(), &Self::aad(&arn)),
-            arn,
-            account: account.to_string(),
-            name: name.to_string(),
-            description: description.map(str::to_string),
-            created_at: now,
-            updated_at: now,
-        };
-        if !self.meta.insert_secret(&row).await? {
-            return Err(Exists::Secret { name: name.to_string() }.into());
-        }
-        Ok(info(row))
-    }
-
-    pub async fn describe_secret(&self, caller: &Caller, account: &str, id: &str) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:DescribeSecret", account).await?;
-        let row = self.meta.secret(account, id).await?.ok_or_else(|| NotFound::Secret { id: id.to_string() })?;
-        Ok(info(row))
-    }
-
-    pub async fn list_secrets(&self, caller: &Caller, account: &str) -> Result<Vec<SecretInfo>> {
-        self.access().check_registry(caller, "secretsmanager:ListSecrets", account).await?;
-        Ok(self.meta.secrets(account).await?.into_iter().map(info).collect())
-    }
-
-    pub async fn delete_secret(&self, caller: &Caller, account: &str, id: &str) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:DeleteSecret", account).await?;
-        let row = self.meta.secret(account, id).await?.ok_or_else(|| NotFound::Secret { id: id.to_string() })?;
-        self.meta.delete_secret(&row.arn).await?;
-        Ok(info(row))
-    }
-
-    /// A secret's value, for the registry's own use (upstream credentials).
-    pub(crate) async fn secret_value(&self, account: &str, arn: &str) -> Result<String> {
-        let row = self.meta.secret(account, arn).await?.ok_or_else(|| NotFound::Secret { id: arn.to_string() })?;
-        let plain = self
-            .settings
-            .seal_key
-            .open(&row.sealed, &Self::aad(&row.arn))
-            .ok_or_else(|| Error::Internal(format!("secret {arn} does not open with this secrets key")))?;
-        String::from_utf8(plain).map_err(|_| Error::Internal(format!("secret {arn} is not text")))
     }
 
     /// A rule changed: this node reads the registry's rules again at the next pull (other nodes
@@ -323,7 +234,7 @@ impl<'a> PullThrough<'a> {
         let creds = match &rule.body.credential_arn {
             Some(arn) => {
                 let v: serde_json::Value =
-                    serde_json::from_str(&self.secret_value(registry, arn).await?).map_err(|_| {
+                    serde_json::from_str(&Secrets(self.0).value(registry, arn).await?).map_err(|_| {
                         Error::validation(format!("secret {arn} is not JSON with username and accessToken"))
                     })?;
                 match (v["username"].as_str(), v["accessToken"].as_str()) {

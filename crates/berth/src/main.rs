@@ -573,7 +573,7 @@ async fn secret(cfg: Config) -> Result<ExitCode, String> {
     let (action, name, username, password_file, description) =
         SECRET.get().cloned().ok_or("internal: secret arguments missing")?;
     let registry = open_registry(&cfg, Vec::new()).await?;
-    let p = registry.pull_through();
+    let p = registry.secrets();
     let op = Caller::operator();
     let account = cfg.registry_id.clone();
     match action.as_str() {
@@ -583,17 +583,17 @@ async fn secret(cfg: Config) -> Result<ExitCode, String> {
             let password = berth_remote::creds::read_secret_file(&file)?;
             let value = serde_json::json!({ "username": user, "accessToken": password }).to_string();
             let s = p
-                .create_secret(&op, &account, &name, &value, description.as_deref())
+                .create(&op, &account, &name, Some(&value), description.as_deref(), None)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{}", s.arn);
         }
         "delete" => {
-            let s = p.delete_secret(&op, &account, &name.unwrap_or_default()).await.map_err(|e| e.to_string())?;
+            let s = p.delete(&op, &account, &name.unwrap_or_default()).await.map_err(|e| e.to_string())?;
             eprintln!("deleted {}", s.arn);
         }
         _ => {
-            for s in p.list_secrets(&op, &account).await.map_err(|e| e.to_string())? {
+            for s in p.list(&op, &account).await.map_err(|e| e.to_string())? {
                 println!("{}  {}", s.arn, s.description.unwrap_or_default());
             }
         }
