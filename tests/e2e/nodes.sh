@@ -109,26 +109,8 @@ aws ecr put-replication-configuration --endpoint-url "$ECR_URL" --replication-co
   '{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"000000000000"}],"repositoryFilters":[{"filter":"far/","filterType":"PREFIX_MATCH"}]}]}' >/dev/null
 metric() { curl -fsS "http://$R/metrics" | awk -v m="$1" '$1==m{print int($2)}'; }
 before=$(metric berth_upload_bytes_total)
-# A 300 MB layer, pushed to the live node as a client would (upload, then manifest).
-big=$(python3 - "$REG" "$BERTH_PASSWORD" <<'PY'
-import base64, hashlib, json, os, sys, urllib.request
-host, pw = sys.argv[1], sys.argv[2]
-auth = "Basic " + base64.b64encode(f"AWS:{pw}".encode()).decode()
-def req(method, path, body=b"", ctype=None):
-    r = urllib.request.Request(f"http://{host}{path}", data=body, method=method, headers={"Authorization": auth})
-    if ctype: r.add_header("Content-Type", ctype)
-    return urllib.request.urlopen(r)
-ds = []
-for b in (json.dumps({"architecture": "amd64", "os": "linux"}).encode(), os.urandom(300 << 20)):
-    d = "sha256:" + hashlib.sha256(b).hexdigest(); ds.append((d, len(b)))
-    req("POST", f"/v2/far/big/blobs/uploads/?digest={d}", b)
-m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ds[0][0], "size": ds[0][1]},
-    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ds[1][0], "size": ds[1][1]}]}).encode()
-req("PUT", "/v2/far/big/manifests/1", m, "application/vnd.oci.image.manifest.v1+json")
-print("sha256:" + hashlib.sha256(m).hexdigest())
-PY
-)
+# A 300 MiB layer, pushed to the live node as a client would (upload, then manifest).
+big=$(python3 "$ROOT/tests/e2e/push_image.py" "$REG" "$BERTH_BASIC" far/big 1 --random-mib 300)
 copier=
 for _ in $(seq 1 1500); do
   now=$(metric berth_upload_bytes_total 2>/dev/null || echo 0)

@@ -42,6 +42,16 @@ printf '[default]\ncli_follow_urlparam = false\n' >"$W/aws-config"
 export AWS_CONFIG_FILE=$W/aws-config
 printf %s "$BERTH_PASSWORD" | docker login --username AWS --password-stdin "$REG" >/dev/null
 
+# cached REPO N: waits (up to 20 s) until the cache holds N images of REPO; sets n.
+cached() {
+  for _ in $(seq 1 100); do
+    n=$(aws ecr describe-images "${E[@]}" --repository-name "$1" --query 'length(imageDetails)' --output text 2>/dev/null || echo 0)
+    [ "$n" = "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 step "images in Distribution: one built with docker, a two-platform index with skopeo"
 B=$W/build; mkdir -p "$B"; cp /bin/busybox "$B/busybox"; head -c 2000000 /dev/urandom >"$B/random.bin"
 printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY random.bin /data/random.bin\nCMD ["/bin/busybox","echo","hello through the cache"]\n' >"$B/Dockerfile"
@@ -68,12 +78,7 @@ out=$(docker run --rm --network none "$REG/dist/library/hello:1")
 rm -rf "$W/multi-out"
 skopeo copy -q --all --src-tls-verify=false --src-creds "AWS:$BERTH_PASSWORD" "docker://$REG/dist/library/multi:1" "oci:$W/multi-out:1" \
   || fail "skopeo copy --all through the cache"
-for _ in $(seq 1 100); do
-  n=$(aws ecr describe-images "${E[@]}" --repository-name dist/library/multi --query 'length(imageDetails)' --output text 2>/dev/null || echo 0)
-  [ "$n" = 3 ] && break
-  sleep 0.2
-done
-[ "$n" = 3 ] || fail "dist/library/multi holds $n images, not the index and its two children"
+cached dist/library/multi 3 || fail "dist/library/multi holds $n images, not the index and its two children"
 
 step "referrers on request: a signature of the index at Distribution (no referrers API: the OCI fallback tag)"
 IA='Accept: application/vnd.oci.image.index.v1+json'
@@ -89,12 +94,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: ${IA#Acce
 [ "$code" = 201 ] || fail "the fallback tag's push to Distribution answered $code"
 rcurl -fsS "http://$REG/v2/dist/library/multi/referrers/$idx" >"$W/referrers.json" || fail "referrers through the cache"
 grep -q "$sig" "$W/referrers.json" || fail "the cache's referrers of the index lack the upstream's signature: $(cat "$W/referrers.json")"
-for _ in $(seq 1 100); do
-  n=$(aws ecr describe-images "${E[@]}" --repository-name dist/library/multi --query 'length(imageDetails)' --output text 2>/dev/null || echo 0)
-  [ "$n" = 4 ] && break
-  sleep 0.2
-done
-[ "$n" = 4 ] || fail "the signature was not cached: dist/library/multi holds $n images"
+cached dist/library/multi 4 || fail "the signature was not cached: dist/library/multi holds $n images"
 
 step "the upstream stopped: the second pulls are served from the cache"
 kill "$DPID"; wait "$DPID" 2>/dev/null || true

@@ -28,7 +28,8 @@ mkdir -p "$DOCKER_CONFIG"
 unset AWS_ENDPOINT_URL_ECR BERTH_REGION
 
 BPID=; APID=; DPID=; CPID=
-cleanup() { kill "$APID" "$BPID" "$DPID" "$CPID" 2>/dev/null || true; wait 2>/dev/null || true; }
+# Waits for its own servers only: a Docker engine this test started stays for the next test.
+cleanup() { kill "$APID" "$BPID" "$DPID" "$CPID" 2>/dev/null || true; wait $APID $BPID $DPID $CPID 2>/dev/null || true; }
 trap cleanup EXIT
 
 BERTH_REGION=ap-south-1 "$BERTH" serve --listen "$C" --data-dir "$W/c-data" >"$W/c.log" 2>&1 &
@@ -221,28 +222,8 @@ wait_complete legacy/app "$d4" >/dev/null
 docker pull "$B/legacy/app:1" >/dev/null
 
 step "100 small images: push to COMPLETE at B"
-SMALL=$W/small; mkdir -p "$SMALL"
 t0=$(date +%s.%N)
-python3 - "$A" "$PW_A" <<'PY'
-import base64, hashlib, json, sys, urllib.request
-host, pw = sys.argv[1], sys.argv[2]
-auth = "Basic " + base64.b64encode(f"AWS:{pw}".encode()).decode()
-def req(method, path, body=b"", ctype=None):
-    r = urllib.request.Request(f"http://{host}{path}", data=body, method=method, headers={"Authorization": auth})
-    if ctype: r.add_header("Content-Type", ctype)
-    return urllib.request.urlopen(r)
-for i in range(100):
-    layer = f"small image {i}\n".encode() * 50
-    config = json.dumps({"architecture": "amd64", "os": "linux", "n": i}).encode()
-    ds = []
-    for b in (config, layer):
-        d = "sha256:" + hashlib.sha256(b).hexdigest(); ds.append((d, len(b)))
-        req("POST", f"/v2/team/small/blobs/uploads/?digest={d}", b)
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ds[0][0], "size": ds[0][1]},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ds[1][0], "size": ds[1][1]}]}).encode()
-    req("PUT", f"/v2/team/small/manifests/{i}", m, "application/vnd.oci.image.manifest.v1+json")
-PY
+python3 "$ROOT/tests/e2e/push_image.py" "$A" "Basic $(printf 'AWS:%s' "$PW_A" | base64 -w0)" team/small $(seq 0 99) >/dev/null
 t1=$(date +%s.%N)
 for i in $(seq 1 600); do
   n=$(curl -fsS -H "$BB" "http://$B/v2/team/small/tags/list?n=1000" 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("tags") or []))' 2>/dev/null || echo 0)

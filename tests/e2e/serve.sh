@@ -93,7 +93,9 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pm/metrics")
 [ "$code" = 401 ] || fail "/metrics with metrics_auth answered $code without credentials"
 mkey=$(sed -n 's/^aws_access_key_id = //p' "$C/metrics/root-credentials")
 msec=$(sed -n 's/^aws_secret_access_key = //p' "$C/metrics/root-credentials")
-curl -sf -u "$mkey:$msec" "http://127.0.0.1:$pm/metrics" | grep -q "^# TYPE berth_gc_runs_total counter"   || fail "/metrics with an access key as Basic credentials did not answer"
+# Read whole, then searched: `grep -q` quitting early would fail curl's write (pipefail).
+body=$(curl -sf -u "$mkey:$msec" "http://127.0.0.1:$pm/metrics") || fail "/metrics with an access key as Basic credentials did not answer"
+grep -q "^# TYPE berth_gc_runs_total counter" <<<"$body" || fail "/metrics with an access key: $(head -c 300 <<<"$body")"
 grep -q "metrics         http://127.0.0.1:$pm/metrics (credentials required)" "$C/out-metrics" || fail "the banner does not say where metrics are"
 kill -TERM $pid; wait $pid
 

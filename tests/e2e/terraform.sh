@@ -148,24 +148,7 @@ set +e; ( cd "$T" && terraform plan -detailed-exitcode -input=false -no-color >"
 [ $rc = 0 ] || { tail -40 "$T/plan.out"; fail "a second plan wants changes (exit $rc)"; }
 
 step "the replication rule Terraform made replicates a push"
-d=$(python3 - "$REG" "$BERTH_BASIC" <<'PY'
-import hashlib, json, sys, urllib.request
-host, auth = sys.argv[1], sys.argv[2]
-def req(method, path, body=b"", ctype=None):
-    r = urllib.request.Request(f"http://{host}{path}", data=body, method=method, headers={"Authorization": auth})
-    if ctype: r.add_header("Content-Type", ctype)
-    return urllib.request.urlopen(r)
-ds = []
-for b in (b'{"architecture":"amd64","os":"linux","tf":1}', b"replicated by a terraform rule"):
-    d = "sha256:" + hashlib.sha256(b).hexdigest(); ds.append((d, len(b)))
-    req("POST", f"/v2/tf/app/blobs/uploads/?digest={d}", b)
-m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ds[0][0], "size": ds[0][1]},
-    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ds[1][0], "size": ds[1][1]}]}).encode()
-req("PUT", "/v2/tf/app/manifests/1", m, "application/vnd.oci.image.manifest.v1+json")
-print("sha256:" + hashlib.sha256(m).hexdigest())
-PY
-)
+d=$(python3 "$ROOT/tests/e2e/push_image.py" "$REG" "$BERTH_BASIC" tf/app 1)
 for _ in $(seq 1 100); do
   s=$(aws ecr describe-image-replication-status "${E[@]}" --repository-name tf/app --image-id imageTag=1 \
     --query 'replicationStatuses[0].status' --output text)

@@ -232,6 +232,18 @@ async fn push_index(s: &Server, repo: &str, tag: &str) -> (String, Vec<u8>, Vec<
     (sha256(&index), index, children, layers)
 }
 
+/// A Berth whose repositories under `hub/` are a cache of `upstream`.
+async fn cache_of(upstream: &Server) -> Server {
+    let cache = Server::start(Db::Sqlite).await.unwrap();
+    cache
+        .ecr_ok(
+            "CreatePullThroughCacheRule",
+            json!({ "ecrRepositoryPrefix": "hub", "upstreamRegistryUrl": upstream.base }),
+        )
+        .await;
+    cache
+}
+
 /// Waits until `repo` holds `n` images.
 async fn wait_cached(s: &Server, repo: &str, n: usize) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -270,13 +282,7 @@ async fn a_pull_through_an_open_upstream_is_cached_and_served_when_the_upstream_
         upstream.put_manifest("library/app", &sig_digest, OCI_MANIFEST, &sig).await.status(),
         reqwest::StatusCode::CREATED
     );
-    let cache = Server::start(Db::Sqlite).await.unwrap();
-    cache
-        .ecr_ok(
-            "CreatePullThroughCacheRule",
-            json!({ "ecrRepositoryPrefix": "hub", "upstreamRegistryUrl": upstream.base }),
-        )
-        .await;
+    let cache = cache_of(&upstream).await;
     // The index by tag, each child by digest, each layer: as the upstream has them.
     let (st, body, d) = get(&cache, "/v2/hub/library/app/manifests/1", OCI_INDEX).await;
     assert_eq!((st, d.as_str()), (reqwest::StatusCode::OK, idx.as_str()));
@@ -409,13 +415,7 @@ async fn a_second_client_follows_the_fetch_of_the_first() {
     let upstream = Server::start_region("eu-west-1", true, Vec::new(), None, None).await;
     let layer: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let digest = upstream.push_blob("library/big", &layer).await;
-    let cache = Server::start(Db::Sqlite).await.unwrap();
-    cache
-        .ecr_ok(
-            "CreatePullThroughCacheRule",
-            json!({ "ecrRepositoryPrefix": "hub", "upstreamRegistryUrl": upstream.base }),
-        )
-        .await;
+    let cache = cache_of(&upstream).await;
     let path = format!("/v2/hub/library/big/blobs/{digest}");
     // The first client has its answer but reads nothing yet: the fetch is under way, held up.
     let first = cache.req(reqwest::Method::GET, &path).send().await.unwrap();
