@@ -35,7 +35,9 @@ for p in "$PU" "$PD" "$PB"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/v2/" && break; sleep 0.1; done
 done
 for _ in $(seq 100); do [ -f "$OUT/berth/root-credentials" ] && break; sleep 0.1; done
-AWS_SHARED_CREDENTIALS_FILE=$OUT/berth/root-credentials AWS_CONFIG_FILE=/dev/null aws --region us-east-1 \
+# The aws CLI (v1) fetches parameters that look like http:// URLs unless told not to.
+printf '[default]\ncli_follow_urlparam = false\n' >"$OUT/aws-config"
+AWS_SHARED_CREDENTIALS_FILE=$OUT/berth/root-credentials AWS_CONFIG_FILE=$OUT/aws-config aws --region us-east-1 \
   --endpoint-url "http://127.0.0.1:$PB" ecr create-pull-through-cache-rule --ecr-repository-prefix hub \
   --upstream-registry-url "http://127.0.0.1:$PU" >/dev/null
 PW=$("$BIN/berth" get-login-password --data-dir "$OUT/berth")
