@@ -379,10 +379,15 @@ pub fn kms_error_response(kind: &str, message: &str) -> Response {
 
 /// A service error for a KMS client.
 pub fn kms_response(e: &Error) -> Response {
+    log_internal(e);
+    kms_error_response(kms_type(e), &kms_message(e))
+}
+
+/// An internal error is logged where it is answered (its client reads only that there was one).
+fn log_internal(e: &Error) {
     if e.is_internal() {
         tracing::error!(error = %e, "request failed");
     }
-    kms_error_response(kms_type(e), &kms_message(e))
 }
 
 // ---- Secrets Manager ----
@@ -425,9 +430,7 @@ pub fn sm_error_response(kind: &str, message: &str) -> Response {
 
 /// A service error for a Secrets Manager client.
 pub fn sm_response(e: &Error) -> Response {
-    if e.is_internal() {
-        tracing::error!(error = %e, "request failed");
-    }
+    log_internal(e);
     sm_error_response(sm_type(e), &sm_message(e))
 }
 

@@ -24,14 +24,6 @@ pub static API: JsonApi = JsonApi {
     dispatch: |st, who, op, v| Box::pin(dispatch(st, who, op, v)),
 };
 
-/// The account whose secrets a caller reads and writes: its own.
-fn account(st: &AppState, who: &Caller) -> String {
-    match &who.principal {
-        Some(p) => berth_service::identity::principal_account(p),
-        None => st.registry.settings().registry_id.clone(),
-    }
-}
-
 /// What Berth does not keep is refused, not dropped: a later read would not show it.
 fn refuse_unkept(v: &Value) -> Result<(), Error> {
     if v.get("SecretBinary").is_some_and(|b| !b.is_null()) {
@@ -70,25 +62,22 @@ fn entry(i: &SecretInfo, versions_field: &str) -> Value {
 
 async fn dispatch(st: &AppState, who: &Caller, op: &str, v: &Value) -> Result<Option<Value>, Error> {
     let secrets = st.registry.secrets();
-    let account = account(st, who);
-    let a = account.as_str();
     let out = match op {
         "CreateSecret" => {
             refuse_unkept(v)?;
             let value = s(v, "SecretString")?;
-            let i = secrets
-                .create(who, a, req(v, "Name")?, value, s(v, "Description")?, s(v, "ClientRequestToken")?)
-                .await?;
+            let i =
+                secrets.create(who, req(v, "Name")?, value, s(v, "Description")?, s(v, "ClientRequestToken")?).await?;
             let mut out = json!({ "ARN": i.arn, "Name": i.name });
             if let Some(id) = i.version_id {
                 out["VersionId"] = json!(id);
             }
             out
         }
-        "DescribeSecret" => entry(&secrets.describe(who, a, req(v, "SecretId")?).await?, "VersionIdsToStages"),
+        "DescribeSecret" => entry(&secrets.describe(who, req(v, "SecretId")?).await?, "VersionIdsToStages"),
         "GetSecretValue" => {
             let (i, value) =
-                secrets.get_value(who, a, req(v, "SecretId")?, s(v, "VersionId")?, s(v, "VersionStage")?).await?;
+                secrets.get_value(who, req(v, "SecretId")?, s(v, "VersionId")?, s(v, "VersionStage")?).await?;
             json!({
                 "ARN": i.arn, "Name": i.name, "VersionId": i.version_id, "SecretString": value,
                 "VersionStages": [CURRENT], "CreatedDate": ts(i.updated_at),
@@ -103,14 +92,13 @@ async fn dispatch(st: &AppState, who: &Caller, op: &str, v: &Value) -> Result<Op
             }
             let value = req(v, "SecretString")?;
             let token = s(v, "ClientRequestToken")?;
-            let i =
-                secrets.put_value(who, a, req(v, "SecretId")?, value, token, "secretsmanager:PutSecretValue").await?;
+            let i = secrets.put_value(who, req(v, "SecretId")?, value, token).await?;
             json!({ "ARN": i.arn, "Name": i.name, "VersionId": i.version_id, "VersionStages": [CURRENT] })
         }
         "UpdateSecret" => {
             refuse_unkept(v)?;
             let (value, token) = (s(v, "SecretString")?, s(v, "ClientRequestToken")?);
-            let i = secrets.update(who, a, req(v, "SecretId")?, value, s(v, "Description")?, token).await?;
+            let i = secrets.update(who, req(v, "SecretId")?, value, s(v, "Description")?, token).await?;
             let mut out = json!({ "ARN": i.arn, "Name": i.name });
             if value.is_some() {
                 out["VersionId"] = json!(i.version_id);
@@ -131,13 +119,13 @@ async fn dispatch(st: &AppState, who: &Caller, op: &str, v: &Value) -> Result<Op
                 return Err(validation("RecoveryWindowInDays", "must be between 7 and 30"));
             }
             // Berth keeps no deleted secrets: gone now, whatever the window.
-            let i = secrets.delete(who, a, req(v, "SecretId")?).await?;
+            let i = secrets.delete(who, req(v, "SecretId")?).await?;
             let now = berth_service::tokens::now_secs() as i64 * 1000;
             json!({ "ARN": i.arn, "Name": i.name, "DeletionDate": ts(now) })
         }
-        "ListSecrets" => list(&secrets.list(who, a).await?, v)?,
+        "ListSecrets" => list(&secrets.list(who).await?, v)?,
         "GetResourcePolicy" => {
-            let i = secrets.describe(who, a, req(v, "SecretId")?).await?;
+            let i = secrets.describe(who, req(v, "SecretId")?).await?;
             json!({ "ARN": i.arn, "Name": i.name })
         }
         _ => return Ok(None),

@@ -284,6 +284,15 @@ impl Core {
         self.remotes.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
+    /// The account a caller's own resources (KMS keys, secrets) are in: its principal's, else
+    /// (the operator) this registry's.
+    pub(crate) fn account_of(&self, who: &Caller) -> String {
+        match &who.principal {
+            Some(p) => p.arn.split(':').nth(4).unwrap_or_default().to_string(),
+            None => self.settings.registry_id.clone(),
+        }
+    }
+
     /// The lock held while blob `digest` is sent to destination `dest`.
     pub(crate) fn blob_send_lock(&self, dest: &str, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.blob_sends.lock().unwrap_or_else(|e| e.into_inner());

@@ -187,14 +187,6 @@ impl<'a> Kms<'a> {
         Access(self.0)
     }
 
-    /// The account a caller's keys are in.
-    fn account_of(&self, who: &Caller) -> String {
-        match &who.principal {
-            Some(p) => p.arn.split(':').nth(4).unwrap_or_default().to_string(),
-            None => self.settings.registry_id.clone(),
-        }
-    }
-
     fn key_arn(&self, account: &str, key_id: &str) -> String {
         format!("arn:aws:kms:{}:{account}:key/{key_id}", self.settings.region)
     }

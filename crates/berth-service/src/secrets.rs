@@ -75,6 +75,13 @@ impl<'a> Secrets<'a> {
         Access(self.0)
     }
 
+    /// Decides `action` for the caller, on its own account's secrets; that account.
+    async fn check(&self, caller: &Caller, action: &str) -> Result<String> {
+        let account = self.account_of(caller);
+        self.access().check_registry(caller, action, &account).await?;
+        Ok(account)
+    }
+
     fn aad(arn: &str) -> Vec<u8> {
         format!("berth-secret:{arn}").into_bytes()
     }
@@ -96,17 +103,16 @@ impl<'a> Secrets<'a> {
         String::from_utf8(plain).map_err(|_| Error::Internal(format!("secret {} is not text", row.arn)))
     }
 
-    /// Stores a secret of `account` (sealed under the secrets key).
+    /// Stores a secret in the caller's account (sealed under the secrets key).
     pub async fn create(
         &self,
         caller: &Caller,
-        account: &str,
         name: &str,
         value: Option<&str>,
         description: Option<&str>,
         token: Option<&str>,
     ) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:CreateSecret", account).await?;
+        let account = self.check(caller, "secretsmanager:CreateSecret").await?;
         if name.is_empty()
             || name.len() > 512
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
@@ -124,7 +130,7 @@ impl<'a> Secrets<'a> {
         let row = berth_meta::SecretRow {
             sealed: value.map(|v| self.settings.seal_key.seal(v.as_bytes(), &Self::aad(&arn))).unwrap_or_default(),
             arn,
-            account: account.to_string(),
+            account,
             name: name.to_string(),
             description: description.map(str::to_string),
             version_id: version,
@@ -137,15 +143,15 @@ impl<'a> Secrets<'a> {
         Ok(info(&row))
     }
 
-    pub async fn describe(&self, caller: &Caller, account: &str, id: &str) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:DescribeSecret", account).await?;
-        Ok(info(&self.row(account, id).await?))
+    pub async fn describe(&self, caller: &Caller, id: &str) -> Result<SecretInfo> {
+        let account = self.check(caller, "secretsmanager:DescribeSecret").await?;
+        Ok(info(&self.row(&account, id).await?))
     }
 
-    /// The account's secrets, by name.
-    pub async fn list(&self, caller: &Caller, account: &str) -> Result<Vec<SecretInfo>> {
-        self.access().check_registry(caller, "secretsmanager:ListSecrets", account).await?;
-        Ok(self.meta.secrets(account).await?.iter().map(info).collect())
+    /// The caller's account's secrets, by name.
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<SecretInfo>> {
+        let account = self.check(caller, "secretsmanager:ListSecrets").await?;
+        Ok(self.meta.secrets(&account).await?.iter().map(info).collect())
     }
 
     /// A secret's current value (`GetSecretValue`): the version or stage asked for must be the
@@ -153,13 +159,12 @@ impl<'a> Secrets<'a> {
     pub async fn get_value(
         &self,
         caller: &Caller,
-        account: &str,
         id: &str,
         version_id: Option<&str>,
         stage: Option<&str>,
     ) -> Result<(SecretInfo, String)> {
-        self.access().check_registry(caller, "secretsmanager:GetSecretValue", account).await?;
-        let row = self.row(account, id).await?;
+        let account = self.check(caller, "secretsmanager:GetSecretValue").await?;
+        let row = self.row(&account, id).await?;
         let i = info(&row);
         if let Some(v) = version_id
             && Some(v) != i.version_id.as_deref()
@@ -175,25 +180,44 @@ impl<'a> Secrets<'a> {
         Ok((i, value))
     }
 
-    /// A new current value (`PutSecretValue`, `UpdateSecret`). Writing again with the current
-    /// version's token and the same value changes nothing; with another value it is refused.
-    pub async fn put_value(
+    /// A new current value (`PutSecretValue`).
+    pub async fn put_value(&self, caller: &Caller, id: &str, value: &str, token: Option<&str>) -> Result<SecretInfo> {
+        let account = self.check(caller, "secretsmanager:PutSecretValue").await?;
+        let row = self.row(&account, id).await?;
+        self.write_value(&row, value, token).await
+    }
+
+    /// `UpdateSecret`: the description and (as a new version) the value, either or both.
+    pub async fn update(
         &self,
         caller: &Caller,
-        account: &str,
         id: &str,
-        value: &str,
+        value: Option<&str>,
+        description: Option<&str>,
         token: Option<&str>,
-        action: &str,
     ) -> Result<SecretInfo> {
-        self.access().check_registry(caller, action, account).await?;
+        let account = self.check(caller, "secretsmanager:UpdateSecret").await?;
+        check_description(description)?;
+        let mut row = self.row(&account, id).await?;
+        if let Some(d) = description {
+            self.meta.set_secret_description(&row.arn, Some(d)).await?;
+            row.description = Some(d.to_string());
+        }
+        match value {
+            Some(v) => self.write_value(&row, v, token).await,
+            None => Ok(info(&row)),
+        }
+    }
+
+    /// Makes `value` the current version. Writing again with the current version's token and
+    /// the same value changes nothing; with another value it is refused.
+    async fn write_value(&self, row: &berth_meta::SecretRow, value: &str, token: Option<&str>) -> Result<SecretInfo> {
         check_value(value)?;
-        let row = self.row(account, id).await?;
-        let current = info(&row);
+        let current = info(row);
         if let Some(id) = current.version_id.clone()
             && token == Some(id.as_str())
         {
-            if self.open(&row)? == value {
+            if self.open(row)? == value {
                 return Ok(current);
             }
             return Err(Exists::SecretVersion { id }.into());
@@ -201,37 +225,15 @@ impl<'a> Secrets<'a> {
         let version = version_of(token)?;
         let sealed = self.settings.seal_key.seal(value.as_bytes(), &Self::aad(&row.arn));
         if !self.meta.set_secret_value(&row.arn, &sealed, &version).await? {
-            return Err(NotFound::Secret { id: id.to_string() }.into());
+            return Err(NotFound::Secret { id: row.name.clone() }.into());
         }
-        Ok(info(&self.row(account, &row.arn).await?))
-    }
-
-    /// `UpdateSecret`: the description and (as a new version) the value, either or both.
-    pub async fn update(
-        &self,
-        caller: &Caller,
-        account: &str,
-        id: &str,
-        value: Option<&str>,
-        description: Option<&str>,
-        token: Option<&str>,
-    ) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:UpdateSecret", account).await?;
-        check_description(description)?;
-        let row = self.row(account, id).await?;
-        if let Some(d) = description {
-            self.meta.set_secret_description(&row.arn, Some(d)).await?;
-        }
-        match value {
-            Some(v) => self.put_value(caller, account, &row.arn, v, token, "secretsmanager:UpdateSecret").await,
-            None => Ok(info(&self.row(account, &row.arn).await?)),
-        }
+        Ok(SecretInfo { version_id: Some(version), updated_at: berth_meta::now_ms(), ..current })
     }
 
     /// Deletes a secret at once (Berth keeps no recovery window).
-    pub async fn delete(&self, caller: &Caller, account: &str, id: &str) -> Result<SecretInfo> {
-        self.access().check_registry(caller, "secretsmanager:DeleteSecret", account).await?;
-        let row = self.row(account, id).await?;
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<SecretInfo> {
+        let account = self.check(caller, "secretsmanager:DeleteSecret").await?;
+        let row = self.row(&account, id).await?;
         self.meta.delete_secret(&row.arn).await?;
         Ok(info(&row))
     }

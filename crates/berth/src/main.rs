@@ -575,25 +575,22 @@ async fn secret(cfg: Config) -> Result<ExitCode, String> {
     let registry = open_registry(&cfg, Vec::new()).await?;
     let p = registry.secrets();
     let op = Caller::operator();
-    let account = cfg.registry_id.clone();
     match action.as_str() {
         "create" => {
             let (name, user, file) =
                 (name.unwrap_or_default(), username.unwrap_or_default(), password_file.unwrap_or_default());
             let password = berth_remote::creds::read_secret_file(&file)?;
             let value = serde_json::json!({ "username": user, "accessToken": password }).to_string();
-            let s = p
-                .create(&op, &account, &name, Some(&value), description.as_deref(), None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let s =
+                p.create(&op, &name, Some(&value), description.as_deref(), None).await.map_err(|e| e.to_string())?;
             println!("{}", s.arn);
         }
         "delete" => {
-            let s = p.delete(&op, &account, &name.unwrap_or_default()).await.map_err(|e| e.to_string())?;
+            let s = p.delete(&op, &name.unwrap_or_default()).await.map_err(|e| e.to_string())?;
             eprintln!("deleted {}", s.arn);
         }
         _ => {
-            for s in p.list(&op, &account).await.map_err(|e| e.to_string())? {
+            for s in p.list(&op).await.map_err(|e| e.to_string())? {
                 println!("{}  {}", s.arn, s.description.unwrap_or_default());
             }
         }
